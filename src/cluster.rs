@@ -1,0 +1,419 @@
+//! The cluster file as the user wrote it: serde types that mirror the YAML,
+//! with source positions kept on every value a later check may complain about.
+//! Defaults here reproduce the staking guide. Semantic checks live in
+//! [`crate::validate`]; this module only turns text into typed data.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
+
+/// The only cluster file version this release understands.
+pub const SUPPORTED_VERSION: u32 = 1;
+
+fn sp<T>(value: T) -> Spanned<T> {
+    Spanned {
+        value,
+        referenced: serde_saphyr::Location::UNKNOWN,
+        defined: serde_saphyr::Location::UNKNOWN,
+    }
+}
+
+fn sps(values: &[&str]) -> Vec<Spanned<String>> {
+    values.iter().map(|v| sp(v.to_string())).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub version: Spanned<u32>,
+    pub name: Spanned<String>,
+    #[serde(default = "default_release")]
+    pub release: Spanned<String>,
+    #[serde(default = "default_timezone")]
+    pub timezone: Spanned<String>,
+    #[serde(default = "default_locale")]
+    pub locale: Spanned<String>,
+    #[serde(default)]
+    pub keyboard: Keyboard,
+    pub network: Network,
+    #[serde(default)]
+    pub ntp: Ntp,
+    pub admin: Admin,
+    #[serde(default)]
+    pub ssh: Ssh,
+    #[serde(default)]
+    pub microk8s: Microk8s,
+    #[serde(default)]
+    pub nfs: Nfs,
+    #[serde(default)]
+    pub staking: Staking,
+    pub machines: Vec<Machine>,
+}
+
+fn default_release() -> Spanned<String> {
+    sp("20.04".into())
+}
+fn default_timezone() -> Spanned<String> {
+    sp("Etc/UTC".into())
+}
+fn default_locale() -> Spanned<String> {
+    sp("en_US.UTF-8".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keyboard {
+    #[serde(default = "default_layout")]
+    pub layout: Spanned<String>,
+    #[serde(default)]
+    pub variant: Option<Spanned<String>>,
+}
+
+fn default_layout() -> Spanned<String> {
+    sp("us".into())
+}
+
+impl Default for Keyboard {
+    fn default() -> Self {
+        Keyboard {
+            layout: default_layout(),
+            variant: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub subnet: Spanned<String>,
+    pub gateway: Spanned<String>,
+    #[serde(default = "default_dns")]
+    pub dns: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub search_domains: Vec<Spanned<String>>,
+}
+
+fn default_dns() -> Vec<Spanned<String>> {
+    sps(&["8.8.8.8", "8.8.4.4"])
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ntp {
+    #[serde(default = "default_pools")]
+    pub pools: Vec<Spanned<String>>,
+}
+
+fn default_pools() -> Vec<Spanned<String>> {
+    sps(&["time.google.com", "us.pool.ntp.org", "ntp.ubuntu.com"])
+}
+
+impl Default for Ntp {
+    fn default() -> Self {
+        Ntp {
+            pools: default_pools(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_username")]
+    pub username: Spanned<String>,
+    #[serde(default)]
+    pub ssh_keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub password_hash: Option<Spanned<String>>,
+}
+
+fn default_username() -> Spanned<String> {
+    sp("ubuntu".into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    #[serde(default = "default_ssh_port")]
+    pub port: Spanned<u32>,
+    #[serde(default)]
+    pub password_auth: bool,
+    /// CIDR allowed to reach ssh; anywhere when absent.
+    #[serde(default)]
+    pub allow_from: Option<Spanned<String>>,
+}
+
+fn default_ssh_port() -> Spanned<u32> {
+    sp(22)
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            port: default_ssh_port(),
+            password_auth: false,
+            allow_from: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Microk8s {
+    #[serde(default = "default_channel")]
+    pub channel: Spanned<String>,
+    #[serde(default = "default_addons")]
+    pub addons: Vec<Spanned<String>>,
+}
+
+fn default_channel() -> Spanned<String> {
+    sp("1.20/stable".into())
+}
+fn default_addons() -> Vec<Spanned<String>> {
+    sps(&["dns", "helm3"])
+}
+
+impl Default for Microk8s {
+    fn default() -> Self {
+        Microk8s {
+            channel: default_channel(),
+            addons: default_addons(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nfs {
+    #[serde(default = "default_export_root")]
+    pub export_root: Spanned<String>,
+    #[serde(default = "default_clients")]
+    pub validator_clients: Spanned<u32>,
+    #[serde(default = "default_uid")]
+    pub uid: Spanned<u32>,
+    #[serde(default = "default_gid")]
+    pub gid: Spanned<u32>,
+}
+
+fn default_export_root() -> Spanned<String> {
+    sp("/data".into())
+}
+fn default_clients() -> Spanned<u32> {
+    sp(1)
+}
+fn default_uid() -> Spanned<u32> {
+    sp(1001)
+}
+fn default_gid() -> Spanned<u32> {
+    sp(2000)
+}
+
+impl Default for Nfs {
+    fn default() -> Self {
+        Nfs {
+            export_root: default_export_root(),
+            validator_clients: default_clients(),
+            uid: default_uid(),
+            gid: default_gid(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Staking {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where the eth2xk8s chart is on the master (a directory path or a chart
+    /// reference helm understands). The chart is installed only when set.
+    #[serde(default)]
+    pub chart: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub name: Spanned<String>,
+    pub role: Spanned<String>,
+    pub ip: Spanned<String>,
+    #[serde(default)]
+    pub mac: Option<Spanned<String>>,
+    #[serde(default)]
+    pub interface: Option<Spanned<String>>,
+    #[serde(default)]
+    pub disk: Option<Spanned<DiskChoice>>,
+}
+
+/// Which disk the installer wipes and installs onto.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum DiskChoice {
+    Largest,
+    Serial(String),
+    Path(String),
+}
+
+/// Every key the cluster file format knows, for "did you mean" hints.
+const KNOWN_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "release",
+    "timezone",
+    "locale",
+    "keyboard",
+    "layout",
+    "variant",
+    "network",
+    "subnet",
+    "gateway",
+    "dns",
+    "search_domains",
+    "ntp",
+    "pools",
+    "admin",
+    "username",
+    "ssh_keys",
+    "password_hash",
+    "ssh",
+    "port",
+    "password_auth",
+    "allow_from",
+    "microk8s",
+    "channel",
+    "addons",
+    "nfs",
+    "export_root",
+    "validator_clients",
+    "uid",
+    "gid",
+    "staking",
+    "enabled",
+    "chart",
+    "machines",
+    "role",
+    "ip",
+    "mac",
+    "interface",
+    "disk",
+    "largest",
+    "serial",
+    "path",
+];
+
+/// Parses the cluster file text. Errors carry the file, line, column and
+/// field path, with a suggestion for a misspelt key.
+pub fn parse(file: &Path, text: &str) -> Result<ClusterFile, InputErrors> {
+    // Check the version first, so a future file gets "unsupported version"
+    // rather than a confusing error about a key this release does not know.
+    check_version(file, text)?;
+    parse_typed(file, text)
+}
+
+/// Deserializes `text` into `T`, turning serde errors into diagnostics with
+/// the field path (tracked by serde_path_to_error) and serde-saphyr's position.
+pub fn parse_typed<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Result<T, InputErrors> {
+    let path = RefCell::new(String::new());
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            *path.borrow_mut() = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|err| {
+        let pos = err.location().map(Pos::from_location).unwrap_or_default();
+        let field = path.into_inner();
+        // Spanned<T> adds a `.value` step that means nothing to the user.
+        let field = field.replace(".value", "");
+        let field = if field == "." { String::new() } else { field };
+        InputErrors(vec![Diagnostic::error(
+            file,
+            pos,
+            field,
+            explain(&err.without_snippet().to_string()),
+        )])
+    })
+}
+
+/// Rewrites serde's wording into something a user can act on, adding a
+/// nearest-key suggestion for unknown fields.
+fn explain(raw: &str) -> String {
+    let msg = raw
+        .lines()
+        .next()
+        .unwrap_or(raw)
+        .trim()
+        .to_string();
+    let msg = msg
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("line ") || head.starts_with("error"))
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or(msg);
+    // serde-saphyr appends the position, which we print in front already.
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some((key, _)) = rest.split_once('`')
+    {
+        if let Some(near) = nearest(key, KNOWN_KEYS) {
+            return format!("{msg}; did you mean `{near}`?");
+        }
+    }
+    msg
+}
+
+/// Reads only `version`, ignoring every other key.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: Option<Spanned<serde_saphyr_value::Any>>,
+}
+
+mod serde_saphyr_value {
+    //! Accepts any YAML value, so the version probe never fails on the rest.
+    use serde::Deserialize;
+    #[derive(Debug)]
+    pub struct Any(pub Option<u64>);
+    impl<'de> Deserialize<'de> for Any {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum V {
+                N(u64),
+                Other(serde::de::IgnoredAny),
+            }
+            Ok(match V::deserialize(d)? {
+                V::N(n) => Any(Some(n)),
+                V::Other(_) => Any(None),
+            })
+        }
+    }
+}
+
+fn check_version(file: &Path, text: &str) -> Result<(), InputErrors> {
+    // Syntax errors surface in the full parse with their position.
+    let Ok(probe) = serde_saphyr::from_str::<VersionOnly>(text) else {
+        return Ok(());
+    };
+    match probe.version {
+        None => Err(InputErrors(vec![Diagnostic::error(
+            file,
+            Pos { line: 1, column: 1 },
+            "version",
+            format!("missing; expected `version: {SUPPORTED_VERSION}` at the top of the file"),
+        )])),
+        Some(v) if v.value.0 == Some(SUPPORTED_VERSION as u64) => Ok(()),
+        Some(v) => Err(InputErrors(vec![Diagnostic::error(
+            file,
+            Pos::from_location(v.referenced),
+            "version",
+            format!(
+                "unsupported cluster file version; this microseed reads version {SUPPORTED_VERSION}"
+            ),
+        )])),
+    }
+}

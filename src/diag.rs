@@ -1,0 +1,111 @@
+//! Input errors that point at the user's file: file, line, column, field path,
+//! what was found and what was expected. Every stage that reads user input
+//! reports through [`Diagnostic`] so the CLI can print them uniformly and exit 2.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where in a file a value came from (1-based; 0 means unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Pos {
+    pub fn from_location(loc: serde_saphyr::Location) -> Pos {
+        Pos {
+            line: loc.line(),
+            column: loc.column(),
+        }
+    }
+
+    pub fn known(self) -> bool {
+        self.line > 0
+    }
+}
+
+/// One problem with user input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub pos: Pos,
+    /// Field path such as `machines[2].ip`; empty for whole-file problems.
+    pub field: String,
+    pub message: String,
+    /// Whether this is only a warning (reported, but does not fail unless strict).
+    pub warning: bool,
+}
+
+impl Diagnostic {
+    pub fn error(file: &Path, pos: Pos, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            pos,
+            field: field.into(),
+            message: message.into(),
+            warning: false,
+        }
+    }
+
+    pub fn warning(file: &Path, pos: Pos, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            warning: true,
+            ..Diagnostic::error(file, pos, field, message)
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.file.display().to_string(),
+            "line": self.pos.line,
+            "column": self.pos.column,
+            "field": self.field,
+            "message": self.message,
+            "severity": if self.warning { "warning" } else { "error" },
+        })
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.pos.known() {
+            write!(f, ":{}:{}", self.pos.line, self.pos.column)?;
+        }
+        write!(f, ": {}", if self.warning { "warning" } else { "error" })?;
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A set of input errors; returned as the error of validation so callers can
+/// tell input problems (exit 2) from everything else (exit 1).
+#[derive(Debug, Clone)]
+pub struct InputErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for InputErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InputErrors {}
+
+/// The closest candidate to `got`, if it is close enough to be a plausible typo.
+pub fn nearest<'a>(got: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(got, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
