@@ -1,7 +1,19 @@
 //! microseed: one cluster file in, a seed per machine out.
 //!
-//! Stages, each a module: [`cluster`] (text to typed file) -> validate
-//! (typed file to model) -> plan (role profile applied) -> render (documents)
-//! -> packaging (directory, seed image, installer image, PXE tree) -> manifest.
+//! Stages, each a module with a small surface: [`cluster`] (text to typed
+//! file) -> [`validate`] (typed file to [`model`]) -> [`plan`] (role profile
+//! applied, file bodies rendered) -> [`render`] (YAML documents) ->
+//! packaging into [`output`] (directory, images) with a manifest.
+//! [`build`] strings the stages together; [`commands`] is the CLI's side.
+pub mod assets;
+pub mod build;
 pub mod cluster;
+pub mod commands;
 pub mod diag;
+pub mod model;
+pub mod output;
+pub mod plan;
+pub mod profile;
+pub mod render;
+pub mod secrets;
+pub mod validate;

@@ -1,5 +1,137 @@
 //! Command-line entry point: parses arguments and calls into the library.
-fn main() {
-    eprintln!("microseed: command line not wired yet");
-    std::process::exit(1);
+//! Exit codes: 0 success, 1 failure, 2 bad input (nothing written).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use microseed::build::{Format, Sources};
+use microseed::commands;
+use microseed::render::Target;
+
+const EXAMPLES: &str = "\
+Examples:
+  microseed init mycluster
+  microseed check mycluster/cluster.yaml
+  microseed build mycluster/cluster.yaml -o out
+  microseed build mycluster/cluster.yaml -o out --machine worker-1
+  microseed render mycluster/cluster.yaml master user-data
+  microseed completions bash > /etc/bash_completion.d/microseed
+
+Exit codes: 0 success, 1 failure, 2 invalid input (nothing written).";
+
+#[derive(Parser)]
+#[command(
+    name = "microseed",
+    version,
+    about = "Turn one cluster file into an unattended Ubuntu install seed per machine",
+    long_about = "microseed turns one cluster file into a seed per machine: Ubuntu Server \
+autoinstall and cloud-init data for an NFS server, a MicroK8s master and MicroK8s workers, \
+with static addresses, chrony, ufw and unattended joins baked in.",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    /// Read role and release profiles from DIR, falling back to the built-in ones.
+    #[arg(long, global = true, value_name = "DIR")]
+    profiles: Option<PathBuf>,
+    /// Read templates from DIR, falling back to the built-in ones.
+    #[arg(long, global = true, value_name = "DIR")]
+    templates: Option<PathBuf>,
+    /// Treat warnings (such as a group-readable secrets file) as errors.
+    #[arg(long, global = true)]
+    strict: bool,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create DIR/cluster.yaml (the staking guide's network) and DIR/secrets.yaml.
+    #[command(after_help = "Example:\n  microseed init mycluster --ssh-key ~/.ssh/id_ed25519.pub")]
+    Init {
+        dir: PathBuf,
+        /// Public key to put in the admin's authorized keys (default: the
+        /// first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub).
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Option<PathBuf>,
+    },
+    /// Validate a cluster file (and its secrets file, when present).
+    #[command(after_help = "Example:\n  microseed check mycluster/cluster.yaml")]
+    Check { cluster: PathBuf },
+    /// Build every machine's seed into OUT, replacing it atomically.
+    #[command(
+        after_help = "Examples:\n  microseed build mycluster/cluster.yaml -o out\n  microseed build mycluster/cluster.yaml -o out --machine worker-1 --machine worker-2\n  microseed build mycluster/cluster.yaml -o vms --target cloud-image"
+    )]
+    Build {
+        cluster: PathBuf,
+        #[arg(short, long, value_name = "OUT")]
+        out: PathBuf,
+        /// Build only this machine (repeatable).
+        #[arg(long = "machine", value_name = "NAME")]
+        machines: Vec<String>,
+        /// What boots the seed: Ubuntu's installer, or a cloud image VM.
+        #[arg(long, value_enum, default_value = "installer")]
+        target: Target,
+        /// Comma-separated output formats.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "dir")]
+        format: Vec<Format>,
+    },
+    /// Print one document of one machine to stdout.
+    #[command(
+        after_help = "Example:\n  microseed render mycluster/cluster.yaml worker-1 network-config"
+    )]
+    Render {
+        cluster: PathBuf,
+        machine: String,
+        #[arg(value_parser = ["user-data", "meta-data", "network-config"], default_value = "user-data")]
+        document: String,
+        #[arg(long, value_enum, default_value = "installer")]
+        target: Target,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  microseed completions bash > ~/.local/share/bash-completion/completions/microseed"
+    )]
+    Completions { shell: clap_complete::Shell },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let src = Sources {
+        profiles: cli.profiles,
+        templates: cli.templates,
+        strict: cli.strict,
+    };
+    let json = cli.json;
+    let result = match cli.command {
+        Command::Init { dir, ssh_key } => commands::init(&dir, ssh_key.as_deref(), json),
+        Command::Check { cluster } => commands::check(&cluster, &src, json),
+        Command::Build {
+            cluster,
+            out,
+            machines,
+            target,
+            format,
+        } => commands::build(&cluster, &src, &out, &machines, target, &format, json),
+        Command::Render {
+            cluster,
+            machine,
+            document,
+            target,
+        } => commands::render(&cluster, &src, &machine, &document, target),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "microseed",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    };
+    commands::exit(result, json)
 }

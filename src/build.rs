@@ -1,0 +1,193 @@
+//! The build pipeline: cluster file -> validated model -> per-machine plans ->
+//! documents -> packaging into a staged output tree -> manifest. Commands call
+//! in here; nothing here prints except through the progress reporter.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::diag::{Diagnostic, InputErrors};
+use crate::model::{Cluster, Machine};
+use crate::output::{Staging, Written};
+use crate::plan::Planner;
+use crate::profile::Profiles;
+use crate::render::{self, Documents, Target};
+use crate::secrets::{self, Secrets};
+use crate::{cluster, validate};
+
+/// Where to read profiles and templates from, and how strict to be.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub profiles: Option<PathBuf>,
+    pub templates: Option<PathBuf>,
+    pub strict: bool,
+}
+
+/// A cluster file that passed validation, with what it needs to render.
+pub struct Loaded {
+    pub file: PathBuf,
+    pub cluster: Cluster,
+    pub profiles: Profiles,
+    pub secrets: Option<Secrets>,
+    pub secrets_path: PathBuf,
+    pub warnings: Vec<Diagnostic>,
+    /// Set when this run created the secrets file.
+    pub created_secrets: bool,
+}
+
+/// What to do when the secrets file is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingSecrets {
+    /// `check`: only validate the cluster file.
+    Skip,
+    /// `build`: create it (and say so).
+    Create,
+    /// `render`: a missing file is an error (render never writes).
+    Require,
+}
+
+/// Reads and validates the cluster file and its secrets.
+pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loaded> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        InputErrors(vec![Diagnostic::error(
+            file,
+            Default::default(),
+            "",
+            format!("cannot read the cluster file: {e}"),
+        )])
+    })?;
+    let profiles = Profiles::load(src.profiles.as_deref())?;
+    let raw = cluster::parse(file, &text)?;
+    let cluster = validate::validate(file, &raw, &profiles)?;
+    let secrets_path = secrets::path_for(file);
+    let mut warnings = Vec::new();
+    let mut created = false;
+    let secrets = if secrets_path.exists() {
+        let (s, w) = secrets::load(&secrets_path, src.strict)?;
+        warnings.extend(w);
+        Some(s)
+    } else {
+        match missing {
+            MissingSecrets::Skip => None,
+            MissingSecrets::Require => {
+                return Err(InputErrors(vec![Diagnostic::error(
+                    &secrets_path,
+                    Default::default(),
+                    "",
+                    "missing; run `microseed init` or `microseed build` once to create it",
+                )])
+                .into());
+            }
+            MissingSecrets::Create => {
+                let s = secrets::generate()?;
+                secrets::create(&secrets_path, &s)?;
+                created = true;
+                Some(s)
+            }
+        }
+    };
+    Ok(Loaded {
+        file: file.to_path_buf(),
+        cluster,
+        profiles,
+        secrets,
+        secrets_path,
+        warnings,
+        created_secrets: created,
+    })
+}
+
+/// Picks the machines to build: all, or the named subset (unknown names are
+/// input errors).
+pub fn select<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Machine>> {
+    if names.is_empty() {
+        return Ok(loaded.cluster.machines.iter().collect());
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for n in names {
+        match loaded.cluster.machine(n) {
+            Some(m) => out.push(m),
+            None => {
+                let known: Vec<&str> = loaded
+                    .cluster
+                    .machines
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect();
+                errors.push(Diagnostic::error(
+                    &loaded.file,
+                    Default::default(),
+                    "machines",
+                    format!(
+                        "no machine named {n:?}; the cluster has {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(InputErrors(errors).into());
+    }
+    Ok(out)
+}
+
+/// Renders the documents of the given machines.
+pub fn render_machines(
+    loaded: &Loaded,
+    src: &Sources,
+    machines: &[&Machine],
+    target: Target,
+) -> Result<Vec<Documents>> {
+    let secrets = loaded
+        .secrets
+        .as_ref()
+        .context("secrets are needed to render")?;
+    let mut planner = Planner::new(
+        &loaded.cluster,
+        &loaded.profiles,
+        secrets,
+        src.templates.as_deref(),
+    )?;
+    machines
+        .iter()
+        .map(|m| {
+            let plan = planner
+                .plan(m)
+                .with_context(|| format!("planning {}", m.name))?;
+            render::documents(&loaded.cluster, &plan, target)
+                .with_context(|| format!("rendering {}", m.name))
+        })
+        .collect()
+}
+
+/// Output formats `build` can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// `<machine>/{user-data,meta-data,network-config}`.
+    Dir,
+}
+
+pub struct BuildRequest<'a> {
+    pub out: &'a Path,
+    pub machines: &'a [String],
+    pub target: Target,
+    pub formats: &'a [Format],
+}
+
+/// Builds every requested format into a staged tree and swaps it into place.
+pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<Written> {
+    let machines = select(loaded, req.machines)?;
+    let docs = render_machines(loaded, src, &machines, req.target)?;
+    let mut staging = Staging::new(req.out)?;
+    for (m, d) in machines.iter().zip(&docs) {
+        if req.formats.contains(&Format::Dir) {
+            for (name, bytes) in d.files() {
+                staging.write(&format!("{}/{name}", m.name), bytes)?;
+            }
+        }
+    }
+    staging.commit()
+}

@@ -1,0 +1,261 @@
+//! What each subcommand does, in terms of the library; printing and exit
+//! codes live here so the stages stay quiet and testable.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::build::{self, BuildRequest, Format, MissingSecrets, Sources};
+use crate::diag::{Diagnostic, InputErrors};
+use crate::render::Target;
+use crate::secrets;
+
+/// Prints the outcome and maps it to an exit code: 2 for input errors,
+/// 1 for anything else.
+pub fn exit(result: Result<()>, json: bool) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(input) = e.downcast_ref::<InputErrors>() {
+                if json {
+                    let diags: Vec<_> = input.0.iter().map(Diagnostic::to_json).collect();
+                    println!("{}", json!({"ok": false, "errors": diags}));
+                }
+                eprintln!("{input}");
+                let n = input.0.len();
+                eprintln!(
+                    "{n} error{}; nothing was written",
+                    if n == 1 { "" } else { "s" }
+                );
+                ExitCode::from(2)
+            } else {
+                if json {
+                    println!("{}", json!({"ok": false, "error": format!("{e:#}")}));
+                }
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn warn_all(diags: &[Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+}
+
+pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
+    let loaded = build::load(cluster, src, MissingSecrets::Skip)?;
+    warn_all(&loaded.warnings);
+    if json {
+        println!(
+            "{}",
+            json!({
+                "ok": true,
+                "cluster": loaded.cluster.name,
+                "machines": loaded.cluster.machines.iter().map(|m| json!({"name": m.name, "role": m.role, "ip": m.ip})).collect::<Vec<_>>(),
+                "secrets": loaded.secrets.is_some(),
+                "warnings": loaded.warnings.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!(
+            "{}: ok ({} machines{})",
+            cluster.display(),
+            loaded.cluster.machines.len(),
+            if loaded.secrets.is_some() {
+                ", secrets ok"
+            } else {
+                ", no secrets file yet"
+            }
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    cluster: &Path,
+    src: &Sources,
+    out: &Path,
+    machines: &[String],
+    target: Target,
+    formats: &[Format],
+    json: bool,
+) -> Result<()> {
+    let loaded = build::load(cluster, src, MissingSecrets::Create)?;
+    warn_all(&loaded.warnings);
+    if loaded.created_secrets {
+        eprintln!(
+            "created {} (mode 0600) with a new join token: keep it, never commit it",
+            loaded.secrets_path.display()
+        );
+    }
+    let mut formats = formats.to_vec();
+    formats.sort();
+    formats.dedup();
+    let written = build::build(
+        &loaded,
+        src,
+        &BuildRequest {
+            out,
+            machines,
+            target,
+            formats: &formats,
+        },
+    )?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "ok": true,
+                "out": written.dir.display().to_string(),
+                "files": written.files.iter().map(|(p, s)| json!({"path": p, "sha256": s})).collect::<Vec<_>>(),
+                "bytes": written.bytes,
+                "created_secrets": loaded.created_secrets,
+            })
+        );
+    } else {
+        println!(
+            "wrote {} files ({} bytes) to {}:",
+            written.files.len() + 1,
+            written.bytes,
+            written.dir.display()
+        );
+        for p in written.files.keys() {
+            println!("  {p}");
+        }
+        println!("  {}", crate::output::MANIFEST);
+        println!("seed files carry the join token: treat every copy as a secret");
+    }
+    Ok(())
+}
+
+pub fn render(
+    cluster: &Path,
+    src: &Sources,
+    machine: &str,
+    document: &str,
+    target: Target,
+) -> Result<()> {
+    let loaded = build::load(cluster, src, MissingSecrets::Require)?;
+    warn_all(&loaded.warnings);
+    let picked = build::select(&loaded, &[machine.to_string()])?;
+    let docs = build::render_machines(&loaded, src, &picked, target)?;
+    let text = docs[0].get(document).context("unknown document")?;
+    print!("{text}");
+    Ok(())
+}
+
+/// The reference network of the staking guide, for `init`.
+const INIT_TEMPLATE: &str = include_str!("../examples/eth2-staking/cluster.yaml");
+
+pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
+    let cluster_path = dir.join("cluster.yaml");
+    let secrets_path = dir.join("secrets.yaml");
+    for p in [&cluster_path, &secrets_path] {
+        if p.exists() {
+            bail!("{} already exists; not overwriting it", p.display());
+        }
+    }
+    let key = find_key(ssh_key)?;
+    let body = match &key {
+        Some((_, k)) => replace_keys(INIT_TEMPLATE, k)?,
+        None => replace_keys(INIT_TEMPLATE, "")?,
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&cluster_path, body)
+        .with_context(|| format!("writing {}", cluster_path.display()))?;
+    secrets::create(&secrets_path, &secrets::generate()?)?;
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "cluster": cluster_path, "secrets": secrets_path, "ssh_key": key.as_ref().map(|(p, _)| p.display().to_string())})
+        );
+    } else {
+        println!("wrote {}", cluster_path.display());
+        println!(
+            "wrote {} (mode 0600): keep it, never commit it",
+            secrets_path.display()
+        );
+        match key {
+            Some((p, _)) => println!("admin ssh key from {}", p.display()),
+            None => eprintln!(
+                "warning: no ssh public key found; add one under admin.ssh_keys before `microseed check` passes"
+            ),
+        }
+        println!(
+            "next: edit {} and run `microseed build {} -o out`",
+            cluster_path.display(),
+            cluster_path.display()
+        );
+    }
+    Ok(())
+}
+
+fn find_key(explicit: Option<&Path>) -> Result<Option<(std::path::PathBuf, String)>> {
+    let candidates: Vec<std::path::PathBuf> = match explicit {
+        Some(p) => vec![p.to_path_buf()],
+        None => {
+            let Some(home) = std::env::var_os("HOME") else {
+                return Ok(None);
+            };
+            let ssh = Path::new(&home).join(".ssh");
+            ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
+                .iter()
+                .map(|n| ssh.join(n))
+                .collect()
+        }
+    };
+    for p in candidates {
+        if p.is_file() || explicit.is_some() {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            ssh_key::PublicKey::from_openssh(&line).map_err(|e| {
+                anyhow::anyhow!("{} is not an OpenSSH public key: {e}", p.display())
+            })?;
+            return Ok(Some((p, line)));
+        }
+    }
+    Ok(None)
+}
+
+/// Swaps the example's key list for the user's key, serialized as a YAML
+/// scalar so any comment text in the key stays exact.
+fn replace_keys(template: &str, key: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in template.lines() {
+        if line.trim_start().starts_with("ssh_keys:") {
+            if key.is_empty() {
+                out.push_str("  ssh_keys: []\n");
+            } else {
+                let scalar = serde_saphyr::to_string(&vec![key])?;
+                out.push_str("  ssh_keys:\n");
+                for l in scalar.lines() {
+                    out.push_str("    ");
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            skipping = true;
+            continue;
+        }
+        if skipping && line.trim_start().starts_with("- ") {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}

@@ -1,0 +1,136 @@
+//! The validated cluster: plain values a later stage can trust without
+//! re-checking. Built only by [`crate::validate`]; serialized as the context
+//! templates see (so field names here are part of the template interface).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::Serialize;
+
+use crate::cluster::DiskChoice;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub release: String,
+    pub timezone: String,
+    pub locale: String,
+    pub keyboard: Keyboard,
+    pub network: Network,
+    pub ntp_pools: Vec<String>,
+    pub admin: Admin,
+    pub ssh: Ssh,
+    pub microk8s: Microk8s,
+    pub nfs: Nfs,
+    pub staking: Staking,
+    pub machines: Vec<Machine>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Keyboard {
+    pub layout: String,
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+    pub fn network(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) | !self.mask())
+    }
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    /// Always the network address form, e.g. `172.20.0.0/20`.
+    pub subnet: String,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub dns: Vec<IpAddr>,
+    pub search_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    pub username: String,
+    pub ssh_keys: Vec<String>,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ssh {
+    pub port: u16,
+    pub password_auth: bool,
+    /// CIDR allowed to reach ssh, or `None` for anywhere.
+    pub allow_from: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Microk8s {
+    pub channel: String,
+    /// `latest` or a `major.minor` version.
+    pub track: String,
+    /// (major, minor) of the track; `latest` counts as newer than any release.
+    pub version: (u32, u32),
+    pub addons: Vec<String>,
+    /// `microk8s join --worker` exists from 1.23; on older tracks every
+    /// joiner becomes a control-plane node.
+    pub join_worker_flag: bool,
+    /// Never-expiring tokens (`persistent-cluster-tokens.txt`) exist from 1.27.
+    pub persistent_token: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Nfs {
+    pub export_root: String,
+    pub validator_clients: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Staking {
+    pub enabled: bool,
+    pub chart: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub name: String,
+    pub role: String,
+    pub ip: Ipv4Addr,
+    /// Position in the cluster file; used to stagger joins.
+    pub index: usize,
+    /// Lower-case `aa:bb:cc:dd:ee:ff`.
+    pub mac: Option<String>,
+    pub interface: Option<String>,
+    pub disk: DiskChoice,
+}
+
+impl Cluster {
+    pub fn machine(&self, name: &str) -> Option<&Machine> {
+        self.machines.iter().find(|m| m.name == name)
+    }
+}

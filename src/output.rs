@@ -1,0 +1,170 @@
+//! Writing output atomically: everything goes into a staging directory beside
+//! the target, and only a complete tree is swapped into place (one
+//! `renameat2(RENAME_EXCHANGE)`), so a failed or interrupted build leaves the
+//! previous output untouched. Also writes the `SHA256SUMS` manifest.
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+pub const MANIFEST: &str = "SHA256SUMS";
+
+/// An output tree being built.
+pub struct Staging {
+    dir: tempfile::TempDir,
+    target: PathBuf,
+    sums: BTreeMap<String, String>,
+    bytes: u64,
+}
+
+/// What a committed build wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    pub dir: PathBuf,
+    /// Relative path to sha256, sorted by path.
+    pub files: BTreeMap<String, String>,
+    pub bytes: u64,
+}
+
+impl Staging {
+    pub fn new(target: &Path) -> Result<Staging> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        if target.exists() && !target.is_dir() {
+            bail!("{} exists and is not a directory", target.display());
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-"))
+            .tempdir_in(&parent)
+            .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
+        Ok(Staging {
+            dir,
+            target: target.to_path_buf(),
+            sums: BTreeMap::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Where files for `rel` go; parent directories are created (0700).
+    pub fn path_for(&self, rel: &str) -> Result<PathBuf> {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        Ok(p)
+    }
+
+    /// Writes a file (mode 0600: seeds carry the join token) and records its hash.
+    pub fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.path_for(rel)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", p.display()))?;
+        self.sums
+            .insert(rel.to_string(), hex::encode(Sha256::digest(bytes)));
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Records a file another writer already placed at `path_for(rel)`.
+    pub fn record(&mut self, rel: &str) -> Result<()> {
+        let p = self.dir.path().join(rel);
+        let (sum, len) = hash_file(&p)?;
+        self.sums.insert(rel.to_string(), sum);
+        self.bytes += len;
+        Ok(())
+    }
+
+    /// Writes the manifest and swaps the tree into place.
+    pub fn commit(mut self) -> Result<Written> {
+        let manifest = manifest_text(&self.sums);
+        let mpath = self.path_for(MANIFEST)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&mpath)?;
+        f.write_all(manifest.as_bytes())?;
+        self.bytes += manifest.len() as u64;
+        sync_tree(self.dir.path())?;
+        if self.target.exists() {
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                self.dir.path(),
+                rustix::fs::CWD,
+                &self.target,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .with_context(|| format!("swapping the new output into {}", self.target.display()))?;
+            // The TempDir now holds the previous output; dropping it removes it.
+        } else {
+            let staged = self.dir.keep();
+            fs::rename(&staged, &self.target)
+                .with_context(|| format!("moving the output into {}", self.target.display()))?;
+        }
+        Ok(Written {
+            dir: self.target.clone(),
+            files: self.sums,
+            bytes: self.bytes,
+        })
+    }
+}
+
+fn manifest_text(sums: &BTreeMap<String, String>) -> String {
+    sums.iter().map(|(p, s)| format!("{s}  {p}\n")).collect()
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let p = entry.path();
+        if entry.file_type()?.is_dir() {
+            sync_tree(&p)?;
+        } else {
+            fs::File::open(&p)?.sync_all()?;
+        }
+    }
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// sha256 of a file, streamed, and its length.
+pub fn hash_file(p: &Path) -> Result<(String, u64)> {
+    let mut f = fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", p.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), len))
+}

@@ -1,0 +1,284 @@
+//! Per-machine plan: the common profile and the machine's role profile applied
+//! to the validated cluster. File bodies are rendered from the tera templates
+//! in `cloud-init/` here; the YAML documents around them are built later, in
+//! [`crate::render`], from typed structs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+
+use crate::assets::Tree;
+use crate::model::{Cluster, Machine};
+use crate::profile::{FirewallRule, Profiles, Proto, ReleaseProfile, RoleProfile, Routed};
+use crate::secrets::Secrets;
+use crate::validate::parse_cidr;
+
+/// A file to place on the machine at first boot.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedFile {
+    pub path: String,
+    pub content: String,
+    pub mode: String,
+}
+
+/// An allow rule after templating: `from: None` means from anywhere.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rule {
+    pub port: String,
+    pub proto: Proto,
+    pub from: Option<String>,
+    pub comment: String,
+}
+
+/// The machine's whole firewall: allow rules, interfaces, routed policy.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Firewall {
+    pub rules: Vec<Rule>,
+    pub interfaces: Vec<String>,
+    pub routed: Option<Routed>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub machine: Machine,
+    pub packages: Vec<String>,
+    pub firewall: Firewall,
+    pub files: Vec<PlannedFile>,
+    pub runcmd: Vec<Vec<String>>,
+}
+
+/// Everything templates may use. Field names are the template interface.
+#[derive(Serialize)]
+struct Ctx<'a> {
+    cluster: &'a Cluster,
+    machine: &'a Machine,
+    /// Machines grouped by role name, in cluster-file order.
+    roles: BTreeMap<&'a str, Vec<&'a Machine>>,
+    release: &'a ReleaseProfile,
+    secrets: &'a Secrets,
+    firewall: &'a Firewall,
+}
+
+/// Renders templates for every machine of one cluster; built once per run.
+pub struct Planner<'a> {
+    cluster: &'a Cluster,
+    profiles: &'a Profiles,
+    secrets: &'a Secrets,
+    tera: tera::Tera,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(
+        cluster: &'a Cluster,
+        profiles: &'a Profiles,
+        secrets: &'a Secrets,
+        templates: Option<&Path>,
+    ) -> Result<Planner<'a>> {
+        let tree = Tree::templates(templates);
+        let mut tera = tera::Tera::default();
+        let mut all = Vec::new();
+        for name in tree.list("")? {
+            let asset = tree.get(&name)?.context("template vanished")?;
+            all.push((name, asset.text));
+        }
+        tera.add_raw_templates(all)
+            .map_err(|e| anyhow!("{}", tera_chain(&e)))
+            .context("loading templates")?;
+        tera.register_filter("shq", shq_filter);
+        // Autoescaping is for HTML; our files are configs and scripts.
+        tera.autoescape_on(vec![]);
+        Ok(Planner {
+            cluster,
+            profiles,
+            secrets,
+            tera,
+        })
+    }
+
+    pub fn plan(&mut self, machine: &Machine) -> Result<Plan> {
+        let role: &RoleProfile = self
+            .profiles
+            .roles
+            .get(&machine.role)
+            .with_context(|| format!("no profile for role {}", machine.role))?;
+        let release = self
+            .profiles
+            .releases
+            .get(&self.cluster.release)
+            .with_context(|| format!("no profile for release {}", self.cluster.release))?;
+        let layers = [&self.profiles.common, role];
+        let mut roles: BTreeMap<&str, Vec<&Machine>> = BTreeMap::new();
+        for m in &self.cluster.machines {
+            roles.entry(m.role.as_str()).or_default().push(m);
+        }
+        let mut ctx = Ctx {
+            cluster: self.cluster,
+            machine,
+            roles,
+            release,
+            secrets: self.secrets,
+            firewall: &Firewall::default(),
+        };
+        let base = tera::Context::from_serialize(&ctx)?;
+
+        let mut firewall = Firewall::default();
+        for layer in layers {
+            for r in &layer.firewall {
+                if self.when(&base, r.when.as_deref())? {
+                    let rule = self.rule(&base, r)?;
+                    if !firewall.rules.contains(&rule) {
+                        firewall.rules.push(rule);
+                    }
+                }
+            }
+            for i in &layer.firewall_interfaces {
+                if i.is_empty()
+                    || !i
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b".+_-".contains(&c))
+                {
+                    bail!("firewall interface {i:?} is not an interface name");
+                }
+                if !firewall.interfaces.contains(i) {
+                    firewall.interfaces.push(i.clone());
+                }
+            }
+            if layer.firewall_routed.is_some() {
+                firewall.routed = layer.firewall_routed;
+            }
+        }
+        ctx.firewall = &firewall;
+        let full = tera::Context::from_serialize(&ctx)?;
+
+        let mut packages: Vec<String> = Vec::new();
+        let mut files = Vec::new();
+        let mut runcmd = Vec::new();
+        for layer in layers {
+            for p in &layer.packages {
+                if !packages.contains(p) {
+                    packages.push(p.clone());
+                }
+            }
+            for f in &layer.files {
+                if !self.when(&full, f.when.as_deref())? {
+                    continue;
+                }
+                let content = self
+                    .tera
+                    .render(&f.template, &full)
+                    .map_err(|e| anyhow!("{}", tera_chain(&e)))
+                    .with_context(|| format!("rendering template {} for {}", f.template, f.path))?;
+                files.push(PlannedFile {
+                    path: f.path.clone(),
+                    content,
+                    mode: f.mode.clone(),
+                });
+            }
+            for step in &layer.runcmd {
+                if self.when(&full, step.when.as_deref())? {
+                    let argv = step
+                        .run
+                        .iter()
+                        .map(|a| self.expand(&full, a))
+                        .collect::<Result<Vec<_>>>()?;
+                    runcmd.push(argv);
+                }
+            }
+        }
+        Ok(Plan {
+            machine: machine.clone(),
+            packages,
+            firewall,
+            files,
+            runcmd,
+        })
+    }
+
+    /// Expands a short template string from a profile.
+    fn expand(&mut self, ctx: &tera::Context, s: &str) -> Result<String> {
+        if !s.contains("{{") && !s.contains("{%") {
+            return Ok(s.to_string());
+        }
+        self.tera
+            .render_str(s, ctx)
+            .map_err(|e| anyhow!("{}", tera_chain(&e)))
+            .with_context(|| format!("expanding profile value {s:?}"))
+    }
+
+    fn when(&mut self, ctx: &tera::Context, cond: Option<&str>) -> Result<bool> {
+        match cond {
+            None => Ok(true),
+            Some(c) => Ok(self.expand(ctx, &format!("{{% if {c} %}}yes{{% endif %}}"))? == "yes"),
+        }
+    }
+
+    fn rule(&mut self, ctx: &tera::Context, r: &FirewallRule) -> Result<Rule> {
+        let port = self.expand(ctx, &r.port)?;
+        let valid_port = |p: &str| p.parse::<u16>().is_ok_and(|n| n > 0);
+        let port_ok = match port.split_once(':') {
+            Some((a, b)) => valid_port(a) && valid_port(b),
+            None => valid_port(&port),
+        };
+        if !port_ok {
+            bail!(
+                "firewall rule port {port:?} (from {:?}) is not a port or range",
+                r.port
+            );
+        }
+        let from = self.expand(ctx, &r.from)?;
+        let from = match from.as_str() {
+            "anywhere" | "" => None,
+            "cluster" => Some(self.cluster.network.subnet.clone()),
+            cidr => match parse_cidr(cidr) {
+                Some(c) => Some(format!("{}/{}", c.network(), c.prefix)),
+                None => bail!("firewall rule source {cidr:?} is not anywhere, cluster or a CIDR"),
+            },
+        };
+        let comment = r.comment.clone().unwrap_or_default();
+        if !comment
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b" -_.,()/".contains(&c))
+        {
+            bail!("firewall comment {comment:?} has characters ufw comments cannot carry");
+        }
+        Ok(Rule {
+            port,
+            proto: r.proto,
+            from,
+            comment,
+        })
+    }
+}
+
+/// Single-quotes a value for POSIX shells: the only quoting with no special
+/// characters inside, so no user string can break out.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn shq_filter(
+    value: &tera::Value,
+    _args: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let s = match value {
+        tera::Value::String(s) => s.clone(),
+        tera::Value::Number(n) => n.to_string(),
+        tera::Value::Bool(b) => b.to_string(),
+        other => return Err(tera::Error::msg(format!("shq: cannot quote {other}"))),
+    };
+    Ok(tera::Value::String(shell_quote(&s)))
+}
+
+/// Tera hides the useful part of an error in its source chain.
+fn tera_chain(e: &tera::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}

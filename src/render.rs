@@ -1,0 +1,360 @@
+//! Rendered documents: the YAML that subiquity and cloud-init read, built from
+//! typed structs and serialized with serde-saphyr (which quotes `no`, `on`,
+//! dates and other YAML 1.1 traps that PyYAML would otherwise reinterpret).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::cluster::DiskChoice;
+use crate::model::Cluster;
+use crate::plan::Plan;
+
+/// What the seed's `user-data` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Ubuntu's installer: `user-data` holds `autoinstall:`, whose
+    /// `user-data:` is the installed system's first-boot cloud-config.
+    Installer,
+    /// A VM started from an Ubuntu cloud image: `user-data` is the
+    /// first-boot cloud-config itself.
+    CloudImage,
+}
+
+/// The three NoCloud documents of one machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Documents {
+    pub user_data: String,
+    pub meta_data: String,
+    pub network_config: String,
+}
+
+impl Documents {
+    /// File name and bytes, in the order they are written and listed.
+    pub fn files(&self) -> [(&'static str, &[u8]); 3] {
+        [
+            ("meta-data", self.meta_data.as_bytes()),
+            ("network-config", self.network_config.as_bytes()),
+            ("user-data", self.user_data.as_bytes()),
+        ]
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        match name {
+            "user-data" => Some(&self.user_data),
+            "meta-data" => Some(&self.meta_data),
+            "network-config" => Some(&self.network_config),
+            _ => None,
+        }
+    }
+}
+
+pub const DOCUMENT_NAMES: [&str; 3] = ["user-data", "meta-data", "network-config"];
+
+// ---- first-boot cloud-config ----
+
+#[derive(Debug, Serialize)]
+pub struct CloudConfig {
+    pub hostname: String,
+    pub preserve_hostname: bool,
+    /// /etc/hosts is written from a template listing every cluster machine;
+    /// cloud-init must not rewrite it.
+    pub manage_etc_hosts: bool,
+    pub timezone: String,
+    pub users: Vec<User>,
+    pub ssh_pwauth: bool,
+    pub disable_root: bool,
+    pub package_update: bool,
+    pub package_upgrade: bool,
+    pub packages: Vec<String>,
+    pub write_files: Vec<WriteFile>,
+    pub runcmd: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub shell: String,
+    pub sudo: String,
+    pub lock_passwd: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hashed_passwd: Option<String>,
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WriteFile {
+    pub path: String,
+    pub content: String,
+    pub owner: String,
+    pub permissions: String,
+}
+
+// ---- netplan v2 ----
+
+#[derive(Debug, Serialize)]
+pub struct Netplan {
+    pub version: u8,
+    pub ethernets: std::collections::BTreeMap<String, Ethernet>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ethernet {
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<Match>,
+    #[serde(rename = "set-name", skip_serializing_if = "Option::is_none")]
+    pub set_name: Option<String>,
+    pub dhcp4: bool,
+    pub dhcp6: bool,
+    pub addresses: Vec<String>,
+    pub routes: Vec<Route>,
+    pub nameservers: Nameservers,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Match {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macaddress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Route {
+    pub to: String,
+    pub via: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Nameservers {
+    pub addresses: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+}
+
+// ---- autoinstall ----
+
+#[derive(Debug, Serialize)]
+struct InstallerUserData {
+    autoinstall: Autoinstall,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Autoinstall {
+    pub version: u8,
+    pub locale: String,
+    pub keyboard: KeyboardSection,
+    /// The doubled `network: {network: …}` form the 20.04 GA installer needs.
+    pub network: NetworkWrap,
+    pub storage: Storage,
+    pub ssh: SshSection,
+    pub user_data: CloudConfig,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyboardSection {
+    pub layout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NetworkWrap {
+    pub network: Netplan,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Storage {
+    pub layout: Layout,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Layout {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub match_: DiskMatch,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DiskMatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SshSection {
+    pub install_server: bool,
+    pub authorized_keys: Vec<String>,
+    pub allow_pw: bool,
+}
+
+fn yaml<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    Ok(serde_saphyr::to_string(v)?)
+}
+
+/// The first-boot cloud-config of one machine.
+pub fn cloud_config(cluster: &Cluster, plan: &Plan) -> CloudConfig {
+    let a = &cluster.admin;
+    CloudConfig {
+        hostname: plan.machine.name.clone(),
+        preserve_hostname: false,
+        manage_etc_hosts: false,
+        timezone: cluster.timezone.clone(),
+        users: vec![User {
+            name: a.username.clone(),
+            groups: vec!["adm".into(), "sudo".into()],
+            shell: "/bin/bash".into(),
+            // Key-only admins have no password to type at sudo's prompt.
+            sudo: if a.password_hash.is_some() {
+                "ALL=(ALL) ALL".into()
+            } else {
+                "ALL=(ALL) NOPASSWD:ALL".into()
+            },
+            lock_passwd: a.password_hash.is_none(),
+            hashed_passwd: a.password_hash.clone(),
+            ssh_authorized_keys: a.ssh_keys.clone(),
+        }],
+        ssh_pwauth: cluster.ssh.password_auth,
+        disable_root: true,
+        package_update: true,
+        package_upgrade: true,
+        packages: plan.packages.clone(),
+        write_files: plan
+            .files
+            .iter()
+            .map(|f| WriteFile {
+                path: f.path.clone(),
+                content: f.content.clone(),
+                owner: "root:root".into(),
+                permissions: f.mode.clone(),
+            })
+            .collect(),
+        runcmd: plan.runcmd.clone(),
+    }
+}
+
+/// The machine's static address as netplan v2.
+pub fn netplan(cluster: &Cluster, plan: &Plan) -> Netplan {
+    let m = &plan.machine;
+    // Without a MAC or a name, match any wired NIC the kernel calls en*: right
+    // for the common one-NIC machine; multi-NIC machines should give a MAC.
+    let (id, match_, set_name) = match (&m.mac, &m.interface) {
+        (Some(mac), ifname) => (
+            ifname.clone().unwrap_or_else(|| "lan0".into()),
+            Some(Match {
+                macaddress: Some(mac.clone()),
+                name: None,
+            }),
+            ifname.clone(),
+        ),
+        (None, Some(ifname)) => (ifname.clone(), None, None),
+        (None, None) => (
+            "lan0".into(),
+            Some(Match {
+                macaddress: None,
+                name: Some("en*".into()),
+            }),
+            None,
+        ),
+    };
+    let eth = Ethernet {
+        match_,
+        set_name,
+        dhcp4: false,
+        dhcp6: false,
+        addresses: vec![format!("{}/{}", m.ip, cluster.network.prefix)],
+        routes: vec![Route {
+            to: "0.0.0.0/0".into(),
+            via: cluster.network.gateway.to_string(),
+        }],
+        nameservers: Nameservers {
+            addresses: cluster.network.dns.iter().map(|d| d.to_string()).collect(),
+            search: cluster.network.search_domains.clone(),
+        },
+    };
+    Netplan {
+        version: 2,
+        ethernets: [(id, eth)].into_iter().collect(),
+    }
+}
+
+fn storage(disk: &DiskChoice) -> Storage {
+    let mut m = DiskMatch {
+        size: None,
+        serial: None,
+        path: None,
+    };
+    match disk {
+        DiskChoice::Largest => m.size = Some("largest".into()),
+        DiskChoice::Serial(s) => m.serial = Some(s.clone()),
+        DiskChoice::Path(p) => m.path = Some(p.clone()),
+    }
+    Storage {
+        layout: Layout {
+            name: "lvm".into(),
+            match_: m,
+        },
+    }
+}
+
+/// Renders the three documents of one machine.
+pub fn documents(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Result<Documents> {
+    let cc = cloud_config(cluster, plan);
+    let user_data = match target {
+        Target::CloudImage => format!("#cloud-config\n{}", yaml(&cc)?),
+        Target::Installer => {
+            let ai = Autoinstall {
+                version: 1,
+                locale: cluster.locale.clone(),
+                keyboard: KeyboardSection {
+                    layout: cluster.keyboard.layout.clone(),
+                    variant: cluster.keyboard.variant.clone(),
+                },
+                network: NetworkWrap {
+                    network: netplan(cluster, plan),
+                },
+                storage: storage(&plan.machine.disk),
+                ssh: SshSection {
+                    install_server: true,
+                    authorized_keys: cluster.admin.ssh_keys.clone(),
+                    allow_pw: cluster.ssh.password_auth,
+                },
+                user_data: cc,
+            };
+            format!(
+                "#cloud-config\n{}",
+                yaml(&InstallerUserData { autoinstall: ai })?
+            )
+        }
+    };
+    let network_config = yaml(&netplan(cluster, plan))?;
+    // A new instance-id whenever the seed's content changes makes cloud-init
+    // treat a re-seeded machine as new; the same content keeps the same id.
+    let mut h = Sha256::new();
+    h.update(user_data.as_bytes());
+    h.update([0]);
+    h.update(network_config.as_bytes());
+    let digest = hex::encode(h.finalize());
+    #[derive(Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct MetaData<'a> {
+        instance_id: String,
+        local_hostname: &'a str,
+    }
+    let meta_data = yaml(&MetaData {
+        instance_id: format!("microseed-{}-{}", plan.machine.name, &digest[..16]),
+        local_hostname: &plan.machine.name,
+    })?;
+    Ok(Documents {
+        user_data,
+        meta_data,
+        network_config,
+    })
+}

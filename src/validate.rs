@@ -1,0 +1,656 @@
+//! Semantic checks on the cluster file: everything YAML types cannot say
+//! (addresses inside the subnet, unique names, one master, parseable keys).
+//! Every value that later reaches a shell script, a config file or YAML is
+//! either constrained here or quoted where it is used. All problems are
+//! collected, not just the first, each with file, line, column and field path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::str::FromStr;
+
+use serde_saphyr::Spanned;
+
+use crate::cluster::{ClusterFile, DiskChoice};
+use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
+use crate::model::{self, Cidr, Cluster};
+use crate::profile::{Count, Profiles};
+
+struct Checker<'a> {
+    file: &'a Path,
+    errors: Vec<Diagnostic>,
+}
+
+fn pos<T>(s: &Spanned<T>) -> Pos {
+    Pos::from_location(s.referenced)
+}
+
+impl Checker<'_> {
+    fn err<T>(&mut self, at: &Spanned<T>, field: impl Into<String>, msg: impl Into<String>) {
+        self.errors
+            .push(Diagnostic::error(self.file, pos(at), field, msg));
+    }
+
+    /// Checks `value` against a predicate, recording `expected` on failure.
+    fn want(&mut self, at: &Spanned<String>, field: &str, ok: bool, expected: &str) -> bool {
+        if !ok {
+            self.err(
+                at,
+                field,
+                format!("got {:?}; expected {expected}", at.value),
+            );
+        }
+        ok
+    }
+}
+
+/// Turns the parsed file into a trusted model, or every problem found.
+pub fn validate(
+    file: &Path,
+    raw: &ClusterFile,
+    profiles: &Profiles,
+) -> Result<Cluster, InputErrors> {
+    let mut c = Checker {
+        file,
+        errors: Vec::new(),
+    };
+
+    c.want(
+        &raw.name,
+        "name",
+        is_label(&raw.name.value),
+        "a lower-case DNS label (a-z, 0-9, '-', at most 63 characters)",
+    );
+    if !profiles.releases.contains_key(&raw.release.value) {
+        let known: Vec<&str> = profiles.releases.keys().map(String::as_str).collect();
+        c.err(
+            &raw.release,
+            "release",
+            format!(
+                "unknown Ubuntu release {:?}; expected one of {}",
+                raw.release.value,
+                known.join(", ")
+            ),
+        );
+    }
+    if chrono_tz::Tz::from_str(&raw.timezone.value).is_err() {
+        let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+        let hint = nearest(&raw.timezone.value, &names)
+            .map(|n| format!("; did you mean {n:?}?"))
+            .unwrap_or_default();
+        c.err(
+            &raw.timezone,
+            "timezone",
+            format!(
+                "{:?} is not an IANA time zone (e.g. \"America/Los_Angeles\", \"Etc/UTC\"){hint}",
+                raw.timezone.value
+            ),
+        );
+    }
+    c.want(
+        &raw.locale,
+        "locale",
+        is_locale(&raw.locale.value),
+        "a locale such as \"en_US.UTF-8\"",
+    );
+    c.want(
+        &raw.keyboard.layout,
+        "keyboard.layout",
+        is_kbd(&raw.keyboard.layout.value),
+        "an XKB layout name such as \"us\" or \"no\"",
+    );
+    if let Some(v) = &raw.keyboard.variant {
+        c.want(
+            v,
+            "keyboard.variant",
+            v.value.is_empty() || is_kbd(&v.value),
+            "an XKB variant name such as \"dvorak\"",
+        );
+    }
+
+    // Network.
+    let subnet = parse_cidr(&raw.network.subnet.value);
+    if subnet.is_none() {
+        c.err(
+            &raw.network.subnet,
+            "network.subnet",
+            format!(
+                "got {:?}; expected an IPv4 CIDR such as 172.20.0.0/20 (prefix 8 to 30)",
+                raw.network.subnet.value
+            ),
+        );
+    }
+    let gateway = check_ip_in(&mut c, &raw.network.gateway, "network.gateway", subnet);
+    let mut dns = Vec::new();
+    for (i, d) in raw.network.dns.iter().enumerate() {
+        match IpAddr::from_str(&d.value) {
+            Ok(ip) => dns.push(ip),
+            Err(_) => c.err(
+                d,
+                format!("network.dns[{i}]"),
+                format!("got {:?}; expected an IP address", d.value),
+            ),
+        }
+    }
+    if raw.network.dns.is_empty() {
+        c.errors.push(Diagnostic::error(
+            file,
+            pos(&raw.network.subnet),
+            "network.dns",
+            "empty; expected at least one DNS server address",
+        ));
+    }
+    for (i, d) in raw.network.search_domains.iter().enumerate() {
+        c.want(
+            d,
+            &format!("network.search_domains[{i}]"),
+            is_domain(&d.value),
+            "a DNS domain such as \"home.lan\"",
+        );
+    }
+    for (i, p) in raw.ntp.pools.iter().enumerate() {
+        c.want(
+            p,
+            &format!("ntp.pools[{i}]"),
+            is_domain(&p.value) || IpAddr::from_str(&p.value).is_ok(),
+            "an NTP server or pool host name or address",
+        );
+    }
+    if raw.ntp.pools.is_empty() {
+        c.errors.push(Diagnostic::error(
+            file,
+            Pos::default(),
+            "ntp.pools",
+            "empty; expected at least one NTP pool",
+        ));
+    }
+
+    // Admin and ssh.
+    let a = &raw.admin;
+    c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)");
+    for (i, k) in a.ssh_keys.iter().enumerate() {
+        if let Err(e) = check_ssh_key(&k.value) {
+            c.err(k, format!("admin.ssh_keys[{i}]"), format!("not an OpenSSH public key ({e}); expected one line such as \"ssh-ed25519 AAAA... you@host\""));
+        }
+    }
+    if let Some(h) = &a.password_hash {
+        c.want(h, "admin.password_hash", is_crypt_hash(&h.value), "a crypt(3) hash such as \"$6$salt$...\" (make one with `mkpasswd -m sha-512`), never a plain password");
+    }
+    if a.ssh_keys.is_empty() && a.password_hash.is_none() {
+        c.err(&a.username, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys");
+    }
+    if raw.ssh.password_auth && a.password_hash.is_none() {
+        c.err(&a.username, "ssh.password_auth", "password login is on but admin.password_hash is not set; expected a password hash or password_auth: false");
+    }
+    let port = raw.ssh.port.value;
+    if port == 0 || port > 65535 {
+        c.err(
+            &raw.ssh.port,
+            "ssh.port",
+            format!("got {port}; expected a TCP port from 1 to 65535"),
+        );
+    }
+    let mut allow_from = None;
+    if let Some(f) = &raw.ssh.allow_from {
+        match parse_cidr(&f.value) {
+            Some(cidr) => allow_from = Some(format!("{}/{}", cidr.network(), cidr.prefix)),
+            None => c.err(
+                f,
+                "ssh.allow_from",
+                format!(
+                    "got {:?}; expected an IPv4 CIDR such as 192.168.1.0/24",
+                    f.value
+                ),
+            ),
+        }
+    }
+
+    // MicroK8s.
+    let mk = &raw.microk8s;
+    let channel = parse_channel(&mk.channel.value);
+    if channel.is_none() {
+        c.err(&mk.channel, "microk8s.channel", format!("got {:?}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", mk.channel.value));
+    }
+    for (i, ad) in mk.addons.iter().enumerate() {
+        c.want(ad, &format!("microk8s.addons[{i}]"), is_addon(&ad.value), "an addon name such as \"dns\", optionally with arguments (\"metallb:10.0.0.1-10.0.0.9\")");
+    }
+
+    // NFS.
+    let n = &raw.nfs;
+    c.want(
+        &n.export_root,
+        "nfs.export_root",
+        is_export_path(&n.export_root.value),
+        "an absolute path other than / made of letters, digits, '.', '_', '-' and '/'",
+    );
+    if n.validator_clients.value == 0 || n.validator_clients.value > 64 {
+        c.err(
+            &n.validator_clients,
+            "nfs.validator_clients",
+            format!("got {}; expected 1 to 64", n.validator_clients.value),
+        );
+    }
+    for (v, f) in [(&n.uid, "nfs.uid"), (&n.gid, "nfs.gid")] {
+        if v.value == 0 || v.value >= 65534 {
+            c.err(
+                v,
+                f,
+                format!(
+                    "got {}; expected an id from 1 to 65533 (0 would hand the data to root)",
+                    v.value
+                ),
+            );
+        }
+    }
+    if let Some(ch) = &raw.staking.chart {
+        c.want(
+            ch,
+            "staking.chart",
+            !ch.value.is_empty() && !ch.value.chars().any(char::is_control),
+            "a chart path or reference on one line",
+        );
+    }
+
+    // Machines.
+    let mut machines = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut macs: HashMap<String, usize> = HashMap::new();
+    let mut by_role: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    if raw.machines.is_empty() {
+        c.errors.push(Diagnostic::error(
+            file,
+            Pos::default(),
+            "machines",
+            "empty; expected at least one machine",
+        ));
+    }
+    for (i, m) in raw.machines.iter().enumerate() {
+        let f = |k: &str| format!("machines[{i}].{k}");
+        let name_ok = c.want(&m.name, &f("name"), is_label(&m.name.value), "a host name: lower-case letters, digits and '-', not starting or ending with '-', at most 63 characters (RFC 1123; Kubernetes node names must be lower case)");
+        if name_ok && let Some(prev) = names.insert(m.name.value.clone(), i) {
+            c.err(
+                &m.name,
+                f("name"),
+                format!(
+                    "duplicate name {:?}, already used by machines[{prev}]",
+                    m.name.value
+                ),
+            );
+        }
+        if !profiles.roles.contains_key(&m.role.value) {
+            let known: Vec<&str> = profiles.roles.keys().map(String::as_str).collect();
+            let hint = nearest(&m.role.value, &known)
+                .map(|n| format!("; did you mean {n:?}?"))
+                .unwrap_or_default();
+            c.err(
+                &m.role,
+                f("role"),
+                format!(
+                    "unknown role {:?}; expected one of {}{hint}",
+                    m.role.value,
+                    known.join(", ")
+                ),
+            );
+        } else {
+            by_role.entry(m.role.value.as_str()).or_default().push(i);
+        }
+        let ip = check_ip_in(&mut c, &m.ip, &f("ip"), subnet);
+        if let Some(ip) = ip {
+            if Some(ip) == gateway {
+                c.err(
+                    &m.ip,
+                    f("ip"),
+                    format!("{ip} is the gateway's address; expected a free address in the subnet"),
+                );
+            }
+            if let Some(prev) = ips.insert(ip, i) {
+                c.err(
+                    &m.ip,
+                    f("ip"),
+                    format!("duplicate address {ip}, already used by machines[{prev}]"),
+                );
+            }
+        }
+        let mut mac = None;
+        if let Some(mv) = &m.mac {
+            if is_mac(&mv.value) {
+                let norm = mv.value.to_ascii_lowercase();
+                if let Some(prev) = macs.insert(norm.clone(), i) {
+                    c.err(
+                        mv,
+                        f("mac"),
+                        format!("duplicate MAC {norm}, already used by machines[{prev}]"),
+                    );
+                }
+                mac = Some(norm);
+            } else {
+                c.err(
+                    mv,
+                    f("mac"),
+                    format!(
+                        "got {:?}; expected a MAC address such as 52:54:00:12:34:56",
+                        mv.value
+                    ),
+                );
+            }
+        }
+        if let Some(ifn) = &m.interface {
+            c.want(ifn, &f("interface"), is_ifname(&ifn.value), "an interface name such as \"eno1\" (at most 15 characters: letters, digits, '-', '_', '.')");
+        }
+        let disk = match &m.disk {
+            None => DiskChoice::Largest,
+            Some(d) => {
+                match &d.value {
+                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected a disk serial as shown by `lsblk -o NAME,SERIAL` (letters, digits, '_', '-', '.', ':')")),
+                    DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {p:?}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...")),
+                    _ => {}
+                }
+                d.value.clone()
+            }
+        };
+        machines.push(model::Machine {
+            name: m.name.value.clone(),
+            role: m.role.value.clone(),
+            ip: ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            index: i,
+            mac,
+            interface: m.interface.as_ref().map(|s| s.value.clone()),
+            disk,
+        });
+    }
+    for (role, prof) in &profiles.roles {
+        if prof.count == Count::ExactlyOne {
+            let found = by_role.get(role.as_str()).map(Vec::len).unwrap_or(0);
+            if found != 1 {
+                let note = prof
+                    .count_note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                let at = by_role
+                    .get(role.as_str())
+                    .and_then(|v| v.get(1))
+                    .map(|&i| pos(&raw.machines[i].role))
+                    .unwrap_or_default();
+                c.errors.push(Diagnostic::error(
+                    file,
+                    at,
+                    "machines",
+                    format!(
+                        "found {found} machines with role {role:?}; expected exactly one{note}"
+                    ),
+                ));
+            }
+        }
+    }
+
+    if !c.errors.is_empty() {
+        c.errors.sort_by_key(|d| (d.pos.line, d.pos.column));
+        return Err(InputErrors(c.errors));
+    }
+    let subnet = subnet.expect("checked above");
+    let (track, version) = channel.expect("checked above");
+    Ok(Cluster {
+        name: raw.name.value.clone(),
+        release: raw.release.value.clone(),
+        timezone: raw.timezone.value.clone(),
+        locale: raw.locale.value.clone(),
+        keyboard: model::Keyboard {
+            layout: raw.keyboard.layout.value.clone(),
+            variant: raw
+                .keyboard
+                .variant
+                .as_ref()
+                .map(|v| v.value.clone())
+                .filter(|v| !v.is_empty()),
+        },
+        network: model::Network {
+            subnet: format!("{}/{}", subnet.network(), subnet.prefix),
+            prefix: subnet.prefix,
+            gateway: gateway.expect("checked above"),
+            dns,
+            search_domains: raw
+                .network
+                .search_domains
+                .iter()
+                .map(|s| s.value.clone())
+                .collect(),
+        },
+        ntp_pools: raw.ntp.pools.iter().map(|s| s.value.clone()).collect(),
+        admin: model::Admin {
+            username: a.username.value.clone(),
+            ssh_keys: a
+                .ssh_keys
+                .iter()
+                .map(|k| k.value.trim().to_string())
+                .collect(),
+            password_hash: a.password_hash.as_ref().map(|h| h.value.clone()),
+        },
+        ssh: model::Ssh {
+            port: port as u16,
+            password_auth: raw.ssh.password_auth,
+            allow_from,
+        },
+        microk8s: model::Microk8s {
+            channel: mk.channel.value.clone(),
+            track,
+            version,
+            addons: mk.addons.iter().map(|s| s.value.clone()).collect(),
+            join_worker_flag: version >= (1, 23),
+            persistent_token: version >= (1, 27),
+        },
+        nfs: model::Nfs {
+            export_root: n.export_root.value.trim_end_matches('/').to_string(),
+            validator_clients: n.validator_clients.value,
+            uid: n.uid.value,
+            gid: n.gid.value,
+        },
+        staking: model::Staking {
+            enabled: raw.staking.enabled,
+            chart: raw.staking.chart.as_ref().map(|s| s.value.clone()),
+        },
+        machines,
+    })
+}
+
+fn check_ip_in(
+    c: &mut Checker<'_>,
+    at: &Spanned<String>,
+    field: &str,
+    subnet: Option<Cidr>,
+) -> Option<Ipv4Addr> {
+    let Ok(ip) = Ipv4Addr::from_str(&at.value) else {
+        c.err(
+            at,
+            field,
+            format!(
+                "got {:?}; expected an IPv4 address such as 172.20.10.11",
+                at.value
+            ),
+        );
+        return None;
+    };
+    if let Some(s) = subnet {
+        if !s.contains(ip) {
+            c.err(
+                at,
+                field,
+                format!(
+                    "{ip} is outside the subnet {}/{}; expected an address inside it",
+                    s.network(),
+                    s.prefix
+                ),
+            );
+            return None;
+        }
+        if ip == s.network() || ip == s.broadcast() {
+            let which = if ip == s.network() {
+                "network"
+            } else {
+                "broadcast"
+            };
+            c.err(
+                at,
+                field,
+                format!("{ip} is the subnet's {which} address; expected a host address"),
+            );
+            return None;
+        }
+    }
+    Some(ip)
+}
+
+/// Parses `a.b.c.d/p` with a prefix usable for a LAN (8..=30).
+pub fn parse_cidr(s: &str) -> Option<Cidr> {
+    let (a, p) = s.split_once('/')?;
+    let addr = Ipv4Addr::from_str(a).ok()?;
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 2 {
+        return None;
+    }
+    let prefix: u8 = p.parse().ok()?;
+    (8..=30).contains(&prefix).then_some(Cidr { addr, prefix })
+}
+
+/// Splits a snap channel into its track and (major, minor) version.
+pub fn parse_channel(s: &str) -> Option<(String, (u32, u32))> {
+    let mut parts = s.split('/');
+    let track = parts.next()?;
+    let risk = parts.next()?;
+    let branch = parts.next();
+    if parts.next().is_some() || !["stable", "candidate", "beta", "edge"].contains(&risk) {
+        return None;
+    }
+    if let Some(b) = branch
+        && (b.is_empty() || !b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
+    {
+        return None;
+    }
+    if track == "latest" {
+        return Some((track.into(), (u32::MAX, u32::MAX)));
+    }
+    let mut v = track.split('.');
+    let major: u32 = v.next()?.parse().ok()?;
+    let minor: u32 = v.next()?.parse().ok()?;
+    if let Some(extra) = v.next() {
+        extra.parse::<u32>().ok()?;
+    }
+    if v.next().is_some() || !track.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+        return None;
+    }
+    Some((track.into(), (major, minor)))
+}
+
+pub fn is_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn is_domain(s: &str) -> bool {
+    s.len() <= 253
+        && !s.is_empty()
+        && s.split('.').all(|l| {
+            let l = l.to_ascii_lowercase();
+            is_label(&l)
+        })
+}
+
+fn is_locale(s: &str) -> bool {
+    let (base, rest) = s.split_once('.').unwrap_or((s, ""));
+    let base_ok = !base.is_empty() && base.bytes().all(|c| c.is_ascii_alphabetic() || c == b'_');
+    let rest_ok = rest
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'@');
+    base_ok && rest_ok && s.len() <= 40
+}
+
+fn is_kbd(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+fn is_username(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && s != "root"
+}
+
+fn is_crypt_hash(s: &str) -> bool {
+    // $id$[rounds=N$]salt$hash with the crypt alphabet; yescrypt ($y$) too.
+    s.starts_with('$')
+        && s.len() >= 13
+        && s.split('$').count() >= 4
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"$./=".contains(&c))
+}
+
+fn check_ssh_key(s: &str) -> Result<(), String> {
+    let line = s.trim();
+    if line.contains('\n') || line.contains('\r') {
+        return Err("contains a line break".into());
+    }
+    ssh_key::PublicKey::from_openssh(line)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn is_addon(s: &str) -> bool {
+    let (name, args) = s.split_once(':').unwrap_or((s, ""));
+    is_label(name)
+        && args.len() <= 200
+        && args
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".,=/_-:".contains(&c))
+}
+
+fn is_export_path(s: &str) -> bool {
+    s.starts_with('/')
+        && s.trim_end_matches('/').len() > 1
+        && s.len() <= 200
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._/-".contains(&c))
+        && !s.split('/').any(|p| p == ".." || p == ".")
+}
+
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn is_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        && s != "."
+        && s != ".."
+}
+
+fn is_serial(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(&c))
+}
+
+fn is_dev_path(s: &str) -> bool {
+    s.starts_with("/dev/")
+        && s.len() > 5
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_-.:/+".contains(&c))
+        && !s.split('/').any(|p| p == "..")
+}
