@@ -357,10 +357,9 @@ fn explain(raw: &str) -> String {
     };
     if let Some(rest) = msg.strip_prefix("unknown field `")
         && let Some((key, _)) = rest.split_once('`')
+        && let Some(near) = nearest(key, KNOWN_KEYS)
     {
-        if let Some(near) = nearest(key, KNOWN_KEYS) {
-            return format!("{msg}; did you mean `{near}`?");
-        }
+        return format!("{msg}; did you mean `{near}`?");
     }
     msg
 }
