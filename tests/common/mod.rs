@@ -1,0 +1,103 @@
+//! Helpers shared by the integration tests: a scratch cluster directory with
+//! fixed secrets, running the binary, and calling the real consumers.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const EXAMPLE: &str = include_str!("../../examples/eth2-staking/cluster.yaml");
+pub const SECRETS: &str = include_str!("../fixtures/secrets.yaml");
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_microseed"))
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary directory holding `cluster.yaml` (the given text) and the
+/// fixed test secrets (mode 0600).
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new(cluster: &str) -> Scratch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cluster.yaml"), cluster).expect("write cluster");
+        let s = dir.path().join("secrets.yaml");
+        std::fs::write(&s, SECRETS).expect("write secrets");
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        Scratch { dir }
+    }
+    pub fn example() -> Scratch {
+        Scratch::new(EXAMPLE)
+    }
+    pub fn cluster(&self) -> PathBuf {
+        self.dir.path().join("cluster.yaml")
+    }
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+    pub fn build(&self, extra: &[&str]) -> Output {
+        let mut c = bin();
+        c.arg("build").arg(self.cluster()).arg("-o").arg(self.out());
+        c.args(extra);
+        c.output().expect("run microseed")
+    }
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Runs a program, failing the test (not skipping) when it is missing.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test (scripts/test.sh installs it): {e}"))
+}
+
+/// Parses YAML with PyYAML, as cloud-init does, and returns it as JSON.
+pub fn pyyaml(path: &Path) -> serde_json::Value {
+    let o = run(
+        "python3",
+        &[
+            "-c",
+            "import sys, yaml, json, datetime\n\
+             def d(o):\n    raise TypeError(repr(o))\n\
+             print(json.dumps(yaml.safe_load(open(sys.argv[1])), default=d))",
+            path.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(o.status.success(), "PyYAML failed on {}: {}", path.display(), text(&o).1);
+    serde_json::from_slice(&o.stdout).expect("json from python")
+}
+
+/// Places every `write_files` entry of a cloud-config (as PyYAML reads it)
+/// under `dest`, with its mode; returns the paths written.
+pub fn extract_write_files(cloud_config: &serde_json::Value, dest: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for f in cloud_config["write_files"].as_array().expect("write_files list") {
+        let path = f["path"].as_str().expect("path");
+        let p = dest.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, f["content"].as_str().expect("content")).expect("write");
+        let mode = u32::from_str_radix(f["permissions"].as_str().expect("mode"), 8).expect("octal");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        out.push(p);
+    }
+    out
+}
+
+/// The first-boot cloud-config inside a machine's installer user-data.
+pub fn first_boot(out: &Path, machine: &str) -> serde_json::Value {
+    let ud = pyyaml(&out.join(machine).join("user-data"));
+    ud["autoinstall"]["user-data"].clone()
+}

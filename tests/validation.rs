@@ -1,0 +1,241 @@
+//! One case per validation rule: each bad cluster file exits 2, names the
+//! file, line, column and field, says what was expected, and writes nothing.
+
+mod common;
+
+use common::{EXAMPLE, Scratch, text};
+
+/// Applies `edits` (from, to) to the example, builds, and checks the error.
+fn rejects(edits: &[(&str, &str)], field: &str, line: u64, says: &str) {
+    let mut cluster = EXAMPLE.to_string();
+    for (from, to) in edits {
+        assert!(cluster.contains(from), "example lacks {from:?}");
+        cluster = cluster.replacen(from, to, 1);
+    }
+    let s = Scratch::new(&cluster);
+    let o = s.build(&[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "expected exit 2, stderr: {err}");
+    let file = s.cluster().display().to_string();
+    let head = if line > 0 {
+        format!("{file}:{line}:")
+    } else {
+        format!("{file}: error")
+    };
+    assert!(err.contains(&head), "no {head:?} in: {err}");
+    if !field.is_empty() {
+        assert!(err.contains(&format!("error: {field}: ")), "no field {field:?} in: {err}");
+    }
+    assert!(err.contains(says), "no {says:?} in: {err}");
+    assert!(!s.out().exists(), "output was written despite the error");
+    let leftovers: Vec<_> = std::fs::read_dir(s.dir.path())
+        .expect("readdir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_line() {
+    rejects(&[("name: eth2", "name: \"eth2")], "", 5, "double-quoted scalar");
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    rejects(&[("port: 22", "port: [22]")], "ssh.port", 26, "expected");
+}
+
+#[test]
+fn unknown_key_suggests_the_nearest() {
+    rejects(&[("    ip: 172.20.10.12", "    ipp: 172.20.10.12")], "machines[2].ipp", 51, "did you mean `ip`?");
+}
+
+#[test]
+fn unsupported_version_is_rejected() {
+    rejects(&[("version: 1", "version: 7")], "version", 3, "unsupported cluster file version");
+}
+
+#[test]
+fn ip_outside_subnet_is_rejected() {
+    rejects(&[("ip: 172.20.10.12", "ip: 10.0.0.5")], "machines[2].ip", 51, "outside the subnet 172.20.0.0/20");
+}
+
+#[test]
+fn gateway_outside_subnet_is_rejected() {
+    rejects(&[("gateway: 172.20.0.1", "gateway: 192.168.1.1")], "network.gateway", 13, "outside the subnet");
+}
+
+#[test]
+fn network_address_is_not_a_host() {
+    rejects(&[("ip: 172.20.10.12", "ip: 172.20.0.0")], "machines[2].ip", 51, "network address");
+}
+
+#[test]
+fn broadcast_address_is_not_a_host() {
+    rejects(&[("ip: 172.20.10.12", "ip: 172.20.15.255")], "machines[2].ip", 51, "broadcast address");
+}
+
+#[test]
+fn gateway_equal_to_machine_ip_is_rejected() {
+    rejects(&[("ip: 172.20.10.12", "ip: 172.20.0.1")], "machines[2].ip", 51, "gateway's address");
+}
+
+#[test]
+fn duplicate_ip_is_rejected() {
+    rejects(&[("ip: 172.20.10.12", "ip: 172.20.10.11")], "machines[2].ip", 51, "already used by machines[1]");
+}
+
+#[test]
+fn duplicate_name_is_rejected() {
+    rejects(&[("name: worker-1", "name: master")], "machines[2].name", 49, "already used by machines[1]");
+}
+
+#[test]
+fn duplicate_mac_is_rejected() {
+    rejects(
+        &[
+            ("    ip: 172.20.10.11\n", "    ip: 172.20.10.11\n    mac: 52:54:00:00:00:01\n"),
+            ("    ip: 172.20.10.12", "    ip: 172.20.10.12\n    mac: 52:54:00:00:00:01"),
+        ],
+        "machines[2].mac",
+        53,
+        "duplicate MAC",
+    );
+}
+
+#[test]
+fn malformed_cidr_is_rejected() {
+    rejects(&[("subnet: 172.20.0.0/20", "subnet: 172.20.0.0/33")], "network.subnet", 12, "expected an IPv4 CIDR");
+}
+
+#[test]
+fn malformed_mac_is_rejected() {
+    rejects(&[("    ip: 172.20.10.12", "    ip: 172.20.10.12\n    mac: 52:54:00:zz:00:01")], "machines[2].mac", 52, "expected a MAC address");
+}
+
+#[test]
+fn out_of_range_port_is_rejected() {
+    rejects(&[("port: 22", "port: 70000")], "ssh.port", 26, "expected a TCP port");
+}
+
+#[test]
+fn invalid_hostname_is_rejected() {
+    rejects(&[("name: worker-1", "name: Worker_1")], "machines[2].name", 49, "RFC 1123");
+}
+
+#[test]
+fn overlong_hostname_is_rejected() {
+    let long = "w".repeat(64);
+    rejects(&[("name: worker-1", &format!("name: {long}"))], "machines[2].name", 49, "at most 63 characters");
+}
+
+#[test]
+fn two_masters_are_rejected_with_ha_note() {
+    rejects(&[("role: worker", "role: master")], "machines", 50, "HA masters are not supported yet");
+}
+
+#[test]
+fn missing_master_is_rejected() {
+    rejects(&[("role: master", "role: worker")], "machines", 0, "found 0 machines with role \"master\"");
+}
+
+#[test]
+fn two_nfs_servers_are_rejected() {
+    rejects(&[("role: worker", "role: nfs")], "machines", 50, "exactly one");
+}
+
+#[test]
+fn unknown_role_suggests_the_nearest() {
+    rejects(&[("role: worker", "role: wroker")], "machines[2].role", 50, "did you mean \"worker\"?");
+}
+
+#[test]
+fn unparseable_ssh_key_is_rejected() {
+    rejects(&[("ssh-ed25519 AAAAC3", "ssh-ed25519 BBBBC3")], "admin.ssh_keys[0]", 23, "not an OpenSSH public key");
+}
+
+#[test]
+fn no_key_and_no_password_is_rejected() {
+    rejects(
+        &[("  ssh_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL admin@example\n", "  ssh_keys: []\n")],
+        "admin.ssh_keys",
+        20,
+        "unreachable",
+    );
+}
+
+#[test]
+fn non_iana_timezone_is_rejected_with_suggestion() {
+    rejects(&[("timezone: America/Los_Angeles", "timezone: America/Los_Angles")], "timezone", 6, "did you mean \"America/Los_Angeles\"?");
+}
+
+#[test]
+fn channel_without_risk_is_rejected() {
+    rejects(&[("channel: 1.20/stable", "channel: \"1.20\"")], "microk8s.channel", 30, "<track>/<risk>");
+}
+
+#[test]
+fn secrets_file_with_short_token_is_rejected() {
+    let s = Scratch::example();
+    std::fs::write(s.dir.path().join("secrets.yaml"), "version: 1\njoin_token: short\n").expect("write");
+    let o = s.build(&[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("secrets.yaml:2:"), "{err}");
+    assert!(err.contains("join_token: expected at least 32"), "{err}");
+    assert!(!s.out().exists());
+}
+
+#[test]
+fn secrets_file_missing_a_field_is_rejected() {
+    let s = Scratch::example();
+    std::fs::write(s.dir.path().join("secrets.yaml"), "version: 1\n").expect("write");
+    let o = s.build(&[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("join_token"), "{err}");
+    assert!(!s.out().exists());
+}
+
+#[test]
+fn readable_secrets_file_warns_and_strict_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::example();
+    let p = s.dir.path().join("secrets.yaml");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = s.build(&[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning") && err.contains("0644"), "{err}");
+    std::fs::remove_dir_all(s.out()).expect("clean");
+    let o = s.build(&["--strict"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("expected 0600"), "{err}");
+    assert!(!s.out().exists());
+}
+
+#[test]
+fn check_reports_every_error_at_once() {
+    let cluster = EXAMPLE
+        .replacen("ip: 172.20.10.12", "ip: 10.0.0.1", 1)
+        .replacen("port: 22", "port: 0", 1);
+    let s = Scratch::new(&cluster);
+    let o = common::bin().arg("check").arg(s.cluster()).output().expect("run");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("ssh.port") && err.contains("machines[2].ip"), "{err}");
+    assert!(err.contains("2 errors"), "{err}");
+}
+
+#[test]
+fn check_json_lists_errors_with_positions() {
+    let s = Scratch::new(&EXAMPLE.replacen("ip: 172.20.10.12", "ip: 10.0.0.1", 1));
+    let o = common::bin().arg("--json").arg("check").arg(s.cluster()).output().expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"][0]["field"], "machines[2].ip");
+    assert_eq!(v["errors"][0]["line"], 51);
+    assert_eq!(v["errors"][0]["column"], 9);
+}
