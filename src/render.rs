@@ -195,8 +195,12 @@ pub struct SshSection {
     pub allow_pw: bool,
 }
 
-fn yaml<T: Serialize>(v: &T) -> anyhow::Result<String> {
-    Ok(serde_saphyr::to_string(v)?)
+/// Serializes a document. Long single-line values (ssh keys) stay on one
+/// line: folding them is valid YAML but hard to read and to grep.
+pub fn yaml<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    let mut opts = serde_saphyr::SerializerOptions::default();
+    opts.folded_wrap_chars = usize::MAX / 2;
+    Ok(serde_saphyr::to_string_with_options(v, opts)?)
 }
 
 /// The first-boot cloud-config of one machine.

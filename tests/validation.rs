@@ -24,7 +24,10 @@ fn rejects(edits: &[(&str, &str)], field: &str, line: u64, says: &str) {
     };
     assert!(err.contains(&head), "no {head:?} in: {err}");
     if !field.is_empty() {
-        assert!(err.contains(&format!("error: {field}: ")), "no field {field:?} in: {err}");
+        assert!(
+            err.contains(&format!("error: {field}: ")),
+            "no field {field:?} in: {err}"
+        );
     }
     assert!(err.contains(says), "no {says:?} in: {err}");
     assert!(!s.out().exists(), "output was written despite the error");
@@ -38,7 +41,12 @@ fn rejects(edits: &[(&str, &str)], field: &str, line: u64, says: &str) {
 
 #[test]
 fn yaml_syntax_error_points_at_the_line() {
-    rejects(&[("name: eth2", "name: \"eth2")], "", 5, "double-quoted scalar");
+    rejects(
+        &[("name: eth2", "name: \"eth2")],
+        "",
+        5,
+        "double-quoted scalar",
+    );
 }
 
 #[test]
@@ -48,55 +56,106 @@ fn wrong_type_names_the_field() {
 
 #[test]
 fn unknown_key_suggests_the_nearest() {
-    rejects(&[("    ip: 172.20.10.12", "    ipp: 172.20.10.12")], "machines[2].ipp", 51, "did you mean `ip`?");
+    rejects(
+        &[("    ip: 172.20.10.12", "    ipp: 172.20.10.12")],
+        "machines[2].ipp",
+        51,
+        "did you mean `ip`?",
+    );
 }
 
 #[test]
 fn unsupported_version_is_rejected() {
-    rejects(&[("version: 1", "version: 7")], "version", 3, "unsupported cluster file version");
+    rejects(
+        &[("version: 1", "version: 7")],
+        "version",
+        3,
+        "unsupported cluster file version",
+    );
 }
 
 #[test]
 fn ip_outside_subnet_is_rejected() {
-    rejects(&[("ip: 172.20.10.12", "ip: 10.0.0.5")], "machines[2].ip", 51, "outside the subnet 172.20.0.0/20");
+    rejects(
+        &[("ip: 172.20.10.12", "ip: 10.0.0.5")],
+        "machines[2].ip",
+        51,
+        "outside the subnet 172.20.0.0/20",
+    );
 }
 
 #[test]
 fn gateway_outside_subnet_is_rejected() {
-    rejects(&[("gateway: 172.20.0.1", "gateway: 192.168.1.1")], "network.gateway", 13, "outside the subnet");
+    rejects(
+        &[("gateway: 172.20.0.1", "gateway: 192.168.1.1")],
+        "network.gateway",
+        13,
+        "outside the subnet",
+    );
 }
 
 #[test]
 fn network_address_is_not_a_host() {
-    rejects(&[("ip: 172.20.10.12", "ip: 172.20.0.0")], "machines[2].ip", 51, "network address");
+    rejects(
+        &[("ip: 172.20.10.12", "ip: 172.20.0.0")],
+        "machines[2].ip",
+        51,
+        "network address",
+    );
 }
 
 #[test]
 fn broadcast_address_is_not_a_host() {
-    rejects(&[("ip: 172.20.10.12", "ip: 172.20.15.255")], "machines[2].ip", 51, "broadcast address");
+    rejects(
+        &[("ip: 172.20.10.12", "ip: 172.20.15.255")],
+        "machines[2].ip",
+        51,
+        "broadcast address",
+    );
 }
 
 #[test]
 fn gateway_equal_to_machine_ip_is_rejected() {
-    rejects(&[("ip: 172.20.10.12", "ip: 172.20.0.1")], "machines[2].ip", 51, "gateway's address");
+    rejects(
+        &[("ip: 172.20.10.12", "ip: 172.20.0.1")],
+        "machines[2].ip",
+        51,
+        "gateway's address",
+    );
 }
 
 #[test]
 fn duplicate_ip_is_rejected() {
-    rejects(&[("ip: 172.20.10.12", "ip: 172.20.10.11")], "machines[2].ip", 51, "already used by machines[1]");
+    rejects(
+        &[("ip: 172.20.10.12", "ip: 172.20.10.11")],
+        "machines[2].ip",
+        51,
+        "already used by machines[1]",
+    );
 }
 
 #[test]
 fn duplicate_name_is_rejected() {
-    rejects(&[("name: worker-1", "name: master")], "machines[2].name", 49, "already used by machines[1]");
+    rejects(
+        &[("name: worker-1", "name: master")],
+        "machines[2].name",
+        49,
+        "already used by machines[1]",
+    );
 }
 
 #[test]
 fn duplicate_mac_is_rejected() {
     rejects(
         &[
-            ("    ip: 172.20.10.11\n", "    ip: 172.20.10.11\n    mac: 52:54:00:00:00:01\n"),
-            ("    ip: 172.20.10.12", "    ip: 172.20.10.12\n    mac: 52:54:00:00:00:01"),
+            (
+                "    ip: 172.20.10.11\n",
+                "    ip: 172.20.10.11\n    mac: 52:54:00:00:00:01\n",
+            ),
+            (
+                "    ip: 172.20.10.12",
+                "    ip: 172.20.10.12\n    mac: 52:54:00:00:00:01",
+            ),
         ],
         "machines[2].mac",
         53,
@@ -106,59 +165,115 @@ fn duplicate_mac_is_rejected() {
 
 #[test]
 fn malformed_cidr_is_rejected() {
-    rejects(&[("subnet: 172.20.0.0/20", "subnet: 172.20.0.0/33")], "network.subnet", 12, "expected an IPv4 CIDR");
+    rejects(
+        &[("subnet: 172.20.0.0/20", "subnet: 172.20.0.0/33")],
+        "network.subnet",
+        12,
+        "expected an IPv4 CIDR",
+    );
 }
 
 #[test]
 fn malformed_mac_is_rejected() {
-    rejects(&[("    ip: 172.20.10.12", "    ip: 172.20.10.12\n    mac: 52:54:00:zz:00:01")], "machines[2].mac", 52, "expected a MAC address");
+    rejects(
+        &[(
+            "    ip: 172.20.10.12",
+            "    ip: 172.20.10.12\n    mac: 52:54:00:zz:00:01",
+        )],
+        "machines[2].mac",
+        52,
+        "expected a MAC address",
+    );
 }
 
 #[test]
 fn out_of_range_port_is_rejected() {
-    rejects(&[("port: 22", "port: 70000")], "ssh.port", 26, "expected a TCP port");
+    rejects(
+        &[("port: 22", "port: 70000")],
+        "ssh.port",
+        26,
+        "expected a TCP port",
+    );
 }
 
 #[test]
 fn invalid_hostname_is_rejected() {
-    rejects(&[("name: worker-1", "name: Worker_1")], "machines[2].name", 49, "RFC 1123");
+    rejects(
+        &[("name: worker-1", "name: Worker_1")],
+        "machines[2].name",
+        49,
+        "RFC 1123",
+    );
 }
 
 #[test]
 fn overlong_hostname_is_rejected() {
     let long = "w".repeat(64);
-    rejects(&[("name: worker-1", &format!("name: {long}"))], "machines[2].name", 49, "at most 63 characters");
+    rejects(
+        &[("name: worker-1", &format!("name: {long}"))],
+        "machines[2].name",
+        49,
+        "at most 63 characters",
+    );
 }
 
 #[test]
 fn two_masters_are_rejected_with_ha_note() {
-    rejects(&[("role: worker", "role: master")], "machines", 50, "HA masters are not supported yet");
+    rejects(
+        &[("role: worker", "role: master")],
+        "machines",
+        50,
+        "HA masters are not supported yet",
+    );
 }
 
 #[test]
 fn missing_master_is_rejected() {
-    rejects(&[("role: master", "role: worker")], "machines", 0, "found 0 machines with role \"master\"");
+    rejects(
+        &[("role: master", "role: worker")],
+        "machines",
+        0,
+        "found 0 machines with role \"master\"",
+    );
 }
 
 #[test]
 fn two_nfs_servers_are_rejected() {
-    rejects(&[("role: worker", "role: nfs")], "machines", 50, "exactly one");
+    rejects(
+        &[("role: worker", "role: nfs")],
+        "machines",
+        50,
+        "exactly one",
+    );
 }
 
 #[test]
 fn unknown_role_suggests_the_nearest() {
-    rejects(&[("role: worker", "role: wroker")], "machines[2].role", 50, "did you mean \"worker\"?");
+    rejects(
+        &[("role: worker", "role: wroker")],
+        "machines[2].role",
+        50,
+        "did you mean \"worker\"?",
+    );
 }
 
 #[test]
 fn unparseable_ssh_key_is_rejected() {
-    rejects(&[("ssh-ed25519 AAAAC3", "ssh-ed25519 BBBBC3")], "admin.ssh_keys[0]", 23, "not an OpenSSH public key");
+    rejects(
+        &[("ssh-ed25519 AAAAC3", "ssh-ed25519 BBBBC3")],
+        "admin.ssh_keys[0]",
+        23,
+        "not an OpenSSH public key",
+    );
 }
 
 #[test]
 fn no_key_and_no_password_is_rejected() {
     rejects(
-        &[("  ssh_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL admin@example\n", "  ssh_keys: []\n")],
+        &[(
+            "  ssh_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL admin@example\n",
+            "  ssh_keys: []\n",
+        )],
         "admin.ssh_keys",
         20,
         "unreachable",
@@ -167,18 +282,35 @@ fn no_key_and_no_password_is_rejected() {
 
 #[test]
 fn non_iana_timezone_is_rejected_with_suggestion() {
-    rejects(&[("timezone: America/Los_Angeles", "timezone: America/Los_Angles")], "timezone", 6, "did you mean \"America/Los_Angeles\"?");
+    rejects(
+        &[(
+            "timezone: America/Los_Angeles",
+            "timezone: America/Los_Angles",
+        )],
+        "timezone",
+        6,
+        "did you mean \"America/Los_Angeles\"?",
+    );
 }
 
 #[test]
 fn channel_without_risk_is_rejected() {
-    rejects(&[("channel: 1.20/stable", "channel: \"1.20\"")], "microk8s.channel", 30, "<track>/<risk>");
+    rejects(
+        &[("channel: 1.20/stable", "channel: \"1.20\"")],
+        "microk8s.channel",
+        30,
+        "<track>/<risk>",
+    );
 }
 
 #[test]
 fn secrets_file_with_short_token_is_rejected() {
     let s = Scratch::example();
-    std::fs::write(s.dir.path().join("secrets.yaml"), "version: 1\njoin_token: short\n").expect("write");
+    std::fs::write(
+        s.dir.path().join("secrets.yaml"),
+        "version: 1\njoin_token: short\n",
+    )
+    .expect("write");
     let o = s.build(&[]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -222,17 +354,29 @@ fn check_reports_every_error_at_once() {
         .replacen("ip: 172.20.10.12", "ip: 10.0.0.1", 1)
         .replacen("port: 22", "port: 0", 1);
     let s = Scratch::new(&cluster);
-    let o = common::bin().arg("check").arg(s.cluster()).output().expect("run");
+    let o = common::bin()
+        .arg("check")
+        .arg(s.cluster())
+        .output()
+        .expect("run");
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err.contains("ssh.port") && err.contains("machines[2].ip"), "{err}");
+    assert!(
+        err.contains("ssh.port") && err.contains("machines[2].ip"),
+        "{err}"
+    );
     assert!(err.contains("2 errors"), "{err}");
 }
 
 #[test]
 fn check_json_lists_errors_with_positions() {
     let s = Scratch::new(&EXAMPLE.replacen("ip: 172.20.10.12", "ip: 10.0.0.1", 1));
-    let o = common::bin().arg("--json").arg("check").arg(s.cluster()).output().expect("run");
+    let o = common::bin()
+        .arg("--json")
+        .arg("check")
+        .arg(s.cluster())
+        .output()
+        .expect("run");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["ok"], false);
     assert_eq!(v["errors"][0]["field"], "machines[2].ip");

@@ -61,7 +61,9 @@ pub fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("{program} is needed for this test (scripts/test.sh installs it): {e}"))
+        .unwrap_or_else(|e| {
+            panic!("{program} is needed for this test (scripts/test.sh installs it): {e}")
+        })
 }
 
 /// Parses YAML with PyYAML, as cloud-init does, and returns it as JSON.
@@ -76,7 +78,12 @@ pub fn pyyaml(path: &Path) -> serde_json::Value {
             path.to_str().expect("utf-8 path"),
         ],
     );
-    assert!(o.status.success(), "PyYAML failed on {}: {}", path.display(), text(&o).1);
+    assert!(
+        o.status.success(),
+        "PyYAML failed on {}: {}",
+        path.display(),
+        text(&o).1
+    );
     serde_json::from_slice(&o.stdout).expect("json from python")
 }
 
@@ -84,7 +91,10 @@ pub fn pyyaml(path: &Path) -> serde_json::Value {
 /// under `dest`, with its mode; returns the paths written.
 pub fn extract_write_files(cloud_config: &serde_json::Value, dest: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for f in cloud_config["write_files"].as_array().expect("write_files list") {
+    for f in cloud_config["write_files"]
+        .as_array()
+        .expect("write_files list")
+    {
         let path = f["path"].as_str().expect("path");
         let p = dest.join(path.trim_start_matches('/'));
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");

@@ -1,0 +1,322 @@
+//! The build's output as files: golden documents for the example, byte-for-
+//! byte determinism, atomic replacement, permissions, the manifest, and what
+//! PyYAML and subiquity's schema make of the documents.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{Scratch, bin, pyyaml, root, run, text};
+
+const MACHINES: [&str; 3] = ["nfs", "master", "worker-1"];
+const DOCS: [&str; 3] = ["user-data", "meta-data", "network-config"];
+
+fn build_ok(s: &Scratch, extra: &[&str]) {
+    let o = s.build(extra);
+    assert!(o.status.success(), "build failed: {}", text(&o).1);
+}
+
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readdir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("prefix").display().to_string();
+                out.push((rel, std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn example_documents_match_golden_files() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let golden = root().join("tests/golden/eth2-staking");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for m in MACHINES {
+        for d in DOCS {
+            let got = std::fs::read_to_string(s.out().join(m).join(d)).expect("read output");
+            let g = golden.join(m).join(d);
+            if update {
+                std::fs::create_dir_all(g.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&g, &got).expect("write golden");
+                continue;
+            }
+            let want = std::fs::read_to_string(&g).unwrap_or_else(|_| {
+                panic!(
+                    "missing golden {}; run with UPDATE_GOLDEN=1 and review",
+                    g.display()
+                )
+            });
+            assert_eq!(
+                got, want,
+                "{m}/{d} differs from golden (UPDATE_GOLDEN=1 to accept after review)"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let first = tree(&s.out());
+    build_ok(&s, &[]);
+    assert_eq!(first, tree(&s.out()));
+    let other = Scratch::example();
+    build_ok(&other, &[]);
+    assert_eq!(
+        first,
+        tree(&other.out()),
+        "a second checkout built different bytes"
+    );
+}
+
+#[test]
+fn output_is_owner_only() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&s.out()), 0o700);
+    for m in MACHINES {
+        assert_eq!(mode(&s.out().join(m)), 0o700);
+        for d in DOCS {
+            assert_eq!(mode(&s.out().join(m).join(d)), 0o600, "{m}/{d}");
+        }
+    }
+}
+
+#[test]
+fn manifest_is_checked_by_sha256sum() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let o = std::process::Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(s.out())
+        .output()
+        .expect("sha256sum");
+    assert!(o.status.success(), "{}", text(&o).0);
+    let listed = std::fs::read_to_string(s.out().join("SHA256SUMS")).expect("manifest");
+    assert_eq!(listed.lines().count(), 9);
+    assert!(listed.contains("  worker-1/user-data\n"));
+}
+
+#[test]
+fn machine_flag_builds_a_subset() {
+    let s = Scratch::example();
+    build_ok(&s, &["--machine", "worker-1"]);
+    assert!(s.out().join("worker-1/user-data").exists());
+    assert!(!s.out().join("master").exists());
+    let o = s.build(&["--machine", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("no machine named \"nope\""));
+}
+
+#[test]
+fn build_creates_missing_secrets_with_mode_0600() {
+    let s = Scratch::example();
+    std::fs::remove_file(s.dir.path().join("secrets.yaml")).expect("rm");
+    let o = s.build(&[]);
+    assert!(o.status.success());
+    assert!(text(&o).1.contains("created"));
+    let p = s.dir.path().join("secrets.yaml");
+    assert_eq!(
+        std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777,
+        0o600
+    );
+    let token = std::fs::read_to_string(&p).expect("read");
+    let t = token
+        .lines()
+        .find_map(|l| l.strip_prefix("join_token: "))
+        .expect("token line");
+    assert!(
+        t.len() >= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{t}"
+    );
+    // The next build reuses it: same bytes.
+    let first = tree(&s.out());
+    build_ok(&s, &[]);
+    assert_eq!(first, tree(&s.out()));
+}
+
+#[test]
+fn render_prints_exactly_the_built_document() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    for d in DOCS {
+        let o = bin()
+            .args(["render"])
+            .arg(s.cluster())
+            .args(["master", d])
+            .output()
+            .expect("run");
+        assert!(o.status.success());
+        assert_eq!(
+            o.stdout,
+            std::fs::read(s.out().join("master").join(d)).expect("read"),
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn failed_build_leaves_previous_output_untouched() {
+    // A real mid-write failure: the output sits on a tiny tmpfs (in a private
+    // mount namespace) and the second build, with a bloated template, runs
+    // out of space while writing.
+    let s = Scratch::example();
+    let big = s.dir.path().join("templates");
+    std::fs::create_dir_all(&big).expect("mkdir");
+    let pad = "# padding\n".repeat(6000);
+    let hosts = std::fs::read_to_string(root().join("cloud-init/hosts.tera")).expect("hosts");
+    std::fs::write(big.join("hosts.tera"), format!("{hosts}{pad}")).expect("write");
+    let script = format!(
+        r#"set -e
+mnt="$1"; bin="$2"; cluster="$3"; tpl="$4"
+mount -t tmpfs -o size=256k tmpfs "$mnt"
+"$bin" build "$cluster" -o "$mnt/out" >/dev/null
+(cd "$mnt/out" && find . -type f | sort | xargs sha256sum) > "$mnt/../before"
+if "$bin" --templates "$tpl" build "$cluster" -o "$mnt/out" 2>"$mnt/../err"; then echo "second build unexpectedly succeeded"; exit 1; fi
+(cd "$mnt/out" && find . -type f | sort | xargs sha256sum) > "$mnt/../after"
+ls -A "$mnt" > "$mnt/../listing"
+"#
+    );
+    let mnt = s.dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let o = run(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            &script,
+            "x",
+            mnt.to_str().expect("utf8"),
+            env!("CARGO_BIN_EXE_microseed"),
+            s.cluster().to_str().expect("utf8"),
+            big.to_str().expect("utf8"),
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let before = std::fs::read_to_string(s.dir.path().join("before")).expect("before");
+    let after = std::fs::read_to_string(s.dir.path().join("after")).expect("after");
+    let err = std::fs::read_to_string(s.dir.path().join("err")).expect("err");
+    assert!(
+        err.contains("No space left"),
+        "the failure was not the disk filling: {err}"
+    );
+    assert_eq!(before.lines().count(), 10);
+    assert_eq!(before, after, "previous output changed");
+    let listing = std::fs::read_to_string(s.dir.path().join("listing")).expect("listing");
+    assert_eq!(
+        listing.trim(),
+        "out",
+        "staging directory left behind: {listing}"
+    );
+}
+
+/// What the documents mean, as PyYAML (cloud-init's parser) reads them,
+/// compared with what microseed meant (its own structs as JSON).
+#[test]
+fn documents_read_back_by_pyyaml_as_meant() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let loaded = microseed::build::load(
+        &s.cluster(),
+        &Default::default(),
+        microseed::build::MissingSecrets::Require,
+    )
+    .expect("load");
+    let secrets = loaded.secrets.clone().expect("secrets");
+    let mut planner =
+        microseed::plan::Planner::new(&loaded.cluster, &loaded.profiles, &secrets, None)
+            .expect("planner");
+    for m in &loaded.cluster.machines {
+        let plan = planner.plan(m).expect("plan");
+        let meant_cc =
+            serde_json::to_value(microseed::render::cloud_config(&loaded.cluster, &plan))
+                .expect("json");
+        let meant_net =
+            serde_json::to_value(microseed::render::netplan(&loaded.cluster, &plan)).expect("json");
+        let ud = pyyaml(&s.out().join(&m.name).join("user-data"));
+        assert_eq!(
+            ud["autoinstall"]["user-data"], meant_cc,
+            "{}: first-boot config",
+            m.name
+        );
+        assert_eq!(
+            ud["autoinstall"]["network"]["network"], meant_net,
+            "{}: installer network",
+            m.name
+        );
+        assert_eq!(ud["autoinstall"]["version"], 1);
+        assert_eq!(
+            pyyaml(&s.out().join(&m.name).join("network-config")),
+            meant_net
+        );
+        let md = pyyaml(&s.out().join(&m.name).join("meta-data"));
+        assert_eq!(md["local-hostname"], m.name.as_str());
+        assert!(
+            md["instance-id"]
+                .as_str()
+                .expect("id")
+                .starts_with(&format!("microseed-{}-", m.name))
+        );
+        let raw = std::fs::read_to_string(s.out().join(&m.name).join("user-data")).expect("read");
+        assert!(raw.starts_with("#cloud-config\n"));
+    }
+}
+
+#[test]
+fn autoinstall_is_valid_against_subiquity_schema() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let schema = root().join("../shared/reference/autoinstall-schema.json");
+    assert!(
+        schema.exists(),
+        "subiquity's schema is expected at {}",
+        schema.display()
+    );
+    for m in MACHINES {
+        let o = run(
+            "python3",
+            &[
+                "-c",
+                "import sys, json, yaml, jsonschema\n\
+                 schema = json.load(open(sys.argv[1]))\n\
+                 doc = yaml.safe_load(open(sys.argv[2]))['autoinstall']\n\
+                 errs = list(jsonschema.Draft7Validator(schema).iter_errors(doc))\n\
+                 [print(list(e.path), e.message) for e in errs]\n\
+                 sys.exit(1 if errs else 0)",
+                schema.to_str().expect("utf8"),
+                s.out().join(m).join("user-data").to_str().expect("utf8"),
+            ],
+        );
+        assert!(o.status.success(), "{m}: {:?}", text(&o));
+    }
+}
+
+#[test]
+fn instance_id_changes_with_content_and_only_then() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let id = |s: &Scratch, m: &str| {
+        std::fs::read_to_string(s.out().join(m).join("meta-data")).expect("read")
+    };
+    let before = id(&s, "worker-1");
+    build_ok(&s, &[]);
+    assert_eq!(before, id(&s, "worker-1"));
+    let changed = Scratch::new(&common::EXAMPLE.replace("ntp.ubuntu.com", "pool.ntp.org"));
+    build_ok(&changed, &[]);
+    assert_ne!(before, id(&changed, "worker-1"));
+}
