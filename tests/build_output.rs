@@ -178,8 +178,7 @@ fn failed_build_leaves_previous_output_untouched() {
     let pad = "# padding\n".repeat(6000);
     let hosts = std::fs::read_to_string(root().join("cloud-init/hosts.tera")).expect("hosts");
     std::fs::write(big.join("hosts.tera"), format!("{hosts}{pad}")).expect("write");
-    let script = format!(
-        r#"set -e
+    let script = r#"set -e
 mnt="$1"; bin="$2"; cluster="$3"; tpl="$4"
 mount -t tmpfs -o size=256k tmpfs "$mnt"
 "$bin" build "$cluster" -o "$mnt/out" >/dev/null
@@ -187,8 +186,7 @@ mount -t tmpfs -o size=256k tmpfs "$mnt"
 if "$bin" --templates "$tpl" build "$cluster" -o "$mnt/out" 2>"$mnt/../err"; then echo "second build unexpectedly succeeded"; exit 1; fi
 (cd "$mnt/out" && find . -type f | sort | xargs sha256sum) > "$mnt/../after"
 ls -A "$mnt" > "$mnt/../listing"
-"#
-    );
+"#;
     let mnt = s.dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
     let o = run(
@@ -199,7 +197,7 @@ ls -A "$mnt" > "$mnt/../listing"
             "private",
             "bash",
             "-c",
-            &script,
+            script,
             "x",
             mnt.to_str().expect("utf8"),
             env!("CARGO_BIN_EXE_microseed"),
