@@ -111,3 +111,7 @@ pub fn first_boot(out: &Path, machine: &str) -> serde_json::Value {
     let ud = pyyaml(&out.join(machine).join("user-data"));
     ud["autoinstall"]["user-data"].clone()
 }
+
+pub fn make_executable(p: &Path) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}

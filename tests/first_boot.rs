@@ -1,0 +1,513 @@
+//! The first-boot files each role gets, put in front of the programs that
+//! will read them: shellcheck, systemd-analyze, chronyd, exportfs, ufw, and
+//! the worker's join script run under bash against a stand-in `microk8s`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{EXAMPLE, Scratch, extract_write_files, first_boot, root, run, text};
+
+const TOKEN: &str = "TestTokenForGoldenFiles0123456789abcdefABCDEF";
+
+/// Builds `cluster` and lays each machine's write_files out under a root.
+struct Roots {
+    s: Scratch,
+    roots: BTreeMap<String, PathBuf>,
+    configs: BTreeMap<String, serde_json::Value>,
+}
+
+fn roots(cluster: &str) -> Roots {
+    let s = Scratch::new(cluster);
+    let o = s.build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let mut roots = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    for m in ["nfs", "master", "worker-1"] {
+        let cc = first_boot(&s.out(), m);
+        let r = s.dir.path().join("roots").join(m);
+        extract_write_files(&cc, &r);
+        roots.insert(m.to_string(), r);
+        configs.insert(m.to_string(), cc);
+    }
+    Roots { s, roots, configs }
+}
+
+fn scripts(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in ["usr/local/sbin"] {
+        if let Ok(rd) = std::fs::read_dir(root.join(dir)) {
+            for e in rd.flatten() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_generated_script_passes_shellcheck() {
+    let r = roots(EXAMPLE);
+    let mut n = 0;
+    for (m, root) in &r.roots {
+        for s in scripts(root) {
+            let o = run("shellcheck", &[s.to_str().expect("utf8")]);
+            assert!(o.status.success(), "{m}: {}: {}", s.display(), text(&o).0);
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "expected the roles' scripts, found {n}");
+}
+
+#[test]
+fn staking_scripts_pass_shellcheck_too() {
+    let r = roots(&EXAMPLE.replace(
+        "  enabled: false",
+        "  enabled: true\n  chart: /opt/eth2xk8s/prysm/helm",
+    ));
+    let s = r.roots["master"].join("usr/local/sbin/microseed-staking");
+    let o = run("shellcheck", &[s.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", text(&o).0);
+    let values =
+        std::fs::read_to_string(r.roots["master"].join("etc/microseed/eth2xk8s-values.yaml"))
+            .expect("values");
+    let v = common::pyyaml(&r.roots["master"].join("etc/microseed/eth2xk8s-values.yaml"));
+    assert_eq!(v["nfs"]["serverIp"], "172.20.10.10", "{values}");
+    assert_eq!(v["securityContext"]["runAsUser"], 1001);
+    assert_eq!(v["securityContext"]["runAsGroup"], 2000);
+    assert_eq!(v["beacon"]["dataDirPath"], "/data/prysm/beacon");
+    assert_eq!(
+        v["validatorClients"]["validator-client-1"]["walletDirPath"],
+        "/data/prysm/wallet-1"
+    );
+    assert!(r.roots["worker-1"].join("etc/microseed").exists());
+    assert!(
+        !r.roots["worker-1"]
+            .join("etc/microseed/eth2xk8s-values.yaml")
+            .exists()
+    );
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify_with_no_output() {
+    let r = roots(&EXAMPLE.replace("  enabled: false", "  enabled: true"));
+    let mut n = 0;
+    for (m, root) in &r.roots {
+        let units = root.join("etc/systemd/system");
+        let Ok(rd) = std::fs::read_dir(&units) else {
+            continue;
+        };
+        let files: Vec<String> = rd
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .collect();
+        n += files.len();
+        // ExecStart= must exist: bind this machine's scripts over
+        // /usr/local/sbin in a private mount namespace.
+        let script = format!(
+            "mount --bind {} /usr/local/sbin && systemd-analyze verify {}",
+            root.join("usr/local/sbin").display(),
+            files.join(" ")
+        );
+        let o = run(
+            "unshare",
+            &["--mount", "--propagation", "private", "bash", "-c", &script],
+        );
+        let (out, err) = text(&o);
+        assert!(
+            o.status.success() && out.is_empty() && err.is_empty(),
+            "{m}: {out}{err}"
+        );
+    }
+    assert!(
+        n >= 4,
+        "expected the join, token and staking units, found {n}"
+    );
+}
+
+#[test]
+fn chrony_conf_passes_chronyd_parse_and_has_the_guide_settings() {
+    let r = roots(EXAMPLE);
+    for (m, root) in &r.roots {
+        let f = root.join("etc/chrony/chrony.conf");
+        let o = run("chronyd", &["-p", "-f", f.to_str().expect("utf8")]);
+        assert!(o.status.success(), "{m}: {}", text(&o).1);
+        let parsed = text(&o).0;
+        for line in [
+            "pool time.google.com iburst minpoll 1 maxpoll 2 maxsources 3",
+            "pool us.pool.ntp.org iburst minpoll 1 maxpoll 2 maxsources 3",
+            "pool ntp.ubuntu.com iburst minpoll 1 maxpoll 2 maxsources 3",
+            "maxupdateskew 5.0",
+            "makestep 0.1 -1",
+            "driftfile /var/lib/chrony/chrony.drift",
+            "rtcsync",
+            "logdir /var/log/chrony",
+            "keyfile /etc/chrony/chrony.keys",
+        ] {
+            assert!(
+                parsed.lines().any(|l| l == line),
+                "{m}: chronyd did not read {line:?}: {parsed}"
+            );
+        }
+    }
+    // cloud-init's ntp module would rewrite the file: it must not be used.
+    assert!(r.configs["master"].get("ntp").is_none());
+}
+
+#[test]
+fn exports_pass_exportfs_and_go_to_the_subnet_only() {
+    let data = tempfile::tempdir().expect("tmp");
+    let r = roots(&EXAMPLE.replace(
+        "export_root: /data",
+        &format!("export_root: {}", data.path().display()),
+    ));
+    let exports = r.roots["nfs"].join("etc/exports");
+    let script = format!(
+        "mount --bind {} /etc/exports && mount -t tmpfs tmpfs /var/lib/nfs && exportfs -ra && exportfs -v",
+        exports.display()
+    );
+    let o = run(
+        "unshare",
+        &["--mount", "--propagation", "private", "bash", "-c", &script],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success() && err.is_empty(), "{out}{err}");
+    // exportfs -v wraps long paths onto a second line.
+    let line = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        line.starts_with(&data.path().display().to_string()),
+        "{out}"
+    );
+    assert!(
+        line.contains("172.20.0.0/20(")
+            && line.contains("rw")
+            && line.contains("sync")
+            && line.contains("no_subtree_check"),
+        "{out}"
+    );
+    assert_eq!(
+        line.matches("(").count(),
+        1,
+        "exported to more than the subnet: {out}"
+    );
+}
+
+#[test]
+fn nfs_script_builds_the_guides_layout_with_owners() {
+    let r = roots(&EXAMPLE.replace("validator_clients: 1", "validator_clients: 2"));
+    let script = std::fs::read_to_string(r.roots["nfs"].join("usr/local/sbin/microseed-nfs"))
+        .expect("script");
+    let data = tempfile::tempdir().expect("tmp");
+    let bin = tempfile::tempdir().expect("tmp");
+    // systemctl and exportfs are recorded, not run; chown is real (we are root).
+    for fake in ["systemctl", "exportfs"] {
+        let p = bin.path().join(fake);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho {fake} \"$@\" >> {}/calls\n",
+                bin.path().display()
+            ),
+        )
+        .expect("fake");
+        common::make_executable(&p);
+    }
+    let script = script.replace("root='/data'", &format!("root='{}'", data.path().display()));
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.path().display()),
+        )
+        .output()
+        .expect("bash");
+    assert!(o.status.success(), "{:?}", text(&o));
+    for d in [
+        "prysm/beacon",
+        "prysm/validator-client-1",
+        "prysm/wallet-1",
+        "prysm/validator-client-2",
+        "prysm/wallet-2",
+    ] {
+        let o = run(
+            "stat",
+            &["-c", "%u:%g", data.path().join(d).to_str().expect("utf8")],
+        );
+        assert_eq!(text(&o).0.trim(), "1001:2000", "{d}");
+    }
+    let calls = std::fs::read_to_string(bin.path().join("calls")).expect("calls");
+    assert!(
+        calls.contains("exportfs -ra")
+            && calls.contains("systemctl enable --now nfs-kernel-server"),
+        "{calls}"
+    );
+}
+
+/// The ufw commands of a machine's firewall script, each run with --dry-run
+/// in a private network namespace.
+fn ufw_dry_run(root: &Path) -> String {
+    let script =
+        std::fs::read_to_string(root.join("usr/local/sbin/microseed-firewall")).expect("firewall");
+    let dry: String = script
+        .lines()
+        .map(|l| match l.strip_prefix("ufw ") {
+            Some(rest) => format!("ufw --dry-run {rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let o = run("unshare", &["--net", "bash", "-c", &dry]);
+    assert!(o.status.success(), "ufw rejected a command: {:?}", text(&o));
+    script
+}
+
+fn allow_lines(script: &str) -> Vec<&str> {
+    script
+        .lines()
+        .filter(|l| l.starts_with("ufw allow "))
+        .collect()
+}
+
+#[test]
+fn every_ufw_command_passes_dry_run_and_rules_match_the_role() {
+    let r = roots(EXAMPLE);
+    let nfs = ufw_dry_run(&r.roots["nfs"]);
+    assert_eq!(
+        allow_lines(&nfs),
+        [
+            "ufw allow proto tcp from any to any port 22 comment 'ssh'",
+            "ufw allow proto tcp from 172.20.0.0/20 to any port 2049 comment 'NFSv4'",
+        ]
+    );
+    for m in ["master", "worker-1"] {
+        let s = ufw_dry_run(&r.roots[m]);
+        let allows = allow_lines(&s);
+        for port in [
+            "16443", "10250", "10255", "25000", "12379", "10257", "10259", "19001",
+        ] {
+            let want = format!("ufw allow proto tcp from 172.20.0.0/20 to any port {port} ");
+            assert!(
+                allows.iter().any(|a| a.starts_with(&want)),
+                "{m}: {port} not open to the subnet"
+            );
+        }
+        assert!(
+            allows
+                .iter()
+                .any(|a| a.starts_with("ufw allow proto udp from 172.20.0.0/20 to any port 4789")),
+            "{m}: Calico VXLAN"
+        );
+        assert!(
+            allows
+                .iter()
+                .any(|a| a.starts_with("ufw allow proto udp from any to any port 12000")),
+            "{m}"
+        );
+        assert!(
+            allows
+                .iter()
+                .any(|a| a.starts_with("ufw allow proto tcp from any to any port 13000")),
+            "{m}"
+        );
+        assert!(
+            !allows.iter().any(|a| a.contains("2049")),
+            "{m} must not open NFS"
+        );
+        assert!(
+            s.contains("ufw default deny incoming") && s.contains("ufw default allow outgoing")
+        );
+    }
+}
+
+#[test]
+fn ssh_port_is_opened_before_sshd_moves() {
+    let r = roots(&EXAMPLE.replace("port: 22", "port: 2222").replace(
+        "password_auth: false",
+        "password_auth: false\n  allow_from: 192.168.1.0/24",
+    ));
+    for (m, root) in &r.roots {
+        let fw = ufw_dry_run(root);
+        let rule = fw
+            .find("ufw allow proto tcp from 192.168.1.0/24 to any port 2222")
+            .unwrap_or_else(|| panic!("{m}: {fw}"));
+        let enable = fw.find("ufw --force enable").expect("enable");
+        assert!(rule < enable, "{m}: ufw is enabled before the ssh rule");
+        let runcmd = serde_json::to_string(&r.configs[m]["runcmd"]).expect("json");
+        let fw_at = runcmd.find("microseed-firewall").expect("firewall step");
+        let ssh_at = runcmd.find("microseed-ssh").expect("ssh step");
+        assert!(
+            fw_at < ssh_at,
+            "{m}: sshd moves before the firewall allows the port"
+        );
+        let staged = std::fs::read_to_string(root.join("etc/microseed/sshd.conf")).expect("sshd");
+        assert!(
+            staged.contains("Port 2222\n")
+                && staged.contains("PermitRootLogin no\n")
+                && staged.contains("PasswordAuthentication no\n")
+        );
+        // The live drop-in only appears when microseed-ssh runs.
+        assert!(!root.join("etc/ssh/sshd_config.d").exists());
+        // sshd itself accepts the drop-in as a configuration.
+        let key = r.s.dir.path().join(format!("hostkey-{m}"));
+        if !key.exists() {
+            let o = run(
+                "ssh-keygen",
+                &[
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    key.to_str().expect("utf8"),
+                ],
+            );
+            assert!(o.status.success());
+        }
+        std::fs::create_dir_all("/run/sshd").expect("privsep dir");
+        let conf = root.join("etc/microseed/sshd.conf");
+        let o = run(
+            "/usr/sbin/sshd",
+            &[
+                "-t",
+                "-f",
+                conf.to_str().expect("utf8"),
+                "-h",
+                key.to_str().expect("utf8"),
+            ],
+        );
+        assert!(o.status.success(), "{m}: sshd -t: {:?}", text(&o));
+    }
+}
+
+/// Runs the worker's join script under bash with the stand-in microk8s.
+struct JoinRun {
+    output: String,
+    calls: String,
+    status: std::process::ExitStatus,
+}
+
+fn join(cluster: &str, failures: u32, already: bool) -> JoinRun {
+    let r = roots(cluster);
+    let script = r.roots["worker-1"].join("usr/local/sbin/microseed-join");
+    let state = tempfile::tempdir().expect("tmp");
+    let bin = tempfile::tempdir().expect("tmp");
+    let fake = bin.path().join("microk8s");
+    std::fs::copy(
+        root().join("tests/fixtures/fakes/microk8s-join-test"),
+        &fake,
+    )
+    .expect("copy fake");
+    common::make_executable(&fake);
+    std::fs::write(state.path().join("failures"), failures.to_string()).expect("w");
+    std::fs::write(state.path().join("master"), "172.20.10.11").expect("w");
+    if already {
+        std::fs::write(state.path().join("joined"), "").expect("w");
+    }
+    let token_file = r.roots["worker-1"].join("etc/microseed/join-token");
+    let o = Command::new("bash")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+        .env("FAKE_STATE", state.path())
+        .env("MICROSEED_JOIN_MARKER", state.path().join("marker"))
+        .env("MICROSEED_JOIN_TOKEN_FILE", &token_file)
+        .env("MICROSEED_JOIN_STAGGER", "0")
+        .env("MICROSEED_JOIN_FIRST_DELAY", "0")
+        .output()
+        .expect("bash");
+    let (out, err) = text(&o);
+    JoinRun {
+        output: out + &err,
+        calls: std::fs::read_to_string(state.path().join("calls")).unwrap_or_default(),
+        status: o.status,
+    }
+}
+
+#[test]
+fn join_retries_while_master_unreachable_then_joins_exactly_once() {
+    let j = join(EXAMPLE, 3, false);
+    assert!(j.status.success(), "{}", j.output);
+    let joins: Vec<&str> = j
+        .calls
+        .lines()
+        .filter(|l| l.starts_with("microk8s join"))
+        .collect();
+    assert_eq!(joins.len(), 4, "3 failures then 1 success: {}", j.calls);
+    assert!(
+        j.output
+            .contains("joined the cluster at 172.20.10.11 on attempt 4"),
+        "{}",
+        j.output
+    );
+    // A second run (the unit again, after a reboot) does nothing.
+    assert!(j.output.matches("join attempt").count() == 4);
+}
+
+#[test]
+fn join_does_nothing_when_already_in_the_cluster() {
+    let j = join(EXAMPLE, 0, true);
+    assert!(j.status.success(), "{}", j.output);
+    assert!(!j.calls.contains("microk8s join"), "{}", j.calls);
+    assert!(j.output.contains("already part of the cluster"));
+}
+
+#[test]
+fn join_never_prints_the_token() {
+    let j = join(EXAMPLE, 2, false);
+    assert!(j.status.success());
+    assert!(
+        j.calls.contains(TOKEN),
+        "the fake did not receive the token: {}",
+        j.calls
+    );
+    assert!(!j.output.contains(TOKEN), "token leaked: {}", j.output);
+}
+
+#[test]
+fn channel_decides_the_worker_flag() {
+    let old = join(EXAMPLE, 0, false);
+    let line = old
+        .calls
+        .lines()
+        .find(|l| l.starts_with("microk8s join"))
+        .expect("join");
+    assert_eq!(line, format!("microk8s join 172.20.10.11:25000/{TOKEN}"));
+    let new = join(
+        &EXAMPLE.replace("channel: 1.20/stable", "channel: 1.28/stable"),
+        0,
+        false,
+    );
+    let line = new
+        .calls
+        .lines()
+        .find(|l| l.starts_with("microk8s join"))
+        .expect("join");
+    assert_eq!(
+        line,
+        format!("microk8s join 172.20.10.11:25000/{TOKEN} --worker")
+    );
+}
+
+#[test]
+fn master_registers_the_token_with_a_ttl_and_a_timer() {
+    let r = roots(EXAMPLE);
+    let m = &r.roots["master"];
+    let token =
+        std::fs::read_to_string(m.join("usr/local/sbin/microseed-token")).expect("token script");
+    assert!(token.contains("microk8s add-node --token \"$token\" --token-ttl \"$ttl\""));
+    let timer =
+        std::fs::read_to_string(m.join("etc/systemd/system/microseed-token.timer")).expect("timer");
+    assert!(timer.contains("OnUnitActiveSec=1d"));
+    let runcmd = serde_json::to_string(&r.configs["master"]["runcmd"]).expect("json");
+    assert!(runcmd.contains("microseed-token.timer"), "{runcmd}");
+    assert!(
+        !m.join("etc/microk8s.yaml").exists(),
+        "1.20 has no launch configuration"
+    );
+    let r = roots(&EXAMPLE.replace("channel: 1.20/stable", "channel: 1.28/stable"));
+    let launch = common::pyyaml(&r.roots["master"].join("etc/microk8s.yaml"));
+    assert_eq!(launch["persistentClusterToken"], TOKEN);
+}
