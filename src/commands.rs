@@ -239,7 +239,7 @@ fn replace_keys(template: &str, key: &str) -> Result<String> {
             if key.is_empty() {
                 out.push_str("  ssh_keys: []\n");
             } else {
-                let scalar = serde_saphyr::to_string(&vec![key])?;
+                let scalar = crate::render::yaml(&vec![key])?;
                 out.push_str("  ssh_keys:\n");
                 for l in scalar.lines() {
                     out.push_str("    ");
@@ -258,4 +258,15 @@ fn replace_keys(template: &str, key: &str) -> Result<String> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Prints a completion script; a closed pipe (`| head`) is not an error.
+pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Result<()> {
+    use std::io::Write;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, cmd, "microseed", &mut buf);
+    match std::io::stdout().write_all(&buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every microseed test on a fresh Debian machine: installs what the
+# tests need (apt packages listed in scripts/deps/*.apt, Python modules),
+# then lint, unit and integration tests, then the booted-VM acceptance run.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh --quick    # skip the VM acceptance run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+log() { printf '==> %s\n' "$*"; }
+
+# 1. apt packages, installed only when missing.
+mapfile -t wanted < <(cat scripts/deps/*.apt | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
+missing=()
+for p in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # No service may start on a test machine.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    rm -f /usr/sbin/policy-rc.d
+fi
+
+# 2. Python modules for the PyYAML read-back and the autoinstall schema.
+if ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+    log "installing PyYAML and jsonschema"
+    python3 -m pip install -q --disable-pip-version-check pyyaml jsonschema
+fi
+
+# 3. Lint, then every Rust test.
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+log "cargo test"
+cargo test --release -- --test-threads="${MICROSEED_TEST_THREADS:-2}"
+
+# 4. The booted-VM acceptance run (issue: VM provisioning).
+if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
+    log "acceptance: booting every role's seed in a VM"
+    out=$(mktemp -d)
+    trap 'rm -rf "$out"' EXIT
+    cp examples/eth2-staking/cluster.yaml "$out/cluster.yaml"
+    cp tests/fixtures/secrets.yaml "$out/secrets.yaml"
+    chmod 600 "$out/secrets.yaml"
+    cargo run --release --quiet -- build "$out/cluster.yaml" -o "$out/seeds" --target cloud-image --format dir,seed-img
+    scripts/acceptance.sh "$out/seeds"
+fi
+log "all tests passed"

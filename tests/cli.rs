@@ -1,0 +1,155 @@
+//! The command line a user meets first: init, help, completions, exit codes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{bin, text};
+
+#[test]
+fn init_writes_the_reference_cluster_and_private_secrets() {
+    let d = tempfile::tempdir().expect("tmp");
+    let key = d.path().join("id.pub");
+    std::fs::write(&key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL me@laptop\n").expect("key");
+    let dir = d.path().join("mycluster");
+    let o = bin()
+        .arg("init")
+        .arg(&dir)
+        .arg("--ssh-key")
+        .arg(&key)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let mode = std::fs::metadata(dir.join("secrets.yaml"))
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let cluster = std::fs::read_to_string(dir.join("cluster.yaml")).expect("read");
+    assert!(cluster.contains("me@laptop"));
+    assert!(
+        cluster.contains("172.20.10.10")
+            && cluster.contains("172.20.10.11")
+            && cluster.contains("172.20.10.12")
+    );
+    let o = bin()
+        .arg("check")
+        .arg(dir.join("cluster.yaml"))
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{:?}", text(&o));
+    // A second init never overwrites.
+    let before = std::fs::read(dir.join("secrets.yaml")).expect("read");
+    let o = bin()
+        .arg("init")
+        .arg(&dir)
+        .arg("--ssh-key")
+        .arg(&key)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("already exists"));
+    assert_eq!(
+        before,
+        std::fs::read(dir.join("secrets.yaml")).expect("read")
+    );
+}
+
+#[test]
+fn init_without_a_key_says_check_will_fail_until_one_is_added() {
+    let d = tempfile::tempdir().expect("tmp");
+    let o = bin()
+        .env("HOME", d.path())
+        .arg("init")
+        .arg(d.path().join("c"))
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    assert!(text(&o).1.contains("no ssh public key found"));
+    let o = bin()
+        .arg("check")
+        .arg(d.path().join("c/cluster.yaml"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("unreachable"));
+}
+
+#[test]
+fn two_inits_make_different_join_tokens() {
+    let d = tempfile::tempdir().expect("tmp");
+    let mut tokens = Vec::new();
+    for n in ["a", "b"] {
+        let o = bin()
+            .env("HOME", d.path())
+            .arg("init")
+            .arg(d.path().join(n))
+            .output()
+            .expect("run");
+        assert!(o.status.success());
+        tokens.push(std::fs::read_to_string(d.path().join(n).join("secrets.yaml")).expect("read"));
+    }
+    assert_ne!(tokens[0], tokens[1]);
+}
+
+#[test]
+fn help_shows_examples_and_exit_codes() {
+    let o = bin().arg("--help").output().expect("run");
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("Examples:") && out.contains("microseed build mycluster/cluster.yaml -o out")
+    );
+    assert!(out.contains("Exit codes"));
+    let o = bin().args(["build", "--help"]).output().expect("run");
+    assert!(text(&o).0.contains("--machine worker-1"));
+}
+
+#[test]
+fn completions_are_generated_for_common_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = bin().args(["completions", shell]).output().expect("run");
+        assert!(o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("microseed"),
+            "{shell}"
+        );
+    }
+    let o = bin().args(["completions", "bash"]).output().expect("run");
+    let f = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(f.path(), &o.stdout).expect("write");
+    let o = common::run("bash", &["-n", f.path().to_str().expect("utf8")]);
+    assert!(o.status.success(), "bash completion does not parse");
+}
+
+#[test]
+fn missing_cluster_file_is_an_input_error() {
+    let o = bin()
+        .args(["check", "/nonexistent/cluster.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o)
+            .1
+            .contains("/nonexistent/cluster.yaml: error: cannot read the cluster file")
+    );
+}
+
+#[test]
+fn build_json_lists_every_file_with_its_hash() {
+    let s = common::Scratch::example();
+    let o = bin()
+        .arg("--json")
+        .arg("build")
+        .arg(s.cluster())
+        .arg("-o")
+        .arg(s.out())
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["files"].as_array().expect("files").len(), 9);
+    assert_eq!(v["files"][0]["sha256"].as_str().expect("sha").len(), 64);
+}
