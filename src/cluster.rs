@@ -315,7 +315,10 @@ pub fn parse(file: &Path, text: &str) -> Result<ClusterFile, InputErrors> {
 
 /// Deserializes `text` into `T`, turning serde errors into diagnostics with
 /// the field path (tracked by serde_path_to_error) and serde-saphyr's position.
-pub fn parse_typed<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Result<T, InputErrors> {
+pub fn parse_typed<T: for<'de> Deserialize<'de>>(
+    file: &Path,
+    text: &str,
+) -> Result<T, InputErrors> {
     let path = RefCell::new(String::new());
     let result = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -341,12 +344,7 @@ pub fn parse_typed<T: for<'de> Deserialize<'de>>(file: &Path, text: &str) -> Res
 /// Rewrites serde's wording into something a user can act on, adding a
 /// nearest-key suggestion for unknown fields.
 fn explain(raw: &str) -> String {
-    let msg = raw
-        .lines()
-        .next()
-        .unwrap_or(raw)
-        .trim()
-        .to_string();
+    let msg = raw.lines().next().unwrap_or(raw).trim().to_string();
     let msg = msg
         .split_once(": ")
         .filter(|(head, _)| head.starts_with("line ") || head.starts_with("error"))

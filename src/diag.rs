@@ -38,7 +38,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(file: &Path, pos: Pos, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn error(
+        file: &Path,
+        pos: Pos,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             file: file.to_path_buf(),
             pos,
@@ -48,7 +53,12 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(file: &Path, pos: Pos, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn warning(
+        file: &Path,
+        pos: Pos,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             warning: true,
             ..Diagnostic::error(file, pos, field, message)
