@@ -9,7 +9,9 @@ use std::cell::Cell;
 use std::io::{Cursor, Write as _};
 
 use anyhow::{Context as _, bail, ensure};
-use fatfs::{Date, DateTime, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
+use fatfs::{
+    Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
+};
 
 use super::content_digest;
 
@@ -118,6 +120,11 @@ pub(crate) fn format_into(
                 .with_context(|| format!("flushing {name:?} to the FAT filesystem"))?;
         }
         drop(root);
+        if fs.fat_type() == FatType::Fat32 {
+            // fatfs leaves FAT32's FSInfo free-cluster count "unknown", which
+            // fsck reports; counting them makes it record the real number.
+            fs.stats().context("counting free FAT32 clusters")?;
+        }
         // Unmounting clears the "volume dirty" bit that mounting set; without
         // it fsck reports the filesystem as not cleanly unmounted.
         fs.unmount().context("unmounting the FAT filesystem")?;
