@@ -168,6 +168,9 @@ pub fn render_machines(
 pub enum Format {
     /// `<machine>/{user-data,meta-data,network-config}`.
     Dir,
+    /// `<machine>/seed.img`: a GPT disk image with a FAT partition labelled
+    /// CIDATA, for a USB stick or a VM disk.
+    SeedImg,
 }
 
 pub struct BuildRequest<'a> {
@@ -181,12 +184,18 @@ pub struct BuildRequest<'a> {
 pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<Written> {
     let machines = select(loaded, req.machines)?;
     let docs = render_machines(loaded, src, &machines, req.target)?;
+    let epoch = crate::image::source_date_epoch()?;
     let mut staging = Staging::new(req.out)?;
     for (m, d) in machines.iter().zip(&docs) {
         if req.formats.contains(&Format::Dir) {
             for (name, bytes) in d.files() {
                 staging.write(&format!("{}/{name}", m.name), bytes)?;
             }
+        }
+        if req.formats.contains(&Format::SeedImg) {
+            let img = crate::image::seed_image(&d.files(), epoch)
+                .with_context(|| format!("making the seed image of {}", m.name))?;
+            staging.write_sparse(&format!("{}/seed.img", m.name), &img)?;
         }
     }
     staging.commit()

@@ -10,6 +10,7 @@ pub mod build;
 pub mod cluster;
 pub mod commands;
 pub mod diag;
+pub mod image;
 pub mod model;
 pub mod output;
 pub mod plan;

@@ -77,7 +77,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "installer")]
         target: Target,
         /// Comma-separated output formats.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "dir")]
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "dir,seed-img"
+        )]
         format: Vec<Format>,
     },
     /// Print one document of one machine to stdout.

@@ -49,24 +49,27 @@ pub struct Plan {
     pub runcmd: Vec<Vec<String>>,
 }
 
-/// Everything templates may use. Field names are the template interface.
+/// What templates see of the cluster; `machine` and `firewall` are added
+/// per machine. Field names are the template interface.
 #[derive(Serialize)]
-struct Ctx<'a> {
+struct ClusterCtx<'a> {
     cluster: &'a Cluster,
-    machine: &'a Machine,
     /// Machines grouped by role name, in cluster-file order.
     roles: BTreeMap<&'a str, Vec<&'a Machine>>,
     release: &'a ReleaseProfile,
     secrets: &'a Secrets,
-    firewall: &'a Firewall,
 }
 
 /// Renders templates for every machine of one cluster; built once per run.
 pub struct Planner<'a> {
     cluster: &'a Cluster,
     profiles: &'a Profiles,
-    secrets: &'a Secrets,
     tera: tera::Tera,
+    /// The cluster-wide context, converted once: converting the whole
+    /// cluster per machine made large fleets quadratic.
+    ctx: tera::Context,
+    /// Profile strings compiled as templates, by their text.
+    snippets: std::collections::HashMap<String, String>,
 }
 
 impl<'a> Planner<'a> {
@@ -89,45 +92,44 @@ impl<'a> Planner<'a> {
         tera.register_filter("shq", shq_filter);
         // Autoescaping is for HTML; our files are configs and scripts.
         tera.autoescape_on(vec![]);
+        let release = profiles
+            .releases
+            .get(&cluster.release)
+            .with_context(|| format!("no profile for release {}", cluster.release))?;
+        let mut roles: BTreeMap<&str, Vec<&Machine>> = BTreeMap::new();
+        for m in &cluster.machines {
+            roles.entry(m.role.as_str()).or_default().push(m);
+        }
+        let ctx = tera::Context::from_serialize(ClusterCtx {
+            cluster,
+            roles,
+            release,
+            secrets,
+        })?;
         Ok(Planner {
             cluster,
             profiles,
-            secrets,
             tera,
+            ctx,
+            snippets: Default::default(),
         })
     }
 
     pub fn plan(&mut self, machine: &Machine) -> Result<Plan> {
-        let role: &RoleProfile = self
-            .profiles
+        let profiles = self.profiles;
+        let role: &RoleProfile = profiles
             .roles
             .get(&machine.role)
             .with_context(|| format!("no profile for role {}", machine.role))?;
-        let release = self
-            .profiles
-            .releases
-            .get(&self.cluster.release)
-            .with_context(|| format!("no profile for release {}", self.cluster.release))?;
-        let layers = [&self.profiles.common, role];
-        let mut roles: BTreeMap<&str, Vec<&Machine>> = BTreeMap::new();
-        for m in &self.cluster.machines {
-            roles.entry(m.role.as_str()).or_default().push(m);
-        }
-        let mut ctx = Ctx {
-            cluster: self.cluster,
-            machine,
-            roles,
-            release,
-            secrets: self.secrets,
-            firewall: &Firewall::default(),
-        };
-        let base = tera::Context::from_serialize(&ctx)?;
+        let layers = [&profiles.common, role];
+        self.ctx.insert("machine", machine);
+        self.ctx.insert("firewall", &Firewall::default());
 
         let mut firewall = Firewall::default();
         for layer in layers {
             for r in &layer.firewall {
-                if self.when(&base, r.when.as_deref())? {
-                    let rule = self.rule(&base, r)?;
+                if self.when(r.when.as_deref())? {
+                    let rule = self.rule(r)?;
                     if !firewall.rules.contains(&rule) {
                         firewall.rules.push(rule);
                     }
@@ -149,8 +151,7 @@ impl<'a> Planner<'a> {
                 firewall.routed = layer.firewall_routed;
             }
         }
-        ctx.firewall = &firewall;
-        let full = tera::Context::from_serialize(&ctx)?;
+        self.ctx.insert("firewall", &firewall);
 
         let mut packages: Vec<String> = Vec::new();
         let mut files = Vec::new();
@@ -162,12 +163,12 @@ impl<'a> Planner<'a> {
                 }
             }
             for f in &layer.files {
-                if !self.when(&full, f.when.as_deref())? {
+                if !self.when(f.when.as_deref())? {
                     continue;
                 }
                 let content = self
                     .tera
-                    .render(&f.template, &full)
+                    .render(&f.template, &self.ctx)
                     .map_err(|e| anyhow!("{}", tera_chain(&e)))
                     .with_context(|| format!("rendering template {} for {}", f.template, f.path))?;
                 files.push(PlannedFile {
@@ -177,11 +178,11 @@ impl<'a> Planner<'a> {
                 });
             }
             for step in &layer.runcmd {
-                if self.when(&full, step.when.as_deref())? {
+                if self.when(step.when.as_deref())? {
                     let argv = step
                         .run
                         .iter()
-                        .map(|a| self.expand(&full, a))
+                        .map(|a| self.expand(a))
                         .collect::<Result<Vec<_>>>()?;
                     runcmd.push(argv);
                 }
@@ -197,25 +198,38 @@ impl<'a> Planner<'a> {
     }
 
     /// Expands a short template string from a profile.
-    fn expand(&mut self, ctx: &tera::Context, s: &str) -> Result<String> {
+    fn expand(&mut self, s: &str) -> Result<String> {
         if !s.contains("{{") && !s.contains("{%") {
             return Ok(s.to_string());
         }
+        // Compiled once per distinct string, not once per machine.
+        let name = match self.snippets.get(s) {
+            Some(n) => n.clone(),
+            None => {
+                let n = format!("__profile_snippet_{}", self.snippets.len());
+                self.tera
+                    .add_raw_template(&n, s)
+                    .map_err(|e| anyhow!("{}", tera_chain(&e)))
+                    .with_context(|| format!("compiling profile value {s:?}"))?;
+                self.snippets.insert(s.to_string(), n.clone());
+                n
+            }
+        };
         self.tera
-            .render_str(s, ctx)
+            .render(&name, &self.ctx)
             .map_err(|e| anyhow!("{}", tera_chain(&e)))
             .with_context(|| format!("expanding profile value {s:?}"))
     }
 
-    fn when(&mut self, ctx: &tera::Context, cond: Option<&str>) -> Result<bool> {
+    fn when(&mut self, cond: Option<&str>) -> Result<bool> {
         match cond {
             None => Ok(true),
-            Some(c) => Ok(self.expand(ctx, &format!("{{% if {c} %}}yes{{% endif %}}"))? == "yes"),
+            Some(c) => Ok(self.expand(&format!("{{% if {c} %}}yes{{% endif %}}"))? == "yes"),
         }
     }
 
-    fn rule(&mut self, ctx: &tera::Context, r: &FirewallRule) -> Result<Rule> {
-        let port = self.expand(ctx, &r.port)?;
+    fn rule(&mut self, r: &FirewallRule) -> Result<Rule> {
+        let port = self.expand(&r.port)?;
         let valid_port = |p: &str| p.parse::<u16>().is_ok_and(|n| n > 0);
         let port_ok = match port.split_once(':') {
             Some((a, b)) => valid_port(a) && valid_port(b),
@@ -227,7 +241,7 @@ impl<'a> Planner<'a> {
                 r.port
             );
         }
-        let from = self.expand(ctx, &r.from)?;
+        let from = self.expand(&r.from)?;
         let from = match from.as_str() {
             "anywhere" | "" => None,
             "cluster" => Some(self.cluster.network.subnet.clone()),

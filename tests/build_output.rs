@@ -105,8 +105,13 @@ fn manifest_is_checked_by_sha256sum() {
         .expect("sha256sum");
     assert!(o.status.success(), "{}", text(&o).0);
     let listed = std::fs::read_to_string(s.out().join("SHA256SUMS")).expect("manifest");
-    assert_eq!(listed.lines().count(), 9);
+    assert_eq!(
+        listed.lines().count(),
+        12,
+        "3 machines x (3 documents + seed.img)"
+    );
     assert!(listed.contains("  worker-1/user-data\n"));
+    assert!(listed.contains("  worker-1/seed.img\n"));
 }
 
 #[test]
@@ -181,9 +186,9 @@ fn failed_build_leaves_previous_output_untouched() {
     let script = r#"set -e
 mnt="$1"; bin="$2"; cluster="$3"; tpl="$4"
 mount -t tmpfs -o size=256k tmpfs "$mnt"
-"$bin" build "$cluster" -o "$mnt/out" >/dev/null
+"$bin" build "$cluster" -o "$mnt/out" --format dir >/dev/null
 (cd "$mnt/out" && find . -type f | sort | xargs sha256sum) > "$mnt/../before"
-if "$bin" --templates "$tpl" build "$cluster" -o "$mnt/out" 2>"$mnt/../err"; then echo "second build unexpectedly succeeded"; exit 1; fi
+if "$bin" --templates "$tpl" build "$cluster" -o "$mnt/out" --format dir 2>"$mnt/../err"; then echo "second build unexpectedly succeeded"; exit 1; fi
 (cd "$mnt/out" && find . -type f | sort | xargs sha256sum) > "$mnt/../after"
 ls -A "$mnt" > "$mnt/../listing"
 "#;

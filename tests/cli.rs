@@ -150,6 +150,6 @@ fn build_json_lists_every_file_with_its_hash() {
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["ok"], true);
-    assert_eq!(v["files"].as_array().expect("files").len(), 9);
+    assert_eq!(v["files"].as_array().expect("files").len(), 12);
     assert_eq!(v["files"][0]["sha256"].as_str().expect("sha").len(), 64);
 }
