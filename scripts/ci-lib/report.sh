@@ -1,0 +1,38 @@
+# shellcheck shell=bash
+# Helpers for reading a VM report (written by vm-report.sh) and counting
+# checks. Sourced by scripts/acceptance.sh and the role hooks
+# scripts/ci-lib/acceptance-<role>.sh.
+#
+#   ms_section REPORT NAME     print the body of section "===== NAME ====="
+#   ms_check DESC CMD...       run CMD; print "ok - DESC" or "not ok - DESC"
+#   ms_section_has REPORT NAME ERE      section contains a line matching ERE
+#   ms_check_failures          number of failed checks so far
+
+MS_CHECK_FAIL=0
+MS_CHECK_PASS=0
+
+ms_section() {
+    awk -v want="===== $2 =====" '
+        $0 == want { on = 1; next }
+        /^===== .* =====$/ { if (on) exit }
+        on { print }
+    ' "$1" | tr -d '\r'
+}
+
+ms_section_has() {
+    ms_section "$1" "$2" | grep -qE -- "$3"
+}
+
+ms_check() {
+    local desc="$1"
+    shift
+    if "$@"; then
+        MS_CHECK_PASS=$((MS_CHECK_PASS + 1))
+        printf 'ok - %s\n' "$desc"
+    else
+        MS_CHECK_FAIL=$((MS_CHECK_FAIL + 1))
+        printf 'not ok - %s\n' "$desc"
+    fi
+}
+
+ms_check_failures() { echo "$MS_CHECK_FAIL"; }
