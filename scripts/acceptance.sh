@@ -45,6 +45,7 @@ cmd_build() {
     ms_lock bookworm-vm
     if [[ "$force" != "--force" ]] && ms_cache_fresh "$dest" "${files[@]}" && [[ -s "$dest/root.img" ]]; then
         ms_log "VM image up to date: $dest"
+        ms_unlock
         return 0
     fi
     ms_apt_deps "$MS_REPO_DIR/scripts/deps/vmtest.apt"
@@ -57,6 +58,7 @@ cmd_build() {
     rm -rf "$dest"
     mv "$dest.new" "$dest"
     ms_cache_stamp "$dest" "${files[@]}"
+    ms_unlock
     ms_log "built $dest in $((SECONDS - t0)) s"
 }
 
@@ -67,6 +69,7 @@ ensure_vm() {
         ms_log "VM image missing or stale: building it first"
         cmd_build
     fi
+    ms_lock bookworm-vm --shared
 }
 
 # cmd_boot SEED_IMG MAC WORKDIR: one boot, bounded by MS_BOOT_TIMEOUT.
@@ -154,7 +157,7 @@ machine_role() {
 }
 
 cmd_run() {
-    local out="" seeds=""
+    local out="" seeds="" args=("$@")
     while [[ $# -gt 0 ]]; do
         case "$1" in
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
@@ -167,7 +170,7 @@ cmd_run() {
     ms_need_root
     if [[ -z "${MS_ACCEPTANCE_BOUNDED:-}" ]]; then
         local rc=0
-        MS_ACCEPTANCE_BOUNDED=1 ms_timeout "$MS_TOTAL_TIMEOUT" "$0" "$@" ${out:+--out "$out"} || rc=$?
+        ms_timeout "$MS_TOTAL_TIMEOUT" env MS_ACCEPTANCE_BOUNDED=1 "$0" "${args[@]}" || rc=$?
         ((rc == 124)) && ms_warn "acceptance run exceeded ${MS_TOTAL_TIMEOUT}s"
         return "$rc"
     fi

@@ -15,7 +15,7 @@ usage() {
     cat <<'EOF'
 usage: cloud-init-chroot.sh build [--force]
        cloud-init-chroot.sh schema [cloud-config|network-config] FILE
-       cloud-init-chroot.sh apply SEED OUTDIR [--mac MAC]... [--keep-upper]
+       cloud-init-chroot.sh apply SEED OUTDIR [--mac MAC]...
        cloud-init-chroot.sh path
 
 build   Build (or reuse) the trixie chroot in $MICROSEED_TEST_CACHE/trixie-cloudinit
@@ -45,6 +45,7 @@ cmd_build() {
     ms_lock trixie-cloudinit
     if [[ "$force" != "--force" ]] && ms_cache_fresh "$dest" "$MS_LIB_DIR/recipe-trixie-cloudinit.sh"; then
         ms_log "trixie chroot up to date: $dest"
+        ms_unlock
         return 0
     fi
     ms_apt_deps "$MS_REPO_DIR/scripts/deps/vmtest.apt"
@@ -58,6 +59,7 @@ cmd_build() {
     rm -rf "$dest"
     mv "$dest.new" "$dest"
     ms_cache_stamp "$dest" "$MS_LIB_DIR/recipe-trixie-cloudinit.sh"
+    ms_unlock
     ms_log "built $dest in $((SECONDS - t0)) s"
 }
 
@@ -66,6 +68,8 @@ ensure_built() {
         ms_log "trixie chroot missing or stale: building it first"
         cmd_build
     fi
+    # Shared while in use: a rebuild (exclusive) waits for running applies.
+    ms_lock trixie-cloudinit --shared
 }
 
 ns_run() {
@@ -105,7 +109,7 @@ find_cidata() {
 }
 
 cmd_apply() {
-    local seed="" out="" macs=() keep_upper="" a
+    local seed="" out="" macs=() a
     while [[ $# -gt 0 ]]; do
         a="$1"
         shift
@@ -116,7 +120,6 @@ cmd_apply() {
             macs+=("${1,,}")
             shift
             ;;
-        --keep-upper) keep_upper=1 ;;
         -*) ms_die "unknown option $a" ;;
         *)
             if [[ -z "$seed" ]]; then seed="$a"
@@ -175,7 +178,6 @@ cmd_apply() {
     ns_run apply "$(cache_root)" "$out" "$kind" "$out/seed" "$loop" "${macs[@]}" ||
         ms_die "the namespace run failed (see messages above; partial results in $out)"
     rm -rf "$out/.merged" "$out/.work"
-    [[ -n "$keep_upper" ]] || true
     local rc
     rc="$(cat "$out/status.rc")"
     {

@@ -65,16 +65,20 @@ in_root() {
         SYSTEMD_OFFLINE=1 "$@"
 }
 
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+
 do_schema() {
     local base="$1" kind="$2" file="$3" t=/run/ms-schema
     mkdir -p "$t"
     mount -t tmpfs tmp "$t"
     overlay "$base" "$t/upper" "$t/work" "$t/root"
     setup_root "$t/root"
-    cp "$file" "$t/root/tmp/input.yaml"
+    local name
+    name="$(basename "$file")"
+    cp "$file" "$t/root/tmp/$name"
     case "$kind" in
-    cloud-config) in_root "$t/root" cloud-init schema -c /tmp/input.yaml --annotate ;;
-    network-config) in_root "$t/root" cloud-init schema -t network-config -c /tmp/input.yaml --annotate ;;
+    cloud-config) in_root "$t/root" cloud-init schema -c "/tmp/$name" --annotate ;;
+    network-config) in_root "$t/root" cloud-init schema -t network-config -c "/tmp/$name" --annotate ;;
     *) ms_die "unknown schema kind $kind" ;;
     esac
 }
@@ -82,7 +86,7 @@ do_schema() {
 do_apply() {
     local base="$1" out="$2" seed_kind="$3" seed="$4" loop="$5"
     shift 5
-    local m="$out/.merged" i=0 mac rc stage
+    local m="$out/.merged" i=0 mac rc stage t0
     overlay "$base" "$out/upper" "$out/.work" "$m"
     setup_root "$m" "$([[ "$seed_kind" == dev ]] && echo "$loop")"
 
@@ -108,9 +112,10 @@ do_apply() {
         set -- cloud-init $stage
         echo "=== $* ===" >>"$out/stages.log"
         rc=0
+        t0="$EPOCHREALTIME"
         ms_timeout "$STAGE_TIMEOUT" chroot "$m" /usr/bin/env -i PATH="$CHROOT_PATH" HOME=/root \
             LANG=C.UTF-8 TERM=dumb SYSTEMD_OFFLINE=1 "$@" >>"$out/stages.log" 2>&1 </dev/null || rc=$?
-        echo "$* rc=$rc" >>"$out/stages.rc"
+        echo "$* rc=$rc ($(elapsed "$t0") s)" >>"$out/stages.rc"
     done
 
     rc=0

@@ -10,7 +10,8 @@
 #   ms_recipe_hash FILE...      sha256 over the given files (the build recipe)
 #   ms_cache_fresh DIR FILE...  true if DIR exists with a matching recipe hash
 #   ms_cache_stamp DIR FILE...  record the recipe hash beside DIR (DIR.recipe-sha256)
-#   ms_lock NAME                take an exclusive lock (fd 9) on $(ms_cache_dir)/.NAME.lock
+#   ms_lock NAME [--shared]     lock (fd 9) $(ms_cache_dir)/.NAME.lock: exclusive to
+#                               build, shared to use; ms_unlock releases it
 #   ms_on_exit CMD              push a cleanup command (run in reverse order on EXIT)
 
 if [[ -n "${MS_COMMON_SOURCED:-}" ]]; then
@@ -131,13 +132,15 @@ ms_cache_stamp() {
 }
 
 ms_lock() {
-    local lock
+    local lock mode=-x
     lock="$(ms_cache_dir)/.$1.lock"
-    exec 9>"$lock"
-    if ! flock -w 1800 9; then
+    [[ "${2:-}" == --shared ]] && mode=-s
+    exec 9>>"$lock"
+    if ! flock "$mode" -w 1800 9; then
         ms_die "timed out waiting for lock $lock"
     fi
 }
+ms_unlock() { flock -u 9 2>/dev/null || true; }
 
 # Cleanup stack: commands run in reverse order on EXIT (and on INT/TERM).
 MS_CLEANUPS=()
