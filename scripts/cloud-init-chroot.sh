@@ -49,15 +49,11 @@ cmd_build() {
         return 0
     fi
     ms_apt_deps "$MS_REPO_DIR/scripts/deps/vmtest.apt"
-    ms_umount_tree "$dest.new"
-    rm -rf "$dest.new" "$dest.recipe-sha256"
-    mkdir -p "$dest.new"
-    ms_on_exit "ms_umount_tree '$dest.new'; rm -rf '$dest.new'"
+    rm -f "$dest.recipe-sha256"
+    [[ "$force" == --force ]] && rm -f "$dest.base-sha256"
+    ms_on_exit "ms_umount_tree '$dest'"
     local t0=$SECONDS
-    ms_build_trixie_cloudinit "$dest.new"
-    ms_umount_tree "$dest"
-    rm -rf "$dest"
-    mv "$dest.new" "$dest"
+    ms_build_trixie_cloudinit "$dest"
     ms_cache_stamp "$dest" "$MS_LIB_DIR/recipe-trixie-cloudinit.sh"
     ms_unlock
     ms_log "built $dest in $((SECONDS - t0)) s"

@@ -24,12 +24,27 @@ ms_install_fakes() {
     ln -sfn /snap/bin/microk8s "$root/usr/local/bin/microk8s"
 }
 
-# ms_build_bookworm_vm DEST: DEST/root (chroot), DEST/root.img, DEST/vmlinuz, DEST/initrd.img
+# ms_build_bookworm_vm DEST: DEST/root (chroot), DEST/root.img, DEST/vmlinuz,
+# DEST/initrd.img. The debootstrap is reused when the package list and mirror
+# are unchanged (DEST/root.base-sha256); the configuration is redone.
 ms_build_bookworm_vm() {
-    local dest="$1" r mirror
+    local dest="$1" r mirror key
     r="$dest/root"
     mirror="$(ms_mirror)"
+    key="$(printf 'bookworm %s %s\n' "$mirror" "$MS_BOOKWORM_INCLUDE" | sha256sum | cut -d' ' -f1)"
     mkdir -p "$dest"
+    if [[ -d "$r" && "$(cat "$dest/root.base-sha256" 2>/dev/null)" == "$key" ]]; then
+        ms_log "reusing the bookworm packages in $r; reconfiguring"
+    else
+        rm -rf "$r" "$dest/root.base-sha256"
+        ms_bookworm_base "$dest" "$mirror"
+        echo "$key" >"$dest/root.base-sha256"
+    fi
+    ms_bookworm_configure "$dest"
+}
+
+ms_bookworm_base() {
+    local dest="$1" mirror="$2" r="$1/root"
     ms_log "debootstrap bookworm (VM root + qemu) from $mirror (about 3 min)"
     debootstrap --include="$MS_BOOKWORM_INCLUDE" bookworm "$r" "$mirror" >"$dest/debootstrap.log" 2>&1 ||
         { tail -n 30 "$dest/debootstrap.log" >&2; ms_die "debootstrap bookworm failed (log: $dest/debootstrap.log)"; }
@@ -49,12 +64,18 @@ ms_build_bookworm_vm() {
     ' ms-build "$r" >"$dest/configure.log" 2>&1 ||
         { tail -n 30 "$dest/configure.log" >&2; ms_die "configuring the bookworm chroot failed (log: $dest/configure.log)"; }
     rm -f "$r/usr/sbin/policy-rc.d"
+}
 
+ms_bookworm_configure() {
+    local dest="$1" r="$1/root"
     ms_install_fakes "$r"
 
     cat >"$r/etc/cloud/cloud.cfg.d/90-microseed-test.cfg" <<'EOF'
-# microseed tests: NoCloud only.
+# microseed tests: NoCloud only; render the network like Ubuntu (netplan).
 datasource_list: [NoCloud, None]
+system_info:
+  network:
+    renderers: [netplan, eni, networkd]
 EOF
     echo "microseed-vm" >"$r/etc/hostname"
     : >"$r/etc/machine-id"
@@ -93,6 +114,7 @@ EOF
     cp "$k" "$dest/vmlinuz"
     cp "$i" "$dest/initrd.img"
     ms_log "making root.img (ext4, 3G) from the chroot"
+    rm -f "$dest/root.img"
     mkfs.ext4 -q -F -L root -d "$r" "$dest/root.img" 3G ||
         ms_die "mkfs.ext4 -d failed (mke2fs too old? needs -d support)"
 }

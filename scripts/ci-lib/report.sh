@@ -12,11 +12,11 @@ MS_CHECK_FAIL=0
 MS_CHECK_PASS=0
 
 ms_section() {
-    awk -v want="===== $2 =====" '
+    tr -d '\r' <"$1" | awk -v want="===== $2 =====" '
         $0 == want { on = 1; next }
         /^===== .* =====$/ { if (on) exit }
         on { print }
-    ' "$1" | tr -d '\r'
+    '
 }
 
 ms_section_has() {

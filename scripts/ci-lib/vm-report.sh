@@ -7,6 +7,7 @@
 # Parsed by scripts/ci-lib/report.sh; keep names stable.
 out="${1:-/dev/ttyS1}"
 exec >"$out" 2>&1
+export SYSTEMD_COLORS=0 SYSTEMD_PAGER=cat SYSTEMD_URLIFY=0 TERM=dumb LC_ALL=C.UTF-8
 
 sec() { printf '\n===== %s =====\n' "$1"; }
 run() {
@@ -83,4 +84,5 @@ cat /proc/uptime
 echo
 echo "===== END microseed-report ====="
 sync
-systemctl poweroff --no-block
+# poweroff.target through systemd's private socket (no logind/D-Bus needed).
+systemctl start --no-block poweroff.target
