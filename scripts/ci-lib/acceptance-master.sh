@@ -19,7 +19,11 @@ r="${1:?usage: acceptance-master.sh REPORT}"
 calls="$(ms_section "$r" fake-microk8s.calls)"
 ms_check "master: snap install microk8s --classic with a channel" \
     grep -qE '^snap install .*microk8s' <<<"$calls"
-classic_channel() { grep -E '^snap install .*microk8s' <<<"$calls" | grep -- --classic | grep -qE -- '--channel[= ]1\.[0-9]+'; }
+classic_channel() {
+    local l
+    l="$(grep -E '^snap install .*microk8s' <<<"$calls" || true)"
+    [[ "$l" == *--classic* ]] && grep -qE -- '--channel[= ]1\.[0-9]+' <<<"$l"
+}
 ms_check "master: --classic and --channel=1.x given" classic_channel
 ms_check "master: microk8s status --wait-ready" grep -qE '^microk8s status .*--wait-ready' <<<"$calls"
 ms_check "master: microk8s add-node --token <32+ alnum> --token-ttl <N>" \

@@ -20,7 +20,10 @@ ms_section() {
 }
 
 ms_section_has() {
-    ms_section "$1" "$2" | grep -qE -- "$3"
+    local body
+    body="$(ms_section "$1" "$2")"
+    # Not "ms_section | grep -q": grep -q exits early, SIGPIPE + pipefail.
+    grep -qE -- "$3" <<<"$body"
 }
 
 ms_check() {
