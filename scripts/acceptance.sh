@@ -115,7 +115,7 @@ generic_checks() {
     status="$(ms_section "$r" "cloud-init status")"
     result="$(ms_section "$r" result.json)"
     ms_check "$MS_MACHINE: cloud-init status done (rc=0)" status_done "$status"
-    ms_check "$MS_MACHINE: result.json has no errors" python3 -c '
+    ms_check "$MS_MACHINE: result.json has no errors" /usr/bin/python3 -c '
 import json, sys
 d = json.loads(sys.argv[1])
 errs = d.get("v1", {}).get("errors", ["missing v1"])

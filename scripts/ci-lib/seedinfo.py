@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """seedinfo.py DIR: print what a NoCloud seed directory says about its machine,
 as shell assignments (safe to eval):
 
