@@ -123,7 +123,7 @@ sys.exit(1 if errs else 0)' "$result"
     ms_check "$MS_MACHINE: seed found on the seed disk (/dev/vdb or /dev/vdb1)" \
         ms_section_has "$r" datasource 'DataSourceNoCloud \[seed=/dev/vdb1?\]'
     ms_check "$MS_MACHINE: hostname is $MS_HOSTNAME" \
-        test "$(ms_section "$r" hostname | head -n 1)" = "${MS_HOSTNAME%%.*}"
+        test "$(ms_section "$r" hostname | sed -n 1p)" = "${MS_HOSTNAME%%.*}"
     local a
     for a in $MS_ADDRS; do
         ms_check "$MS_MACHINE: address $a configured" ms_section_has "$r" "ip -4 addr" "inet ${a//./\\.} "
@@ -222,11 +222,15 @@ cmd_run() {
         export MS_MACHINE="$name" MS_ROLE="$role" MS_IP="$ip" MS_HOSTNAME="$SEED_HOSTNAME" \
             MS_ADDRS="$SEED_ADDRS" MS_GATEWAY="$SEED_GATEWAY" MS_MACHINES_FILE="$machines"
         MS_CHECK_FAIL=0 MS_CHECK_PASS=0
-        generic_checks "$work/report.txt" "$machines" | tee -a "$out/results.txt" "$work/checks.txt"
+        generic_checks "$work/report.txt" "$machines" | tee -a "$out/results.txt" "$work/checks.txt" ||
+            echo "not ok - $name: generic checks crashed" | tee -a "$out/results.txt" "$work/checks.txt"
         hook="$MS_LIB_DIR/acceptance-$role.sh"
         if [[ -x "$hook" ]]; then
             rc=0
             "$hook" "$work/report.txt" | tee -a "$out/results.txt" "$work/checks.txt" || rc=$?
+            if ((rc != 0)) && ! grep -q '^not ok - ' "$work/checks.txt"; then
+                echo "not ok - $name: role hook $hook exited $rc" | tee -a "$out/results.txt" "$work/checks.txt"
+            fi
         elif [[ "$role" != none ]]; then
             echo "not ok - $name: no hook for role $role ($hook)" | tee -a "$out/results.txt" "$work/checks.txt"
         fi

@@ -12,11 +12,14 @@ MS_CHECK_FAIL=0
 MS_CHECK_PASS=0
 
 ms_section() {
-    tr -d '\r' <"$1" | awk -v want="===== $2 =====" '
+    # One process reading the file: no pipe that an early exit could break
+    # (SIGPIPE + pipefail made callers fail at random).
+    awk -v want="===== $2 =====" '
+        { sub(/\r$/, "") }
         $0 == want { on = 1; next }
         /^===== .* =====$/ { if (on) exit }
         on { print }
-    '
+    ' "$1"
 }
 
 ms_section_has() {
