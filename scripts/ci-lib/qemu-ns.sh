@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# qemu-ns.sh VMDIR WORKDIR SEED_IMG MAC
+# Runs as PID 1 of fresh mount/net/pid namespaces (scripts/acceptance.sh):
+# qemu from the bookworm chroot VMDIR/root, no route out (empty net
+# namespace, slirp restrict=on). Mounts vanish with the namespace.
+set -euo pipefail
+vm="$1" work="$2" seed="$3" mac="$4"
+r="$vm/root"
+
+mount --make-rprivate /
+mount -t proc proc "$r/proc"
+mount --rbind /dev "$r/dev"
+mount -t tmpfs -o mode=1777 tmp "$r/tmp"
+mkdir -p "$r/tmp/ms/vm" "$r/tmp/ms/work" "$r/tmp/ms/seed"
+mount --bind -o ro "$vm" "$r/tmp/ms/vm"
+mount --bind "$work" "$r/tmp/ms/work"
+touch "$r/tmp/ms/seed/seed.img"
+mount --bind -o ro "$seed" "$r/tmp/ms/seed/seed.img"
+
+exec chroot "$r" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot \
+    -monitor none \
+    -kernel /tmp/ms/vm/vmlinuz -initrd /tmp/ms/vm/initrd.img \
+    -append 'root=/dev/vda rw console=ttyS0' \
+    -drive file=/tmp/ms/work/overlay.qcow2,format=qcow2,if=virtio \
+    -drive file=/tmp/ms/seed/seed.img,format=raw,if=virtio,readonly=on \
+    -netdev user,id=n0,restrict=on -device "virtio-net-pci,netdev=n0,mac=$mac" \
+    -serial file:/tmp/ms/work/console.log -serial file:/tmp/ms/work/report.txt

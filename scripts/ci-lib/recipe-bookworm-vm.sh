@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# Build recipe for the bookworm VM ($(ms_cache_dir)/bookworm-vm): a Debian 12
+# root with cloud-init (the guest) that also carries qemu-system-x86 (the
+# host side: qemu runs from this chroot because Debian's qemu-system-x86
+# conflicts with the host's qemu-utils backport).
+# The cache is rebuilt when this file, the report script or the fakes change.
+# Sourced by scripts/acceptance.sh.
+
+MS_BOOKWORM_INCLUDE=systemd,systemd-sysv,udev,cloud-init,python3-cffi-backend,netplan.io,chrony,ufw,nfs-kernel-server,linux-image-amd64,ifupdown,iproute2,kmod,fusefat,qemu-system-x86,locales,openssh-server,sudo
+
+ms_bookworm_recipe_files() {
+    printf '%s\n' "$MS_LIB_DIR/recipe-bookworm-vm.sh" "$MS_LIB_DIR/vm-report.sh" \
+        "$MS_REPO_DIR/tests/fixtures/fakes/microk8s" "$MS_REPO_DIR/tests/fixtures/fakes/snap" \
+        "$MS_REPO_DIR/tests/fixtures/fakes/apt-get"
+}
+
+# ms_install_fakes ROOT: fake snap/microk8s and the offline apt-get shim.
+ms_install_fakes() {
+    local root="$1" fakes="$MS_REPO_DIR/tests/fixtures/fakes"
+    install -D -m 755 "$fakes/microk8s" "$root/snap/bin/microk8s"
+    install -D -m 755 "$fakes/snap" "$root/usr/bin/snap"
+    install -D -m 755 "$fakes/apt-get" "$root/usr/local/sbin/apt-get"
+    mkdir -p "$root/usr/local/bin"
+    ln -sfn /snap/bin/microk8s "$root/usr/local/bin/microk8s"
+}
+
+# ms_build_bookworm_vm DEST: DEST/root (chroot), DEST/root.img, DEST/vmlinuz,
+# DEST/initrd.img. The debootstrap is reused when the package list and mirror
+# are unchanged (DEST/root.base-sha256); the configuration is redone.
+ms_build_bookworm_vm() {
+    local dest="$1" r mirror key
+    r="$dest/root"
+    mirror="$(ms_mirror)"
+    key="$(printf 'bookworm %s %s\n' "$mirror" "$MS_BOOKWORM_INCLUDE" | sha256sum | cut -d' ' -f1)"
+    mkdir -p "$dest"
+    if [[ -d "$r" && "$(cat "$dest/root.base-sha256" 2>/dev/null)" == "$key" ]]; then
+        ms_log "reusing the bookworm packages in $r; reconfiguring"
+    else
+        rm -rf "$r" "$dest/root.base-sha256"
+        ms_bookworm_base "$dest" "$mirror"
+        echo "$key" >"$dest/root.base-sha256"
+    fi
+    ms_bookworm_configure "$dest"
+}
+
+ms_bookworm_base() {
+    local dest="$1" mirror="$2" r="$1/root"
+    ms_log "debootstrap bookworm (VM root + qemu) from $mirror (about 3 min)"
+    debootstrap --include="$MS_BOOKWORM_INCLUDE" bookworm "$r" "$mirror" >"$dest/debootstrap.log" 2>&1 ||
+        { tail -n 30 "$dest/debootstrap.log" >&2; ms_die "debootstrap bookworm failed (log: $dest/debootstrap.log)"; }
+
+    printf '#!/bin/sh\n# microseed tests: no services while building\nexit 101\n' >"$r/usr/sbin/policy-rc.d"
+    chmod 755 "$r/usr/sbin/policy-rc.d"
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    unshare --mount --fork -- bash -euo pipefail -c '
+        r="$1"
+        mount -t proc proc "$r/proc"
+        mount --rbind /dev "$r/dev"
+        export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
+        chroot "$r" apt-get install -f -y -qq
+        sed -i "s/^# *\(en_US.UTF-8 UTF-8\)/\1/" "$r/etc/locale.gen"
+        chroot "$r" locale-gen
+        chroot "$r" apt-get clean
+    ' ms-build "$r" >"$dest/configure.log" 2>&1 ||
+        { tail -n 30 "$dest/configure.log" >&2; ms_die "configuring the bookworm chroot failed (log: $dest/configure.log)"; }
+    rm -f "$r/usr/sbin/policy-rc.d"
+}
+
+ms_bookworm_configure() {
+    local dest="$1" r="$1/root"
+    ms_install_fakes "$r"
+
+    cat >"$r/etc/cloud/cloud.cfg.d/90-microseed-test.cfg" <<'EOF'
+# microseed tests: NoCloud only; render the network like Ubuntu (netplan).
+datasource_list: [NoCloud, None]
+system_info:
+  network:
+    renderers: [netplan, eni, networkd]
+EOF
+    echo "microseed-vm" >"$r/etc/hostname"
+    : >"$r/etc/machine-id"
+    printf 'LABEL=root / ext4 rw,errors=remount-ro 0 1\n' >"$r/etc/fstab"
+    rm -rf "$r/var/lib/cloud/"*
+
+    install -D -m 755 "$MS_LIB_DIR/vm-report.sh" "$r/usr/local/sbin/microseed-report"
+    # Ordered after cloud-final (WantedBy=cloud-final). Also wanted by
+    # multi-user.target without default dependencies (no ordering cycle), so a
+    # boot where cloud-init is disabled still reports and powers off.
+    cat >"$r/etc/systemd/system/microseed-report.service" <<'EOF'
+[Unit]
+Description=microseed test report to ttyS1, then power off
+DefaultDependencies=no
+After=cloud-final.service basic.target network.target
+Wants=basic.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/microseed-report /dev/ttyS1
+StandardOutput=journal+console
+TimeoutStartSec=300
+
+[Install]
+WantedBy=cloud-final.service multi-user.target
+EOF
+    mkdir -p "$r/etc/systemd/system/cloud-final.service.wants" "$r/etc/systemd/system/multi-user.target.wants"
+    ln -sfn /etc/systemd/system/microseed-report.service "$r/etc/systemd/system/cloud-final.service.wants/microseed-report.service"
+    ln -sfn /etc/systemd/system/microseed-report.service "$r/etc/systemd/system/multi-user.target.wants/microseed-report.service"
+    # Quiet serial getty on ttyS0 is fine; no login needed.
+
+    local k i
+    k="$(find "$r/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n 1)"
+    i="$(find "$r/boot" -maxdepth 1 -name 'initrd.img-*' | sort -V | tail -n 1)"
+    [[ -n "$k" && -n "$i" ]] || ms_die "no kernel/initrd in $r/boot"
+    cp "$k" "$dest/vmlinuz"
+    cp "$i" "$dest/initrd.img"
+    ms_log "making root.img (ext4, 3G) from the chroot"
+    rm -f "$dest/root.img"
+    mkfs.ext4 -q -F -L root -d "$r" "$dest/root.img" 3G ||
+        ms_die "mkfs.ext4 -d failed (mke2fs too old? needs -d support)"
+}

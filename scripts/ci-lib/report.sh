@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# Helpers for reading a VM report (written by vm-report.sh) and counting
+# checks. Sourced by scripts/acceptance.sh and the role hooks
+# scripts/ci-lib/acceptance-<role>.sh.
+#
+#   ms_section REPORT NAME     print the body of section "===== NAME ====="
+#   ms_check DESC CMD...       run CMD; print "ok - DESC" or "not ok - DESC"
+#   ms_section_has REPORT NAME ERE      section contains a line matching ERE
+#   ms_check_failures          number of failed checks so far
+
+MS_CHECK_FAIL=0
+MS_CHECK_PASS=0
+
+ms_section() {
+    # One process reading the file: no pipe that an early exit could break
+    # (SIGPIPE + pipefail made callers fail at random).
+    awk -v want="===== $2 =====" '
+        { sub(/\r$/, "") }
+        $0 == want { on = 1; next }
+        /^===== .* =====$/ { if (on) exit }
+        on { print }
+    ' "$1"
+}
+
+ms_section_has() {
+    local body
+    body="$(ms_section "$1" "$2")"
+    # Not "ms_section | grep -q": grep -q exits early, SIGPIPE + pipefail.
+    grep -qE -- "$3" <<<"$body"
+}
+
+ms_check() {
+    local desc="$1"
+    shift
+    if "$@"; then
+        MS_CHECK_PASS=$((MS_CHECK_PASS + 1))
+        printf 'ok - %s\n' "$desc"
+    else
+        MS_CHECK_FAIL=$((MS_CHECK_FAIL + 1))
+        printf 'not ok - %s\n' "$desc"
+    fi
+}
+
+ms_check_failures() { echo "$MS_CHECK_FAIL"; }

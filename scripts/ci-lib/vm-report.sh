@@ -1,0 +1,88 @@
+#!/bin/bash
+# Runs inside the test VM (installed as /usr/local/sbin/microseed-report by
+# recipe-bookworm-vm.sh, started by microseed-report.service after
+# cloud-final): writes a sectioned report to $1 (ttyS1), then powers off.
+# Sections: lines "===== NAME =====", the report framed by
+# "===== BEGIN microseed-report =====" and "===== END microseed-report =====".
+# Parsed by scripts/ci-lib/report.sh; keep names stable.
+out="${1:-/dev/ttyS1}"
+exec >"$out" 2>&1
+export SYSTEMD_COLORS=0 SYSTEMD_PAGER=cat SYSTEMD_URLIFY=0 TERM=dumb LC_ALL=C.UTF-8
+
+sec() { printf '\n===== %s =====\n' "$1"; }
+run() {
+    "$@"
+    echo "rc=$?"
+}
+
+echo "===== BEGIN microseed-report ====="
+sec "cloud-init status"
+run cloud-init status --long
+sec "result.json"
+cat /run/cloud-init/result.json 2>&1
+sec "datasource"
+cloud-init query ds 2>/dev/null | head -c 2000
+echo
+grep -hoE 'DataSource[A-Za-z]+ \[[^]]*\](\[[^]]*\])*' /var/log/cloud-init.log 2>/dev/null | sort -u
+sec "cloud-init warnings"
+grep -hE ' (WARNING|ERROR|CRITICAL)' /var/log/cloud-init.log 2>/dev/null | tail -n 50
+sec "hostname"
+hostname
+sec "hostname -f"
+hostname -f 2>&1
+sec "ip -4 addr"
+ip -4 addr
+sec "ip link"
+ip -o link
+sec "ip route"
+ip route
+sec "/etc/hosts"
+cat /etc/hosts
+sec "/etc/chrony/chrony.conf"
+cat /etc/chrony/chrony.conf
+sec "sshd_config.d"
+for f in /etc/ssh/sshd_config.d/*; do
+    [ -e "$f" ] || continue
+    echo "--- $f"
+    cat "$f"
+done
+sec "sshd -t"
+run sshd -t
+sec "ufw status verbose"
+run ufw status verbose
+sec "users"
+getent passwd | awk -F: '$3 >= 1000 && $3 < 65534'
+for h in /root /home/*; do
+    [ -s "$h/.ssh/authorized_keys" ] || continue
+    echo "--- $h/.ssh/authorized_keys"
+    cut -c1-60 "$h/.ssh/authorized_keys"
+done
+sec "groups"
+getent group microk8s sudo 2>&1
+sec "/etc/exports"
+cat /etc/exports 2>&1
+sec "export dirs"
+grep -vE '^[[:space:]]*(#|$)' /etc/exports 2>/dev/null | awk '{print $1}' | while read -r d; do
+    stat -c '%U:%G %u:%g %a %n' "$d" 2>&1
+    find "$d" -mindepth 1 -maxdepth 3 -type d -exec stat -c '%U:%G %u:%g %a %n' {} + 2>/dev/null
+done
+sec "exportfs -v"
+exportfs -v 2>&1
+sec "microseed-join.service"
+echo "is-enabled: $(systemctl is-enabled microseed-join.service 2>&1)"
+systemctl cat microseed-join.service 2>&1
+sec "fake-microk8s.calls"
+cat /var/log/fake-microk8s.calls 2>&1
+sec "fake-apt.calls"
+cat /var/log/fake-apt.calls 2>&1
+sec "timezone"
+readlink /etc/localtime
+sec "failed units"
+systemctl --failed --no-legend --plain 2>&1
+sec "uptime"
+cat /proc/uptime
+echo
+echo "===== END microseed-report ====="
+sync
+# poweroff.target through systemd's private socket (no logind/D-Bus needed).
+systemctl start --no-block poweroff.target
