@@ -68,7 +68,15 @@ pub struct CloudConfig {
     pub package_upgrade: bool,
     pub packages: Vec<String>,
     pub write_files: Vec<WriteFile>,
-    pub runcmd: Vec<Vec<String>>,
+    pub runcmd: Vec<RunCmd>,
+}
+
+/// One runcmd entry: a shell line or an argv list (which cloud-init quotes).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RunCmd {
+    Shell(String),
+    Argv(Vec<String>),
 }
 
 #[derive(Debug, Serialize)]
@@ -240,7 +248,12 @@ pub fn cloud_config(cluster: &Cluster, plan: &Plan) -> CloudConfig {
                 permissions: f.mode.clone(),
             })
             .collect(),
-        runcmd: plan.runcmd.clone(),
+        // cloud-init runs runcmd as one sh script whose status is its last
+        // command's: without `set -e` a failed step (say, the firewall)
+        // would pass unnoticed and later steps would run regardless.
+        runcmd: std::iter::once(RunCmd::Shell("set -e".into()))
+            .chain(plan.runcmd.iter().cloned().map(RunCmd::Argv))
+            .collect(),
     }
 }
 

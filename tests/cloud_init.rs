@@ -1,0 +1,274 @@
+//! The seeds in front of real cloud-init 25.x (a Debian trixie chroot built
+//! and cached by scripts/cloud-init-chroot.sh): its schema checks, and each
+//! role's first-boot config applied stage by stage, from a seed directory
+//! and from a seed image found by label on a loop device. Stand-ins replace
+//! snap/microk8s and apt's network access (no network here); nothing else
+//! is faked, so `cloud-init status` must be done with no errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::{EXAMPLE, Scratch, root, run, text};
+
+fn chroot_script() -> PathBuf {
+    root().join("scripts/cloud-init-chroot.sh")
+}
+
+/// Builds (or reuses) the cached chroot once per test binary.
+fn ensure_chroot() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let o = run(chroot_script().to_str().expect("utf8"), &["build"]);
+        assert!(
+            o.status.success(),
+            "building the cloud-init chroot failed: {:?}",
+            text(&o)
+        );
+    });
+}
+
+fn built(cluster: &str, extra: &[&str]) -> Scratch {
+    let s = Scratch::new(cluster);
+    let o = s.build(extra);
+    assert!(o.status.success(), "{}", text(&o).1);
+    s
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Applies a seed; returns the apply's output directory.
+fn apply(seed: &Path, out: &Path) -> PathBuf {
+    ensure_chroot();
+    let o = run(
+        chroot_script().to_str().expect("utf8"),
+        &[
+            "apply",
+            seed.to_str().expect("utf8"),
+            out.to_str().expect("utf8"),
+        ],
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap_or_default();
+    let log = std::fs::read_to_string(out.join("cloud-init-output.log")).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "cloud-init did not finish cleanly:\n{summary}\n{}\n--- output log tail ---\n{}",
+        text(&o).1,
+        log.lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    out.to_path_buf()
+}
+
+#[test]
+fn first_boot_configs_and_network_configs_pass_cloud_init_schema() {
+    ensure_chroot();
+    let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
+    let staking = built(
+        &EXAMPLE.replace("  enabled: false", "  enabled: true\n  chart: ./prysm/helm"),
+        &["--target", "cloud-image", "--format", "dir"],
+    );
+    for out in [s.out(), staking.out()] {
+        for m in ["nfs", "master", "worker-1"] {
+            for (kind, doc) in [
+                ("cloud-config", "user-data"),
+                ("network-config", "network-config"),
+            ] {
+                let f = out.join(m).join(doc);
+                let o = run(
+                    chroot_script().to_str().expect("utf8"),
+                    &["schema", kind, f.to_str().expect("utf8")],
+                );
+                assert!(o.status.success(), "{m}/{doc}: {:?}", text(&o));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bad_cloud_config_fails_the_schema_check() {
+    // The checker itself must be able to fail.
+    ensure_chroot();
+    let f = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(
+        f.path(),
+        "#cloud-config\nusers: 7\nwrite_files: [{path: 3}]\n",
+    )
+    .expect("write");
+    let o = run(
+        chroot_script().to_str().expect("utf8"),
+        &["schema", "cloud-config", f.path().to_str().expect("utf8")],
+    );
+    assert!(!o.status.success(), "schema accepted garbage");
+}
+
+fn common_checks(out: &Path, machine: &str) {
+    let r = out.join("root");
+    assert_eq!(read(&out.join("hostname.txt")).trim(), machine);
+    let hosts = read(&r.join("etc/hosts"));
+    for line in [
+        "172.20.10.10 nfs",
+        "172.20.10.11 master",
+        "172.20.10.12 worker-1",
+    ] {
+        assert!(
+            hosts.lines().any(|l| l == line),
+            "{machine}: /etc/hosts lacks {line}: {hosts}"
+        );
+    }
+    assert!(
+        read(&r.join("etc/chrony/chrony.conf"))
+            .contains("pool time.google.com iburst minpoll 1 maxpoll 2 maxsources 3")
+    );
+    let drop_in = read(&r.join("etc/ssh/sshd_config.d/10-microseed.conf"));
+    assert!(
+        drop_in.contains("PermitRootLogin no") && drop_in.contains("PasswordAuthentication no")
+    );
+    let ufw = read(&out.join("ufw-status.txt"));
+    assert!(ufw.contains("Status: active"), "{machine}: {ufw}");
+    assert!(
+        ufw.contains("Default: deny (incoming), allow (outgoing)"),
+        "{machine}: {ufw}"
+    );
+    assert!(ufw.contains("22/tcp"), "{machine}: {ufw}");
+    let passwd = read(&r.join("etc/passwd"));
+    assert!(
+        passwd.lines().any(|l| l.starts_with("ubuntu:")),
+        "admin user missing"
+    );
+    let keys = read(&r.join("home/ubuntu/.ssh/authorized_keys"));
+    assert!(keys.contains("admin@example"));
+    let tz = std::fs::read_link(r.join("etc/localtime")).expect("localtime link");
+    assert!(
+        tz.to_string_lossy().ends_with("America/Los_Angeles"),
+        "{}",
+        tz.display()
+    );
+}
+
+#[test]
+fn nfs_first_boot_applies_in_cloud_init() {
+    let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
+    let work = tempfile::tempdir().expect("tmp");
+    let out = apply(&s.out().join("nfs"), &work.path().join("apply"));
+    common_checks(&out, "nfs");
+    let r = out.join("root");
+    assert!(read(&r.join("etc/exports")).contains("/data 172.20.0.0/20(rw,sync,no_subtree_check)"));
+    for d in [
+        "data/prysm/beacon",
+        "data/prysm/validator-client-1",
+        "data/prysm/wallet-1",
+    ] {
+        let o = run("stat", &["-c", "%u:%g", r.join(d).to_str().expect("utf8")]);
+        assert_eq!(text(&o).0.trim(), "1001:2000", "{d}");
+    }
+    let ufw = read(&out.join("ufw-status.txt"));
+    assert!(
+        ufw.contains("2049/tcp") && ufw.contains("172.20.0.0/20"),
+        "{ufw}"
+    );
+    assert!(!ufw.contains("16443"), "{ufw}");
+}
+
+#[test]
+fn master_first_boot_applies_in_cloud_init() {
+    let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
+    let work = tempfile::tempdir().expect("tmp");
+    let out = apply(&s.out().join("master"), &work.path().join("apply"));
+    common_checks(&out, "master");
+    let r = out.join("root");
+    let calls = read(&out.join("fake-microk8s.calls"));
+    assert!(
+        calls.contains("snap install microk8s --classic --channel=1.20/stable"),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("microk8s enable dns") && calls.contains("microk8s enable helm3"),
+        "{calls}"
+    );
+    assert!(calls.contains("microk8s add-node --token TestTokenForGoldenFiles0123456789abcdefABCDEF --token-ttl 7776000"), "{calls}");
+    // The enablement symlink points at an absolute path inside the root.
+    assert!(
+        std::fs::symlink_metadata(
+            r.join("etc/systemd/system/timers.target.wants/microseed-token.timer")
+        )
+        .is_ok(),
+        "token timer not enabled"
+    );
+    let ufw = read(&out.join("ufw-status.txt"));
+    for rule in [
+        "16443/tcp",
+        "25000/tcp",
+        "19001/tcp",
+        "4789/udp",
+        "12000/udp",
+        "13000/tcp",
+    ] {
+        assert!(ufw.contains(rule), "{rule}: {ufw}");
+    }
+    let log = read(&out.join("cloud-init-output.log"));
+    assert!(
+        !log.contains("TestTokenForGoldenFiles"),
+        "the join token leaked into cloud-init's output log"
+    );
+}
+
+#[test]
+fn worker_first_boot_installs_and_enables_the_join_unit() {
+    let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
+    let work = tempfile::tempdir().expect("tmp");
+    let out = apply(&s.out().join("worker-1"), &work.path().join("apply"));
+    common_checks(&out, "worker-1");
+    let r = out.join("root");
+    assert!(r.join("usr/local/sbin/microseed-join").exists());
+    assert!(
+        std::fs::symlink_metadata(
+            r.join("etc/systemd/system/multi-user.target.wants/microseed-join.service")
+        )
+        .is_ok(),
+        "join unit not enabled"
+    );
+    let token = r.join("etc/microseed/join-token");
+    let o = run("stat", &["-c", "%a %u", token.to_str().expect("utf8")]);
+    assert_eq!(text(&o).0.trim(), "600 0", "join token must be root-only");
+    let log = read(&out.join("cloud-init-output.log"));
+    assert!(
+        !log.contains("TestTokenForGoldenFiles"),
+        "the join token leaked into cloud-init's output log"
+    );
+}
+
+#[test]
+fn seed_image_is_found_by_label_on_a_loop_device_and_applied() {
+    let s = built(
+        EXAMPLE,
+        &[
+            "--target",
+            "cloud-image",
+            "--format",
+            "seed-img",
+            "--machine",
+            "worker-1",
+        ],
+    );
+    let work = tempfile::tempdir().expect("tmp");
+    let out = apply(
+        &s.out().join("worker-1/seed.img"),
+        &work.path().join("apply"),
+    );
+    let ds = read(&out.join("datasource.txt"));
+    assert!(
+        ds.contains("DataSourceNoCloud") && ds.contains("seed=/dev/loop"),
+        "{ds}"
+    );
+    common_checks(&out, "worker-1");
+}
