@@ -168,6 +168,8 @@ pub fn render_machines(
 pub enum Format {
     /// `<machine>/{user-data,meta-data,network-config}`.
     Dir,
+    /// `pxe/`: nocloud-net seeds, GRUB and iPXE menus, dnsmasq.conf (needs `--pxe-url`).
+    Pxe,
 }
 
 pub struct BuildRequest<'a> {
@@ -175,6 +177,8 @@ pub struct BuildRequest<'a> {
     pub machines: &'a [String],
     pub target: Target,
     pub formats: &'a [Format],
+    /// Required when `formats` has [`Format::Pxe`].
+    pub pxe: Option<&'a crate::pxe::PxeOptions>,
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
@@ -188,6 +192,17 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
                 staging.write(&format!("{}/{name}", m.name), bytes)?;
             }
         }
+    }
+    if req.formats.contains(&Format::Pxe) {
+        let opts = req.pxe.context("the pxe format needs --pxe-url")?;
+        crate::pxe::write(
+            &mut staging,
+            loaded,
+            &machines,
+            &docs,
+            opts,
+            src.templates.as_deref(),
+        )?;
     }
     staging.commit()
 }
