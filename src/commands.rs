@@ -230,6 +230,18 @@ pub fn build(
 
 /// `verify OUT`: re-hashes what SHA256SUMS lists; exit 1 on any difference.
 pub fn verify(out: &Path, json: bool) -> Result<()> {
+    if !out.join(crate::output::MANIFEST).is_file() {
+        return Err(InputErrors(vec![Diagnostic::error(
+            out,
+            Default::default(),
+            "",
+            format!(
+                "no {} here; expected a directory written by `microseed build`",
+                crate::output::MANIFEST
+            ),
+        )])
+        .into());
+    }
     let entries = verify::verify(out)?;
     verify::print(&entries, json, &format!("verify {}", out.display()));
     if verify::all_ok(&entries) {
@@ -246,6 +258,26 @@ pub fn verify(out: &Path, json: bool) -> Result<()> {
 
 /// `serve DIR`: prints the URL, then serves until interrupted.
 pub fn serve(dir: &Path, bind: &str, json: bool) -> Result<()> {
+    let mut bad = Vec::new();
+    if !dir.is_dir() {
+        bad.push(Diagnostic::error(
+            dir,
+            Default::default(),
+            "",
+            "not a directory; expected a built tree such as out/pxe",
+        ));
+    }
+    if bind.parse::<std::net::SocketAddr>().is_err() {
+        bad.push(Diagnostic::error(
+            Path::new("--bind"),
+            Default::default(),
+            "",
+            format!("{bind:?} is not ADDR:PORT, such as 0.0.0.0:8080"),
+        ));
+    }
+    if !bad.is_empty() {
+        return Err(InputErrors(bad).into());
+    }
     let server = Serve::bind(dir, bind)?;
     let addr = server.addr();
     if json {

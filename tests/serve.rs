@@ -222,3 +222,22 @@ fn paths_outside_the_tree_are_refused() {
     let (code, _) = srv.raw("GET", "/seeds/");
     assert_eq!(code, 404, "directories are not listed");
 }
+
+#[test]
+fn serve_rejects_a_missing_directory_and_a_bad_bind_address() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = bin()
+        .arg("serve")
+        .arg(d.path().join("nope"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let o = bin()
+        .arg("serve")
+        .arg(d.path())
+        .args(["--bind", "localhost"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--bind"));
+}

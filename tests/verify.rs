@@ -194,3 +194,11 @@ fn check_without_the_secrets_file_is_bad_input_and_creates_none() {
     assert!(!secrets.exists(), "--check created a secrets file");
     assert_eq!(before, tree(&s.out()));
 }
+
+#[test]
+fn verify_of_a_directory_without_a_manifest_is_bad_input() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = bin().arg("verify").arg(d.path()).output().expect("run");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("SHA256SUMS"));
+}
