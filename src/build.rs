@@ -171,6 +171,8 @@ pub enum Format {
     /// `<machine>/seed.img`: a GPT disk image with a FAT partition labelled
     /// CIDATA, for a USB stick or a VM disk.
     SeedImg,
+    /// `pxe/`: nocloud-net seeds, GRUB and iPXE menus, dnsmasq.conf (needs `--pxe-url`).
+    Pxe,
 }
 
 pub struct BuildRequest<'a> {
@@ -178,6 +180,8 @@ pub struct BuildRequest<'a> {
     pub machines: &'a [String],
     pub target: Target,
     pub formats: &'a [Format],
+    /// Required when `formats` has [`Format::Pxe`].
+    pub pxe: Option<&'a crate::pxe::PxeOptions>,
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
@@ -197,6 +201,17 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
                 .with_context(|| format!("making the seed image of {}", m.name))?;
             staging.write_sparse(&format!("{}/seed.img", m.name), &img)?;
         }
+    }
+    if req.formats.contains(&Format::Pxe) {
+        let opts = req.pxe.context("the pxe format needs --pxe-url")?;
+        crate::pxe::write(
+            &mut staging,
+            loaded,
+            &machines,
+            &docs,
+            opts,
+            src.templates.as_deref(),
+        )?;
     }
     staging.commit()
 }

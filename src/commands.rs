@@ -9,14 +9,21 @@ use serde_json::json;
 
 use crate::build::{self, BuildRequest, Format, MissingSecrets, Sources};
 use crate::diag::{Diagnostic, InputErrors};
+use crate::pxe::{PxeOptions, PxeUrl};
 use crate::render::Target;
 use crate::secrets;
+use crate::serve::Serve;
+use crate::verify;
 
 /// Prints the outcome and maps it to an exit code: 2 for input errors,
 /// 1 for anything else.
 pub fn exit(result: Result<()>, json: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Reported>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             if let Some(input) = e.downcast_ref::<InputErrors>() {
                 if json {
@@ -40,6 +47,19 @@ pub fn exit(result: Result<()>, json: bool) -> ExitCode {
         }
     }
 }
+
+/// A failure whose details were already printed (on stdout, possibly as
+/// JSON): exit 1 with this one line on stderr and nothing more on stdout.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
 
 fn warn_all(diags: &[Diagnostic]) {
     for d in diags {
@@ -84,9 +104,51 @@ pub fn build(
     machines: &[String],
     target: Target,
     formats: &[Format],
+    pxe_url: Option<&str>,
+    check: bool,
     json: bool,
 ) -> Result<()> {
-    let loaded = build::load(cluster, src, MissingSecrets::Create)?;
+    let mut formats = formats.to_vec();
+    formats.sort();
+    formats.dedup();
+    // Flags first: bad input must not create the secrets file.
+    let pxe = match (formats.contains(&Format::Pxe), pxe_url) {
+        (true, Some(u)) => Some(PxeOptions::new(PxeUrl::from_flag(u)?, out)?),
+        (true, None) => {
+            return Err(InputErrors(vec![Diagnostic::error(
+                Path::new("--pxe-url"),
+                Default::default(),
+                "",
+                "the pxe format needs --pxe-url http://HOST:PORT, where `microseed serve` \
+                 will listen (HOST as the netbooting machines reach it)",
+            )])
+            .into());
+        }
+        (false, Some(_)) => {
+            eprintln!("warning: --pxe-url is only used by --format pxe; ignoring it");
+            None
+        }
+        (false, None) => None,
+    };
+    if check {
+        let sp = secrets::path_for(cluster);
+        if !sp.exists() {
+            return Err(InputErrors(vec![Diagnostic::error(
+                &sp,
+                Default::default(),
+                "",
+                "missing; --check needs the secrets the output was built with \
+                 (new secrets would make every seed differ)",
+            )])
+            .into());
+        }
+    }
+    let missing = if check {
+        MissingSecrets::Require
+    } else {
+        MissingSecrets::Create
+    };
+    let loaded = build::load(cluster, src, missing)?;
     warn_all(&loaded.warnings);
     if loaded.created_secrets {
         eprintln!(
@@ -94,9 +156,32 @@ pub fn build(
             loaded.secrets_path.display()
         );
     }
-    let mut formats = formats.to_vec();
-    formats.sort();
-    formats.dedup();
+    if check {
+        let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+        let fresh = tmp.path().join("out");
+        build::build(
+            &loaded,
+            src,
+            &BuildRequest {
+                out: &fresh,
+                machines,
+                target,
+                formats: &formats,
+                pxe: pxe.as_ref(),
+            },
+        )?;
+        let entries = verify::compare(&fresh, out)?;
+        verify::print(&entries, json, &format!("check {}", out.display()));
+        if !verify::all_ok(&entries) {
+            return Err(Reported(format!(
+                "{} differs from what {} builds now",
+                out.display(),
+                cluster.display()
+            ))
+            .into());
+        }
+        return Ok(());
+    }
     let written = build::build(
         &loaded,
         src,
@@ -105,6 +190,7 @@ pub fn build(
             machines,
             target,
             formats: &formats,
+            pxe: pxe.as_ref(),
         },
     )?;
     if json {
@@ -130,8 +216,86 @@ pub fn build(
         }
         println!("  {}", crate::output::MANIFEST);
         println!("seed files carry the join token: treat every copy as a secret");
+        if let Some(p) = &pxe {
+            println!(
+                "pxe: copy the boot files in (docs/pxe.md), then `microseed serve {}` on {}:{}",
+                p.served_root.display(),
+                p.url.host,
+                p.url.port
+            );
+        }
     }
     Ok(())
+}
+
+/// `verify OUT`: re-hashes what SHA256SUMS lists; exit 1 on any difference.
+pub fn verify(out: &Path, json: bool) -> Result<()> {
+    if !out.join(crate::output::MANIFEST).is_file() {
+        return Err(InputErrors(vec![Diagnostic::error(
+            out,
+            Default::default(),
+            "",
+            format!(
+                "no {} here; expected a directory written by `microseed build`",
+                crate::output::MANIFEST
+            ),
+        )])
+        .into());
+    }
+    let entries = verify::verify(out)?;
+    verify::print(&entries, json, &format!("verify {}", out.display()));
+    if verify::all_ok(&entries) {
+        Ok(())
+    } else {
+        Err(Reported(format!(
+            "{} does not match its {}",
+            out.display(),
+            crate::output::MANIFEST
+        ))
+        .into())
+    }
+}
+
+/// `serve DIR`: prints the URL, then serves until interrupted.
+pub fn serve(dir: &Path, bind: &str, json: bool) -> Result<()> {
+    let mut bad = Vec::new();
+    if !dir.is_dir() {
+        bad.push(Diagnostic::error(
+            dir,
+            Default::default(),
+            "",
+            "not a directory; expected a built tree such as out/pxe",
+        ));
+    }
+    if bind.parse::<std::net::SocketAddr>().is_err() {
+        bad.push(Diagnostic::error(
+            Path::new("--bind"),
+            Default::default(),
+            "",
+            format!("{bind:?} is not ADDR:PORT, such as 0.0.0.0:8080"),
+        ));
+    }
+    if !bad.is_empty() {
+        return Err(InputErrors(bad).into());
+    }
+    let server = Serve::bind(dir, bind)?;
+    let addr = server.addr();
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "dir": server.root().display().to_string(), "url": format!("http://{addr}/")})
+        );
+    } else {
+        println!(
+            "serving {} at http://{addr}/ (read-only; Ctrl-C to stop)",
+            server.root().display()
+        );
+    }
+    std::io::Write::flush(&mut std::io::stdout())?;
+    if addr.ip().is_unspecified() {
+        eprintln!("listening on every interface: use this machine's LAN address in --pxe-url");
+    }
+    server.run()
 }
 
 pub fn render(

@@ -17,6 +17,10 @@ Examples:
   microseed build mycluster/cluster.yaml -o out
   microseed build mycluster/cluster.yaml -o out --machine worker-1
   microseed render mycluster/cluster.yaml master user-data
+  microseed build mycluster/cluster.yaml -o out --format dir,pxe --pxe-url http://172.20.10.5:8080
+  microseed serve out/pxe --bind 0.0.0.0:8080
+  microseed verify out
+  microseed build mycluster/cluster.yaml -o out --check
   microseed completions bash > /etc/bash_completion.d/microseed
 
 Exit codes: 0 success, 1 failure, 2 invalid input (nothing written).";
@@ -64,7 +68,7 @@ enum Command {
     Check { cluster: PathBuf },
     /// Build every machine's seed into OUT, replacing it atomically.
     #[command(
-        after_help = "Examples:\n  microseed build mycluster/cluster.yaml -o out\n  microseed build mycluster/cluster.yaml -o out --machine worker-1 --machine worker-2\n  microseed build mycluster/cluster.yaml -o vms --target cloud-image"
+        after_help = "Examples:\n  microseed build mycluster/cluster.yaml -o out\n  microseed build mycluster/cluster.yaml -o out --machine worker-1 --machine worker-2\n  microseed build mycluster/cluster.yaml -o vms --target cloud-image\n  microseed build mycluster/cluster.yaml -o out --format dir,pxe --pxe-url http://172.20.10.5:8080\n  microseed build mycluster/cluster.yaml -o out --check   # exit 1 if out has drifted"
     )]
     Build {
         cluster: PathBuf,
@@ -84,7 +88,31 @@ enum Command {
             default_value = "dir,seed-img"
         )]
         format: Vec<Format>,
+        /// Where `microseed serve` will listen, as the netbooting machines
+        /// reach it (required by --format pxe).
+        #[arg(long, value_name = "http://HOST:PORT")]
+        pxe_url: Option<String>,
+        /// Build into a temporary directory and compare with OUT byte for
+        /// byte, without touching OUT: exit 0 if identical, 1 naming each
+        /// difference. Needs the existing secrets file.
+        #[arg(long)]
+        check: bool,
     },
+    /// Serve DIR (usually OUT/pxe) read-only over HTTP for netbooting.
+    #[command(
+        after_help = "Examples:\n  microseed serve out/pxe\n  microseed serve out/pxe --bind 172.20.10.5:8080\n\nOne log line per request on stderr: <client-ip> <method> <path> <status> <bytes> [machine=<name>]."
+    )]
+    Serve {
+        dir: PathBuf,
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+        bind: String,
+    },
+    /// Re-hash every file OUT/SHA256SUMS lists; name changed, missing and unlisted files.
+    #[command(
+        after_help = "Examples:\n  microseed verify out\n  microseed verify /media/usb --json\n\nExit codes: 0 all files match, 1 any file changed, missing or unlisted."
+    )]
+    Verify { out: PathBuf },
     /// Print one document of one machine to stdout.
     #[command(
         after_help = "Example:\n  microseed render mycluster/cluster.yaml worker-1 network-config"
@@ -121,7 +149,21 @@ fn main() -> ExitCode {
             machines,
             target,
             format,
-        } => commands::build(&cluster, &src, &out, &machines, target, &format, json),
+            pxe_url,
+            check,
+        } => commands::build(
+            &cluster,
+            &src,
+            &out,
+            &machines,
+            target,
+            &format,
+            pxe_url.as_deref(),
+            check,
+            json,
+        ),
+        Command::Serve { dir, bind } => commands::serve(&dir, &bind, json),
+        Command::Verify { out } => commands::verify(&out, json),
         Command::Render {
             cluster,
             machine,

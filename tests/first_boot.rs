@@ -242,7 +242,8 @@ fn nfs_script_builds_the_guides_layout_with_owners() {
     let calls = std::fs::read_to_string(bin.path().join("calls")).expect("calls");
     assert!(
         calls.contains("exportfs -ra")
-            && calls.contains("systemctl enable --now nfs-kernel-server"),
+            && calls.contains("systemctl enable nfs-kernel-server")
+            && calls.contains("systemctl restart nfs-kernel-server"),
         "{calls}"
     );
 }
@@ -250,6 +251,9 @@ fn nfs_script_builds_the_guides_layout_with_owners() {
 /// The ufw commands of a machine's firewall script, each run with --dry-run
 /// in a private network namespace.
 fn ufw_dry_run(root: &Path) -> String {
+    // ufw takes a file lock shared by every network namespace: one at a time.
+    static UFW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = UFW.lock().unwrap_or_else(|e| e.into_inner());
     let script =
         std::fs::read_to_string(root.join("usr/local/sbin/microseed-firewall")).expect("firewall");
     let dry: String = script
@@ -259,7 +263,24 @@ fn ufw_dry_run(root: &Path) -> String {
             None => format!("{l}\n"),
         })
         .collect();
-    let o = run("unshare", &["--net", "bash", "-c", &dry]);
+    // `reset` backs up /etc/ufw even with --dry-run: give ufw a private copy.
+    let etc = tempfile::tempdir().expect("tmp");
+    let prelude = format!(
+        "cp -a /etc/ufw/. {0}/ && mount --bind {0} /etc/ufw\n",
+        etc.path().display()
+    );
+    let o = run(
+        "unshare",
+        &[
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            &format!("{prelude}{dry}"),
+        ],
+    );
     assert!(o.status.success(), "ufw rejected a command: {:?}", text(&o));
     script
 }

@@ -115,3 +115,39 @@ pub fn first_boot(out: &Path, machine: &str) -> serde_json::Value {
 pub fn make_executable(p: &Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// Where the PXE tests say `microseed serve` will listen.
+pub const PXE_URL: &str = "http://172.20.10.5:8080";
+
+/// The example cluster with MACs on master and worker-1 (the NFS server
+/// keeps none, so it is only reachable from the boot menus).
+pub fn pxe_cluster() -> String {
+    EXAMPLE
+        .replace(
+            "    ip: 172.20.10.11\n",
+            "    ip: 172.20.10.11\n    mac: 52:54:00:ab:cd:11\n",
+        )
+        .replace(
+            "    ip: 172.20.10.12\n",
+            "    ip: 172.20.10.12\n    mac: 52:54:00:AB:CD:12\n",
+        )
+}
+
+/// Every regular file under `dir` as (relative path, bytes), sorted.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readdir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("prefix").display().to_string();
+                out.push((rel, std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,328 @@
+//! `build --format pxe`: a tree to netboot the installer from, under `pxe/`.
+//!
+//! ```text
+//! pxe/seeds/<machine>/{user-data,meta-data,network-config}  nocloud-net seeds
+//! pxe/grub/grub.cfg        UEFI: GRUB's netboot menu (read over TFTP)
+//! pxe/ipxe/boot.ipxe       BIOS (and iPXE anywhere): the iPXE script (HTTP)
+//! pxe/dnsmasq.conf         proxy-DHCP + TFTP beside the LAN's DHCP server
+//! ```
+//!
+//! Files the user provides, never written by a build (see docs/pxe.md):
+//! `pxe/boot/{vmlinuz,initrd}` (from the ISO's `casper/`), `pxe/iso/<file>`
+//! (the release ISO, which the 20.04 netboot loads into RAM) and the boot
+//! loaders in `pxe/tftp/`. [`PROVIDED_DIRS`] names them so `verify` and
+//! `build --check` do not report them as unlisted.
+//!
+//! The served tree (`pxe/`) is also the TFTP root: Ubuntu's signed GRUB
+//! netboot image has the prefix `/grub`, so it reads `grub/grub.cfg` from the
+//! TFTP root, and GRUB 2.04/2.06 fetch HTTP only from port 80, so GRUB loads
+//! the kernel and initrd over TFTP from the same `boot/` that iPXE fetches
+//! over HTTP. Everything is rendered from the templates in `cloud-init/pxe/`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+use crate::assets::Tree;
+use crate::build::Loaded;
+use crate::diag::{Diagnostic, InputErrors};
+use crate::model::Machine;
+use crate::output::Staging;
+use crate::render::Documents;
+
+/// Directories under the output whose files the user copies in.
+pub const PROVIDED_DIRS: [&str; 3] = ["pxe/boot/", "pxe/iso/", "pxe/tftp/"];
+
+/// Seconds a machine with a listed MAC waits before its install starts.
+const TIMEOUT_KNOWN: u32 = 5;
+/// Seconds the menu waits before an unknown machine boots its local disk.
+const TIMEOUT_UNKNOWN: u32 = 30;
+
+/// Where `microseed serve` will be reachable: `http://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PxeUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl PxeUrl {
+    /// Parses `http://HOST:PORT` (a trailing `/` is allowed). HOST is an IPv4
+    /// address or a DNS name; every consumer (iPXE, casper's wget,
+    /// cloud-init) speaks plain HTTP to `microseed serve`.
+    pub fn parse(s: &str) -> std::result::Result<PxeUrl, String> {
+        let rest = s.strip_prefix("http://").ok_or_else(|| {
+            if s.starts_with("https://") {
+                "https is not supported: `microseed serve` speaks plain HTTP, and the 20.04 \
+                 netboot fetches with plain HTTP; expected http://HOST:PORT"
+                    .to_string()
+            } else {
+                "expected http://HOST:PORT, such as http://172.20.10.5:8080".to_string()
+            }
+        })?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = rest.rsplit_once(':').ok_or(
+            "no port; expected http://HOST:PORT, such as http://172.20.10.5:8080".to_string(),
+        )?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or(format!("port {port:?} is not a number from 1 to 65535"))?;
+        let is_ip = host.parse::<Ipv4Addr>().is_ok();
+        let is_name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+            && !host.bytes().all(|c| c.is_ascii_digit() || c == b'.');
+        if !is_ip && !is_name {
+            return Err(format!(
+                "host {host:?} is neither an IPv4 address nor a DNS name (no paths, users or IPv6)"
+            ));
+        }
+        Ok(PxeUrl {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// Parses, as an input error (exit 2) naming the flag.
+    pub fn from_flag(s: &str) -> Result<PxeUrl> {
+        PxeUrl::parse(s).map_err(|m| {
+            InputErrors(vec![Diagnostic::error(
+                Path::new("--pxe-url"),
+                Default::default(),
+                "",
+                format!("{s:?}: {m}"),
+            )])
+            .into()
+        })
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+}
+
+/// What the pxe format needs beyond the cluster.
+#[derive(Debug, Clone)]
+pub struct PxeOptions {
+    pub url: PxeUrl,
+    /// Absolute path of `OUT/pxe` where it will finally live (not the staging
+    /// or `--check` directory): dnsmasq's `tftp-root`.
+    pub served_root: PathBuf,
+}
+
+impl PxeOptions {
+    /// `out` is the user's output directory.
+    pub fn new(url: PxeUrl, out: &Path) -> Result<PxeOptions> {
+        let abs = std::path::absolute(out)
+            .with_context(|| format!("resolving {}", out.display()))?
+            .join("pxe");
+        let s = abs.to_str().unwrap_or("");
+        // dnsmasq splits option values at commas and treats quotes and `#`
+        // specially; refuse what would not survive its parser.
+        if s.is_empty()
+            || s.chars()
+                .any(|c| c.is_control() || c.is_whitespace() || ",\"#'\\".contains(c))
+        {
+            return Err(InputErrors(vec![Diagnostic::error(
+                out,
+                Default::default(),
+                "",
+                "the pxe format writes this directory's absolute path into dnsmasq.conf \
+                 (tftp-root), which cannot hold whitespace, commas, quotes, '#' or non-UTF-8; \
+                 choose another -o",
+            )])
+            .into());
+        }
+        Ok(PxeOptions {
+            url,
+            served_root: abs,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct MachineCtx<'a> {
+    name: &'a str,
+    role: &'a str,
+    ip: String,
+    mac: Option<&'a str>,
+    /// `ds=nocloud-net;s=URL/` (the URL needs its trailing `/`); GRUB's
+    /// template quotes it, since an unquoted `;` ends a GRUB command.
+    ds: String,
+}
+
+#[derive(Serialize)]
+struct Ctx<'a> {
+    cluster: &'a str,
+    release: &'a str,
+    url: String,
+    host: &'a str,
+    kernel: String,
+    initrd: String,
+    kernel_name: String,
+    initrd_name: String,
+    args_before: String,
+    args_after: String,
+    subnet: &'a str,
+    network: String,
+    netmask: String,
+    tftp_root: String,
+    timeout_known: u32,
+    timeout_unknown: u32,
+    machines: Vec<MachineCtx<'a>>,
+}
+
+fn file_name(p: &str) -> Result<String> {
+    Path::new(p)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .with_context(|| format!("release profile boot file {p:?} has no file name"))
+}
+
+/// The seed URL of one machine, with the trailing `/` nocloud-net needs.
+pub fn seed_url(url: &PxeUrl, machine: &str) -> String {
+    format!("{}/seeds/{machine}/", url.base())
+}
+
+/// Kernel arguments for the 20.04 netboot, split around the `ds=` argument.
+/// `autoinstall` skips subiquity's "Continue with autoinstall?" question;
+/// `url=` makes casper fetch the ISO into RAM (`root=/dev/ram0`, a ramdisk
+/// large enough for it); `cloud-config-url=/dev/null` stops the live
+/// system's cloud-init from also downloading `url=` as a cloud-config (as
+/// Ubuntu's netboot instructions do). Nothing follows `---`, so nothing
+/// carries over to the installed system.
+fn kernel_args(url: &PxeUrl, iso_file: &str) -> (String, String) {
+    (
+        format!("ip=dhcp url={}/iso/{iso_file} autoinstall", url.base()),
+        "root=/dev/ram0 ramdisk_size=1500000 cloud-config-url=/dev/null ---".to_string(),
+    )
+}
+
+/// Writes the pxe tree into `staging`; `docs` pairs with `machines`.
+pub fn write(
+    staging: &mut Staging,
+    loaded: &Loaded,
+    machines: &[&Machine],
+    docs: &[Documents],
+    opts: &PxeOptions,
+    templates: Option<&Path>,
+) -> Result<()> {
+    let cluster = &loaded.cluster;
+    let release = loaded
+        .profiles
+        .releases
+        .get(&cluster.release)
+        .with_context(|| format!("no profile for release {}", cluster.release))?;
+    for (m, d) in machines.iter().zip(docs) {
+        for (name, bytes) in d.files() {
+            staging.write(&format!("pxe/seeds/{}/{name}", m.name), bytes)?;
+        }
+    }
+    let subnet = crate::validate::parse_cidr(&cluster.network.subnet)
+        .with_context(|| format!("subnet {}", cluster.network.subnet))?;
+    let kernel_name = file_name(&release.boot.kernel)?;
+    let initrd_name = file_name(&release.boot.initrd)?;
+    let (args_before, args_after) = kernel_args(&opts.url, &release.iso.file);
+    let ctx = Ctx {
+        cluster: &cluster.name,
+        release: &release.release,
+        url: opts.url.base(),
+        host: &opts.url.host,
+        kernel: format!("boot/{kernel_name}"),
+        initrd: format!("boot/{initrd_name}"),
+        kernel_name,
+        initrd_name,
+        args_before,
+        args_after,
+        subnet: &cluster.network.subnet,
+        network: subnet.network().to_string(),
+        netmask: Ipv4Addr::from(subnet.mask()).to_string(),
+        tftp_root: opts.served_root.to_str().context("non-UTF-8 path")?.into(),
+        timeout_known: TIMEOUT_KNOWN,
+        timeout_unknown: TIMEOUT_UNKNOWN,
+        machines: machines
+            .iter()
+            .map(|m| MachineCtx {
+                name: &m.name,
+                role: &m.role,
+                ip: m.ip.to_string(),
+                mac: m.mac.as_deref(),
+                ds: format!("ds=nocloud-net;s={}", seed_url(&opts.url, &m.name)),
+            })
+            .collect(),
+    };
+    let tree = Tree::templates(templates);
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    let context = tera::Context::from_serialize(&ctx)?;
+    for (template, out) in [
+        ("pxe/grub.cfg.tera", "pxe/grub/grub.cfg"),
+        ("pxe/boot.ipxe.tera", "pxe/ipxe/boot.ipxe"),
+        ("pxe/dnsmasq.conf.tera", "pxe/dnsmasq.conf"),
+    ] {
+        let asset = tree
+            .get(template)?
+            .with_context(|| format!("template {template} not found"))?;
+        let text = tera
+            .render_str(&asset.text, &context)
+            .map_err(|e| anyhow!("{}", tera_chain(&e)))
+            .with_context(|| format!("rendering {}", asset.origin.display()))?;
+        staging.write(out, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn tera_chain(e: &tera::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pxe_url_accepts_host_and_port() {
+        let u = PxeUrl::parse("http://172.20.10.5:8080/").unwrap();
+        assert_eq!(u.base(), "http://172.20.10.5:8080");
+        assert_eq!(
+            PxeUrl::parse("http://boot.lan:80").unwrap().host,
+            "boot.lan"
+        );
+    }
+
+    #[test]
+    fn pxe_url_rejects_malformed() {
+        for bad in [
+            "172.20.10.5:8080",
+            "https://h:1",
+            "http://h",
+            "http://h:0",
+            "http://h:99999",
+            "http://h:80/seeds",
+            "http://u@h:80",
+            "http://[::1]:80",
+            "http://:80",
+            "http://300.1.1.1:80",
+            "http://h h:80",
+        ] {
+            assert!(PxeUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Checking an output tree: `verify` re-hashes every file `SHA256SUMS` lists
+//! (did a copy or a stick go bad?), and `build --check` compares a fresh
+//! build with the tree byte for byte (has the cluster file drifted?). Both
+//! also name files present in the tree but not part of the build, except the
+//! files the user copies in for PXE ([`crate::pxe::PROVIDED_DIRS`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Component, Path};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::output::{MANIFEST, hash_file};
+use crate::pxe::PROVIDED_DIRS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Present, with other bytes.
+    Changed,
+    /// Listed (or built) but absent.
+    Missing,
+    /// Present but neither listed nor built.
+    Unlisted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Missing => "missing",
+            Status::Unlisted => "unlisted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub path: String,
+    pub status: Status,
+}
+
+/// Every entry ok?
+pub fn all_ok(entries: &[Entry]) -> bool {
+    entries.iter().all(|e| e.status == Status::Ok)
+}
+
+/// Reads `dir/SHA256SUMS` as relative path -> sha256.
+pub fn read_manifest(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let p = dir.join(MANIFEST);
+    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = line
+            .split_once("  ")
+            .or_else(|| line.split_once(" *"))
+            .filter(|(h, _)| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        let Some((hash, path)) = parsed else {
+            bail!("{}:{}: not a sha256sum line", p.display(), i + 1);
+        };
+        if !is_relative_inside(path) {
+            bail!(
+                "{}:{}: {path:?} is not a path inside the tree",
+                p.display(),
+                i + 1
+            );
+        }
+        out.insert(path.to_string(), hash.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+fn is_relative_inside(p: &str) -> bool {
+    !p.is_empty()
+        && !p.contains('\0')
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// `verify`: re-hashes every file `dir/SHA256SUMS` lists and names the
+/// files it does not list. Sorted by path.
+pub fn verify(dir: &Path) -> Result<Vec<Entry>> {
+    let listed = read_manifest(dir)?;
+    let mut entries = Vec::new();
+    for (path, want) in &listed {
+        let p = dir.join(path);
+        let status = match fs::metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Status::Missing,
+            Ok(m) if !m.is_file() => Status::Changed,
+            _ => {
+                let (got, _) = hash_file(&p)?;
+                if &got == want {
+                    Status::Ok
+                } else {
+                    Status::Changed
+                }
+            }
+        };
+        entries.push(Entry {
+            path: path.clone(),
+            status,
+        });
+    }
+    let mut known: BTreeSet<String> = listed.into_keys().collect();
+    known.insert(MANIFEST.to_string());
+    entries.extend(unlisted(dir, &known)?);
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+/// `build --check`: compares the tree `actual` with a fresh build in
+/// `expected`, byte for byte, manifest included. Neither is modified.
+pub fn compare(expected: &Path, actual: &Path) -> Result<Vec<Entry>> {
+    let mut known: BTreeSet<String> = read_manifest(expected)?.into_keys().collect();
+    known.insert(MANIFEST.to_string());
+    let mut entries = Vec::new();
+    for path in &known {
+        let want = fs::read(expected.join(path))
+            .with_context(|| format!("reading the fresh build's {path}"))?;
+        let p = actual.join(path);
+        let status = match fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Status::Missing,
+            Ok(m) if !m.is_file() => Status::Changed,
+            _ => {
+                let got = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                if got == want {
+                    Status::Ok
+                } else {
+                    Status::Changed
+                }
+            }
+        };
+        entries.push(Entry {
+            path: path.clone(),
+            status,
+        });
+    }
+    if actual.is_dir() {
+        entries.extend(unlisted(actual, &known)?);
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+/// Files (and symlinks, never followed) under `dir` not in `known` and not
+/// under a directory the user fills.
+fn unlisted(dir: &Path, known: &BTreeSet<String>) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let p = e.path();
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(dir)
+                .expect("walked below dir")
+                .to_string_lossy()
+                .into_owned();
+            if known.contains(&rel) || PROVIDED_DIRS.iter().any(|pd| rel.starts_with(pd)) {
+                continue;
+            }
+            out.push(Entry {
+                path: rel,
+                status: Status::Unlisted,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Prints the result: JSON (a list of `{path, status}`) or one line per
+/// file that is not ok plus a summary.
+pub fn print(entries: &[Entry], json: bool, what: &str) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(entries).expect("entries serialize")
+        );
+        return;
+    }
+    for e in entries.iter().filter(|e| e.status != Status::Ok) {
+        println!("{:<9} {}", e.status.as_str(), e.path);
+    }
+    let ok = entries.iter().filter(|e| e.status == Status::Ok).count();
+    let bad = entries.len() - ok;
+    if bad == 0 {
+        println!("{what}: all {ok} files match");
+    } else {
+        println!("{what}: {bad} of {} files differ", entries.len());
+    }
+}
