@@ -5,3 +5,4 @@
 //! -> packaging (directory, seed image, installer image, PXE tree) -> manifest.
 pub mod cluster;
 pub mod diag;
+pub mod iso;
