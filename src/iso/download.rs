@@ -45,7 +45,9 @@ pub fn ensure_iso(
     );
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(30))
-        .timeout(None)
+        // In reqwest's blocking client this bounds each read: a stalled
+        // server fails the download (the .part is kept) instead of hanging.
+        .timeout(Duration::from_secs(60))
         .build()
         .context("setting up the HTTP client")?;
     let sums = client
