@@ -48,6 +48,22 @@ fn every_boot_config_gets_autoinstall_before_the_dashes() {
                 "{done:?}"
             );
             assert!(done.lines >= 1, "{done:?}");
+            // The Joliet tree and the plain ISO 9660 names see the same bytes.
+            let joliet = run_ok(
+                "isoinfo",
+                &["-i", img.to_str().unwrap(), "-J", "-x", &format!("/{cfg}")],
+            );
+            let plain = run_ok(
+                "isoinfo",
+                &[
+                    "-i",
+                    img.to_str().unwrap(),
+                    "-x",
+                    &format!("/{};1", cfg.to_uppercase()),
+                ],
+            );
+            assert_eq!(joliet, text, "{cfg} via Joliet");
+            assert_eq!(plain, text, "{cfg} via plain ISO 9660 names");
             let kernel_lines: Vec<&str> = text
                 .lines()
                 .filter(|l| l.contains("/casper/vmlinuz") || l.trim_start().starts_with("append"))
@@ -343,4 +359,38 @@ fn assert_only_input_left(dir: &Path, names: &[&str]) {
     let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(left, want, "files left behind");
+}
+
+#[test]
+fn iso9660_reader_finds_files_by_plain_names_without_rock_ridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
+    std::fs::write(tree.join("boot/grub/grub.cfg"), "x\n").unwrap();
+    std::fs::write(tree.join("md5sum.txt"), "y\n").unwrap();
+    let iso = dir.path().join("plain.iso");
+    // No -r, no -J: only 8.3-style upper-case names with ;1.
+    run_ok(
+        "xorriso",
+        &[
+            "-as",
+            "mkisofs",
+            "-o",
+            iso.to_str().unwrap(),
+            tree.to_str().unwrap(),
+        ],
+    );
+    let f = std::fs::File::open(&iso).unwrap();
+    let fs = microseed::iso::iso9660::Iso9660::open(&f).unwrap();
+    let e = fs.find(&f, "boot/grub/grub.cfg").unwrap().expect("found");
+    assert_eq!(e.length, 2);
+    let mut buf = [0u8; 2];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, e.offset).unwrap();
+    assert_eq!(&buf, b"x\n");
+    assert!(fs.find(&f, "MD5SUM.TXT").unwrap().is_some());
+    assert!(fs.find(&f, "boot/grub/missing.cfg").unwrap().is_none());
+    assert!(
+        fs.find(&f, "boot/grub").unwrap().is_none(),
+        "a directory is not a file"
+    );
 }
