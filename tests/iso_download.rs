@@ -233,3 +233,18 @@ fn an_unlisted_file_is_a_clear_error() {
     assert!(format!("{err:#}").contains("no line for x.iso"), "{err:#}");
     assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn a_file_put_in_the_cache_by_hand_is_adopted_if_its_digest_matches() {
+    let s = serve(Mode::Good);
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join(NAME), &s.data).unwrap();
+    fetch(&s, cache.path()).unwrap();
+    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
+    // A wrong one is replaced by a download.
+    let cache2 = tempfile::tempdir().unwrap();
+    std::fs::write(cache2.path().join(NAME), b"not the iso").unwrap();
+    let path = fetch(&s, cache2.path()).unwrap();
+    assert!(std::fs::read(path).unwrap() == s.data);
+    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 1);
+}

@@ -4,7 +4,8 @@
 //! `.part` file that the next run resumes with an HTTP Range request (the part
 //! is hashed first, then the rest goes through the same hasher). A verified
 //! file gets a `.sha256` marker beside it, so later runs reuse it without
-//! downloading or re-hashing. SHA256SUMS itself is not GPG-checked here; see
+//! downloading or re-hashing; a file found without a marker is hashed and
+//! kept if it matches. SHA256SUMS itself is not GPG-checked here; see
 //! the README for `gpg --verify SHA256SUMS.gpg SHA256SUMS`.
 
 use anyhow::{Context, Result, bail, ensure};
@@ -71,8 +72,20 @@ pub fn ensure_iso(
     {
         return Ok(path);
     }
-    // Anything else at `path` is unverified: it is replaced.
     let _ = fs::remove_file(&marker);
+    // A file put there by hand (or whose marker was lost): adopt it if its
+    // digest is right, else replace it.
+    if let Ok(mut f) = File::open(&path) {
+        let mut h = Sha256::new();
+        let n = hash_into(&mut f, &mut h).with_context(|| format!("hashing {}", path.display()))?;
+        if hex::encode(h.finalize()) == expected {
+            fs::write(&marker, format!("{expected}  {n}\n"))
+                .with_context(|| format!("writing {}", marker.display()))?;
+            return Ok(path);
+        }
+        fs::remove_file(&path)
+            .with_context(|| format!("removing unverified {}", path.display()))?;
+    }
 
     let mut hasher = Sha256::new();
     let mut have = 0u64;
