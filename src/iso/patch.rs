@@ -247,7 +247,8 @@ fn layout_name(layout: &Layout) -> String {
     layout.describe().to_string()
 }
 
-/// True when every casper command line in these configs already has the word.
+/// True when a casper command line in these configs already has the word
+/// (an image patched before): nothing to add, not an error.
 fn boot_configs_already_patched(src: &File, fs: &Iso9660, paths: &[&str]) -> Result<bool> {
     let mut any = false;
     for path in paths {
