@@ -171,6 +171,9 @@ pub enum Format {
     /// `<machine>/seed.img`: a GPT disk image with a FAT partition labelled
     /// CIDATA, for a USB stick or a VM disk.
     SeedImg,
+    /// `<machine>/installer.img`: the Ubuntu installer ISO patched to
+    /// install unattended, with the machine's seed as a CIDATA partition.
+    Installer,
     /// `pxe/`: nocloud-net seeds, GRUB and iPXE menus, dnsmasq.conf (needs `--pxe-url`).
     Pxe,
 }
@@ -182,6 +185,17 @@ pub struct BuildRequest<'a> {
     pub formats: &'a [Format],
     /// Required when `formats` has [`Format::Pxe`].
     pub pxe: Option<&'a crate::pxe::PxeOptions>,
+    /// Required when `formats` has [`Format::Installer`].
+    pub installer: Option<&'a InstallerOptions>,
+}
+
+/// Where the installer ISO comes from.
+#[derive(Debug, Clone)]
+pub struct InstallerOptions {
+    /// A local ISO; `None` downloads the release's ISO into `cache_dir`.
+    pub iso: Option<PathBuf>,
+    pub cache_dir: PathBuf,
+    pub progress: bool,
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
@@ -202,6 +216,39 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
             staging.write_sparse(&format!("{}/seed.img", m.name), &img)?;
         }
     }
+    if req.formats.contains(&Format::Installer) {
+        let opts = req
+            .installer
+            .context("the installer format needs its options")?;
+        let release = loaded
+            .profiles
+            .releases
+            .get(&loaded.cluster.release)
+            .with_context(|| format!("no profile for release {}", loaded.cluster.release))?;
+        let iso = match &opts.iso {
+            Some(p) => p.clone(),
+            None => crate::iso::ensure_iso(
+                &release.iso.url,
+                &release.iso.sha256sums_url,
+                &release.iso.file,
+                &opts.cache_dir,
+                opts.progress,
+            )
+            .context("getting the installer ISO (or pass --iso PATH)")?,
+        };
+        let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
+        let bar = progress_bar(opts.progress, machines.len() as u64, "installer images");
+        for (m, d) in machines.iter().zip(&docs) {
+            bar.set_message(m.name.clone());
+            let rel = format!("{}/installer.img", m.name);
+            let path = staging.path_for(&rel)?;
+            crate::iso::make_installer_image(&iso, &path, &d.files(), &configs, epoch)
+                .with_context(|| format!("making the installer image of {}", m.name))?;
+            staging.record(&rel)?;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
     if req.formats.contains(&Format::Pxe) {
         let opts = req.pxe.context("the pxe format needs --pxe-url")?;
         crate::pxe::write(
@@ -214,4 +261,21 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         )?;
     }
     staging.commit()
+}
+
+/// A progress bar on stderr, hidden when it is not a terminal or not wanted.
+fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{what} {{bar:30}} {{pos}}/{{len}} {{msg}}"
+    )) {
+        bar.set_style(style);
+    }
+    bar
 }

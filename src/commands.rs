@@ -1,13 +1,13 @@
 //! What each subcommand does, in terms of the library; printing and exit
 //! codes live here so the stages stay quiet and testable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::build::{self, BuildRequest, Format, MissingSecrets, Sources};
+use crate::build::{self, BuildRequest, Format, InstallerOptions, MissingSecrets, Sources};
 use crate::diag::{Diagnostic, InputErrors};
 use crate::pxe::{PxeOptions, PxeUrl};
 use crate::render::Target;
@@ -97,17 +97,29 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn build(
-    cluster: &Path,
-    src: &Sources,
-    out: &Path,
-    machines: &[String],
-    target: Target,
-    formats: &[Format],
-    pxe_url: Option<&str>,
-    check: bool,
-    json: bool,
-) -> Result<()> {
+/// What `build` was asked for on the command line.
+pub struct BuildArgs {
+    pub cluster: PathBuf,
+    pub out: PathBuf,
+    pub machines: Vec<String>,
+    pub target: Target,
+    pub formats: Vec<Format>,
+    pub pxe_url: Option<String>,
+    pub iso: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub check: bool,
+}
+
+pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
+    let (cluster, out, machines, target, pxe_url, check) = (
+        args.cluster.as_path(),
+        args.out.as_path(),
+        args.machines.as_slice(),
+        args.target,
+        args.pxe_url.as_deref(),
+        args.check,
+    );
+    let formats = &args.formats;
     let mut formats = formats.to_vec();
     formats.sort();
     formats.dedup();
@@ -130,6 +142,7 @@ pub fn build(
         }
         (false, None) => None,
     };
+    let installer = installer_options(args, &formats)?;
     if check {
         let sp = secrets::path_for(cluster);
         if !sp.exists() {
@@ -168,6 +181,7 @@ pub fn build(
                 target,
                 formats: &formats,
                 pxe: pxe.as_ref(),
+                installer: installer.as_ref(),
             },
         )?;
         let entries = verify::compare(&fresh, out)?;
@@ -191,6 +205,7 @@ pub fn build(
             target,
             formats: &formats,
             pxe: pxe.as_ref(),
+            installer: installer.as_ref(),
         },
     )?;
     if json {
@@ -433,4 +448,42 @@ pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Resu
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// Checks the installer flags before anything is written.
+fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<InstallerOptions>> {
+    if !formats.contains(&Format::Installer) {
+        if args.iso.is_some() {
+            eprintln!("warning: --iso is only used by --format installer; ignoring it");
+        }
+        return Ok(None);
+    }
+    if args.target != Target::Installer {
+        return Err(InputErrors(vec![Diagnostic::error(
+            Path::new("--format"),
+            Default::default(),
+            "",
+            "the installer format boots Ubuntu's installer; it needs --target installer, not cloud-image",
+        )])
+        .into());
+    }
+    if let Some(iso) = &args.iso
+        && !iso.is_file()
+    {
+        return Err(InputErrors(vec![Diagnostic::error(
+            iso,
+            Default::default(),
+            "",
+            "--iso: no such file; expected an Ubuntu live-server ISO",
+        )])
+        .into());
+    }
+    Ok(Some(InstallerOptions {
+        iso: args.iso.clone(),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(crate::iso::default_cache_dir),
+        progress: true,
+    }))
 }

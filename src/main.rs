@@ -68,7 +68,7 @@ enum Command {
     Check { cluster: PathBuf },
     /// Build every machine's seed into OUT, replacing it atomically.
     #[command(
-        after_help = "Examples:\n  microseed build mycluster/cluster.yaml -o out\n  microseed build mycluster/cluster.yaml -o out --machine worker-1 --machine worker-2\n  microseed build mycluster/cluster.yaml -o vms --target cloud-image\n  microseed build mycluster/cluster.yaml -o out --format dir,pxe --pxe-url http://172.20.10.5:8080\n  microseed build mycluster/cluster.yaml -o out --check   # exit 1 if out has drifted"
+        after_help = "Examples:\n  microseed build mycluster/cluster.yaml -o out\n  microseed build mycluster/cluster.yaml -o out --machine worker-1 --machine worker-2\n  microseed build mycluster/cluster.yaml -o vms --target cloud-image\n  microseed build mycluster/cluster.yaml -o out --format dir,pxe --pxe-url http://172.20.10.5:8080\n  microseed build mycluster/cluster.yaml -o out --check   # exit 1 if out has drifted\n  microseed build mycluster/cluster.yaml -o out --format installer --iso ubuntu-20.04.6-live-server-amd64.iso"
     )]
     Build {
         cluster: PathBuf,
@@ -92,6 +92,13 @@ enum Command {
         /// reach it (required by --format pxe).
         #[arg(long, value_name = "http://HOST:PORT")]
         pxe_url: Option<String>,
+        /// Ubuntu installer ISO for --format installer (default: the
+        /// release's ISO, downloaded once, checked against its SHA256SUMS, cached).
+        #[arg(long, value_name = "PATH")]
+        iso: Option<PathBuf>,
+        /// Where downloaded ISOs are cached.
+        #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
         /// Build into a temporary directory and compare with OUT byte for
         /// byte, without touching OUT: exit 0 if identical, 1 naming each
         /// difference. Needs the existing secrets file.
@@ -150,16 +157,22 @@ fn main() -> ExitCode {
             target,
             format,
             pxe_url,
+            iso,
+            cache_dir,
             check,
         } => commands::build(
-            &cluster,
             &src,
-            &out,
-            &machines,
-            target,
-            &format,
-            pxe_url.as_deref(),
-            check,
+            &commands::BuildArgs {
+                cluster,
+                out,
+                machines,
+                target,
+                formats: format,
+                pxe_url,
+                iso,
+                cache_dir,
+                check,
+            },
             json,
         ),
         Command::Serve { dir, bind } => commands::serve(&dir, &bind, json),

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Boot an installer image under qemu (TCG, no network) from the cached bookworm
+# chroot and write the serial console to a log.
+#   installer-boot-test.sh IMAGE bios|uefi LOGFILE [TIMEOUT_SECONDS]
+# bios boots with SeaBIOS (qemu's default), uefi with OVMF. The image is
+# attached read-only as a virtio disk, as a USB stick written raw would be.
+# Exit status: qemu's (0 when the guest powered off), 124 on timeout.
+set -euo pipefail
+img="$(realpath "${1:?image}")"
+mode="${2:?bios|uefi}"
+log="${3:?log file}"
+limit="${4:-300}"
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$("$here/installer-qemu-chroot.sh")"
+case "$mode" in
+  bios) fw=() ;;
+  uefi) fw=(-bios /usr/share/ovmf/OVMF.fd) ;;
+  *) echo "mode must be bios or uefi" >&2; exit 2 ;;
+esac
+: > "$log"
+log="$(realpath "$log")"
+logdir="$(dirname "$log")"
+# A private mount namespace (nothing leaks to the host's mounts) and an empty
+# network namespace (nothing leaves the machine).
+exec unshare --mount --net --fork -- bash -euo pipefail -c '
+  root="$1"; img="$2"; log="$3"; limit="$4"; shift 4
+  mount --make-rprivate /
+  mkdir -p "$root/mnt/img" "$root/mnt/log"
+  mount --bind -o ro "$(dirname "$img")" "$root/mnt/img"
+  mount --bind "$(dirname "$log")" "$root/mnt/log"
+  mount -t proc proc "$root/proc"
+  mount --rbind /dev "$root/dev"
+  mount -t tmpfs tmpfs "$root/tmp"
+  exec timeout --foreground "$limit" chroot "$root" qemu-system-x86_64 -accel tcg -m 1024 -smp 1 \
+    -nographic -no-reboot -monitor none -serial "file:/mnt/log/$(basename "$log")" -nic none \
+    -drive "file=/mnt/img/$(basename "$img"),format=raw,if=virtio,readonly=on" "$@" </dev/null >/dev/null
+' boot "$root" "$img" "$log" "$limit" "${fw[@]}"

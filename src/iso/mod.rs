@@ -1,0 +1,18 @@
+//! The installer image: Ubuntu's live-server ISO copied and patched in place so
+//! one USB stick installs one machine unattended, plus fetching that ISO.
+//!
+//! [`iso9660`] finds files in the image, [`bootcfg`] rewrites kernel command
+//! lines at equal length, [`parttable`] reads the hybrid layout and registers
+//! the seed partition, [`patch`] puts it together, [`download`] fetches and
+//! verifies the ISO into a cache.
+pub mod bootcfg;
+pub mod download;
+// STAND-IN until `crate::image::fat` is merged; see the file's doc comment.
+pub mod iso9660;
+pub mod parttable;
+pub mod patch;
+
+pub use download::{default_cache_dir, ensure_iso};
+pub use patch::{
+    AddedPartition, DEFAULT_BOOT_CONFIGS, InstallerReport, PatchedConfig, make_installer_image,
+};

@@ -1,0 +1,334 @@
+//! One stick per machine: a copy of the Ubuntu installer ISO patched in place
+//! to install unattended from a seed carried on the stick itself.
+//!
+//! The copy is reflinked where the filesystem allows, else copied with the
+//! kernel's fast path. Nothing is unpacked or repacked and no program is run:
+//! boot configs are rewritten at their own extents at the same length
+//! (`autoinstall` before `---`), `md5sum.txt` gets the new digests, and a FAT
+//! filesystem labelled CIDATA is appended after the ISO, 1 MiB aligned, and
+//! registered in the image's partition table(s). The output appears only
+//! when everything succeeded (temp file beside it, renamed at the end).
+
+use super::bootcfg::{self, Flavour};
+// STAND-IN: replace with `use crate::image::fat::build_fat;` once merged.
+use super::iso9660::Iso9660;
+use super::parttable::{self, LBA, Layout};
+use crate::image::build_fat;
+use anyhow::{Context, Result, bail, ensure};
+use md5::{Digest, Md5};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The boot configs of Ubuntu's live-server ISOs (20.04: all three; 22.04+: GRUB's).
+pub const DEFAULT_BOOT_CONFIGS: &[&str] = &[
+    "boot/grub/grub.cfg",
+    "boot/grub/loopback.cfg",
+    "isolinux/txt.cfg",
+];
+
+/// The seed partition starts on a 1 MiB boundary.
+pub const ALIGN: u64 = 1 << 20;
+
+/// What `make_installer_image` changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallerReport {
+    /// The layout found: e.g. "hybrid MBR (isohybrid)".
+    pub layout: String,
+    /// Boot configs found, with what was done to each.
+    pub boot_configs: Vec<PatchedConfig>,
+    /// Boot configs asked for but absent from the ISO.
+    pub boot_configs_missing: Vec<String>,
+    /// Files whose `md5sum.txt` line was rewritten.
+    pub md5sums_updated: Vec<String>,
+    /// The appended CIDATA partition.
+    pub partition: AddedPartition,
+    /// Size of the output image in bytes.
+    pub image_size: u64,
+}
+
+/// One boot config and what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchedConfig {
+    /// Path in the ISO, as asked for.
+    pub path: String,
+    /// Kernel command lines that got `autoinstall` (0: none needed it).
+    pub lines: usize,
+    /// Length before and after. Equal unless blanks did not give back enough
+    /// room; then the file grew into its last ISO block and every directory
+    /// record (ISO 9660 and Joliet) got the new length.
+    pub old_len: u64,
+    pub new_len: u64,
+}
+
+/// Where the seed partition went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedPartition {
+    /// Byte offset of the FAT filesystem in the image.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// 1-based MBR slot (type 0x0c), when the MBR got an entry.
+    pub mbr_slot: Option<usize>,
+    /// 1-based GPT entry, when the image has a valid GPT.
+    pub gpt_entry: Option<usize>,
+}
+
+/// Copy `iso` to `out`, patched to autoinstall from `seed_files` (written to a
+/// CIDATA FAT partition on the image). `boot_configs` are ISO paths, patched
+/// where present. Same inputs give the same bytes.
+pub fn make_installer_image(
+    iso: &Path,
+    out: &Path,
+    seed_files: &[(&str, &[u8])],
+    boot_configs: &[&str],
+    epoch: i64,
+) -> Result<InstallerReport> {
+    let src = File::open(iso).with_context(|| format!("opening {}", iso.display()))?;
+    let iso_len = src
+        .metadata()
+        .with_context(|| format!("reading the size of {}", iso.display()))?
+        .len();
+    ensure!(
+        iso_len >= 32 * 2048 && iso_len.is_multiple_of(LBA),
+        "{}: not an installer image ({} bytes; an ISO is a whole number of sectors)",
+        iso.display(),
+        iso_len
+    );
+    // Plan everything against the source first: an error leaves nothing behind.
+    let fs = Iso9660::open(&src).with_context(|| format!("reading {}", iso.display()))?;
+    ensure!(
+        fs.volume_size <= iso_len,
+        "{}: the ISO 9660 filesystem ({} bytes) is longer than the file ({} bytes): truncated download?",
+        iso.display(),
+        fs.volume_size,
+        iso_len
+    );
+    let layout = parttable::read_layout(&src, iso_len)
+        .with_context(|| format!("reading the partition tables of {}", iso.display()))?;
+
+    let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut report_configs = Vec::new();
+    let mut missing = Vec::new();
+    let mut changed_files: Vec<(String, Vec<u8>)> = Vec::new();
+    for path in boot_configs {
+        let records = fs.find_records(&src, path)?;
+        let Some(primary) = records.first() else {
+            missing.push(path.to_string());
+            continue;
+        };
+        let extent = primary.extent;
+        let text = read_extent(&src, extent.offset, extent.length)
+            .with_context(|| format!("reading {path} from the ISO"))?;
+        // Growing is possible within the last block when every record that
+        // names the file can be updated (no UDF bridge with its own sizes).
+        let max_len = if fs.has_udf || records.iter().any(|r| r.extent.offset != extent.offset) {
+            text.len()
+        } else {
+            (extent.length.div_ceil(fs.block_size) * fs.block_size) as usize
+        };
+        let patched = bootcfg::add_autoinstall(&text, Flavour::from_path(path), max_len)
+            .with_context(|| format!("patching {path}"))?;
+        let Some(patched) = patched else {
+            report_configs.push(PatchedConfig {
+                path: path.to_string(),
+                lines: 0,
+                old_len: extent.length,
+                new_len: extent.length,
+            });
+            continue;
+        };
+        let new_len = patched.text.len() as u64;
+        if new_len != extent.length {
+            for r in &records {
+                let mut field = [0u8; 8];
+                field[..4].copy_from_slice(&(new_len as u32).to_le_bytes());
+                field[4..].copy_from_slice(&(new_len as u32).to_be_bytes());
+                writes.push((r.record_offset + 10, field.to_vec()));
+            }
+        }
+        report_configs.push(PatchedConfig {
+            path: path.to_string(),
+            lines: patched.lines,
+            old_len: extent.length,
+            new_len,
+        });
+        changed_files.push((path.to_string(), patched.text.clone()));
+        writes.push((extent.offset, patched.text));
+    }
+    if report_configs.is_empty() {
+        bail!(
+            "{}: none of the boot configs {} is in the ISO: not an Ubuntu live-server image?",
+            iso.display(),
+            boot_configs.join(", ")
+        );
+    }
+    if !report_configs.iter().any(|c| c.lines > 0) {
+        let untouched = report_configs
+            .iter()
+            .map(|c| c.path.as_str())
+            .collect::<Vec<_>>();
+        ensure!(
+            boot_configs_already_patched(&src, &fs, &untouched)?,
+            "{}: no kernel command line booting /casper/ found in {}",
+            iso.display(),
+            untouched.join(", ")
+        );
+    }
+
+    let mut md5_updated = Vec::new();
+    if !changed_files.is_empty()
+        && let Some(extent) = fs.find(&src, "md5sum.txt")?
+    {
+        let text = read_extent(&src, extent.offset, extent.length)
+            .context("reading md5sum.txt from the ISO")?;
+        let (new, updated) = update_md5sums(&text, &changed_files);
+        if !updated.is_empty() {
+            writes.push((extent.offset, new));
+        }
+        md5_updated = updated;
+    }
+
+    let fat =
+        build_fat(seed_files, "CIDATA", epoch).context("building the CIDATA seed filesystem")?;
+    ensure!(
+        (fat.len() as u64).is_multiple_of(LBA),
+        "seed filesystem is not a whole number of sectors"
+    );
+    let start = iso_len.div_ceil(ALIGN) * ALIGN;
+    let part_sectors = fat.len() as u64 / LBA;
+    let total = start / LBA + part_sectors + parttable::backup_gpt_sectors(&layout);
+
+    // Now write: a temp file beside `out`, renamed into place at the end.
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".microseed-installer-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let dst = tmp.as_file();
+    copy_image(&src, dst, iso_len)
+        .with_context(|| format!("copying {} to {}", iso.display(), tmp.path().display()))?;
+    for (offset, data) in &writes {
+        dst.write_all_at(data, *offset)
+            .with_context(|| format!("writing a patched file at byte {offset}"))?;
+    }
+    dst.set_len(total * LBA)
+        .context("extending the image for the seed partition")?;
+    // The gap between the ISO's end and `start` reads as zeros (set_len).
+    dst.write_all_at(&fat, start)
+        .context("writing the seed filesystem into the image")?;
+    let reg = parttable::register(dst, &layout, start / LBA, part_sectors, total, "CIDATA")
+        .context("registering the seed partition")?;
+    dst.sync_all().context("flushing the image to disk")?;
+    tmp.persist(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming the image to {}", out.display()))?;
+
+    Ok(InstallerReport {
+        layout: layout_name(&layout),
+        boot_configs: report_configs,
+        boot_configs_missing: missing,
+        md5sums_updated: md5_updated,
+        partition: AddedPartition {
+            offset: start,
+            size: fat.len() as u64,
+            mbr_slot: reg.mbr_slot,
+            gpt_entry: reg.gpt_entry,
+        },
+        image_size: total * LBA,
+    })
+}
+
+fn layout_name(layout: &Layout) -> String {
+    layout.describe().to_string()
+}
+
+/// True when a casper command line in these configs already has the word
+/// (an image patched before): nothing to add, not an error.
+fn boot_configs_already_patched(src: &File, fs: &Iso9660, paths: &[&str]) -> Result<bool> {
+    let mut any = false;
+    for path in paths {
+        if let Some(e) = fs.find(src, path)? {
+            let text = read_extent(src, e.offset, e.length)?;
+            any |= text.split(|b| *b == b'\n').any(|l| {
+                l.windows(6).any(|w| w == b"casper") && l.windows(11).any(|w| w == b"autoinstall")
+            });
+        }
+    }
+    Ok(any)
+}
+
+fn read_extent(file: &File, offset: u64, length: u64) -> Result<Vec<u8>> {
+    ensure!(
+        length <= 16 << 20,
+        "file of {length} bytes is too large for a config"
+    );
+    let mut buf = vec![0u8; length as usize];
+    file.read_exact_at(&mut buf, offset)
+        .with_context(|| format!("reading {length} bytes at {offset}"))?;
+    Ok(buf)
+}
+
+/// Rewrite the digest of each changed file in md5sum.txt (fixed width, so the
+/// length is unchanged). Returns the new text and the paths updated.
+fn update_md5sums(text: &[u8], changed: &[(String, Vec<u8>)]) -> (Vec<u8>, Vec<String>) {
+    let mut out = text.to_vec();
+    let mut updated = Vec::new();
+    let mut pos = 0;
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        if body.len() > 34 && body[..32].iter().all(u8::is_ascii_hexdigit) && body[32] == b' ' {
+            let name = String::from_utf8_lossy(&body[33..]);
+            let name = name.trim_start_matches([' ', '*']).trim_start_matches("./");
+            if let Some((path, data)) = changed.iter().find(|(p, _)| p.eq_ignore_ascii_case(name)) {
+                let digest = hex::encode(Md5::digest(data));
+                out[pos..pos + 32].copy_from_slice(digest.as_bytes());
+                updated.push(path.clone());
+            }
+        }
+        pos += line.len();
+    }
+    (out, updated)
+}
+
+/// Copy `len` bytes: a reflink (FICLONE) where the filesystem shares extents,
+/// else copy_file_range through `std::io::copy`.
+fn copy_image(src: &File, dst: &File, len: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: FICLONE takes the source descriptor as its argument; both
+    // descriptors are open for the duration of the call.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let mut r = src;
+    let mut w = dst;
+    std::io::Seek::rewind(&mut r).context("rewinding the source")?;
+    let copied = std::io::copy(&mut r, &mut w).context("copying the image")?;
+    ensure!(
+        copied == len,
+        "copied {copied} bytes of {len}: source changed while copying?"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn md5_lines_keep_their_width() {
+        let text = b"00000000000000000000000000000000  ./boot/grub/grub.cfg\nffffffffffffffffffffffffffffffff  ./casper/vmlinuz\n";
+        let (out, upd) =
+            super::update_md5sums(text, &[("boot/grub/grub.cfg".into(), b"x".to_vec())]);
+        assert_eq!(out.len(), text.len());
+        assert_eq!(upd, vec!["boot/grub/grub.cfg".to_string()]);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .starts_with("9dd4e461268c8034f5c8564e155c67a6  ./boot/grub/grub.cfg\n")
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! `build --format installer` end to end: the CLI patches the installer ISO
+//! (given with --iso, or downloaded for the release into the cache) and the
+//! stick image carries exactly the machine's built seed.
+
+mod common;
+#[path = "iso_common/mod.rs"]
+mod iso_common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{Scratch, text};
+use iso_common::{Fixture, fixture};
+use sha2::{Digest, Sha256};
+
+fn mcopy(img: &std::path::Path, offset: u64, name: &str) -> Vec<u8> {
+    let target = format!("{}@@{offset}", img.display());
+    let o = common::run("mcopy", &["-n", "-i", &target, &format!("::{name}"), "-"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    o.stdout
+}
+
+/// Byte offset of the partition labelled CIDATA, per sfdisk.
+fn cidata_offset(img: &std::path::Path) -> u64 {
+    let o = common::run("sfdisk", &["--json", img.to_str().expect("utf8")]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
+    let parts = v["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    let sector = v["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    // The seed is the last partition microseed appended.
+    let last = parts
+        .iter()
+        .max_by_key(|p| p["start"].as_u64().unwrap_or(0))
+        .expect("a partition");
+    last["start"].as_u64().expect("start") * sector
+}
+
+#[test]
+fn installer_format_carries_the_machines_seed_and_is_deterministic() {
+    let iso = fixture(Fixture::Focal);
+    let s = Scratch::example();
+    let args = [
+        "--format",
+        "dir,installer",
+        "--iso",
+        iso.to_str().expect("utf8"),
+        "--machine",
+        "worker-1",
+    ];
+    let o = s.build(&args);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let img = s.out().join("worker-1/installer.img");
+    let off = cidata_offset(&img);
+    for doc in ["user-data", "meta-data", "network-config"] {
+        let built = std::fs::read(s.out().join("worker-1").join(doc)).expect("read");
+        assert_eq!(
+            mcopy(&img, off, doc),
+            built,
+            "{doc} on the stick differs from the built seed"
+        );
+    }
+    let sums = std::fs::read_to_string(s.out().join("SHA256SUMS")).expect("sums");
+    let digest = hex::encode(Sha256::digest(std::fs::read(&img).expect("img")));
+    assert!(
+        sums.contains(&format!("{digest}  worker-1/installer.img")),
+        "{sums}"
+    );
+    let first = std::fs::read(&img).expect("img");
+    let o = s.build(&args);
+    assert!(o.status.success());
+    assert!(
+        first == std::fs::read(&img).expect("img"),
+        "rebuild differs"
+    );
+}
+
+#[test]
+fn installer_format_refuses_the_cloud_image_target_and_a_missing_iso() {
+    let s = Scratch::example();
+    let o = s.build(&[
+        "--format",
+        "installer",
+        "--target",
+        "cloud-image",
+        "--iso",
+        "/etc/hostname",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    let o = s.build(&["--format", "installer", "--iso", "/nonexistent.iso"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    assert!(text(&o).1.contains("/nonexistent.iso"));
+    assert!(!s.out().exists());
+}
+
+#[test]
+fn installer_iso_is_downloaded_once_per_release_into_the_cache() {
+    // A local server stands in for releases.ubuntu.com; a profile overlay
+    // points the 20.04 release at it.
+    let iso_bytes = std::fs::read(fixture(Fixture::Focal)).expect("fixture");
+    let name = "ubuntu-20.04.6-live-server-amd64.iso";
+    let sums = format!("{}  *{name}\n", hex::encode(Sha256::digest(&iso_bytes)));
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("server");
+    let port = server.server_addr().to_ip().expect("ip").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let body = if req.url().ends_with("SHA256SUMS") {
+                sums.clone().into_bytes()
+            } else {
+                h.fetch_add(1, Ordering::SeqCst);
+                iso_bytes.clone()
+            };
+            let _ = req.respond(tiny_http::Response::from_data(body));
+        }
+    });
+    let s = Scratch::example();
+    let profiles = s.dir.path().join("profiles/releases");
+    std::fs::create_dir_all(&profiles).expect("mkdir");
+    let release = std::fs::read_to_string(common::root().join("profiles/releases/20.04.yaml"))
+        .expect("profile")
+        .replace(
+            "https://releases.ubuntu.com/20.04.6/",
+            &format!("http://127.0.0.1:{port}/"),
+        );
+    std::fs::write(profiles.join("20.04.yaml"), release).expect("write");
+    let cache = s.dir.path().join("cache");
+    for _ in 0..2 {
+        let o = common::bin()
+            .arg("--profiles")
+            .arg(s.dir.path().join("profiles"))
+            .arg("build")
+            .arg(s.cluster())
+            .arg("-o")
+            .arg(s.out())
+            .args([
+                "--format",
+                "installer",
+                "--machine",
+                "master",
+                "--cache-dir",
+            ])
+            .arg(&cache)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", text(&o).1);
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the verified ISO was fetched again"
+    );
+    assert!(cache.join(name).exists());
+    assert!(s.out().join("master/installer.img").exists());
+}
