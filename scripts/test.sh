@@ -48,7 +48,7 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     log "acceptance: booting every role's seed in a VM"
     out=$(mktemp -d)
     trap 'rm -rf "$out"' EXIT
-    cp examples/eth2-staking/cluster.yaml "$out/cluster.yaml"
+    cp examples/vm-lab/cluster.yaml "$out/cluster.yaml"
     cp tests/fixtures/secrets.yaml "$out/secrets.yaml"
     chmod 600 "$out/secrets.yaml"
     cargo run --release --quiet -- build "$out/cluster.yaml" -o "$out/seeds" --target cloud-image --format dir,seed-img

@@ -250,6 +250,10 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         bar.finish_and_clear();
     }
     if req.formats.contains(&Format::Pxe) {
+        // The boot files, ISO and loaders the user copied in survive a rebuild.
+        for dir in crate::pxe::PROVIDED_DIRS {
+            staging.carry_over(dir)?;
+        }
         let opts = req.pxe.context("the pxe format needs --pxe-url")?;
         crate::pxe::write(
             &mut staging,

@@ -119,6 +119,19 @@ impl Staging {
         Ok(())
     }
 
+    /// Brings `rel` (a directory the user filled, such as the PXE boot files)
+    /// from the current output into the new one, as hard links: the old tree
+    /// stays intact until the swap, and nothing is copied.
+    pub fn carry_over(&self, rel: &str) -> Result<()> {
+        let from = self.target.join(rel);
+        if !from.is_dir() {
+            return Ok(());
+        }
+        let to = self.path_for(rel.trim_end_matches('/'))?;
+        link_tree(&from, &to)
+            .with_context(|| format!("keeping {} across the rebuild", from.display()))
+    }
+
     /// Records a file another writer already placed at `path_for(rel)`.
     pub fn record(&mut self, rel: &str) -> Result<()> {
         let p = self.dir.path().join(rel);
@@ -193,4 +206,21 @@ pub fn hash_file(p: &Path) -> Result<(String, u64)> {
         len += n as u64;
     }
     Ok((hex::encode(h.finalize()), len))
+}
+
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            link_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        } else {
+            fs::hard_link(&src, &dst)?;
+        }
+    }
+    Ok(())
 }

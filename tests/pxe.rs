@@ -217,3 +217,39 @@ fn malformed_pxe_url_is_bad_input_before_secrets_are_created() {
     assert!(!s.out().exists());
     assert!(!s.dir.path().join("secrets.yaml").exists());
 }
+
+#[test]
+fn boot_files_copied_into_pxe_survive_a_rebuild() {
+    let s = built();
+    let boot = s.out().join("pxe/boot");
+    std::fs::create_dir_all(&boot).expect("mkdir");
+    std::fs::write(boot.join("vmlinuz"), b"kernel bytes").expect("write");
+    std::fs::create_dir_all(s.out().join("pxe/tftp/sub")).expect("mkdir");
+    std::fs::write(s.out().join("pxe/tftp/sub/undionly.kpxe"), b"ipxe").expect("write");
+    let o = s.build(&[
+        "--format",
+        "dir,pxe",
+        "--pxe-url",
+        "http://172.20.10.5:8080",
+    ]);
+    assert!(o.status.success(), "{}", common::text(&o).1);
+    assert_eq!(
+        std::fs::read(boot.join("vmlinuz")).expect("kept"),
+        b"kernel bytes"
+    );
+    assert_eq!(
+        std::fs::read(s.out().join("pxe/tftp/sub/undionly.kpxe")).expect("kept"),
+        b"ipxe"
+    );
+    let sums = std::fs::read_to_string(s.out().join("SHA256SUMS")).expect("sums");
+    assert!(
+        !sums.contains("pxe/boot/"),
+        "user-provided files are not the build's output"
+    );
+    let o = common::bin()
+        .arg("verify")
+        .arg(s.out())
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", common::text(&o).0);
+}
