@@ -37,4 +37,8 @@ ms_check "nfs: export dirs exist" dirs_exist
 ms_check "nfs: export dirs (and dirs below, 3 levels) owned 1001:2000" dirs_owned
 ms_check "nfs: exportfs -v lists the exports" test -n "$listed"
 ms_check "nfs: ufw allows 2049/tcp" ms_section_has "$r" "ufw status verbose" '^2049(/tcp)?[[:space:]]+ALLOW'
+subnet="${MS_SUBNET:-172.20.0.0/20}"
+ms_check "nfs: ufw allows exactly ssh from anywhere and NFS from the subnet" \
+    ms_ufw_exactly "$r" "22/tcp Anywhere
+2049/tcp $subnet"
 exit "$(ms_check_failures)"

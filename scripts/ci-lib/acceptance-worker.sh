@@ -32,5 +32,25 @@ ms_check "worker: microk8s join ${master_ip:-<ip>}:25000/<32+ alnum token>" \
     grep -qE "^microk8s join ${ip_re}:25000/[A-Za-z0-9]{32,}( |$)" <<<"$calls"
 install_then_join() { awk '/^snap install .*microk8s/ && !s { s = NR } /^microk8s join / { j = NR } END { exit !(s && j && s < j) }' <<<"$calls"; }
 ms_check "worker: snap install before join" install_then_join
+journal="$(ms_section "$r" "microseed-join journal")"
+ms_check "worker: join unit finished (active)" grep -qE '^is-active: active' <<<"$unit"
+ms_check "worker: journal logs the join attempt" grep -qE 'microseed-join: join attempt 1 to ' <<<"$journal"
+ms_check "worker: journal logs the join" grep -qE 'microseed-join: joined the cluster at ' <<<"$journal"
+no_token_in_journal() { ! grep -qE '[A-Za-z0-9]{32,}' <<<"$journal"; }
+ms_check "worker: the token never appears in the journal" no_token_in_journal
 ms_check "worker: ufw allows 10250/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])10250([ ,/]|$)'
+subnet="${MS_SUBNET:-172.20.0.0/20}"
+ms_check "worker: ufw allows exactly ssh, MicroK8s from the subnet, beacon p2p from anywhere" \
+    ms_ufw_exactly "$r" "22/tcp Anywhere
+16443/tcp $subnet
+10250/tcp $subnet
+10255/tcp $subnet
+25000/tcp $subnet
+12379/tcp $subnet
+10257/tcp $subnet
+10259/tcp $subnet
+19001/tcp $subnet
+4789/udp $subnet
+12000/udp Anywhere
+13000/tcp Anywhere"
 exit "$(ms_check_failures)"

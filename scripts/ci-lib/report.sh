@@ -42,3 +42,24 @@ ms_check() {
 }
 
 ms_check_failures() { echo "$MS_CHECK_FAIL"; }
+
+# ms_ufw_allowed REPORT: the "PORT/PROTO FROM" pairs ufw allows in (IPv4
+# rules, sorted, one per line), e.g. "2049/tcp 172.20.0.0/20".
+ms_ufw_allowed() {
+    ms_section "$1" "ufw status verbose" |
+        awk '/ALLOW IN/ && $1 ~ /^[0-9]+(:[0-9]+)?\/(tcp|udp)$/ {
+            for (i = 2; i < NF; i++) if ($i == "IN") { print $1, $(i + 1); break }
+        }' | sort -u
+}
+
+# ms_ufw_exactly REPORT EXPECTED: true when the allowed pairs are exactly
+# EXPECTED (newline-separated "PORT/PROTO FROM"; order does not matter).
+ms_ufw_exactly() {
+    local got want
+    got="$(ms_ufw_allowed "$1")"
+    want="$(sort -u <<<"$2")"
+    if [[ "$got" != "$want" ]]; then
+        printf 'ufw rules differ:\n--- expected\n%s\n--- got\n%s\n' "$want" "$got" >&2
+        return 1
+    fi
+}

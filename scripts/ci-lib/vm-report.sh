@@ -15,6 +15,16 @@ run() {
     echo "rc=$?"
 }
 
+# A worker's join runs in the background (started --no-block at first boot,
+# staggered by machine index): wait for it to finish, bounded, so the report
+# shows its outcome.
+if systemctl cat microseed-join.service >/dev/null 2>&1; then
+    for _ in $(seq 1 60); do
+        [ "$(systemctl show -p ActiveState --value microseed-join.service)" = activating ] || break
+        sleep 5
+    done
+fi
+
 echo "===== BEGIN microseed-report ====="
 sec "cloud-init status"
 run cloud-init status --long
@@ -70,7 +80,10 @@ sec "exportfs -v"
 exportfs -v 2>&1
 sec "microseed-join.service"
 echo "is-enabled: $(systemctl is-enabled microseed-join.service 2>&1)"
+echo "is-active: $(systemctl is-active microseed-join.service 2>&1)"
 systemctl cat microseed-join.service 2>&1
+sec "microseed-join journal"
+journalctl -b -u microseed-join.service --no-pager -o cat 2>&1 | tail -n 40
 sec "fake-microk8s.calls"
 cat /var/log/fake-microk8s.calls 2>&1
 sec "fake-apt.calls"
