@@ -45,6 +45,8 @@ cargo test --release -- --test-threads="${MICROSEED_TEST_THREADS:-2}"
 
 # 4. The booted-VM acceptance run (issue: VM provisioning).
 if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
+    log "acceptance: building the VM image (cached; outside the run's 25-minute bound)"
+    scripts/acceptance.sh build
     log "acceptance: booting every role's seed in a VM"
     out=$(mktemp -d)
     trap 'rm -rf "$out"' EXIT
