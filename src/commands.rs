@@ -169,21 +169,18 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
             loaded.secrets_path.display()
         );
     }
+    let request = |out| BuildRequest {
+        out,
+        machines,
+        target,
+        formats: &formats,
+        pxe: pxe.as_ref(),
+        installer: installer.as_ref(),
+    };
     if check {
         let tmp = tempfile::tempdir().context("creating a temporary directory")?;
         let fresh = tmp.path().join("out");
-        build::build(
-            &loaded,
-            src,
-            &BuildRequest {
-                out: &fresh,
-                machines,
-                target,
-                formats: &formats,
-                pxe: pxe.as_ref(),
-                installer: installer.as_ref(),
-            },
-        )?;
+        build::build(&loaded, src, &request(&fresh))?;
         let entries = verify::compare(&fresh, out)?;
         verify::print(&entries, json, &format!("check {}", out.display()));
         if !verify::all_ok(&entries) {
@@ -196,18 +193,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let written = build::build(
-        &loaded,
-        src,
-        &BuildRequest {
-            out,
-            machines,
-            target,
-            formats: &formats,
-            pxe: pxe.as_ref(),
-            installer: installer.as_ref(),
-        },
-    )?;
+    let written = build::build(&loaded, src, &request(out))?;
     if json {
         println!(
             "{}",

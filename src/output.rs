@@ -71,15 +71,21 @@ impl Staging {
         Ok(p)
     }
 
-    /// Writes a file (mode 0600: seeds carry the join token) and records its hash.
-    pub fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
+    /// A new owner-only file (seeds carry the join token) in the tree.
+    fn create(&self, rel: &str) -> Result<(PathBuf, fs::File)> {
         let p = self.path_for(rel)?;
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&p)
             .with_context(|| format!("creating {}", p.display()))?;
+        Ok((p, f))
+    }
+
+    /// Writes a file (mode 0600: seeds carry the join token) and records its hash.
+    pub fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let (p, mut f) = self.create(rel)?;
         f.write_all(bytes)
             .with_context(|| format!("writing {}", p.display()))?;
         self.sums
@@ -92,13 +98,7 @@ impl Staging {
     /// holes: disk images are mostly empty space.
     pub fn write_sparse(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
         use std::io::{Seek, SeekFrom};
-        let p = self.path_for(rel)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&p)
-            .with_context(|| format!("creating {}", p.display()))?;
+        let (p, mut f) = self.create(rel)?;
         const BLOCK: usize = 4096;
         let mut pos = 0;
         while pos < bytes.len() {

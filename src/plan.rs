@@ -286,7 +286,7 @@ fn shq_filter(
 }
 
 /// Tera hides the useful part of an error in its source chain.
-fn tera_chain(e: &tera::Error) -> String {
+pub(crate) fn tera_chain(e: &tera::Error) -> String {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {

@@ -30,6 +30,7 @@ use crate::build::Loaded;
 use crate::diag::{Diagnostic, InputErrors};
 use crate::model::Machine;
 use crate::output::Staging;
+use crate::plan::tera_chain;
 use crate::render::Documents;
 
 /// Directories under the output whose files the user copies in.
@@ -280,17 +281,6 @@ pub fn write(
         staging.write(out, text.as_bytes())?;
     }
     Ok(())
-}
-
-fn tera_chain(e: &tera::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{Scratch, bin, pyyaml, root, run, text};
+use common::{Scratch, bin, pyyaml, root, run, text, tree};
 
 const MACHINES: [&str; 3] = ["nfs", "master", "worker-1"];
 const DOCS: [&str; 3] = ["user-data", "meta-data", "network-config"];
@@ -15,24 +15,6 @@ const DOCS: [&str; 3] = ["user-data", "meta-data", "network-config"];
 fn build_ok(s: &Scratch, extra: &[&str]) {
     let o = s.build(extra);
     assert!(o.status.success(), "build failed: {}", text(&o).1);
-}
-
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("readdir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).expect("prefix").display().to_string();
-                out.push((rel, std::fs::read(&p).expect("read")));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -30,18 +30,6 @@ ms_check "master: microk8s add-node --token <32+ alnum> --token-ttl <N>" \
     grep -qE '^microk8s add-node( .*)? --token [A-Za-z0-9]{32,}( .*)? --token-ttl [1-9][0-9]*|^microk8s add-node( .*)? --token-ttl [1-9][0-9]*( .*)? --token [A-Za-z0-9]{32,}' <<<"$calls"
 ms_check "master: ufw allows 16443/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])16443([ ,/]|$)'
 ms_check "master: ufw allows 25000/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])25000([ ,/]|$)'
-subnet="${MS_SUBNET:-172.20.0.0/20}"
 ms_check "master: ufw allows exactly ssh, MicroK8s from the subnet, beacon p2p from anywhere" \
-    ms_ufw_exactly "$r" "22/tcp Anywhere
-16443/tcp $subnet
-10250/tcp $subnet
-10255/tcp $subnet
-25000/tcp $subnet
-12379/tcp $subnet
-10257/tcp $subnet
-10259/tcp $subnet
-19001/tcp $subnet
-4789/udp $subnet
-12000/udp Anywhere
-13000/tcp Anywhere"
+    ms_ufw_exactly "$r" "$(ms_microk8s_rules "${MS_SUBNET:-172.20.0.0/20}")"
 exit "$(ms_check_failures)"

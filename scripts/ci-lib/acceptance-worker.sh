@@ -39,18 +39,6 @@ ms_check "worker: journal logs the join" grep -qE 'microseed-join: joined the cl
 no_token_in_journal() { ! grep -qE '[A-Za-z0-9]{32,}' <<<"$journal"; }
 ms_check "worker: the token never appears in the journal" no_token_in_journal
 ms_check "worker: ufw allows 10250/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])10250([ ,/]|$)'
-subnet="${MS_SUBNET:-172.20.0.0/20}"
 ms_check "worker: ufw allows exactly ssh, MicroK8s from the subnet, beacon p2p from anywhere" \
-    ms_ufw_exactly "$r" "22/tcp Anywhere
-16443/tcp $subnet
-10250/tcp $subnet
-10255/tcp $subnet
-25000/tcp $subnet
-12379/tcp $subnet
-10257/tcp $subnet
-10259/tcp $subnet
-19001/tcp $subnet
-4789/udp $subnet
-12000/udp Anywhere
-13000/tcp Anywhere"
+    ms_ufw_exactly "$r" "$(ms_microk8s_rules "${MS_SUBNET:-172.20.0.0/20}")"
 exit "$(ms_check_failures)"
