@@ -70,6 +70,13 @@ pub struct Planner<'a> {
     ctx: tera::Context,
     /// Profile strings compiled as templates, by their text.
     snippets: std::collections::HashMap<String, String>,
+    /// Output of templates that read nothing per machine (see
+    /// [`machine_independent`]), by template name: rendered once per run.
+    /// /etc/hosts lists every machine, so rendering it per machine made a
+    /// fleet build quadratic in tera lookups.
+    shared: std::collections::HashMap<String, String>,
+    /// Names of the templates that are machine-independent.
+    independent: std::collections::HashSet<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -86,6 +93,11 @@ impl<'a> Planner<'a> {
             let asset = tree.get(&name)?.context("template vanished")?;
             all.push((name, asset.text));
         }
+        let independent = all
+            .iter()
+            .filter(|(_, text)| machine_independent(text))
+            .map(|(name, _)| name.clone())
+            .collect();
         tera.add_raw_templates(all)
             .map_err(|e| anyhow!("{}", tera_chain(&e)))
             .context("loading templates")?;
@@ -112,6 +124,8 @@ impl<'a> Planner<'a> {
             tera,
             ctx,
             snippets: Default::default(),
+            shared: Default::default(),
+            independent,
         })
     }
 
@@ -167,9 +181,7 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let content = self
-                    .tera
-                    .render(&f.template, &self.ctx)
-                    .map_err(|e| anyhow!("{}", tera_chain(&e)))
+                    .render_file(&f.template)
                     .with_context(|| format!("rendering template {} for {}", f.template, f.path))?;
                 files.push(PlannedFile {
                     path: f.path.clone(),
@@ -195,6 +207,22 @@ impl<'a> Planner<'a> {
             files,
             runcmd,
         })
+    }
+
+    /// Renders a file template for the current machine, reusing the output
+    /// of a machine-independent template rendered for an earlier machine.
+    fn render_file(&mut self, name: &str) -> Result<String> {
+        if let Some(out) = self.shared.get(name) {
+            return Ok(out.clone());
+        }
+        let out = self
+            .tera
+            .render(name, &self.ctx)
+            .map_err(|e| anyhow!("{}", tera_chain(&e)))?;
+        if self.independent.contains(name) {
+            self.shared.insert(name.to_string(), out.clone());
+        }
+        Ok(out)
     }
 
     /// Expands a short template string from a profile.
@@ -266,6 +294,65 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// True when a template's output cannot depend on the machine it is
+/// rendered for: no tag names `machine` or `firewall` (the per-machine
+/// variables) or the whole context, none pulls in another template, and
+/// none calls a function whose result varies between calls. Conservative: a
+/// word in a string literal or a loop variable of that name counts too.
+fn machine_independent(src: &str) -> bool {
+    const PER_MACHINE: &[&str] = &["machine", "firewall", "__tera_context"];
+    const FORBIDDEN: &[&str] = &[
+        "include",
+        "import",
+        "extends",
+        "macro",
+        "block",
+        "now",
+        "get_random",
+        "get_env",
+    ];
+    let mut rest = src;
+    while let Some(open) = rest.find(['{']) {
+        let after = &rest[open + 1..];
+        let close = match after.chars().next() {
+            Some('{') => "}}",
+            Some('%') => "%}",
+            Some('#') => "#}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let Some(end) = after.find(close) else {
+            return false;
+        };
+        let tag = &after[1..end];
+        rest = &after[end + close.len()..];
+        if close == "#}" {
+            continue;
+        }
+        let bytes = tag.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if c.is_ascii_alphabetic() || c == b'_' {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                let word = &tag[start..i];
+                let is_attr = tag[..start].trim_end().ends_with('.');
+                if FORBIDDEN.contains(&word) || (!is_attr && PER_MACHINE.contains(&word)) {
+                    return false;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    true
+}
+
 /// Single-quotes a value for POSIX shells: the only quoting with no special
 /// characters inside, so no user string can break out.
 pub fn shell_quote(s: &str) -> String {
@@ -295,4 +382,25 @@ pub(crate) fn tera_chain(e: &tera::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::machine_independent;
+
+    #[test]
+    fn templates_reading_the_machine_are_not_shared() {
+        assert!(machine_independent(
+            "# every machine\n{% for m in cluster.machines %}{{ m.ip }} {{ m.name }}\n{% endfor %}"
+        ));
+        assert!(machine_independent("{{ roles.master.0.ip }} {# machine #}"));
+        assert!(!machine_independent("{{ machine.name }}"));
+        assert!(!machine_independent("{% if firewall.routed %}x{% endif %}"));
+        assert!(!machine_independent("{{ __tera_context }}"));
+        assert!(!machine_independent("{% include \"x\" %}"));
+        assert!(!machine_independent("{{ now() }}"));
+        assert!(!machine_independent("{{ cluster.name }"));
+        // `cluster.machine` is an attribute, not the per-machine variable.
+        assert!(machine_independent("{{ cluster.machine }}"));
+    }
 }
