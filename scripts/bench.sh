@@ -170,8 +170,17 @@ check_s="$(hyperfine_median "$work/check.csv" 1)"
 # listed size when 10 is not) vs cp of the same ISO, both into $work.
 small="${sizes[0]}"
 for n in "${sizes[@]}"; do [ "$n" -eq 10 ] && small=10; done
+# The stand-in is 15 MB; a real 20.04.6 ISO is ~1.3 GB, where fixed costs
+# vanish and copying dominates. Grow the stand-in to that size with a filler
+# where the real squashfs sits (xorriso replays its boot setup and tables).
+full="$work/standin-full.iso"
+head -c "${BENCH_ISO_MB:-1200}M" /dev/zero >"$work/filler"
+xorriso -indev "$iso" -outdev "$full" -map "$work/filler" /casper/filesystem.squashfs \
+    -boot_image any replay >/dev/null 2>&1
+rm -f "$work/filler"
+iso="$full"
 log "installer image vs cp ($(du -h --apparent-size "$iso" | cut -f1) stand-in ISO)"
-hyperfine -N --style none -w 3 -r 30 --export-csv "$work/installer.csv" \
+hyperfine -N --style none -w 1 -r "${BENCH_ISO_RUNS:-5}" --export-csv "$work/installer.csv" \
     --prepare "rm -rf $work/inst $work/copy.iso" \
     "$bin build $work/n$small/cluster.yaml -o $work/inst --format installer --iso $iso --machine master" \
     "cp $iso $work/copy.iso" >/dev/null
@@ -201,7 +210,7 @@ echo "(microseed bytes are its whole output: user-data, meta-data, network-confi
 echo " cloud-localds bytes are its seed.img files)"
 echo
 printf 'microseed check, %s machines: %.1f ms (median of 30)\n' "$big" "$(awk -v s="$check_s" 'BEGIN { print s * 1000 }')"
-printf 'installer image (master of %s machines): %.1f ms; cp of the ISO: %.1f ms; ratio %sx (medians of 30)\n' \
+printf 'installer image (master of %s machines): %.1f ms; cp of the ISO: %.1f ms; ratio %sx (medians)\n' \
     "$small" "$(awk -v s="$inst_s" 'BEGIN { print s * 1000 }')" "$(awk -v s="$cp_s" 'BEGIN { print s * 1000 }')" "$inst_ratio"
 
 # ---- targets -----------------------------------------------------------------
