@@ -175,7 +175,7 @@ for n in "${sizes[@]}"; do [ "$n" -eq 10 ] && small=10; done
 # where the real squashfs sits (xorriso replays its boot setup and tables).
 full="$work/standin-full.iso"
 head -c "${BENCH_ISO_MB:-1200}M" /dev/zero >"$work/filler"
-xorriso -indev "$iso" -outdev "$full" -map "$work/filler" /casper/filesystem.squashfs \
+xorriso -indev "$iso" -outdev "stdio:$full" -map "$work/filler" /casper/filesystem.squashfs \
     -boot_image any replay >/dev/null 2>&1
 rm -f "$work/filler"
 iso="$full"
