@@ -264,9 +264,9 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
             bar.set_message(m.name.clone());
             let rel = format!("{}/installer.img", m.name);
             let path = staging.path_for(&rel)?;
-            crate::iso::make_installer_image(&iso, &path, &d.files(), &configs, epoch)
+            let report = crate::iso::make_installer_image(&iso, &path, &d.files(), &configs, epoch)
                 .with_context(|| format!("making the installer image of {}", m.name))?;
-            staging.record(&rel)?;
+            staging.record_hashed(&rel, report.sha256, report.image_size);
             bar.inc(1);
         }
         bar.finish_and_clear();

@@ -132,6 +132,12 @@ impl Staging {
             .with_context(|| format!("keeping {} across the rebuild", from.display()))
     }
 
+    /// Records a file another writer placed at `path_for(rel)` and hashed.
+    pub fn record_hashed(&mut self, rel: &str, sha256: String, len: u64) {
+        self.sums.insert(rel.to_string(), sha256);
+        self.bytes += len;
+    }
+
     /// Records a file another writer already placed at `path_for(rel)`.
     pub fn record(&mut self, rel: &str) -> Result<()> {
         let p = self.dir.path().join(rel);

@@ -205,10 +205,23 @@ pub fn backup_gpt_sectors(layout: &Layout) -> u64 {
     }
 }
 
+/// Where `register` puts its bytes: planning only needs the layout read
+/// from the source, so the writes can be recorded and laid over the copy in
+/// the same pass that hashes it.
+#[derive(Debug, Default)]
+pub struct Writes(pub std::cell::RefCell<Vec<(u64, Vec<u8>)>>);
+
+impl Writes {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.borrow_mut().push((offset, buf.to_vec()));
+        Ok(())
+    }
+}
+
 /// Register the partition `start..start+sectors` (LBA) in every table of the
 /// layout, for an image that is now `total` sectors long.
 pub fn register(
-    file: &File,
+    file: &Writes,
     layout: &Layout,
     start: u64,
     sectors: u64,
@@ -282,7 +295,7 @@ const fn guid_bytes(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
 }
 
 fn add_gpt_entry(
-    file: &File,
+    file: &Writes,
     g: &Gpt,
     start: u64,
     sectors: u64,

@@ -10,7 +10,6 @@
 //! when everything succeeded (temp file beside it, renamed at the end).
 
 use super::bootcfg::{self, Flavour};
-// STAND-IN: replace with `use crate::image::fat::build_fat;` once merged.
 use super::iso9660::Iso9660;
 use super::parttable::{self, LBA, Layout};
 use crate::image::build_fat;
@@ -45,6 +44,8 @@ pub struct InstallerReport {
     pub partition: AddedPartition,
     /// Size of the output image in bytes.
     pub image_size: u64,
+    /// sha256 of the output image, hex (computed while writing it).
+    pub sha256: String,
 }
 
 /// One boot config and what was done to it.
@@ -210,19 +211,23 @@ pub fn make_installer_image(
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let dst = tmp.as_file();
-    copy_image(&src, dst, iso_len)
-        .with_context(|| format!("copying {} to {}", iso.display(), tmp.path().display()))?;
-    for (offset, data) in &writes {
-        dst.write_all_at(data, *offset)
-            .with_context(|| format!("writing a patched file at byte {offset}"))?;
-    }
-    dst.set_len(total * LBA)
-        .context("extending the image for the seed partition")?;
-    // The gap between the ISO's end and `start` reads as zeros (set_len).
-    dst.write_all_at(&fat, start)
-        .context("writing the seed filesystem into the image")?;
-    let reg = parttable::register(dst, &layout, start / LBA, part_sectors, total, "CIDATA")
-        .context("registering the seed partition")?;
+    // Every byte that differs from the source is known before anything is
+    // written: the patched files, the seed filesystem, the partition tables.
+    let table_writes = parttable::Writes::default();
+    let reg = parttable::register(
+        &table_writes,
+        &layout,
+        start / LBA,
+        part_sectors,
+        total,
+        "CIDATA",
+    )
+    .context("registering the seed partition")?;
+    let fat_len = fat.len() as u64;
+    writes.push((start, fat));
+    writes.extend(table_writes.0.into_inner());
+    let sha256 = write_image(&src, dst, iso_len, total * LBA, &writes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
     dst.sync_all().context("flushing the image to disk")?;
     tmp.persist(out)
         .map_err(|e| e.error)
@@ -235,11 +240,12 @@ pub fn make_installer_image(
         md5sums_updated: md5_updated,
         partition: AddedPartition {
             offset: start,
-            size: fat.len() as u64,
+            size: fat_len,
             mbr_slot: reg.mbr_slot,
             gpt_entry: reg.gpt_entry,
         },
         image_size: total * LBA,
+        sha256,
     })
 }
 
@@ -295,6 +301,77 @@ fn update_md5sums(text: &[u8], changed: &[(String, Vec<u8>)]) -> (Vec<u8>, Vec<S
     (out, updated)
 }
 
+/// Writes the image: the source's bytes with `writes` laid over them (in
+/// order, later ones winning), zeros up to `total`. Returns its sha256.
+///
+/// The copy is a reflink (FICLONE) where the filesystem shares extents, else
+/// copy_file_range: either way done by the kernel, as `cp` does. Meanwhile a
+/// second thread hashes the image's final bytes from a mapping of the source
+/// with the same writes laid over it, so the manifest costs no second read
+/// of the image: the whole costs about one copy of the ISO.
+fn write_image(
+    src: &File,
+    dst: &File,
+    iso_len: u64,
+    total: u64,
+    writes: &[(u64, Vec<u8>)],
+) -> Result<String> {
+    // SAFETY: the source ISO is opened read-only and only read through the
+    // map; a concurrent writer to the user's ISO would change its bytes under
+    // any copy, mapped or not.
+    let map = unsafe { memmap2::Mmap::map(src) }.context("mapping the ISO")?;
+    let result = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| hash_overlaid(&map[..iso_len as usize], total, writes));
+        copy_image(src, dst, iso_len)?;
+        dst.set_len(total)
+            .context("extending the image for the seed partition")?;
+        for (offset, data) in writes {
+            dst.write_all_at(data, *offset)
+                .with_context(|| format!("writing patched bytes at {offset}"))?;
+        }
+        hasher
+            .join()
+            .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))
+    })?;
+    Ok(result)
+}
+
+/// sha256 of `base` (zero-extended to `total`) with `writes` laid over it.
+fn hash_overlaid(base: &[u8], total: u64, writes: &[(u64, Vec<u8>)]) -> String {
+    use sha2::Digest as _;
+    const CHUNK: u64 = 4 << 20;
+    let mut h = sha2::Sha256::new();
+    let mut buf = Vec::with_capacity(CHUNK as usize);
+    let mut pos = 0u64;
+    while pos < total {
+        let end = (pos + CHUNK).min(total);
+        let touched = writes
+            .iter()
+            .any(|(o, d)| *o < end && o + d.len() as u64 > pos);
+        if !touched && end <= base.len() as u64 {
+            h.update(&base[pos as usize..end as usize]);
+        } else {
+            buf.clear();
+            buf.resize((end - pos) as usize, 0);
+            let have = (base.len() as u64).clamp(pos, end);
+            if have > pos {
+                buf[..(have - pos) as usize].copy_from_slice(&base[pos as usize..have as usize]);
+            }
+            for (offset, data) in writes {
+                let (a, b) = (*offset, *offset + data.len() as u64);
+                let (lo, hi) = (a.max(pos), b.min(end));
+                if lo < hi {
+                    buf[(lo - pos) as usize..(hi - pos) as usize]
+                        .copy_from_slice(&data[(lo - a) as usize..(hi - a) as usize]);
+                }
+            }
+            h.update(&buf);
+        }
+        pos = end;
+    }
+    hex::encode(h.finalize())
+}
+
 /// Copy `len` bytes: a reflink (FICLONE) where the filesystem shares extents,
 /// else copy_file_range through `std::io::copy`.
 fn copy_image(src: &File, dst: &File, len: u64) -> Result<()> {
@@ -318,6 +395,30 @@ fn copy_image(src: &File, dst: &File, len: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overlaid_hash_equals_the_hash_of_the_written_bytes() {
+        use sha2::Digest as _;
+        let base: Vec<u8> = (0..10_000_000u32).map(|i| (i % 251) as u8).collect();
+        let total = 13_000_000u64;
+        // Overlapping writes (the later wins), one across a chunk border, one
+        // in the zero-filled tail past the base.
+        let writes = vec![
+            (100u64, vec![1u8; 50]),
+            (120, vec![2u8; 10]),
+            ((4 << 20) - 3, vec![3u8; 9]),
+            (12_000_000, vec![4u8; 4096]),
+        ];
+        let mut image = base.clone();
+        image.resize(total as usize, 0);
+        for (o, d) in &writes {
+            image[*o as usize..*o as usize + d.len()].copy_from_slice(d);
+        }
+        assert_eq!(
+            super::hash_overlaid(&base, total, &writes),
+            hex::encode(sha2::Sha256::digest(&image))
+        );
+    }
+
     #[test]
     fn md5_lines_keep_their_width() {
         let text = b"00000000000000000000000000000000  ./boot/grub/grub.cfg\nffffffffffffffffffffffffffffffff  ./casper/vmlinuz\n";
