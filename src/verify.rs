@@ -88,49 +88,31 @@ fn is_relative_inside(p: &str) -> bool {
 /// files it does not list. Sorted by path.
 pub fn verify(dir: &Path) -> Result<Vec<Entry>> {
     let listed = read_manifest(dir)?;
-    let mut entries = Vec::new();
-    for (path, want) in &listed {
-        let p = dir.join(path);
-        let status = match fs::metadata(&p) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Status::Missing,
-            Ok(m) if !m.is_file() => Status::Changed,
-            _ => {
-                let (got, _) = hash_file(&p)?;
-                if &got == want {
-                    Status::Ok
-                } else {
-                    Status::Changed
-                }
-            }
-        };
-        entries.push(Entry {
-            path: path.clone(),
-            status,
-        });
-    }
-    let mut known: BTreeSet<String> = listed.into_keys().collect();
-    known.insert(MANIFEST.to_string());
-    entries.extend(unlisted(dir, &known)?);
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(entries)
+    against(dir, &listed)
 }
 
 /// `build --check`: compares the tree `actual` with a fresh build in
-/// `expected`, byte for byte, manifest included. Neither is modified.
+/// `expected`, byte for byte (by sha256: installer images are too big to
+/// hold twice in memory), manifest included. Neither is modified.
 pub fn compare(expected: &Path, actual: &Path) -> Result<Vec<Entry>> {
-    let mut known: BTreeSet<String> = read_manifest(expected)?.into_keys().collect();
-    known.insert(MANIFEST.to_string());
+    let mut want = read_manifest(expected)?;
+    let (manifest_sum, _) = hash_file(&expected.join(MANIFEST))?;
+    want.insert(MANIFEST.to_string(), manifest_sum);
+    against(actual, &want)
+}
+
+/// Each file of `want` (path to sha256) as found under `dir`, plus the
+/// files `dir` holds that `want` does not name.
+fn against(dir: &Path, want: &BTreeMap<String, String>) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    for path in &known {
-        let want = fs::read(expected.join(path))
-            .with_context(|| format!("reading the fresh build's {path}"))?;
-        let p = actual.join(path);
+    for (path, sum) in want {
+        let p = dir.join(path);
         let status = match fs::symlink_metadata(&p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Status::Missing,
             Ok(m) if !m.is_file() => Status::Changed,
             _ => {
-                let got = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-                if got == want {
+                let (got, _) = hash_file(&p)?;
+                if &got == sum {
                     Status::Ok
                 } else {
                     Status::Changed
@@ -142,8 +124,10 @@ pub fn compare(expected: &Path, actual: &Path) -> Result<Vec<Entry>> {
             status,
         });
     }
-    if actual.is_dir() {
-        entries.extend(unlisted(actual, &known)?);
+    let mut known: BTreeSet<String> = want.keys().cloned().collect();
+    known.insert(MANIFEST.to_string());
+    if dir.is_dir() {
+        entries.extend(unlisted(dir, &known)?);
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(entries)
