@@ -138,15 +138,6 @@ impl Staging {
         self.bytes += len;
     }
 
-    /// Records a file another writer already placed at `path_for(rel)`.
-    pub fn record(&mut self, rel: &str) -> Result<()> {
-        let p = self.dir.path().join(rel);
-        let (sum, len) = hash_file(&p)?;
-        self.sums.insert(rel.to_string(), sum);
-        self.bytes += len;
-        Ok(())
-    }
-
     /// Writes the manifest and swaps the tree into place.
     pub fn commit(mut self) -> Result<Written> {
         let manifest = manifest_text(&self.sums);

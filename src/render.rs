@@ -49,8 +49,6 @@ impl Documents {
     }
 }
 
-pub const DOCUMENT_NAMES: [&str; 3] = ["user-data", "meta-data", "network-config"];
-
 // ---- first-boot cloud-config ----
 
 #[derive(Debug, Serialize)]

@@ -135,9 +135,3 @@ pub fn load(path: &Path, strict: bool) -> Result<(Secrets, Vec<Diagnostic>), Inp
         warnings,
     ))
 }
-
-/// Sets a file to owner-only access; used by `init` when it writes examples.
-pub fn restrict(path: &Path) -> Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 600 {}", path.display()))
-}
