@@ -207,6 +207,8 @@ pub struct InstallerOptions {
     pub iso: Option<PathBuf>,
     pub cache_dir: PathBuf,
     pub progress: bool,
+    /// Any network use is an error (the ISO must be in the cache).
+    pub offline: bool,
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
@@ -249,14 +251,19 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
             .with_context(|| format!("no profile for release {}", loaded.cluster.release))?;
         let iso = match &opts.iso {
             Some(p) => p.clone(),
-            None => crate::iso::ensure_iso(
-                &release.iso.url,
-                &release.iso.sha256sums_url,
-                &release.iso.file,
-                &opts.cache_dir,
-                opts.progress,
-            )
-            .context("getting the installer ISO (or pass --iso PATH)")?,
+            None => {
+                let spec = crate::iso::IsoSpec::for_release(release, src.profiles.as_deref())?;
+                crate::iso::ensure_iso(
+                    &spec,
+                    &opts.cache_dir,
+                    &crate::iso::FetchOptions {
+                        offline: opts.offline,
+                        progress: opts.progress,
+                    },
+                )
+                .context("getting the installer ISO (or pass --iso PATH)")?
+                .path
+            }
         };
         let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
         let bar = progress_bar(opts.progress, machines.len() as u64, "installer images");

@@ -108,6 +108,7 @@ pub struct BuildArgs {
     pub iso: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub check: bool,
+    pub offline: bool,
 }
 
 pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
@@ -471,5 +472,137 @@ fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<Inst
             .clone()
             .unwrap_or_else(crate::iso::default_cache_dir),
         progress: true,
+        offline: args.offline,
     }))
+}
+
+/// The release profiles to act on: `--release` names, or every release.
+fn iso_specs(src: &Sources, releases: &[String]) -> Result<Vec<crate::iso::IsoSpec>> {
+    let profiles = crate::profile::Profiles::load(src.profiles.as_deref())?;
+    let mut bad = Vec::new();
+    let mut picked = Vec::new();
+    if releases.is_empty() {
+        picked.extend(profiles.releases.values());
+    }
+    for r in releases {
+        match profiles.releases.get(r) {
+            Some(p) => picked.push(p),
+            None => bad.push(Diagnostic::error(
+                Path::new("--release"),
+                Default::default(),
+                "",
+                format!(
+                    "unknown release {r:?}; expected one of {}",
+                    profiles
+                        .releases
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(InputErrors(bad).into());
+    }
+    let mut specs = Vec::new();
+    for p in picked {
+        if !p.origin.to_string_lossy().starts_with("embedded:") {
+            eprintln!(
+                "note: release {} comes from {}: its pinned digest or signing key is trusted as written there",
+                p.release,
+                p.origin.display()
+            );
+        }
+        specs.push(crate::iso::IsoSpec::for_release(
+            p,
+            src.profiles.as_deref(),
+        )?);
+    }
+    Ok(specs)
+}
+
+/// `iso fetch`: fills the cache with each release's verified ISO.
+pub fn iso_fetch(
+    src: &Sources,
+    releases: &[String],
+    cache_dir: Option<&Path>,
+    offline: bool,
+    json: bool,
+) -> Result<()> {
+    let cache = cache_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::iso::default_cache_dir);
+    let specs = iso_specs(src, releases)?;
+    let mut done = Vec::new();
+    for spec in &specs {
+        let got = crate::iso::ensure_iso(
+            spec,
+            &cache,
+            &crate::iso::FetchOptions {
+                offline,
+                progress: !json,
+            },
+        )
+        .with_context(|| format!("fetching the ISO of release {}", spec.release))?;
+        if !json {
+            println!(
+                "{} {}: {} ({} bytes, sha256 {}, {})",
+                if got.downloaded { "fetched" } else { "cached" },
+                spec.release,
+                got.path.display(),
+                got.size,
+                got.sha256,
+                got.verified_by
+            );
+        }
+        done.push(json!({
+            "release": spec.release,
+            "path": got.path.display().to_string(),
+            "size": got.size,
+            "sha256": got.sha256,
+            "verified_by": got.verified_by,
+            "downloaded": got.downloaded,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "cache": cache.display().to_string(), "isos": done})
+        );
+    }
+    Ok(())
+}
+
+/// `iso list`: what the cache holds and whether an offline build can use it.
+pub fn iso_list(src: &Sources, cache_dir: Option<&Path>, json: bool) -> Result<()> {
+    let cache = cache_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::iso::default_cache_dir);
+    let specs = iso_specs(src, &[])?;
+    let entries = crate::iso::list_cache(&cache, &specs)?;
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "cache": cache.display().to_string(), "files": entries})
+        );
+        return Ok(());
+    }
+    println!("{}:", cache.display());
+    if entries.is_empty() {
+        println!("  (empty: `microseed iso fetch` fills it)");
+    }
+    for e in &entries {
+        let rel = if e.releases.is_empty() {
+            "-".to_string()
+        } else {
+            e.releases.join(",")
+        };
+        println!(
+            "  {:<10} {:>14} bytes  release {rel:<6} {}\n             {}",
+            e.status, e.size, e.file, e.detail
+        );
+    }
+    Ok(())
 }
