@@ -252,6 +252,14 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         let iso = match &opts.iso {
             Some(p) => p.clone(),
             None => {
+                if !release.origin.to_string_lossy().starts_with("embedded:") {
+                    eprintln!(
+                        "note: release {} comes from {}: its pinned digest or signing key is \
+                         trusted as written there",
+                        release.release,
+                        release.origin.display()
+                    );
+                }
                 let spec = crate::iso::IsoSpec::for_release(release, src.profiles.as_deref())?;
                 crate::iso::ensure_iso(
                     &spec,
