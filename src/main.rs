@@ -99,7 +99,8 @@ enum Command {
         #[arg(long, value_name = "http://HOST:PORT")]
         pxe_url: Option<String>,
         /// Ubuntu installer ISO for --format installer (default: the
-        /// release's ISO, downloaded once, checked against its SHA256SUMS, cached).
+        /// release's ISO from the cache, downloaded once when missing and
+        /// checked against its pinned digest or its signed SHA256SUMS).
         #[arg(long, value_name = "PATH")]
         iso: Option<PathBuf>,
         /// Where downloaded ISOs are cached.
