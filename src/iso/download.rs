@@ -79,7 +79,7 @@ impl IsoSpec {
                 );
                 Trust::Pinned {
                     sha256: d,
-                    origin: format!("{origin} (checked {})", pin.checked_on),
+                    origin: format!("{origin}, checked {}", pin.checked_on),
                 }
             }
             None => {
