@@ -219,7 +219,7 @@ pub fn check_graffiti(s: &str) -> Result<(), String> {
     if s.starts_with(' ') || s.ends_with(' ') {
         return Err("starts or ends with a space".into());
     }
-    let ok = |c: char| c.is_ascii_alphanumeric() || " -_.,!?+=@()/*~^'%&<>".contains(c);
+    let ok = |c: char| c.is_ascii_alphanumeric() || " -_.,!?+=@()/*~^'%&".contains(c);
     match s.chars().find(|&c| !ok(c)) {
         Some(c) => Err(format!("contains {c:?}")),
         None => Ok(()),
@@ -254,6 +254,10 @@ pub fn check_wallet_password(s: &str) -> Result<(), String> {
         return Err(
             "contains \": \", \" #\" or ends with \":\", which YAML reads as syntax".into(),
         );
+    }
+    // Helm deletes this text from everything a template renders.
+    if s.contains("<no value>") {
+        return Err("contains \"<no value>\", which Helm removes from rendered output".into());
     }
     if !s.chars().any(|c| c.is_ascii_alphabetic()) || looks_numeric(s) || looks_dated(s) {
         return Err("YAML would read it as a number or a date; add a letter".into());
@@ -299,6 +303,7 @@ mod tests {
             "tab\there",
             "ends-in-colon:",
             " leading space",
+            "x<no value>y",
         ] {
             assert!(check_wallet_password(bad).is_err(), "{bad:?} accepted");
         }
@@ -325,7 +330,15 @@ mod tests {
     #[test]
     fn graffiti_keeps_to_what_the_chart_prints_unchanged() {
         assert!(check_graffiti("eth2 x k8s").is_ok());
-        for bad in ["", "a#b", "a: b", "a\"b", "a\\b", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "a#b",
+            "a: b",
+            "a\"b",
+            "a\\b",
+            "<no value>",
+            &"x".repeat(33),
+        ] {
             assert!(check_graffiti(bad).is_err(), "{bad:?} accepted");
         }
     }

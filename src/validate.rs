@@ -275,7 +275,7 @@ pub fn validate(
     if let Some(g) = &st.graffiti
         && let Err(why) = staking::check_graffiti(&g.value)
     {
-        c.err(g, "staking.graffiti", format!("got {:?} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&<>", g.value));
+        c.err(g, "staking.graffiti", format!("got {:?} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&", g.value));
     }
     if let Some(f) = &st.genesis_state_file {
         c.want(
