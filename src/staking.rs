@@ -236,19 +236,22 @@ pub fn check_wallet_password(s: &str) -> Result<(), String> {
             "must be {MIN_WALLET_PASSWORD} to {MAX_WALLET_PASSWORD} characters (Prysm's minimum is {MIN_WALLET_PASSWORD})"
         ));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
-        return Err(format!(
-            "contains {c:?}; expected printable ASCII (letters, digits, punctuation, inner spaces)"
-        ));
+    // Messages here never quote the password, not even one character.
+    if !s.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return Err(
+            "has a character outside printable ASCII (letters, digits, punctuation, inner spaces)"
+                .into(),
+        );
     }
     if s.starts_with(' ') || s.ends_with(' ') {
         return Err("starts or ends with a space".into());
     }
     let first = s.chars().next().unwrap_or(' ');
     if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
-        return Err(format!(
-            "starts with {first:?}, which YAML reads as syntax; start with a letter or digit"
-        ));
+        return Err(
+            "starts with one of - ? : , [ ] { } # & * ! | > ' \" % @ ` which YAML reads as syntax; start with a letter or digit"
+                .into(),
+        );
     }
     if s.contains(": ") || s.contains(" #") || s.ends_with(':') {
         return Err(

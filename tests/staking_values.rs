@@ -422,6 +422,7 @@ fn passwords_yaml_would_misread_are_refused_with_their_position_and_never_echoed
         ("2024-01-01x", "date"),
         ("has: a colon", "syntax"),
         ("&anchor-like", "starts with"),
+        ("tab\there-x", "printable ASCII"),
         ("short", "8 to 256"),
     ] {
         let s = scratch(&cluster(COMPLETE, 2), &["GoodPassword1", bad]);
