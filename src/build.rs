@@ -63,7 +63,11 @@ pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loade
     let mut warnings = Vec::new();
     let mut created = false;
     let secrets = if secrets_path.exists() {
-        let (s, w) = secrets::load(&secrets_path, src.strict)?;
+        let wallets = cluster
+            .staking
+            .enabled
+            .then_some(cluster.nfs.validator_clients);
+        let (s, w) = secrets::load(&secrets_path, src.strict, wallets)?;
         warnings.extend(w);
         Some(s)
     } else {

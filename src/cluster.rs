@@ -232,6 +232,20 @@ pub struct Staking {
     /// reference helm understands). The chart is installed only when set.
     #[serde(default)]
     pub chart: Option<Spanned<String>>,
+    /// `mainnet` or a testnet name (the chart's `ethereumTestnet`). Never
+    /// defaulted: validating on the wrong network loses real money or
+    /// wastes a sync.
+    #[serde(default)]
+    pub network: Option<Spanned<String>>,
+    /// Execution-layer (eth1) endpoints for the beacon node, first is primary.
+    #[serde(default)]
+    pub eth1_endpoints: Vec<Spanned<String>>,
+    /// Text the validators write into proposed blocks.
+    #[serde(default)]
+    pub graffiti: Option<Spanned<String>>,
+    /// Genesis state file on the NFS share, for testnets (optional).
+    #[serde(default)]
+    pub genesis_state_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +307,10 @@ const KNOWN_KEYS: &[&str] = &[
     "staking",
     "enabled",
     "chart",
+    "eth1_endpoints",
+    "graffiti",
+    "genesis_state_file",
+    "wallet_passwords",
     "machines",
     "role",
     "ip",

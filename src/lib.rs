@@ -20,5 +20,6 @@ pub mod pxe;
 pub mod render;
 pub mod secrets;
 pub mod serve;
+pub mod staking;
 pub mod validate;
 pub mod verify;

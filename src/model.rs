@@ -114,7 +114,19 @@ pub struct Nfs {
 pub struct Staking {
     pub enabled: bool,
     pub chart: Option<String>,
+    /// `mainnet`, a testnet name, or `None` when the cluster file does not say.
+    pub network: Option<String>,
+    pub eth1_endpoints: Vec<String>,
+    pub graffiti: String,
+    pub genesis_state_file: Option<String>,
 }
+
+/// The chart's own graffiti default (eth2xk8s `prysm/helm/values.yaml`).
+pub const DEFAULT_GRAFFITI: &str = "eth2 x k8s";
+
+/// Networks the `network` key accepts: the chart passes a testnet's name to
+/// Prysm as `--NAME`; mainnet is the absence of that flag.
+pub const NETWORKS: &[&str] = &["mainnet", "prater", "goerli", "sepolia", "holesky", "hoodi"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {

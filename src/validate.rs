@@ -13,8 +13,9 @@ use serde_saphyr::Spanned;
 
 use crate::cluster::{ClusterFile, DiskChoice};
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
-use crate::model::{self, Cidr, Cluster};
+use crate::model::{self, Cidr, Cluster, NETWORKS};
 use crate::profile::{Count, Profiles};
+use crate::staking;
 
 struct Checker<'a> {
     file: &'a Path,
@@ -250,6 +251,40 @@ pub fn validate(
             "a chart path or reference on one line",
         );
     }
+    let st = &raw.staking;
+    if let Some(net) = &st.network {
+        c.want(
+            net,
+            "staking.network",
+            NETWORKS.contains(&net.value.as_str()),
+            &format!("one of {}", NETWORKS.join(", ")),
+        );
+    }
+    for (i, e) in st.eth1_endpoints.iter().enumerate() {
+        if let Err(why) = staking::check_endpoint(&e.value) {
+            c.err(
+                e,
+                format!("staking.eth1_endpoints[{i}]"),
+                format!(
+                    "got {:?} ({why}); expected a URL such as \"http://172.20.10.20:8545\"",
+                    e.value
+                ),
+            );
+        }
+    }
+    if let Some(g) = &st.graffiti
+        && let Err(why) = staking::check_graffiti(&g.value)
+    {
+        c.err(g, "staking.graffiti", format!("got {:?} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&", g.value));
+    }
+    if let Some(f) = &st.genesis_state_file {
+        c.want(
+            f,
+            "staking.genesis_state_file",
+            is_export_path(&f.value),
+            "an absolute path on the NFS share (letters, digits, '.', '_', '-', '/')",
+        );
+    }
 
     // Machines.
     let mut machines = Vec::new();
@@ -449,6 +484,14 @@ pub fn validate(
         staking: model::Staking {
             enabled: raw.staking.enabled,
             chart: raw.staking.chart.as_ref().map(|s| s.value.clone()),
+            network: st.network.as_ref().map(|s| s.value.clone()),
+            eth1_endpoints: st.eth1_endpoints.iter().map(|s| s.value.clone()).collect(),
+            graffiti: st
+                .graffiti
+                .as_ref()
+                .map(|s| s.value.clone())
+                .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string()),
+            genesis_state_file: st.genesis_state_file.as_ref().map(|s| s.value.clone()),
         },
         machines,
     })
