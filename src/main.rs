@@ -104,6 +104,10 @@ enum Command {
         /// difference. Needs the existing secrets file.
         #[arg(long)]
         check: bool,
+        /// Replace OUT even if microseed did not write it (or it holds
+        /// files its manifest does not list): their contents are deleted.
+        #[arg(long)]
+        force: bool,
     },
     /// Serve DIR (usually OUT/pxe) read-only over HTTP for netbooting.
     #[command(
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
             iso,
             cache_dir,
             check,
+            force,
         } => commands::build(
             &src,
             &commands::BuildArgs {
@@ -172,6 +177,7 @@ fn main() -> ExitCode {
                 iso,
                 cache_dir,
                 check,
+                force,
             },
             json,
         ),

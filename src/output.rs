@@ -17,6 +17,9 @@ pub const MANIFEST: &str = "SHA256SUMS";
 /// An output tree being built.
 pub struct Staging {
     dir: tempfile::TempDir,
+    /// Declared after `dir`: the tree is removed before it leaves the list
+    /// of paths a signal removes.
+    _guard: crate::cleanup::Guard,
     target: PathBuf,
     sums: BTreeMap<String, String>,
     bytes: u64,
@@ -46,29 +49,38 @@ impl Staging {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let dir = tempfile::Builder::new()
-            .prefix(&format!(".{name}.tmp-"))
+            .prefix(&crate::outdir::staging_prefix(&name))
             .tempdir_in(&parent)
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+        let guard = crate::cleanup::register(dir.path());
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
         Ok(Staging {
             dir,
+            _guard: guard,
             target: target.to_path_buf(),
             sums: BTreeMap::new(),
             bytes: 0,
         })
     }
 
-    /// Where files for `rel` go; parent directories are created (0700).
+    /// Where files for `rel` go; parent directories are created (0700) one
+    /// level at a time below the staging root, never the root itself: once
+    /// a signal has taken the tree away, nothing recreates it.
     pub fn path_for(&self, rel: &str) -> Result<PathBuf> {
-        let p = self.dir.path().join(rel);
-        if let Some(parent) = p.parent() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+        let mut d = self.dir.path().to_path_buf();
+        if let Some(parent) = Path::new(rel).parent() {
+            for c in parent.components() {
+                d.push(c);
+                match DirBuilder::new().mode(0o700).create(&d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("creating {}", d.display()));
+                    }
+                }
+            }
         }
-        Ok(p)
+        Ok(self.dir.path().join(rel))
     }
 
     /// A new owner-only file (seeds carry the join token) in the tree.
@@ -171,6 +183,43 @@ impl Staging {
             bytes: self.bytes,
         })
     }
+}
+
+/// Creates `path` holding `bytes` (mode 0600) all at once or not at all:
+/// written to a temporary file beside it, flushed, then renamed into place
+/// without replacing an existing file. A full disk leaves no empty or
+/// partial file that later runs would trip over.
+pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let _guard = crate::cleanup::register(tmp.path());
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} already exists; not overwriting it", path.display())
+        } else {
+            anyhow::Error::new(e.error).context(format!("creating {}", path.display()))
+        }
+    })?;
+    // The new name must survive a power cut too.
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
 }
 
 fn manifest_text(sums: &BTreeMap<String, String>) -> String {
