@@ -236,8 +236,8 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         if keep {
             docs.push(d);
         }
-        crate::cleanup::pause_point("staged");
     }
+    crate::cleanup::pause_point("staged");
     drop(planner);
     if req.formats.contains(&Format::Installer) {
         let opts = req
