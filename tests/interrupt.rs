@@ -305,3 +305,42 @@ echo ok
     );
     assert!(o.status.success(), "{:?}", text(&o));
 }
+
+#[test]
+fn a_signal_while_the_build_is_writing_leaves_nothing() {
+    // No hook: a 400-machine build is interrupted while it writes seeds,
+    // so the removal races the writer (which must not recreate the tree).
+    let mut cluster = common::EXAMPLE.to_string();
+    for i in 0..400 {
+        cluster.push_str(&format!(
+            "  - name: w{i}\n    role: worker\n    ip: 172.20.{}.{}\n",
+            11 + i / 250,
+            1 + i % 250
+        ));
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let sc = Scratch::new(&cluster);
+        let r = Running::start(build_cmd(&sc, &["--format", "dir,seed-img"]), false);
+        let started = std::time::Instant::now();
+        loop {
+            let left = leftovers(&sc);
+            if let Some(t) = left.first()
+                && sc.dir.path().join(t).join("master/user-data").exists()
+            {
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 60, "no staging tree appeared");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        r.signal(sig);
+        let (st, err) = r.finish();
+        assert_eq!(
+            st.signal(),
+            Some(sig),
+            "the build was not interrupted (finished first?): {st:?} {err}"
+        );
+        assert_eq!(leftovers(&sc), Vec::<String>::new(), "{err}");
+        assert!(!sc.out().exists());
+        token_only_in_secrets_and_out(&sc);
+    }
+}
