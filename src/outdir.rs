@@ -405,3 +405,24 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mount(r"/srv/my\040data"), "/srv/my data");
+        assert_eq!(unescape_mount(r"/a\134b\011c"), "/a\\b\tc");
+        assert_eq!(unescape_mount(r"/trailing\04"), r"/trailing\04");
+    }
+
+    #[test]
+    fn resolve_appends_the_missing_part_lexically() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink(&real, real.join("l")).unwrap();
+        assert_eq!(resolve(&real.join("l/a/b/../c")).unwrap(), real.join("a/c"));
+        assert_eq!(resolve(&real.join("l")).unwrap(), real);
+    }
+}

@@ -276,7 +276,7 @@ d="$1"; bin="$2"; cluster="$3"
 fail() { echo "FAIL: $*"; exit 1; }
 "$bin" build "$cluster" -o "$d/out" --format dir >/dev/null || fail "first build"
 # A filesystem mounted in the output, at any depth, even with --force.
-for at in data master/data pxe/boot; do
+for at in data "master/my data" pxe/boot; do
   mkdir -p "$d/out/$at"
   mount -t tmpfs -o size=1m tmpfs "$d/out/$at" || fail "mount"
   echo keep > "$d/out/$at/file"
