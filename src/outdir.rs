@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 
 use crate::diag::{Diagnostic, InputErrors};
 use crate::output::MANIFEST;
-use crate::pxe::PROVIDED_DIRS;
 
 /// Something the build reads, which OUT must neither be, hold nor sit in.
 #[derive(Debug, Clone)]
@@ -188,9 +187,7 @@ pub fn check_contents(out: &Path, abs: &Path, force: bool) -> Result<()> {
     let foreign: Vec<&String> = files
         .iter()
         .filter(|f| {
-            f.as_str() != MANIFEST
-                && !listed.contains_key(*f)
-                && !PROVIDED_DIRS.iter().any(|d| f.starts_with(d))
+            f.as_str() != MANIFEST && !listed.contains_key(*f) && !crate::pxe::is_provided(f)
         })
         .collect();
     if !foreign.is_empty() {
@@ -366,6 +363,16 @@ pub fn check_tree(abs: &Path) -> Result<tempfile::TempDir> {
 
 fn sweep(parent: &Path, name: &str) -> Result<()> {
     let prefixes = [staging_prefix(name), check_prefix(name)];
+    // What tempfile names (the prefix, six letters or digits) and what a
+    // signal renames it to; never a user's `.out.tmp-notes`.
+    let ours = |fname: &str| {
+        prefixes.iter().any(|p| {
+            fname.strip_prefix(p.as_str()).is_some_and(|rest| {
+                let rest = rest.strip_suffix("-dying").unwrap_or(rest);
+                rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+        })
+    };
     let entries = match fs::read_dir(parent) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -375,7 +382,7 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
     for e in entries {
         let e = e.with_context(|| format!("listing {}", parent.display()))?;
         let fname = e.file_name().to_string_lossy().into_owned();
-        if !prefixes.iter().any(|p| fname.starts_with(p.as_str())) {
+        if !ours(&fname) {
             continue;
         }
         let p = e.path();

@@ -133,15 +133,28 @@ impl Staging {
 
     /// Brings `rel` (a directory the user filled, such as the PXE boot files)
     /// from the current output into the new one, as hard links: the old tree
-    /// stays intact until the swap, and nothing is copied.
+    /// stays intact until the swap, and nothing is copied. Whatever sits at
+    /// `rel` is kept as it is: a directory, a symbolic link (to a directory
+    /// elsewhere, say) or a file.
     pub fn carry_over(&self, rel: &str) -> Result<()> {
+        let rel = rel.trim_end_matches('/');
         let from = self.target.join(rel);
-        if !from.is_dir() {
-            return Ok(());
-        }
-        let to = self.path_for(rel.trim_end_matches('/'))?;
-        link_tree(&from, &to)
-            .with_context(|| format!("keeping {} across the rebuild", from.display()))
+        let meta = match fs::symlink_metadata(&from) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", from.display())),
+        };
+        let to = self.path_for(rel)?;
+        let kept = if meta.is_dir() {
+            link_tree(&from, &to)
+        } else if meta.file_type().is_symlink() {
+            fs::read_link(&from)
+                .and_then(|t| std::os::unix::fs::symlink(t, &to))
+                .map_err(Into::into)
+        } else {
+            fs::hard_link(&from, &to).map_err(Into::into)
+        };
+        kept.with_context(|| format!("keeping {} across the rebuild", from.display()))
     }
 
     /// Records a file another writer placed at `path_for(rel)` and hashed.
@@ -254,8 +267,10 @@ pub fn hash_file(p: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), len))
 }
 
+/// Hard-links the tree `from` to `to`, whose parent exists. Not
+/// recursive `mkdir -p`: it must not recreate a staging root a signal took.
 fn link_tree(from: &Path, to: &Path) -> Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(to)?;
+    DirBuilder::new().mode(0o700).create(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let (src, dst) = (entry.path(), to.join(entry.file_name()));

@@ -15,6 +15,8 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 
 use common::{Scratch, bin, run, text};
 
+/// A user's file that merely looks like a staging tree's name.
+const USERS: &str = ".out.tmp-my-notes.txt";
 const TOKEN: &str = "TestTokenForGoldenFiles0123456789abcdefABCDEF";
 
 struct Running {
@@ -85,6 +87,7 @@ fn leftovers(sc: &Scratch) -> Vec<String> {
         .expect("readdir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".out.tmp-") || n.starts_with(".out.check-"))
+        .filter(|n| n != USERS)
         .collect();
     v.sort();
     v
@@ -188,6 +191,7 @@ fn trees_left_by_sigkill_are_removed_by_the_next_run() {
     let sc = Scratch::example();
     let o = sc.build(&[]);
     assert!(o.status.success(), "{}", text(&o).1);
+    std::fs::write(sc.dir.path().join(USERS), "mine").expect("write");
     for (killed, next) in [
         (vec![], vec![]),
         (vec!["--check"], vec!["--check"]),
@@ -210,6 +214,7 @@ fn trees_left_by_sigkill_are_removed_by_the_next_run() {
         assert_eq!(leftovers(&sc), Vec::<String>::new(), "{err}");
         token_only_in_secrets_and_out(&sc);
         sha256sum_ok(&sc.out());
+        assert!(sc.dir.path().join(USERS).exists(), "swept a user's file");
     }
 }
 

@@ -308,6 +308,10 @@ fn pxe_files_the_user_copied_in_survive_a_rebuild_without_pxe() {
     let o = sc.build(&["--format", "dir,pxe", "--pxe-url", PXE_URL]);
     assert!(o.status.success(), "{}", text(&o).1);
     let pxe = sc.out().join("pxe");
+    // pxe/tftp is a symbolic link to loaders kept elsewhere.
+    let loaders = sc.dir.path().join("loaders");
+    std::fs::create_dir_all(&loaders).expect("mkdir");
+    std::os::unix::fs::symlink(&loaders, pxe.join("tftp")).expect("symlink");
     let mine = [
         ("boot/vmlinuz", "kernel"),
         ("boot/initrd", "initrd"),
@@ -333,6 +337,11 @@ fn pxe_files_the_user_copied_in_survive_a_rebuild_without_pxe() {
                 "pxe/{rel} lost by a --format {formats} rebuild"
             );
         }
+        assert_eq!(
+            std::fs::read_link(pxe.join("tftp")).ok(),
+            Some(loaders.clone()),
+            "the pxe/tftp link was not kept"
+        );
         // The rest of the tree is exactly what the manifest lists.
         let o = bin().arg("verify").arg(sc.out()).output().expect("verify");
         assert!(o.status.success(), "{formats}: {:?}", text(&o));
