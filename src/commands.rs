@@ -228,7 +228,6 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     };
     if check {
         let tmp = outdir::check_tree(&abs_out)?;
-        let _guard = crate::cleanup::register(tmp.path());
         let fresh = tmp.path().join("out");
         build::build(&loaded, src, &request(&fresh))?;
         let entries = verify::compare(&fresh, out)?;

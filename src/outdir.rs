@@ -351,14 +351,28 @@ pub fn check_prefix(name: &str) -> String {
     format!(".{name}.check-")
 }
 
-/// The directory `--check` builds into: beside OUT (the same filesystem,
-/// swept like a staging tree if the run is killed).
-pub fn check_tree(abs: &Path) -> Result<tempfile::TempDir> {
+/// The directory `--check` builds into: beside OUT (the same filesystem),
+/// removed on a signal, and swept like a staging tree if the run is killed.
+pub struct CheckTree {
+    dir: tempfile::TempDir,
+    /// After `dir`: removed before it leaves the signal's list.
+    _guard: crate::cleanup::Guard,
+}
+
+impl CheckTree {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+pub fn check_tree(abs: &Path) -> Result<CheckTree> {
     let (parent, name) = parent_and_name(abs)?;
-    tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix(&check_prefix(&name))
         .tempdir_in(&parent)
-        .with_context(|| format!("creating a temporary directory in {}", parent.display()))
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let guard = crate::cleanup::register(dir.path());
+    Ok(CheckTree { dir, _guard: guard })
 }
 
 fn sweep(parent: &Path, name: &str) -> Result<()> {

@@ -217,10 +217,14 @@ pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .with_context(|| format!("creating {}", path.display()))?;
-    let _guard = crate::cleanup::register(tmp.path());
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
+    let guard = crate::cleanup::register(tmp.path());
+    if let Err(e) = tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()) {
+        // Removed before it leaves the signal's list.
+        drop(tmp);
+        drop(guard);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    // A failed rename drops (removes) the temporary file inside map_err.
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow::anyhow!("{} already exists; not overwriting it", path.display())
@@ -228,6 +232,7 @@ pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             anyhow::Error::new(e.error).context(format!("creating {}", path.display()))
         }
     })?;
+    drop(guard);
     // The new name must survive a power cut too.
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
