@@ -375,18 +375,19 @@ pub fn check_tree(abs: &Path) -> Result<CheckTree> {
     Ok(CheckTree { dir, _guard: guard })
 }
 
+/// Whether `fname` is a name tempfile makes with `prefix` (six letters or
+/// digits follow) or what a signal renames it to; never a user's
+/// `.out.tmp-notes`.
+pub fn is_temp_name(fname: &str, prefix: &str) -> bool {
+    fname.strip_prefix(prefix).is_some_and(|rest| {
+        let rest = rest.strip_suffix("-dying").unwrap_or(rest);
+        rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 fn sweep(parent: &Path, name: &str) -> Result<()> {
     let prefixes = [staging_prefix(name), check_prefix(name)];
-    // What tempfile names (the prefix, six letters or digits) and what a
-    // signal renames it to; never a user's `.out.tmp-notes`.
-    let ours = |fname: &str| {
-        prefixes.iter().any(|p| {
-            fname.strip_prefix(p.as_str()).is_some_and(|rest| {
-                let rest = rest.strip_suffix("-dying").unwrap_or(rest);
-                rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-            })
-        })
-    };
+    let ours = |fname: &str| prefixes.iter().any(|p| is_temp_name(fname, p));
     let entries = match fs::read_dir(parent) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -212,13 +212,22 @@ pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("{} has no file name", path.display()))?
         .to_string_lossy()
         .into_owned();
+    let prefix = format!(".{name}.tmp-");
+    sweep_dead_temp_files(dir, &prefix)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
+        .prefix(&prefix)
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .with_context(|| format!("creating {}", path.display()))?;
     let guard = crate::cleanup::register(tmp.path());
-    if let Err(e) = tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()) {
+    // Held until the file has its name: a later run removes only temporary
+    // files nobody holds (their writer died).
+    let _ = rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive);
+    let written = tmp
+        .write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map(|_| crate::cleanup::pause_point("secret-written"));
+    if let Err(e) = written {
         // Removed before it leaves the signal's list.
         drop(tmp);
         drop(guard);
@@ -237,6 +246,37 @@ pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+/// Removes the temporary files (`prefix` + tempfile's six characters) of
+/// runs killed while creating a file: they may hold a join token. One that
+/// a live run holds (flock) is left alone.
+fn sweep_dead_temp_files(dir: &Path, prefix: &str) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(_) => return Ok(()),
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name().to_string_lossy().into_owned();
+        if !crate::outdir::is_temp_name(&fname, prefix) || !e.file_type()?.is_file() {
+            continue;
+        }
+        let p = e.path();
+        let Ok(f) = fs::File::open(&p) else { continue };
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            // Gone meanwhile: its writer renamed it into place and let go.
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.with_context(|| {
+                        format!("removing {}, left by an interrupted run", p.display())
+                    })?;
+                    eprintln!("removed {}, left by an interrupted run", p.display());
+                }
+            }
+        }
+    }
     Ok(())
 }
 

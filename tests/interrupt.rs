@@ -349,3 +349,75 @@ fn a_signal_while_the_build_is_writing_leaves_nothing() {
         token_only_in_secrets_and_out(&sc);
     }
 }
+
+/// Temporary secrets files beside the cluster file.
+fn secret_temps(sc: &Scratch) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(sc.dir.path())
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".secrets.yaml.tmp-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_run_stopped_while_creating_secrets_leaves_no_copy_of_the_token() {
+    let sc = Scratch::example();
+    let secrets = sc.dir.path().join("secrets.yaml");
+    std::fs::remove_file(&secrets).expect("rm");
+    let paused = |out: &str| {
+        let mut c = bin();
+        c.arg("build")
+            .arg(sc.cluster())
+            .arg("-o")
+            .arg(sc.dir.path().join(out));
+        c.env("MICROSEED_TEST_PAUSE", "secret-written");
+        let mut r = Running::start(c, false);
+        r.wait_for("paused at secret-written");
+        r
+    };
+    // A signal removes the temporary file.
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let r = paused("out");
+        let t = secret_temps(&sc);
+        assert_eq!(t.len(), 1, "{t:?}");
+        let body = std::fs::read_to_string(sc.dir.path().join(&t[0])).expect("read");
+        assert!(body.contains("join_token: "), "{body}");
+        r.signal(sig);
+        let (st, err) = r.finish();
+        assert_eq!(st.signal(), Some(sig), "{err}");
+        assert_eq!(secret_temps(&sc), Vec::<String>::new());
+        assert!(!secrets.exists());
+    }
+    // SIGKILL leaves it; the next run removes it; a run beside a live
+    // writer leaves that one's file alone.
+    let killed = paused("out");
+    killed.signal(libc::SIGKILL);
+    let _ = killed.finish();
+    let dead = secret_temps(&sc);
+    assert_eq!(dead.len(), 1);
+    let live = paused("out2");
+    let dead_path = sc.dir.path().join(&dead[0]);
+    assert!(
+        live.seen
+            .contains(&format!("removed {}", dead_path.display())),
+        "{}",
+        live.seen
+    );
+    let live_seen = secret_temps(&sc);
+    assert!(live_seen.len() == 1 && live_seen != dead, "{live_seen:?}");
+    let o = sc.build(&["--format", "dir"]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        secret_temps(&sc),
+        live_seen,
+        "the live writer's file was touched: {err}"
+    );
+    assert!(secrets.exists());
+    live.signal(libc::SIGTERM);
+    let _ = live.finish();
+    assert_eq!(secret_temps(&sc), Vec::<String>::new());
+    token_only_in_secrets_and_out(&sc);
+}
