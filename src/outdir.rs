@@ -54,10 +54,12 @@ pub fn check_path(out: &Path, inputs: &[Input], for_check: bool) -> Result<PathB
             "-o ends in `..`; name the output directory itself",
         ));
     }
-    if !for_check && let Ok(m) = fs::symlink_metadata(out) {
+    // Without a trailing `/` or `/.`, which would follow a symlink.
+    let plain: PathBuf = out.components().collect();
+    if !for_check && let Ok(m) = fs::symlink_metadata(&plain) {
         if m.file_type().is_symlink() {
-            let to = fs::read_link(out).unwrap_or_default();
-            let msg = if fs::metadata(out).is_ok() {
+            let to = fs::read_link(&plain).unwrap_or_default();
+            let msg = if fs::metadata(&plain).is_ok() {
                 format!(
                     "is a symbolic link to {}; a build replaces the output directory as a whole, \
                      which would replace the link, not its target: give the target itself as -o",

@@ -205,9 +205,11 @@ fn symlinks_root_and_current_directory_as_output_are_refused_before_the_build() 
     std::os::unix::fs::symlink(&real, dir.join("link")).expect("symlink");
     std::os::unix::fs::symlink(dir.join("gone"), dir.join("dangling")).expect("symlink");
     let before = snapshot(dir);
-    let o = build(&sc.cluster(), &dir.join("link"), &[]);
-    refused(&o, "is a symbolic link to", dir, &before);
-    assert!(text(&o).1.contains("give the target itself"));
+    for link in ["link", "link/", "link/."] {
+        let o = build(&sc.cluster(), &dir.join(link), &[]);
+        refused(&o, "is a symbolic link to", dir, &before);
+        assert!(text(&o).1.contains("give the target itself"));
+    }
     let o = build(&sc.cluster(), &dir.join("dangling"), &[]);
     refused(&o, "which does not exist", dir, &before);
     let started = std::time::Instant::now();
