@@ -381,7 +381,7 @@ pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
         None => replace_keys(INIT_TEMPLATE, "")?,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::output::create_new_atomic(&cluster_path, body.as_bytes())?;
+    crate::output::create_new_atomic(&cluster_path, body.as_bytes(), 0o644)?;
     // Both files or neither: a cluster file alone would make the next
     // `init` refuse, for a failure (a full disk) the user has since fixed.
     if let Err(e) = secrets::generate().and_then(|s| secrets::create(&secrets_path, &s)) {

@@ -198,11 +198,11 @@ impl Staging {
     }
 }
 
-/// Creates `path` holding `bytes` (mode 0600) all at once or not at all:
+/// Creates `path` holding `bytes` (with `mode`) all at once or not at all:
 /// written to a temporary file beside it, flushed, then renamed into place
 /// without replacing an existing file. A full disk leaves no empty or
 /// partial file that later runs would trip over.
-pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -216,7 +216,7 @@ pub fn create_new_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sweep_dead_temp_files(dir, &prefix)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&prefix)
-        .permissions(fs::Permissions::from_mode(0o600))
+        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .with_context(|| format!("creating {}", path.display()))?;
     let guard = crate::cleanup::register(tmp.path());

@@ -69,7 +69,7 @@ pub fn create(path: &Path, secrets: &Secrets) -> Result<()> {
             join_token: &secrets.join_token,
         })?
     );
-    crate::output::create_new_atomic(path, body.as_bytes())
+    crate::output::create_new_atomic(path, body.as_bytes(), 0o600)
 }
 
 /// Reads and checks a secrets file. Group- or world-readable files give a
