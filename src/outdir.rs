@@ -106,8 +106,11 @@ pub fn check_path(out: &Path, inputs: &[Input], for_check: bool) -> Result<PathB
         if mount_points()?.contains(&abs) {
             return Err(refuse(
                 out,
-                "is a mount point; a build swaps a new directory into OUT's place, which a \
-                 mount point cannot be: give a directory inside it, such as -o OUT/seeds",
+                format!(
+                    "is a mount point; a build swaps a new directory into its place, which a \
+                     mount point cannot be: give a directory inside it, such as -o {}",
+                    plain.join("seeds").display()
+                ),
             ));
         }
     }

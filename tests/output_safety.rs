@@ -294,7 +294,7 @@ done
 mkdir -p "$d/mnt"; mount -t tmpfs -o size=1m tmpfs "$d/mnt"
 "$bin" build "$cluster" -o "$d/mnt" --format dir 2>"$d/err"; rc=$?
 [ "$rc" = 2 ] || fail "mount point -o: rc $rc"
-grep -q "is a mount point; .*give a directory inside it" "$d/err" || fail "$(cat "$d/err")"
+grep -q "is a mount point; .*give a directory inside it, such as -o $d/mnt/seeds" "$d/err" || fail "$(cat "$d/err")"
 [ -z "$(ls -A "$d/mnt")" ] || fail "wrote into the mount point"
 # Inside it is fine.
 "$bin" build "$cluster" -o "$d/mnt/seeds" --format dir >/dev/null 2>"$d/err" || fail "inside: $(cat "$d/err")"
