@@ -117,9 +117,14 @@ pub fn check_path(out: &Path, inputs: &[Input], for_check: bool) -> Result<PathB
     // `--check` only reads OUT.
     for input in inputs.iter().filter(|_| !for_check) {
         let ip = resolve(&input.path)?;
+        // The PXE files the user copied in are carried into the new tree, so
+        // an input among them (the ISO in pxe/iso/, say) survives.
+        let carried = ip
+            .strip_prefix(&abs)
+            .is_ok_and(|rel| crate::pxe::is_provided(&rel.to_string_lossy()));
         let clash = if ip == abs {
             Some("is")
-        } else if ip.starts_with(&abs) {
+        } else if ip.starts_with(&abs) && !carried {
             Some("holds")
         } else if abs.starts_with(&ip) && !input.may_hold_out {
             Some("is inside")

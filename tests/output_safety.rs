@@ -6,6 +6,8 @@
 //! tmpfs mounts in a private mount namespace (`unshare --mount`).
 
 mod common;
+#[path = "iso_common/mod.rs"]
+mod iso_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -354,4 +356,35 @@ fn pxe_files_the_user_copied_in_survive_a_rebuild_without_pxe() {
             .expect("sha256sum");
         assert!(o.status.success(), "{formats}: {:?}", text(&o));
     }
+}
+
+#[test]
+fn an_iso_kept_in_pxe_iso_can_feed_the_installer_format() {
+    // docs/pxe.md has the user copy the ISO into out/pxe/iso/; building the
+    // sticks from that copy must neither be refused nor lose it.
+    let sc = Scratch::new(&pxe_cluster());
+    let o = sc.build(&["--format", "dir,pxe", "--pxe-url", PXE_URL]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let iso = sc.out().join("pxe/iso/ubuntu.iso");
+    std::fs::create_dir_all(iso.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(iso_common::fixture(iso_common::Fixture::Focal), &iso).expect("copy iso");
+    let bytes = std::fs::read(&iso).expect("read");
+    let o = sc.build(&[
+        "--format",
+        "dir,installer",
+        "--machine",
+        "worker-1",
+        "--iso",
+        s(&iso),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(sc.out().join("worker-1/installer.img").is_file());
+    assert_eq!(std::fs::read(&iso).expect("read"), bytes, "the ISO changed");
+    // Elsewhere in the output it is refused: a rebuild would delete it.
+    let stray = sc.out().join("ubuntu.iso");
+    std::fs::copy(&iso, &stray).expect("copy");
+    let o = sc.build(&["--format", "installer", "--iso", s(&stray)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    assert!(text(&o).1.contains("holds --iso"), "{}", text(&o).1);
+    assert!(stray.is_file());
 }
