@@ -243,6 +243,7 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
             docs.push(d);
         }
     }
+    crate::cleanup::pause_point("staged");
     drop(planner);
     if req.formats.contains(&Format::Installer) {
         let opts = req
@@ -290,11 +291,12 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         }
         bar.finish_and_clear();
     }
+    // The boot files, ISO and loaders the user copied in survive every
+    // rebuild, also one that does not ask for pxe this time.
+    for dir in crate::pxe::PROVIDED_DIRS {
+        staging.carry_over(dir)?;
+    }
     if req.formats.contains(&Format::Pxe) {
-        // The boot files, ISO and loaders the user copied in survive a rebuild.
-        for dir in crate::pxe::PROVIDED_DIRS {
-            staging.carry_over(dir)?;
-        }
         let opts = req.pxe.context("the pxe format needs --pxe-url")?;
         crate::pxe::write(
             &mut staging,

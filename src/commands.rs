@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::build::{self, BuildRequest, Format, InstallerOptions, MissingSecrets, Sources};
 use crate::diag::{Diagnostic, InputErrors};
+use crate::outdir::{self, Input};
 use crate::pxe::{PxeOptions, PxeUrl};
 use crate::render::Target;
 use crate::secrets;
@@ -109,6 +110,42 @@ pub struct BuildArgs {
     pub cache_dir: Option<PathBuf>,
     pub check: bool,
     pub offline: bool,
+    /// Replace an OUT microseed did not write.
+    pub force: bool,
+}
+
+/// What `build` reads, which OUT must stay clear of.
+fn build_inputs(
+    args: &BuildArgs,
+    src: &Sources,
+    installer: Option<&InstallerOptions>,
+) -> Vec<Input> {
+    let dir = match args.cluster.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut inputs = vec![
+        Input {
+            what: "the cluster file's directory".into(),
+            path: dir,
+            may_hold_out: true,
+        },
+        Input::new("the cluster file", &args.cluster),
+        Input::new("the secrets file", &secrets::path_for(&args.cluster)),
+    ];
+    if let Some(p) = &src.profiles {
+        inputs.push(Input::new("--profiles", p));
+    }
+    if let Some(p) = &src.templates {
+        inputs.push(Input::new("--templates", p));
+    }
+    if let Some(opts) = installer {
+        match &opts.iso {
+            Some(iso) => inputs.push(Input::new("--iso", iso)),
+            None => inputs.push(Input::new("the ISO download cache", &opts.cache_dir)),
+        }
+    }
+    inputs
 }
 
 pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
@@ -144,6 +181,13 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         (false, None) => None,
     };
     let installer = installer_options(args, &formats)?;
+    // Where the output goes, before anything is written (the secrets file
+    // included): a build replaces OUT as a whole.
+    let inputs = build_inputs(args, src, installer.as_ref());
+    let abs_out = outdir::check_path(out, &inputs, check)?;
+    if !check {
+        outdir::check_contents(out, &abs_out, args.force)?;
+    }
     if check {
         let sp = secrets::path_for(cluster);
         if !sp.exists() {
@@ -164,6 +208,11 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     };
     let loaded = build::load(cluster, src, missing)?;
     warn_all(&loaded.warnings);
+    let _lock = outdir::lock(&abs_out)?;
+    if !check {
+        // Again under the lock: another run may have changed OUT meanwhile.
+        outdir::check_contents(out, &abs_out, args.force)?;
+    }
     if loaded.created_secrets {
         eprintln!(
             "created {} (mode 0600) with a new join token: keep it, never commit it",
@@ -179,7 +228,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         installer: installer.as_ref(),
     };
     if check {
-        let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+        let tmp = outdir::check_tree(&abs_out)?;
         let fresh = tmp.path().join("out");
         build::build(&loaded, src, &request(&fresh))?;
         let entries = verify::compare(&fresh, out)?;
@@ -333,9 +382,13 @@ pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
         None => replace_keys(INIT_TEMPLATE, "")?,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(&cluster_path, body)
-        .with_context(|| format!("writing {}", cluster_path.display()))?;
-    secrets::create(&secrets_path, &secrets::generate()?)?;
+    crate::output::create_new_atomic(&cluster_path, body.as_bytes(), 0o644)?;
+    // Both files or neither: a cluster file alone would make the next
+    // `init` refuse, for a failure (a full disk) the user has since fixed.
+    if let Err(e) = secrets::generate().and_then(|s| secrets::create(&secrets_path, &s)) {
+        let _ = std::fs::remove_file(&cluster_path);
+        return Err(e);
+    }
     if json {
         println!(
             "{}",

@@ -7,12 +7,14 @@
 //! [`build`] strings the stages together; [`commands`] is the CLI's side.
 pub mod assets;
 pub mod build;
+pub mod cleanup;
 pub mod cluster;
 pub mod commands;
 pub mod diag;
 pub mod image;
 pub mod iso;
 pub mod model;
+pub mod outdir;
 pub mod output;
 pub mod plan;
 pub mod profile;

@@ -111,6 +111,10 @@ enum Command {
         /// difference. Needs the existing secrets file.
         #[arg(long)]
         check: bool,
+        /// Replace OUT even if microseed did not write it (or it holds
+        /// files its manifest does not list): their contents are deleted.
+        #[arg(long)]
+        force: bool,
     },
     /// Serve DIR (usually OUT/pxe) read-only over HTTP for netbooting.
     #[command(
@@ -194,6 +198,7 @@ fn main() -> ExitCode {
             iso,
             cache_dir,
             check,
+            force,
         } => commands::build(
             &src,
             &commands::BuildArgs {
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
                 cache_dir,
                 check,
                 offline,
+                force,
             },
             json,
         ),

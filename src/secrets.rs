@@ -5,11 +5,10 @@
 //! install the staking chart (microseed never generates those: the wallets
 //! are the user's, made with Prysm).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -71,7 +70,8 @@ pub fn generate() -> Result<Secrets> {
     })
 }
 
-/// Writes a new secrets file with mode 0600; refuses to overwrite one.
+/// Writes a new secrets file with mode 0600, atomically; refuses to
+/// overwrite one.
 pub fn create(path: &Path, secrets: &Secrets) -> Result<()> {
     let body = format!(
         "# microseed secrets: keep this file, never commit it.\n# A rebuilt machine rejoins the cluster only with the same join_token.\n{}",
@@ -80,15 +80,7 @@ pub fn create(path: &Path, secrets: &Secrets) -> Result<()> {
             join_token: &secrets.join_token,
         })?
     );
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(body.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    crate::output::create_new_atomic(path, body.as_bytes(), 0o600)
 }
 
 /// Reads and checks a secrets file. Group- or world-readable files give a
