@@ -1,8 +1,8 @@
 # microseed late-command: gives the role the whole disk. Subiquity's `lvm`
-# layout makes the root volume 4 GiB (20.04.x) or half the volume group
-# (later revisions); this grows it, or adds the NFS data volume.
-#   $1 `root` (root takes every free extent) or `data` (root grows to $3 GiB,
-#      a volume `data` takes the rest and is mounted at $2)
+# layout makes the root volume 4 GiB (20.04.x) or 10 to 100 GiB (later
+# revisions); this grows it, or adds the NFS data volume.
+#   $1 `root` (root takes every free extent) or `data` (root grows to $3 GiB
+#      if smaller, a volume `data` takes the rest and is mounted at $2)
 #   $2 the data volume's mount point   $3 root size in GiB with a data volume
 set -eu
 t=${TARGET_MOUNT_POINT:-/target}
