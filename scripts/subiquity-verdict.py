@@ -37,7 +37,7 @@ from cloudinit import helpers, util
 from cloudinit.sources import DataSourceNoCloud as m
 cfgdir, cloud_dir, use_dropin = sys.argv[1], sys.argv[2], sys.argv[3] == '1'
 cfg = {}
-if use_dropin:
+if use_dropin and os.path.isdir(cfgdir):
     cfg = util.read_conf_d(cfgdir)
 stick = {'user-data': b'#cloud-config\n{stick: true}\n', 'meta-data': {'instance-id': 'stick'}}
 asked = []
