@@ -142,7 +142,20 @@ def check(rev, sec):
     if not cc:
         bad.append('no curtin config')
     else:
-        acts = yaml.safe_load(open(cc[0]))['storage']['config']
+        curtin = yaml.safe_load(open(cc[0]))
+        # The late-command's netplan must replace the installer's file, not
+        # sit beside it (netplan would merge the two), and first-boot
+        # cloud-init must not render a network of its own over it.
+        wf = curtin.get('write_files', {})
+        paths = sorted(f.get('path', '') for f in wf.values())
+        if [q for q in paths if q.startswith('etc/netplan/')] != ['etc/netplan/00-installer-config.yaml']:
+            bad.append('installer netplan files %r: the late-command replaces only 00-installer-config.yaml' % paths)
+        nonet = [f for f in wf.values() if f.get('path', '').startswith('etc/cloud/cloud.cfg.d/')]
+        if not any(yaml.safe_load(f.get('content', '')) == {'network': {'config': 'disabled'}} for f in nonet):
+            bad.append('the installer did not disable cloud-init networking on the target')
+        else:
+            say('target netplan replaces the installer\'s only file; cloud-init networking disabled')
+        acts = curtin['storage']['config']
         ids = {a['id']: a for a in acts}
         disks = [a for a in acts if a['type'] == 'disk']
         if [d.get('path') for d in disks] != [disk]:
