@@ -342,7 +342,7 @@ pub fn validate(
             None => DiskChoice::Largest,
             Some(d) => {
                 match &d.value {
-                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']')")),
+                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)")),
                     DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {p:?}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...")),
                     _ => {}
                 }
