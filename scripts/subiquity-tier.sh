@@ -24,7 +24,13 @@ notrun() {
 [ "$(id -u)" = 0 ] || notrun "the dry-run harness needs root"
 if [ "${1:-}" = --setup ]; then
     echo "subiquity tier: building the harness in $H"
-    "$tool" --setup > /tmp/subiquity-setup.log 2>&1 || { tail -20 /tmp/subiquity-setup.log; echo "subiquity tier: FAIL: --setup"; exit 1; }
+    setup_log=$(mktemp)
+    if ! "$tool" --setup > "$setup_log" 2>&1; then
+        tail -20 "$setup_log"
+        echo "subiquity tier: FAIL: --setup"
+        exit 1
+    fi
+    rm -f "$setup_log"
 fi
 
 work=$(mktemp -d)
