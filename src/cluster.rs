@@ -197,6 +197,10 @@ pub struct Nfs {
     pub uid: Spanned<u32>,
     #[serde(default = "default_gid")]
     pub gid: Spanned<u32>,
+    /// Put the export on its own volume; by default it is a directory on the
+    /// root filesystem, which then takes the whole disk.
+    #[serde(default)]
+    pub data_volume: bool,
 }
 
 fn default_export_root() -> Spanned<String> {
@@ -219,6 +223,7 @@ impl Default for Nfs {
             validator_clients: default_clients(),
             uid: default_uid(),
             gid: default_gid(),
+            data_volume: false,
         }
     }
 }
@@ -304,6 +309,7 @@ const KNOWN_KEYS: &[&str] = &[
     "validator_clients",
     "uid",
     "gid",
+    "data_volume",
     "staking",
     "enabled",
     "chart",

@@ -105,6 +105,9 @@ pub struct Microk8s {
 #[derive(Debug, Clone, Serialize)]
 pub struct Nfs {
     pub export_root: String,
+    /// The export gets its own logical volume (the rest of the disk) instead
+    /// of living on the root filesystem.
+    pub data_volume: bool,
     pub validator_clients: u32,
     pub uid: u32,
     pub gid: u32,

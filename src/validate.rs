@@ -377,7 +377,7 @@ pub fn validate(
             None => DiskChoice::Largest,
             Some(d) => {
                 match &d.value {
-                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected a disk serial as shown by `lsblk -o NAME,SERIAL` (letters, digits, '_', '-', '.', ':')")),
+                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)")),
                     DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {p:?}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...")),
                     _ => {}
                 }
@@ -477,6 +477,7 @@ pub fn validate(
         },
         nfs: model::Nfs {
             export_root: n.export_root.value.trim_end_matches('/').to_string(),
+            data_volume: n.data_volume,
             validator_clients: n.validator_clients.value,
             uid: n.uid.value,
             gid: n.gid.value,
@@ -683,11 +684,14 @@ fn is_ifname(s: &str) -> bool {
         && s != ".."
 }
 
+/// A serial, an `ID_SERIAL`, or an fnmatch glob of one (subiquity matches
+/// with fnmatch). A glob of only `*` would match any disk: not a serial.
 fn is_serial(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(&c))
+            .all(|c| c.is_ascii_alphanumeric() || b"_-.:*?[]".contains(&c))
+        && s.bytes().any(|c| c.is_ascii_alphanumeric())
 }
 
 fn is_dev_path(s: &str) -> bool {

@@ -263,17 +263,24 @@ fn documents_read_back_by_pyyaml_as_meant() {
     }
 }
 
+/// The example and the variant seeds (22.04, disk by serial, glob and path,
+/// NIC by MAC and by name, the NFS data volume), late-commands included.
 #[test]
 fn autoinstall_is_valid_against_subiquity_schema() {
-    let s = Scratch::example();
-    build_ok(&s, &[]);
+    let example = Scratch::example();
+    build_ok(&example, &[]);
+    let variants = Scratch::new(include_str!("fixtures/subiquity/variants.yaml"));
+    build_ok(&variants, &[]);
     let schema = root().join("../shared/reference/autoinstall-schema.json");
     assert!(
         schema.exists(),
         "subiquity's schema is expected at {}",
         schema.display()
     );
-    for m in MACHINES {
+    for (s, m) in [&example, &variants]
+        .into_iter()
+        .flat_map(|s| MACHINES.map(|m| (s, m)))
+    {
         let o = run(
             "python3",
             &[
