@@ -10,6 +10,7 @@ pub mod build;
 pub mod cluster;
 pub mod commands;
 pub mod diag;
+pub mod flash;
 pub mod image;
 pub mod iso;
 pub mod model;
