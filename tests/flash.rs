@@ -577,7 +577,7 @@ fn an_interrupted_flash_is_an_error_and_never_safe_to_remove() {
         &[],
         &[],
     );
-    let mut child = bin()
+    let child = bin()
         .arg("flash")
         .arg(&m)
         .arg(&lo.dev)
