@@ -618,3 +618,67 @@ fn an_interrupted_flash_is_an_error_and_never_safe_to_remove() {
     assert!(err.contains("must not be booted"), "{err}");
     assert!(!out.contains("safe to remove"), "{out}");
 }
+
+/// Runs flash under `script` (util-linux's bsdutils), so stdin is a
+/// terminal and the typed answers go through the real prompts.
+fn flash_at_terminal(fake: &Fake, args: &[&str], typed: &str) -> Output {
+    let cmd = std::iter::once(env!("CARGO_BIN_EXE_microseed").to_string())
+        .chain(std::iter::once("flash".to_string()))
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("MICROSEED_FLASH_SYSROOT", fake.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(typed.as_bytes())
+        .expect("type");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn flash_writes_a_fixed_disk_with_force_only_after_its_name_is_typed() {
+    let (_d, m) = synthetic_out(MIB);
+    let lo = Loop::new(MIB);
+    let fake = Fake::new(
+        &[Disk {
+            lo: &lo,
+            removable: false,
+            size: MIB,
+        }],
+        &[],
+        &[],
+    );
+    let src = m.to_str().expect("utf8");
+    let before = lo.sha256();
+    // "y" to the first question, a wrong name to the second.
+    let o = flash_at_terminal(&fake, &[src, lo.path(), "--force"], "y\nsda\n");
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("not confirmed; nothing was written"), "{out}");
+    assert_eq!(lo.sha256(), before);
+    let o = flash_at_terminal(
+        &fake,
+        &[src, lo.path(), "--force"],
+        &format!("y\n{}\n", lo.name()),
+    );
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("Type its name") && out.contains("safe to remove"),
+        "{out}"
+    );
+    assert_eq!(
+        lo.sha256(),
+        manifest_digest(m.parent().expect("out"), "worker-1/installer.img")
+    );
+}
