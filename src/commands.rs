@@ -613,8 +613,11 @@ pub struct FlashArgs {
     pub source: Option<PathBuf>,
     pub device: Option<PathBuf>,
     pub machine: Option<String>,
-    pub out: Option<PathBuf>,
     pub format: crate::flash::FlashFormat,
+    /// For a streamed installer: the ISO, else the cache.
+    pub iso: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub offline: bool,
     pub yes: bool,
     pub force: bool,
     pub list: bool,
@@ -641,14 +644,14 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
     let (Some(source), Some(device)) = (&args.source, &args.device) else {
         bail!("flash needs SOURCE and DEVICE (or --list)");
     };
-    let machine_dir = if source.is_dir() {
+    let image = if source.is_dir() {
         if args.machine.is_some() {
             return Err(flash_input(
                 "--machine",
                 "--machine goes with a cluster file; SOURCE is already a machine's output directory",
             ));
         }
-        source.clone()
+        flash::image_in(source, args.format)?
     } else {
         let Some(name) = &args.machine else {
             return Err(flash_input(
@@ -656,36 +659,40 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
                 "SOURCE is a cluster file: name the machine with --machine (or give its output directory, e.g. out/worker-1)",
             ));
         };
-        let loaded = build::load(source, src, MissingSecrets::Skip)?;
-        if loaded.cluster.machine(name).is_none() {
-            let names: Vec<_> = loaded
-                .cluster
-                .machines
-                .iter()
-                .map(|m| m.name.as_str())
-                .collect();
-            return Err(flash_input(
-                "--machine",
-                &format!(
-                    "{} has no machine {name:?}; expected one of {}",
-                    source.display(),
-                    names.join(", ")
-                ),
-            ));
+        // The image is built from the cluster file and its existing secrets
+        // (a new join token would not match the one the master has).
+        let loaded = build::load(source, src, MissingSecrets::Require)?;
+        let machine = build::select(&loaded, std::slice::from_ref(name))?;
+        let docs = build::render_machines(&loaded, src, &machine, Target::Installer)?;
+        let files = docs[0].files();
+        match args.format {
+            flash::FlashFormat::SeedImg => flash::image_streamed(name, &files, args.format, None)?,
+            flash::FlashFormat::Installer => {
+                let opts = InstallerOptions {
+                    iso: args.iso.clone(),
+                    cache_dir: args
+                        .cache_dir
+                        .clone()
+                        .unwrap_or_else(crate::iso::default_cache_dir),
+                    progress: !json,
+                    offline: args.offline,
+                };
+                let (iso, configs) = build::installer_iso(&loaded, src, &opts)?;
+                let configs: Vec<&str> = configs.iter().map(String::as_str).collect();
+                flash::image_streamed(name, &files, args.format, Some((&iso, &configs)))?
+            }
         }
-        args.out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("out"))
-            .join(name)
     };
-    let image = flash::image_in(&machine_dir, args.format)?;
     let plan = flash::check(&sys, image, device, args.force)?;
     eprintln!("{}", plan.device.describe());
     eprintln!(
         "image: {} ({}), sha256 {}",
-        plan.image.path.display(),
+        plan.image.what,
         flash::human(plan.image.size),
-        plan.image.sha256
+        plan.image
+            .sha256
+            .as_deref()
+            .unwrap_or("computed while writing")
     );
     if !args.yes
         && !flash::confirm(&format!(
@@ -725,7 +732,10 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
             flash::human(rate as u64),
             outcome.verify_seconds,
             outcome.sha256,
-            plan.image.manifest.display()
+            plan.image.manifest.as_ref().map_or_else(
+                || "the streamed image".to_string(),
+                |m| m.display().to_string()
+            )
         );
         println!("{}: safe to remove", plan.device.path.display());
     }

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead as _, Read as _, Write as _};
+use std::io::{BufRead as _, Write as _};
 use std::os::unix::fs::{FileExt as _, FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -434,15 +434,109 @@ pub fn list(sys: &SysRoot) -> Result<Vec<Device>> {
     Ok(out)
 }
 
-/// What to write, and the digest the build recorded for it.
-#[derive(Debug, Clone)]
+/// Where an image's bytes come from.
+pub enum Source {
+    /// A file `build` wrote.
+    File(File),
+    /// Built in memory (a seed image is a few hundred KiB).
+    Bytes(Vec<u8>),
+    /// The cached ISO with the machine's patches and seed partition laid
+    /// over it: no 1.4 GiB image file per machine.
+    Installer(Box<crate::iso::InstallerPlan>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::File(_) => "File",
+            Source::Bytes(_) => "Bytes",
+            Source::Installer(_) => "Installer",
+        })
+    }
+}
+
+impl Source {
+    /// Fills `buf` with the image's bytes at `at` (the caller stays inside
+    /// the image).
+    fn read_at(&self, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+        match self {
+            Source::File(f) => f.read_exact_at(buf, at),
+            Source::Bytes(b) => {
+                buf.copy_from_slice(&b[at as usize..at as usize + buf.len()]);
+                Ok(())
+            }
+            Source::Installer(p) => {
+                p.read_at(buf, at);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What to write, and the digest it must have.
+#[derive(Debug)]
 pub struct Image {
-    pub path: PathBuf,
-    /// The path as `SHA256SUMS` lists it (`worker-1/installer.img`).
+    /// What the user is told: a file's path, or where a streamed image comes from.
+    pub what: String,
+    /// The image's name (`worker-1/installer.img`, as `SHA256SUMS` lists it).
     pub key: String,
-    pub manifest: PathBuf,
-    pub sha256: String,
+    /// Where `sha256` comes from: the output tree's `SHA256SUMS`, or, for an
+    /// image streamed from its inputs, `None` (its digest is computed while
+    /// it is written, and the device must match that).
+    pub manifest: Option<PathBuf>,
+    pub sha256: Option<String>,
     pub size: u64,
+    pub source: Source,
+}
+
+impl Image {
+    /// What the read-back is compared with, for messages.
+    fn reference(&self) -> String {
+        match &self.manifest {
+            Some(m) => m.display().to_string(),
+            None => format!("the bytes streamed from {}", self.what),
+        }
+    }
+}
+
+/// The image of one machine built in memory from the cluster file: a seed
+/// image, or the installer streamed from `iso` with the machine's patches
+/// (`boot_configs`) and seed partition laid over it.
+pub fn image_streamed(
+    machine: &str,
+    seed_files: &[(&str, &[u8])],
+    format: FlashFormat,
+    iso: Option<(&Path, &[&str])>,
+) -> Result<Image> {
+    let epoch = crate::image::source_date_epoch()?;
+    let key = format!("{machine}/{}", format.file_name());
+    match (format, iso) {
+        (FlashFormat::SeedImg, _) => {
+            let img = crate::image::seed_image(seed_files, epoch)
+                .with_context(|| format!("making the seed image of {machine}"))?;
+            Ok(Image {
+                what: format!("{key} (built in memory)"),
+                key,
+                manifest: None,
+                sha256: None,
+                size: img.len() as u64,
+                source: Source::Bytes(img),
+            })
+        }
+        (FlashFormat::Installer, Some((iso, configs))) => {
+            let plan = crate::iso::plan_installer_image(iso, seed_files, configs, epoch)
+                .with_context(|| format!("planning the installer image of {machine}"))?;
+            Ok(Image {
+                what: format!("{} with {machine}'s patches and seed", iso.display()),
+                key,
+                manifest: None,
+                sha256: None,
+                size: plan.total,
+                source: Source::Installer(Box::new(plan)),
+            })
+        }
+        (FlashFormat::Installer, None) => bail!("the installer needs an ISO"),
+    }
 }
 
 /// Finds `MACHINE_DIR/<format's file>` and its line in the output tree's
@@ -476,12 +570,14 @@ pub fn image_in(machine_dir: &Path, format: FlashFormat) -> Result<Image> {
             out.display()
         );
     };
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     Ok(Image {
-        path,
+        what: path.display().to_string(),
         key,
-        manifest,
-        sha256,
+        manifest: Some(manifest),
+        sha256: Some(sha256),
         size: meta.len(),
+        source: Source::File(file),
     })
 }
 
@@ -702,8 +798,7 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
         );
     }
     let block = logical_block_size(&dev);
-    let mut src = File::open(&plan.image.path)
-        .with_context(|| format!("opening {}", plan.image.path.display()))?;
+    let src = &plan.image.source;
     let mut buf = Aligned::new(CHUNK);
     let len = plan.image.size;
 
@@ -715,8 +810,8 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
         check_interrupt("writing", at, plan)?;
         let want = CHUNK.min((len - at) as usize);
         let b = buf.buf();
-        src.read_exact(&mut b[..want])
-            .with_context(|| format!("reading {} at byte {at}", plan.image.path.display()))?;
+        src.read_at(&mut b[..want], at)
+            .with_context(|| format!("reading {} at byte {at}", plan.image.what))?;
         src_hash.update(&b[..want]);
         // O_DIRECT needs whole logical blocks: pad the image's tail with
         // zeros. The device is at least that large (its size is a whole
@@ -738,14 +833,15 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
     bar.finish_and_clear();
     let write_seconds = started.elapsed().as_secs_f64();
     let src_digest = hex::encode(src_hash.finalize());
-    if src_digest != plan.image.sha256 {
-        bail!(
-            "{} changed since it was built: sha256 {src_digest}, {} says {}; rebuild it and flash again",
-            plan.image.path.display(),
-            plan.image.manifest.display(),
-            plan.image.sha256
-        );
-    }
+    let expected = match &plan.image.sha256 {
+        Some(want) if *want != src_digest => bail!(
+            "{} changed since it was built: sha256 {src_digest}, {} says {want}; rebuild it and flash again",
+            plan.image.what,
+            plan.image.reference(),
+        ),
+        Some(want) => want.clone(),
+        None => src_digest,
+    };
 
     let started = Instant::now();
     if !direct {
@@ -755,7 +851,6 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
         unsafe { libc::posix_fadvise(dev.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
     let bar = progress(len, "verifying", show_progress);
-    let mut src = File::open(&plan.image.path)?;
     let mut want_buf = vec![0u8; CHUNK];
     let mut dev_hash = Sha256::new();
     let mut first_bad: Option<u64> = None;
@@ -773,7 +868,7 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
             .with_context(|| format!("reading back {} at byte {at}", plan.device.path.display()))?;
         dev_hash.update(&b[..want]);
         if first_bad.is_none() {
-            src.read_exact(&mut want_buf[..want])?;
+            src.read_at(&mut want_buf[..want], at)?;
             if b[..want] != want_buf[..want] {
                 first_bad = (0..want)
                     .find(|&i| b[i] != want_buf[i])
@@ -785,15 +880,14 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
     }
     bar.finish_and_clear();
     let digest = hex::encode(dev_hash.finalize());
-    if digest != plan.image.sha256 || first_bad.is_some() {
+    if digest != expected || first_bad.is_some() {
         bail!(
-            "read-back of {} does not match {}: first bad byte at offset {}; sha256 {digest}, expected {} ({}). \
+            "read-back of {} does not match {}: first bad byte at offset {}; sha256 {digest}, expected {expected} ({}). \
              The device is faulty or was changed while being written: do not boot it",
             plan.device.path.display(),
             plan.image.key,
             first_bad.map_or_else(|| "unknown".to_string(), |o| o.to_string()),
-            plan.image.sha256,
-            plan.image.manifest.display()
+            plan.image.reference()
         );
     }
     Ok(Outcome {

@@ -131,10 +131,11 @@ enum Command {
     Verify { out: PathBuf },
     /// Write a machine's installer (or seed image) to a USB stick or SD card, then read it back.
     #[command(
-        after_help = "Examples:\n  microseed flash --list\n  microseed flash out/worker-1 /dev/sdb\n  microseed flash mycluster/cluster.yaml /dev/sdb --machine worker-1 -o out\n  microseed flash out/worker-1 /dev/sdc --format seed-img --yes\n\nOnly a whole, removable, unmounted disk is accepted; a fixed disk needs --force\nand its name typed at the terminal. Exit codes: 0 written and verified (\"safe to\nremove\"), 1 refused, failed or interrupted, 2 invalid input."
+        after_help = "Examples:\n  microseed flash --list\n  microseed flash out/worker-1 /dev/sdb\n  microseed flash mycluster/cluster.yaml /dev/sdb --machine worker-1   # streamed from the cached ISO\n  microseed flash out/worker-1 /dev/sdc --format seed-img --yes\n\nOnly a whole, removable, unmounted disk is accepted; a fixed disk needs --force\nand its name typed at the terminal. Exit codes: 0 written and verified (\"safe to\nremove\"), 1 refused, failed or interrupted, 2 invalid input."
     )]
     Flash {
-        /// A machine's output directory (out/worker-1), or a cluster file with --machine.
+        /// A machine's output directory (out/worker-1), or a cluster file
+        /// with --machine (the image is then built as it is written: no file).
         #[arg(required_unless_present = "list")]
         source: Option<PathBuf>,
         /// The whole disk to erase and write, e.g. /dev/sdb.
@@ -143,9 +144,13 @@ enum Command {
         /// The machine to flash, when SOURCE is a cluster file.
         #[arg(long, value_name = "NAME")]
         machine: Option<String>,
-        /// The output tree `build` wrote, when SOURCE is a cluster file.
-        #[arg(short, long, value_name = "OUT", default_value = "out")]
-        out: PathBuf,
+        /// With a cluster file: the installer ISO to stream from (default:
+        /// the release's ISO from the cache, checked as `build` does).
+        #[arg(long, value_name = "PATH")]
+        iso: Option<PathBuf>,
+        /// Where downloaded ISOs are cached.
+        #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
         /// Which image to write: the installer, or the seed for a second stick.
         #[arg(long, value_enum, default_value = "installer")]
         format: microseed::flash::FlashFormat,
@@ -255,7 +260,8 @@ fn main() -> ExitCode {
             source,
             device,
             machine,
-            out,
+            iso,
+            cache_dir,
             format,
             yes,
             force,
@@ -266,8 +272,10 @@ fn main() -> ExitCode {
                 source,
                 device,
                 machine,
-                out: Some(out),
                 format,
+                iso,
+                cache_dir,
+                offline,
                 yes,
                 force,
                 list,

@@ -5,6 +5,8 @@
 //! system disk; the real mount tables are checked too, which one test pins.
 
 mod common;
+#[path = "iso_common/mod.rs"]
+mod iso_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Scratch, bin, run, text};
+use iso_common::{Fixture, fixture};
 
 const MIB: u64 = 1 << 20;
 
@@ -256,51 +259,92 @@ fn flash_writes_a_built_seed_image_and_the_device_hashes_to_the_manifest() {
 }
 
 #[test]
-fn flash_by_cluster_file_and_machine_name_finds_the_image_in_out() {
+fn flash_streams_the_installer_from_the_iso_and_the_device_equals_the_built_image() {
+    let iso = fixture(Fixture::Focal);
+    let s = Scratch::example();
+    let iso_arg = iso.to_str().expect("utf8");
+    let o = s.build(&[
+        "--format",
+        "installer",
+        "--iso",
+        iso_arg,
+        "--machine",
+        "worker-1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let built = manifest_digest(&s.out(), "worker-1/installer.img");
+    let size = fs::metadata(s.out().join("worker-1/installer.img"))
+        .expect("img")
+        .len();
+    // The streamed flash never reads out/: remove it to be sure.
+    fs::remove_dir_all(s.out()).expect("rm out");
+    let lo = Loop::new(size);
+    let fake = Fake::new(
+        &[Disk {
+            lo: &lo,
+            removable: true,
+            size,
+        }],
+        &[],
+        &[],
+    );
+    let cluster = s.cluster();
+    let o = fake.flash(&[
+        cluster.to_str().expect("utf8"),
+        lo.path(),
+        "--machine",
+        "worker-1",
+        "--iso",
+        iso_arg,
+        "--yes",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout {out}\nstderr {err}");
+    assert!(out.contains("safe to remove"), "{out}");
+    assert_eq!(
+        lo.sha256(),
+        built,
+        "streamed bytes differ from build's installer.img"
+    );
+    assert!(!s.out().exists());
+}
+
+#[test]
+fn flash_by_cluster_file_builds_the_seed_image_in_memory_and_names_unknown_machines() {
     let s = Scratch::example();
     let o = s.build(&["--format", "seed-img", "--machine", "worker-1"]);
     assert!(o.status.success(), "{}", text(&o).1);
     let size = fs::metadata(s.out().join("worker-1/seed.img"))
         .expect("img")
         .len();
-    let lo = Loop::new(4 * MIB);
+    let lo = Loop::new(size);
     let fake = Fake::new(
         &[Disk {
             lo: &lo,
             removable: true,
-            size: 4 * MIB,
+            size,
         }],
         &[],
         &[],
     );
     let cluster = s.cluster();
-    let out = s.out();
     let args = [
         cluster.to_str().expect("utf8"),
         lo.path(),
         "--machine",
         "worker-1",
-        "-o",
-        out.to_str().expect("utf8"),
         "--format",
         "seed-img",
         "--yes",
     ];
     let o = fake.flash(&args);
     assert!(o.status.success(), "{}", text(&o).1);
-    let o = run(
-        "sh",
-        &["-c", &format!("head -c {size} {} | sha256sum", lo.path())],
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stdout)
-            .starts_with(&manifest_digest(&s.out(), "worker-1/seed.img"))
-    );
+    assert_eq!(lo.sha256(), manifest_digest(&s.out(), "worker-1/seed.img"));
     // An unknown machine is bad input: exit 2, naming the machines there are.
     let mut bad = args;
     bad[3] = "worker-9";
     let o = fake.flash(&bad);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
     assert!(text(&o).1.contains("worker-1"), "{}", text(&o).1);
 }
 
