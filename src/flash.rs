@@ -933,6 +933,60 @@ mod tests {
         assert_eq!(unescape("/plain"), "/plain");
     }
 
+    /// A tree with disk sda: partition sda2 holds an LVM volume dm-0.
+    fn lvm_tree(mountinfo: &str) -> tempfile::TempDir {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = t.path();
+        let w = |rel: &str, text: &str| {
+            let p = r.join(rel);
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(p, text).expect("write");
+        };
+        // As in sysfs: devices under /sys/devices, class/block links to each.
+        w("sys/devices/v/block/sda/dev", "8:0\n");
+        w("sys/devices/v/block/sda/sda2/dev", "8:2\n");
+        w("sys/devices/v/block/sda/sda2/partition", "2\n");
+        fs::create_dir_all(r.join("sys/devices/v/block/sda/sda2/holders/dm-0")).expect("mkdir");
+        w("sys/devices/virtual/block/dm-0/dev", "253:0\n");
+        fs::create_dir_all(r.join("sys/class/block")).expect("mkdir");
+        for (name, target) in [
+            ("sda", "v/block/sda"),
+            ("sda2", "v/block/sda/sda2"),
+            ("dm-0", "virtual/block/dm-0"),
+        ] {
+            std::os::unix::fs::symlink(
+                format!("../../devices/{target}"),
+                r.join("sys/class/block").join(name),
+            )
+            .expect("symlink");
+        }
+        w("proc/self/mountinfo", mountinfo);
+        w("proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n");
+        t
+    }
+
+    fn root_of(t: &tempfile::TempDir) -> SysRoot {
+        SysRoot {
+            root: t.path().to_path_buf(),
+            fake: false,
+        }
+    }
+
+    #[test]
+    fn a_root_filesystem_on_lvm_over_a_partition_makes_the_disk_the_system_disk() {
+        let t = lvm_tree("25 1 253:0 / / rw - ext4 /dev/mapper/vg-root rw\n");
+        let u = usage(&root_of(&t), "sda").expect("usage");
+        assert!(u.is_system(), "{u:?}");
+    }
+
+    #[test]
+    fn btrfs_anonymous_device_numbers_are_matched_by_the_mount_source() {
+        let t = lvm_tree("25 1 0:31 / /home rw - btrfs /dev/sda2 rw\n");
+        let u = usage(&root_of(&t), "sda").expect("usage");
+        assert_eq!(u.mounts, vec!["/home".to_string()]);
+        assert!(!u.is_system());
+    }
+
     #[test]
     fn human_sizes_use_binary_units() {
         assert_eq!(human(512), "512 B");
