@@ -542,6 +542,9 @@ pub fn image_streamed(
 /// Finds `MACHINE_DIR/<format's file>` and its line in the output tree's
 /// `SHA256SUMS` (the machine directory's parent).
 pub fn image_in(machine_dir: &Path, format: FlashFormat) -> Result<Image> {
+    // `.` or `out/worker-1/..` name the machine only once resolved.
+    let machine_dir = &fs::canonicalize(machine_dir)
+        .with_context(|| format!("{}: no such directory", machine_dir.display()))?;
     let file = format.file_name();
     let path = machine_dir.join(file);
     let machine = machine_dir
