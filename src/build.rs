@@ -249,36 +249,8 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         let opts = req
             .installer
             .context("the installer format needs its options")?;
-        let release = loaded
-            .profiles
-            .releases
-            .get(&loaded.cluster.release)
-            .with_context(|| format!("no profile for release {}", loaded.cluster.release))?;
-        let iso = match &opts.iso {
-            Some(p) => p.clone(),
-            None => {
-                if !release.origin.to_string_lossy().starts_with("embedded:") {
-                    eprintln!(
-                        "note: release {} comes from {}: its pinned digest or signing key is \
-                         trusted as written there",
-                        release.release,
-                        release.origin.display()
-                    );
-                }
-                let spec = crate::iso::IsoSpec::for_release(release, src.profiles.as_deref())?;
-                crate::iso::ensure_iso(
-                    &spec,
-                    &opts.cache_dir,
-                    &crate::iso::FetchOptions {
-                        offline: opts.offline,
-                        progress: opts.progress,
-                    },
-                )
-                .context("getting the installer ISO (or pass --iso PATH)")?
-                .path
-            }
-        };
-        let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
+        let (iso, configs) = installer_iso(loaded, src, opts)?;
+        let configs: Vec<&str> = configs.iter().map(String::as_str).collect();
         let bar = progress_bar(opts.progress, machines.len() as u64, "installer images");
         for (m, d) in machines.iter().zip(&docs) {
             bar.set_message(m.name.clone());
@@ -308,6 +280,45 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         )?;
     }
     staging.commit()
+}
+
+/// The installer ISO for the cluster's release (`--iso`, else the cache,
+/// fetched and verified when missing) and the boot configs to patch in it.
+pub fn installer_iso(
+    loaded: &Loaded,
+    src: &Sources,
+    opts: &InstallerOptions,
+) -> Result<(PathBuf, Vec<String>)> {
+    let release = loaded
+        .profiles
+        .releases
+        .get(&loaded.cluster.release)
+        .with_context(|| format!("no profile for release {}", loaded.cluster.release))?;
+    let iso = match &opts.iso {
+        Some(p) => p.clone(),
+        None => {
+            if !release.origin.to_string_lossy().starts_with("embedded:") {
+                eprintln!(
+                    "note: release {} comes from {}: its pinned digest or signing key is \
+                     trusted as written there",
+                    release.release,
+                    release.origin.display()
+                );
+            }
+            let spec = crate::iso::IsoSpec::for_release(release, src.profiles.as_deref())?;
+            crate::iso::ensure_iso(
+                &spec,
+                &opts.cache_dir,
+                &crate::iso::FetchOptions {
+                    offline: opts.offline,
+                    progress: opts.progress,
+                },
+            )
+            .context("getting the installer ISO (or pass --iso PATH)")?
+            .path
+        }
+    };
+    Ok((iso, release.boot.configs.clone()))
 }
 
 /// A progress bar on stderr, hidden when it is not a terminal or not wanted.

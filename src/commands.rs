@@ -659,3 +659,148 @@ pub fn iso_list(src: &Sources, cache_dir: Option<&Path>, json: bool) -> Result<(
     }
     Ok(())
 }
+
+/// What `flash` was asked for on the command line.
+pub struct FlashArgs {
+    /// A machine's output directory, or a cluster file (with `machine`).
+    pub source: Option<PathBuf>,
+    pub device: Option<PathBuf>,
+    pub machine: Option<String>,
+    pub format: crate::flash::FlashFormat,
+    /// For a streamed installer: the ISO, else the cache.
+    pub iso: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub offline: bool,
+    pub yes: bool,
+    pub force: bool,
+    pub list: bool,
+}
+
+/// `flash`: checks, asks, writes, reads back; "safe to remove" only after
+/// the device's bytes hash to the manifest's digest.
+pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
+    use crate::flash;
+    let sys = flash::SysRoot::from_env();
+    if args.list {
+        let devices = flash::list(&sys)?;
+        if json {
+            println!("{}", json!({"ok": true, "devices": devices}));
+        } else if devices.is_empty() {
+            println!("no removable, unmounted disk found (plug in a USB stick or SD card)");
+        } else {
+            for d in &devices {
+                println!("{}", d.describe());
+            }
+        }
+        return Ok(());
+    }
+    let (Some(source), Some(device)) = (&args.source, &args.device) else {
+        bail!("flash needs SOURCE and DEVICE (or --list)");
+    };
+    let image = if source.is_dir() {
+        if args.machine.is_some() {
+            return Err(flash_input(
+                "--machine",
+                "--machine goes with a cluster file; SOURCE is already a machine's output directory",
+            ));
+        }
+        flash::image_in(source, args.format)?
+    } else {
+        let Some(name) = &args.machine else {
+            return Err(flash_input(
+                "--machine",
+                "SOURCE is a cluster file: name the machine with --machine (or give its output directory, e.g. out/worker-1)",
+            ));
+        };
+        // The image is built from the cluster file and its existing secrets
+        // (a new join token would not match the one the master has).
+        let loaded = build::load(source, src, MissingSecrets::Require)?;
+        let machine = build::select(&loaded, std::slice::from_ref(name))?;
+        let docs = build::render_machines(&loaded, src, &machine, Target::Installer)?;
+        let files = docs[0].files();
+        match args.format {
+            flash::FlashFormat::SeedImg => flash::image_streamed(name, &files, args.format, None)?,
+            flash::FlashFormat::Installer => {
+                let opts = InstallerOptions {
+                    iso: args.iso.clone(),
+                    cache_dir: args
+                        .cache_dir
+                        .clone()
+                        .unwrap_or_else(crate::iso::default_cache_dir),
+                    progress: !json,
+                    offline: args.offline,
+                };
+                let (iso, configs) = build::installer_iso(&loaded, src, &opts)?;
+                let configs: Vec<&str> = configs.iter().map(String::as_str).collect();
+                flash::image_streamed(name, &files, args.format, Some((&iso, &configs)))?
+            }
+        }
+    };
+    let plan = flash::check(&sys, image, device, args.force)?;
+    eprintln!("{}", plan.device.describe());
+    eprintln!(
+        "image: {} ({}), sha256 {}",
+        plan.image.what,
+        flash::human(plan.image.size),
+        plan.image
+            .sha256
+            .as_deref()
+            .unwrap_or("computed while writing")
+    );
+    if !args.yes
+        && !flash::confirm(&format!(
+            "Erase everything on {} and write {}? [y/N]",
+            plan.device.path.display(),
+            plan.image.key
+        ))?
+    {
+        bail!("not confirmed; nothing was written");
+    }
+    if !plan.device.is_removable_kind() {
+        // --force got us here; a fixed disk also needs its name typed at a
+        // terminal, which --yes cannot answer.
+        let typed = flash::ask(&format!(
+            "{} is a FIXED disk. Type its name ({}) to erase it:",
+            plan.device.path.display(),
+            plan.device.name
+        ))
+        .context("a fixed disk needs its name typed at a terminal, even with --yes")?;
+        if typed != plan.device.name {
+            bail!("not confirmed; nothing was written");
+        }
+    }
+    let outcome = flash::write(&sys, &plan, !json)?;
+    let rate = outcome.bytes as f64 / outcome.write_seconds.max(1e-9);
+    if json {
+        println!(
+            "{}",
+            json!({"ok": true, "device": plan.device, "image": plan.image.key, "result": outcome})
+        );
+    } else {
+        println!(
+            "wrote {} to {} in {:.1} s ({}/s); read back in {:.1} s: sha256 {} matches {}",
+            flash::human(outcome.bytes),
+            plan.device.path.display(),
+            outcome.write_seconds,
+            flash::human(rate as u64),
+            outcome.verify_seconds,
+            outcome.sha256,
+            plan.image.manifest.as_ref().map_or_else(
+                || "the streamed image".to_string(),
+                |m| m.display().to_string()
+            )
+        );
+        println!("{}: safe to remove", plan.device.path.display());
+    }
+    Ok(())
+}
+
+fn flash_input(field: &str, msg: &str) -> anyhow::Error {
+    InputErrors(vec![Diagnostic::error(
+        Path::new(field),
+        Default::default(),
+        "",
+        msg.to_string(),
+    )])
+    .into()
+}

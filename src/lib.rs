@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod cluster;
 pub mod commands;
 pub mod diag;
+pub mod flash;
 pub mod image;
 pub mod iso;
 pub mod model;

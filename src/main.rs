@@ -23,6 +23,8 @@ Examples:
   microseed iso fetch --release 20.04
   microseed build mycluster/cluster.yaml -o out --format installer --offline
   microseed build mycluster/cluster.yaml -o out --check
+  microseed flash out/worker-1 /dev/sdb
+  microseed flash --list
   microseed completions bash > /etc/bash_completion.d/microseed
 
 Exit codes: 0 success, 1 failure, 2 invalid input (nothing written).";
@@ -131,6 +133,41 @@ enum Command {
         after_help = "Examples:\n  microseed verify out\n  microseed verify /media/usb --json\n\nExit codes: 0 all files match, 1 any file changed, missing or unlisted."
     )]
     Verify { out: PathBuf },
+    /// Write a machine's installer (or seed image) to a USB stick or SD card, then read it back.
+    #[command(
+        after_help = "Examples:\n  microseed flash --list\n  microseed flash out/worker-1 /dev/sdb\n  microseed flash mycluster/cluster.yaml /dev/sdb --machine worker-1   # streamed from the cached ISO\n  microseed flash out/worker-1 /dev/sdc --format seed-img --yes\n\nOnly a whole, removable, unmounted disk is accepted; a fixed disk needs --force\nand its name typed at the terminal. Exit codes: 0 written and verified (\"safe to\nremove\"), 1 refused, failed or interrupted, 2 invalid input."
+    )]
+    Flash {
+        /// A machine's output directory (out/worker-1), or a cluster file
+        /// with --machine (the image is then built as it is written: no file).
+        #[arg(required_unless_present = "list")]
+        source: Option<PathBuf>,
+        /// The whole disk to erase and write, e.g. /dev/sdb.
+        #[arg(required_unless_present = "list")]
+        device: Option<PathBuf>,
+        /// The machine to flash, when SOURCE is a cluster file.
+        #[arg(long, value_name = "NAME")]
+        machine: Option<String>,
+        /// With a cluster file: the installer ISO to stream from (default:
+        /// the release's ISO from the cache, checked as `build` does).
+        #[arg(long, value_name = "PATH")]
+        iso: Option<PathBuf>,
+        /// Where downloaded ISOs are cached.
+        #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Which image to write: the installer, or the seed for a second stick.
+        #[arg(long, value_enum, default_value = "installer")]
+        format: microseed::flash::FlashFormat,
+        /// Do not ask before erasing a removable disk (for scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Allow a fixed (non-removable) disk; its name must still be typed.
+        #[arg(long)]
+        force: bool,
+        /// List the disks flash would accept, and exit.
+        #[arg(long, conflicts_with_all = ["source", "device", "yes", "force"])]
+        list: bool,
+    },
     /// Print one document of one machine to stdout.
     #[command(
         after_help = "Example:\n  microseed render mycluster/cluster.yaml worker-1 network-config"
@@ -225,6 +262,32 @@ fn main() -> ExitCode {
         }
         Command::Serve { dir, bind } => commands::serve(&dir, &bind, json),
         Command::Verify { out } => commands::verify(&out, json),
+        Command::Flash {
+            source,
+            device,
+            machine,
+            iso,
+            cache_dir,
+            format,
+            yes,
+            force,
+            list,
+        } => commands::flash(
+            &src,
+            &commands::FlashArgs {
+                source,
+                device,
+                machine,
+                format,
+                iso,
+                cache_dir,
+                offline,
+                yes,
+                force,
+                list,
+            },
+            json,
+        ),
         Command::Render {
             cluster,
             machine,

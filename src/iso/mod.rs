@@ -17,6 +17,7 @@ pub use download::{
     CacheEntry, CachedIso, FetchOptions, IsoSpec, Trust, default_cache_dir, ensure_iso, list_cache,
 };
 pub use patch::{
-    AddedPartition, DEFAULT_BOOT_CONFIGS, InstallerReport, PatchedConfig, make_installer_image,
+    AddedPartition, DEFAULT_BOOT_CONFIGS, InstallerPlan, InstallerReport, PatchedConfig,
+    make_installer_image, plan_installer_image,
 };
 pub use trust::TrustedKey;

@@ -85,6 +85,65 @@ pub fn make_installer_image(
     boot_configs: &[&str],
     epoch: i64,
 ) -> Result<InstallerReport> {
+    let plan = plan_installer_image(iso, seed_files, boot_configs, epoch)?;
+    // Now write: a temp file beside `out`, renamed into place at the end.
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".microseed-installer-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let dst = tmp.as_file();
+    let sha256 = write_image(&plan.src, dst, plan.iso_len, plan.total, &plan.writes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    dst.sync_all().context("flushing the image to disk")?;
+    tmp.persist(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming the image to {}", out.display()))?;
+    Ok(InstallerReport {
+        sha256,
+        ..plan.report
+    })
+}
+
+/// An installer image not yet written: the source ISO and every byte range
+/// that differs from it. [`InstallerPlan::read_at`] gives the image's bytes
+/// at any offset, so `flash` can stream it to a stick without an image file.
+pub struct InstallerPlan {
+    pub src: File,
+    pub iso_len: u64,
+    /// The image's length in bytes.
+    pub total: u64,
+    /// Patched bytes laid over the ISO, in order (later ones win).
+    pub writes: Vec<(u64, Vec<u8>)>,
+    /// What will change (its `sha256` is empty until the bytes are hashed).
+    pub report: InstallerReport,
+    map: memmap2::Mmap,
+}
+
+impl InstallerPlan {
+    /// Fills `buf` with the image's bytes at `offset` (zeros past the end).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) {
+        fill_overlaid(
+            &self.map[..self.iso_len as usize],
+            offset,
+            buf,
+            &self.writes,
+        );
+    }
+}
+
+/// Plans the installer image of `make_installer_image` without writing it:
+/// every check, every patched byte, nothing on disk.
+pub fn plan_installer_image(
+    iso: &Path,
+    seed_files: &[(&str, &[u8])],
+    boot_configs: &[&str],
+    epoch: i64,
+) -> Result<InstallerPlan> {
     let src = File::open(iso).with_context(|| format!("opening {}", iso.display()))?;
     let iso_len = src
         .metadata()
@@ -200,17 +259,6 @@ pub fn make_installer_image(
     let part_sectors = fat.len() as u64 / LBA;
     let total = start / LBA + part_sectors + parttable::backup_gpt_sectors(&layout);
 
-    // Now write: a temp file beside `out`, renamed into place at the end.
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".microseed-installer-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let dst = tmp.as_file();
     // Every byte that differs from the source is known before anything is
     // written: the patched files, the seed filesystem, the partition tables.
     let table_writes = parttable::Writes::default();
@@ -226,14 +274,11 @@ pub fn make_installer_image(
     let fat_len = fat.len() as u64;
     writes.push((start, fat));
     writes.extend(table_writes.0.into_inner());
-    let sha256 = write_image(&src, dst, iso_len, total * LBA, &writes)
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    dst.sync_all().context("flushing the image to disk")?;
-    tmp.persist(out)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming the image to {}", out.display()))?;
-
-    Ok(InstallerReport {
+    // SAFETY: the source ISO is opened read-only and only read through the
+    // map; a concurrent writer to the user's ISO would change its bytes under
+    // any copy, mapped or not.
+    let map = unsafe { memmap2::Mmap::map(&src) }.context("mapping the ISO")?;
+    let report = InstallerReport {
         layout: layout_name(&layout),
         boot_configs: report_configs,
         boot_configs_missing: missing,
@@ -245,7 +290,15 @@ pub fn make_installer_image(
             gpt_entry: reg.gpt_entry,
         },
         image_size: total * LBA,
-        sha256,
+        sha256: String::new(),
+    };
+    Ok(InstallerPlan {
+        src,
+        iso_len,
+        total: total * LBA,
+        writes,
+        report,
+        map,
     })
 }
 
@@ -353,23 +406,31 @@ fn hash_overlaid(base: &[u8], total: u64, writes: &[(u64, Vec<u8>)]) -> String {
         } else {
             buf.clear();
             buf.resize((end - pos) as usize, 0);
-            let have = (base.len() as u64).clamp(pos, end);
-            if have > pos {
-                buf[..(have - pos) as usize].copy_from_slice(&base[pos as usize..have as usize]);
-            }
-            for (offset, data) in writes {
-                let (a, b) = (*offset, *offset + data.len() as u64);
-                let (lo, hi) = (a.max(pos), b.min(end));
-                if lo < hi {
-                    buf[(lo - pos) as usize..(hi - pos) as usize]
-                        .copy_from_slice(&data[(lo - a) as usize..(hi - a) as usize]);
-                }
-            }
+            fill_overlaid(base, pos, &mut buf, writes);
             h.update(&buf);
         }
         pos = end;
     }
     hex::encode(h.finalize())
+}
+
+/// Fills `buf` with the bytes at `pos` of `base` (zero-extended) with
+/// `writes` laid over it in order.
+fn fill_overlaid(base: &[u8], pos: u64, buf: &mut [u8], writes: &[(u64, Vec<u8>)]) {
+    let end = pos + buf.len() as u64;
+    buf.fill(0);
+    let have = (base.len() as u64).clamp(pos, end);
+    if have > pos {
+        buf[..(have - pos) as usize].copy_from_slice(&base[pos as usize..have as usize]);
+    }
+    for (offset, data) in writes {
+        let (a, b) = (*offset, *offset + data.len() as u64);
+        let (lo, hi) = (a.max(pos), b.min(end));
+        if lo < hi {
+            buf[(lo - pos) as usize..(hi - pos) as usize]
+                .copy_from_slice(&data[(lo - a) as usize..(hi - a) as usize]);
+        }
+    }
 }
 
 /// Copy `len` bytes: a reflink (FICLONE) where the filesystem shares extents,
