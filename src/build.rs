@@ -48,14 +48,7 @@ pub enum MissingSecrets {
 
 /// Reads and validates the cluster file and its secrets.
 pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loaded> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        InputErrors(vec![Diagnostic::error(
-            file,
-            Default::default(),
-            "",
-            format!("cannot read the cluster file: {e}"),
-        )])
-    })?;
+    let text = crate::input::read_text(file, "cluster file")?;
     let profiles = Profiles::load(src.profiles.as_deref())?;
     let raw = cluster::parse(file, &text)?;
     let cluster = validate::validate(file, &raw, &profiles)?;

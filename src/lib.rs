@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod commands;
 pub mod diag;
 pub mod image;
+pub mod input;
 pub mod iso;
 pub mod model;
 pub mod output;

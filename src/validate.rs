@@ -122,7 +122,7 @@ pub fn validate(
     }
     let gateway = check_ip_in(&mut c, &raw.network.gateway, "network.gateway", subnet);
     let mut dns = Vec::new();
-    for (i, d) in raw.network.dns.iter().enumerate() {
+    for (i, d) in raw.network.dns.value.iter().enumerate() {
         match IpAddr::from_str(&d.value) {
             Ok(ip) => dns.push(ip),
             Err(_) => c.err(
@@ -132,10 +132,10 @@ pub fn validate(
             ),
         }
     }
-    if raw.network.dns.is_empty() {
+    if raw.network.dns.value.is_empty() {
         c.errors.push(Diagnostic::error(
             file,
-            pos(&raw.network.subnet),
+            pos(&raw.network.dns),
             "network.dns",
             "empty; expected at least one DNS server address",
         ));
@@ -148,7 +148,7 @@ pub fn validate(
             "a DNS domain such as \"home.lan\"",
         );
     }
-    for (i, p) in raw.ntp.pools.iter().enumerate() {
+    for (i, p) in raw.ntp.pools.value.iter().enumerate() {
         c.want(
             p,
             &format!("ntp.pools[{i}]"),
@@ -156,10 +156,10 @@ pub fn validate(
             "an NTP server or pool host name or address",
         );
     }
-    if raw.ntp.pools.is_empty() {
+    if raw.ntp.pools.value.is_empty() {
         c.errors.push(Diagnostic::error(
             file,
-            Pos::default(),
+            pos(&raw.ntp.pools),
             "ntp.pools",
             "empty; expected at least one NTP pool",
         ));
@@ -179,8 +179,8 @@ pub fn validate(
     if a.ssh_keys.is_empty() && a.password_hash.is_none() {
         c.err(&a.username, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys");
     }
-    if raw.ssh.password_auth && a.password_hash.is_none() {
-        c.err(&a.username, "ssh.password_auth", "password login is on but admin.password_hash is not set; expected a password hash or password_auth: false");
+    if raw.ssh.password_auth.value && a.password_hash.is_none() {
+        c.err(&raw.ssh.password_auth, "ssh.password_auth", "password login is on but admin.password_hash is not set; expected a password hash or password_auth: false");
     }
     let port = raw.ssh.port.value;
     if port == 0 || port > 65535 {
@@ -257,15 +257,15 @@ pub fn validate(
     let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
     let mut macs: HashMap<String, usize> = HashMap::new();
     let mut by_role: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    if raw.machines.is_empty() {
+    if raw.machines.value.is_empty() {
         c.errors.push(Diagnostic::error(
             file,
-            Pos::default(),
+            pos(&raw.machines),
             "machines",
             "empty; expected at least one machine",
         ));
     }
-    for (i, m) in raw.machines.iter().enumerate() {
+    for (i, m) in raw.machines.value.iter().enumerate() {
         let f = |k: &str| format!("machines[{i}].{k}");
         let name_ok = c.want(&m.name, &f("name"), is_label(&m.name.value), "a host name: lower-case letters, digits and '-', not starting or ending with '-', at most 63 characters (RFC 1123; Kubernetes node names must be lower case)");
         if name_ok && let Some(prev) = names.insert(m.name.value.clone(), i) {
@@ -371,8 +371,8 @@ pub fn validate(
                 let at = by_role
                     .get(role.as_str())
                     .and_then(|v| v.get(1))
-                    .map(|&i| pos(&raw.machines[i].role))
-                    .unwrap_or_default();
+                    .map(|&i| pos(&raw.machines.value[i].role))
+                    .unwrap_or_else(|| pos(&raw.machines));
                 c.errors.push(Diagnostic::error(
                     file,
                     at,
@@ -417,7 +417,13 @@ pub fn validate(
                 .map(|s| s.value.clone())
                 .collect(),
         },
-        ntp_pools: raw.ntp.pools.iter().map(|s| s.value.clone()).collect(),
+        ntp_pools: raw
+            .ntp
+            .pools
+            .value
+            .iter()
+            .map(|s| s.value.clone())
+            .collect(),
         admin: model::Admin {
             username: a.username.value.clone(),
             ssh_keys: a
@@ -429,7 +435,7 @@ pub fn validate(
         },
         ssh: model::Ssh {
             port: port as u16,
-            password_auth: raw.ssh.password_auth,
+            password_auth: raw.ssh.password_auth.value,
             allow_from,
         },
         microk8s: model::Microk8s {

@@ -232,7 +232,7 @@ fn missing_master_is_rejected() {
     rejects(
         &[("role: master", "role: worker")],
         "machines",
-        0,
+        43,
         "found 0 machines with role \"master\"",
     );
 }
