@@ -90,8 +90,8 @@ pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loade
     })
 }
 
-/// Picks the machines to build: all, or the named subset (unknown names are
-/// input errors).
+/// Picks the machines to build: all, or the named subset, each once, in the
+/// order first named (unknown names are input errors).
 pub fn select<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Machine>> {
     if names.is_empty() {
         return Ok(loaded.cluster.machines.iter().collect());
@@ -100,6 +100,9 @@ pub fn select<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Machin
     let mut errors = Vec::new();
     for n in names {
         match loaded.cluster.machine(n) {
+            // `--machine x --machine x` builds x once: twice would stage the
+            // same files twice and list them twice in SHA256SUMS.
+            Some(m) if out.iter().any(|o: &&Machine| o.name == m.name) => {}
             Some(m) => out.push(m),
             None => {
                 let known: Vec<&str> = loaded

@@ -15,11 +15,46 @@ use crate::secrets;
 use crate::serve::Serve;
 use crate::verify;
 
+/// Standard output went away (`microseed verify out | head`): the reader
+/// has all it wanted, so stop quietly, with a failure status because not
+/// everything was said.
+#[derive(Debug)]
+pub struct ClosedStdout;
+
+impl std::fmt::Display for ClosedStdout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for ClosedStdout {}
+
+/// Writes to stdout, turning a closed pipe into [`ClosedStdout`] instead of
+/// the panic `println!` gives.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(args) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// `println!` that returns an error (for `?`) instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::commands::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Prints the outcome and maps it to an exit code: 2 for input errors,
 /// 1 for anything else.
 pub fn exit(result: Result<()>, json: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ClosedStdout>().is_some() => ExitCode::from(1),
         Err(e) if e.downcast_ref::<Reported>().is_some() => {
             eprintln!("{e}");
             ExitCode::from(1)
@@ -28,7 +63,7 @@ pub fn exit(result: Result<()>, json: bool) -> ExitCode {
             if let Some(input) = e.downcast_ref::<InputErrors>() {
                 if json {
                     let diags: Vec<_> = input.0.iter().map(Diagnostic::to_json).collect();
-                    println!("{}", json!({"ok": false, "errors": diags}));
+                    let _ = outln!("{}", json!({"ok": false, "errors": diags}));
                 }
                 eprintln!("{input}");
                 let n = input.0.len();
@@ -39,7 +74,7 @@ pub fn exit(result: Result<()>, json: bool) -> ExitCode {
                 ExitCode::from(2)
             } else {
                 if json {
-                    println!("{}", json!({"ok": false, "error": format!("{e:#}")}));
+                    let _ = outln!("{}", json!({"ok": false, "error": format!("{e:#}")}));
                 }
                 eprintln!("error: {e:#}");
                 ExitCode::from(1)
@@ -71,7 +106,7 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
     let loaded = build::load(cluster, src, MissingSecrets::Skip)?;
     warn_all(&loaded.warnings);
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ok": true,
@@ -80,9 +115,9 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
                 "secrets": loaded.secrets.is_some(),
                 "warnings": loaded.warnings.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
             })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "{}: ok ({} machines{})",
             cluster.display(),
             loaded.cluster.machines.len(),
@@ -91,7 +126,7 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
             } else {
                 ", no secrets file yet"
             }
-        );
+        )?;
     }
     Ok(())
 }
@@ -182,7 +217,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         let fresh = tmp.path().join("out");
         build::build(&loaded, src, &request(&fresh))?;
         let entries = verify::compare(&fresh, out)?;
-        verify::print(&entries, json, &format!("check {}", out.display()));
+        verify::print(&entries, json, &format!("check {}", out.display()))?;
         if !verify::all_ok(&entries) {
             return Err(Reported(format!(
                 "{} differs from what {} builds now",
@@ -195,7 +230,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     }
     let written = build::build(&loaded, src, &request(out))?;
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ok": true,
@@ -204,26 +239,26 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
                 "bytes": written.bytes,
                 "created_secrets": loaded.created_secrets,
             })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "wrote {} files ({} bytes) to {}:",
             written.files.len() + 1,
             written.bytes,
             written.dir.display()
-        );
+        )?;
         for p in written.files.keys() {
-            println!("  {p}");
+            outln!("  {p}")?;
         }
-        println!("  {}", crate::output::MANIFEST);
-        println!("seed files carry the join token: treat every copy as a secret");
+        outln!("  {}", crate::output::MANIFEST)?;
+        outln!("seed files carry the join token: treat every copy as a secret")?;
         if let Some(p) = &pxe {
-            println!(
+            outln!(
                 "pxe: copy the boot files in (docs/pxe.md), then `microseed serve {}` on {}:{}",
                 p.served_root.display(),
                 p.url.host,
                 p.url.port
-            );
+            )?;
         }
     }
     Ok(())
@@ -244,7 +279,7 @@ pub fn verify(out: &Path, json: bool) -> Result<()> {
         .into());
     }
     let entries = verify::verify(out)?;
-    verify::print(&entries, json, &format!("verify {}", out.display()));
+    verify::print(&entries, json, &format!("verify {}", out.display()))?;
     if verify::all_ok(&entries) {
         Ok(())
     } else {
@@ -282,15 +317,15 @@ pub fn serve(dir: &Path, bind: &str, json: bool) -> Result<()> {
     let server = Serve::bind(dir, bind)?;
     let addr = server.addr();
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"ok": true, "dir": server.root().display().to_string(), "url": format!("http://{addr}/")})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "serving {} at http://{addr}/ (read-only; Ctrl-C to stop)",
             server.root().display()
-        );
+        )?;
     }
     std::io::Write::flush(&mut std::io::stdout())?;
     if addr.ip().is_unspecified() {
@@ -311,7 +346,7 @@ pub fn render(
     let picked = build::select(&loaded, &[machine.to_string()])?;
     let docs = build::render_machines(&loaded, src, &picked, target)?;
     let text = docs[0].get(document).context("unknown document")?;
-    print!("{text}");
+    crate::commands::write_stdout(format_args!("{text}"))?;
     Ok(())
 }
 
@@ -336,27 +371,27 @@ pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
         .with_context(|| format!("writing {}", cluster_path.display()))?;
     secrets::create(&secrets_path, &secrets::generate()?)?;
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"ok": true, "cluster": cluster_path, "secrets": secrets_path, "ssh_key": key.as_ref().map(|(p, _)| p.display().to_string())})
-        );
+        )?;
     } else {
-        println!("wrote {}", cluster_path.display());
-        println!(
+        outln!("wrote {}", cluster_path.display())?;
+        outln!(
             "wrote {} (mode 0600): keep it, never commit it",
             secrets_path.display()
-        );
+        )?;
         match key {
-            Some((p, _)) => println!("admin ssh key from {}", p.display()),
+            Some((p, _)) => outln!("admin ssh key from {}", p.display())?,
             None => eprintln!(
                 "warning: no ssh public key found; add one under admin.ssh_keys before `microseed check` passes"
             ),
         }
-        println!(
+        outln!(
             "next: edit {} and run `microseed build {} -o out`",
             cluster_path.display(),
             cluster_path.display()
-        );
+        )?;
     }
     Ok(())
 }
@@ -425,13 +460,15 @@ fn replace_keys(template: &str, key: &str) -> Result<String> {
     Ok(out)
 }
 
-/// Prints a completion script; a closed pipe (`| head`) is not an error.
+/// Prints a completion script, generated in memory first: clap_complete
+/// panics when its writer fails.
 pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Result<()> {
     use std::io::Write;
     let mut buf = Vec::new();
     clap_complete::generate(shell, cmd, "microseed", &mut buf);
-    match std::io::stdout().write_all(&buf) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&buf).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
         other => Ok(other?),
     }
 }

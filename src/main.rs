@@ -183,15 +183,7 @@ fn main() -> ExitCode {
             document,
             target,
         } => commands::render(&cluster, &src, &machine, &document, target),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "microseed",
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
+        Command::Completions { shell } => commands::completions(shell, &mut Cli::command()),
     };
     commands::exit(result, json)
 }
