@@ -404,24 +404,34 @@ fn find_key(explicit: Option<&Path>) -> Result<Option<(std::path::PathBuf, Strin
                 return Ok(None);
             };
             let ssh = Path::new(&home).join(".ssh");
-            ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
-                .iter()
-                .map(|n| ssh.join(n))
-                .collect()
+            [
+                "id_ed25519.pub",
+                "id_ecdsa.pub",
+                "id_ed25519_sk.pub",
+                "id_ecdsa_sk.pub",
+                "id_rsa.pub",
+            ]
+            .iter()
+            .map(|n| ssh.join(n))
+            .collect()
         }
     };
     for p in candidates {
         if p.is_file() || explicit.is_some() {
-            let text =
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text = crate::input::read_text(&p, "ssh public key file")?;
             let line = text
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            ssh_key::PublicKey::from_openssh(&line).map_err(|e| {
-                anyhow::anyhow!("{} is not an OpenSSH public key: {e}", p.display())
+            crate::validate::check_ssh_key(&line).map_err(|e| {
+                InputErrors(vec![Diagnostic::error(
+                    &p,
+                    Default::default(),
+                    "--ssh-key",
+                    e,
+                )])
             })?;
             return Ok(Some((p, line)));
         }

@@ -170,7 +170,7 @@ pub fn validate(
     c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)");
     for (i, k) in a.ssh_keys.iter().enumerate() {
         if let Err(e) = check_ssh_key(&k.value) {
-            c.err(k, format!("admin.ssh_keys[{i}]"), format!("not an OpenSSH public key ({e}); expected one line such as \"ssh-ed25519 AAAA... you@host\""));
+            c.err(k, format!("admin.ssh_keys[{i}]"), e);
         }
     }
     if let Some(h) = &a.password_hash {
@@ -601,14 +601,58 @@ fn is_crypt_hash(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"$./=".contains(&c))
 }
 
-fn check_ssh_key(s: &str) -> Result<(), String> {
+/// Checks one authorized key the way Ubuntu 20.04's sshd (OpenSSH 8.2)
+/// will judge it: every key type it accepts by default passes (RSA of at
+/// least 1024 bits, ECDSA P-256/384/521, Ed25519 and the FIDO `sk-` types);
+/// what it would refuse is an error here, because the only key being refused
+/// means a machine nobody can log in to. The error is the whole message.
+pub fn check_ssh_key(s: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected one line such as \"ssh-ed25519 AAAA... you@host\"";
+    const DSA: &str = "an ssh-dss (DSA) key: OpenSSH disables DSA since 7.0, so the installed \
+        sshd would refuse it and lock you out; make a new key with `ssh-keygen -t ed25519` \
+        and use its .pub file";
     let line = s.trim();
     if line.contains('\n') || line.contains('\r') {
-        return Err("contains a line break".into());
+        return Err(format!("contains a line break; {EXPECTED}"));
     }
-    ssh_key::PublicKey::from_openssh(line)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let kind = line.split_whitespace().next().unwrap_or("");
+    if kind.ends_with("-cert-v01@openssh.com") {
+        return Err(
+            "an OpenSSH certificate, not a public key: authorized keys hold \
+            plain keys; use the key it certifies (the same file without `-cert`, such as \
+            ~/.ssh/id_ed25519.pub)"
+                .into(),
+        );
+    }
+    if kind == "ssh-dss" {
+        return Err(DSA.into());
+    }
+    let key = ssh_key::PublicKey::from_openssh(line)
+        .map_err(|e| format!("not an OpenSSH public key ({e}); {EXPECTED}"))?;
+    match key.key_data() {
+        ssh_key::public::KeyData::Dsa(_) => Err(DSA.into()),
+        ssh_key::public::KeyData::Rsa(rsa) => {
+            let bytes = rsa.n.as_positive_bytes().unwrap_or(&[]);
+            let bits = match bytes.first() {
+                Some(b) => bytes.len() * 8 - b.leading_zeros() as usize,
+                None => 0,
+            };
+            if bits < 1024 {
+                Err(format!(
+                    "an RSA key of {bits} bits; OpenSSH refuses RSA keys shorter than 1024 bits (make a new key with `ssh-keygen -t ed25519`)"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        ssh_key::public::KeyData::Ecdsa(_)
+        | ssh_key::public::KeyData::Ed25519(_)
+        | ssh_key::public::KeyData::SkEcdsaSha2NistP256(_)
+        | ssh_key::public::KeyData::SkEd25519(_) => Ok(()),
+        _ => Err(format!(
+            "key type {kind:?} is not one OpenSSH 8.2 (Ubuntu 20.04) accepts; {EXPECTED}"
+        )),
+    }
 }
 
 fn is_addon(s: &str) -> bool {
