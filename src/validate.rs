@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 use crate::cluster::{ClusterFile, DiskChoice};
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
 use crate::model::{self, Cidr, Cluster};
-use crate::profile::{Count, Profiles};
+use crate::profile::{Count, Profiles, Proto};
 
 struct Checker<'a> {
     file: &'a Path,
@@ -124,6 +124,11 @@ pub fn validate(
     let mut dns = Vec::new();
     for (i, d) in raw.network.dns.value.iter().enumerate() {
         match IpAddr::from_str(&d.value) {
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() || ip == Ipv4Addr::BROADCAST => c.err(
+                d,
+                format!("network.dns[{i}]"),
+                format!("{ip} is not an address a DNS server can have; expected a server's address such as 8.8.8.8"),
+            ),
             Ok(ip) => dns.push(ip),
             Err(_) => c.err(
                 d,
@@ -173,8 +178,11 @@ pub fn validate(
             c.err(k, format!("admin.ssh_keys[{i}]"), e);
         }
     }
-    if let Some(h) = &a.password_hash {
-        c.want(h, "admin.password_hash", is_crypt_hash(&h.value), "a crypt(3) hash such as \"$6$salt$...\" (make one with `mkpasswd -m sha-512`), never a plain password");
+    if let Some(h) = &a.password_hash
+        && !is_crypt_hash(&h.value)
+    {
+        // Never quote the value: it may well be the password itself.
+        c.err(h, "admin.password_hash", "not a complete crypt(3) hash (the value is not shown: it may be a password); expected the whole output of `mkpasswd -m sha-512`, such as \"$6$salt$...\" with 86 characters after the salt");
     }
     if a.ssh_keys.is_empty() && a.password_hash.is_none() {
         c.err(&a.username, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys");
@@ -314,7 +322,16 @@ pub fn validate(
         }
         let mut mac = None;
         if let Some(mv) = &m.mac {
-            if is_mac(&mv.value) {
+            if is_mac(&mv.value) && !is_unicast_mac(&mv.value) {
+                c.err(
+                    mv,
+                    f("mac"),
+                    format!(
+                        "{} is a multicast or all-zero MAC (the first byte is odd, or every byte is 0); a network card's address is unicast, such as 52:54:00:12:34:56",
+                        mv.value
+                    ),
+                );
+            } else if is_mac(&mv.value) {
                 let norm = mv.value.to_ascii_lowercase();
                 if let Some(prev) = macs.insert(norm.clone(), i) {
                     c.err(
@@ -383,6 +400,10 @@ pub fn validate(
                 ));
             }
         }
+    }
+
+    if (1..=65535).contains(&port) {
+        check_ssh_port_free(&mut c, &raw.ssh.port, profiles, by_role.keys().copied());
     }
 
     if !c.errors.is_empty() {
@@ -458,6 +479,68 @@ pub fn validate(
         },
         machines,
     })
+}
+
+/// sshd must not take a port a machine's role opens in its firewall: the
+/// service behind it could not listen, and the ssh rule (often open to
+/// anywhere) would open that service to the world too.
+fn check_ssh_port_free<'r>(
+    c: &mut Checker<'_>,
+    at: &Spanned<u32>,
+    profiles: &Profiles,
+    roles: impl Iterator<Item = &'r str>,
+) {
+    let port = at.value;
+    // (service, roles opening it), in profile order.
+    let mut clashes: Vec<(String, Vec<String>)> = Vec::new();
+    let common = profiles.common.firewall.iter().map(|r| ("common", r));
+    let by_role = roles.filter_map(|role| {
+        profiles
+            .roles
+            .get(role)
+            .map(|p| p.firewall.iter().map(move |r| (role, r)))
+    });
+    for (who, rule) in common.chain(by_role.flatten()) {
+        if rule.proto != Proto::Tcp || rule.port.contains("{{") {
+            continue;
+        }
+        let (lo, hi) = match rule.port.split_once(':') {
+            Some((a, b)) => (a.trim().parse::<u32>(), b.trim().parse::<u32>()),
+            None => (
+                rule.port.trim().parse::<u32>(),
+                rule.port.trim().parse::<u32>(),
+            ),
+        };
+        let (Ok(lo), Ok(hi)) = (lo, hi) else { continue };
+        if (lo..=hi).contains(&port) {
+            let what = rule.comment.clone().unwrap_or_else(|| "a service".into());
+            match clashes.iter_mut().find(|(w, _)| *w == what) {
+                Some((_, whos)) => whos.push(who.to_string()),
+                None => clashes.push((what, vec![who.to_string()])),
+            }
+        }
+    }
+    let clashes: Vec<String> = clashes
+        .into_iter()
+        .map(|(what, whos)| {
+            let by = if whos.len() == 1 {
+                format!("the {} role", whos[0])
+            } else {
+                format!("the {} roles", whos.join(" and "))
+            };
+            format!("{what} ({port}/tcp, opened by {by})")
+        })
+        .collect();
+    if !clashes.is_empty() {
+        c.err(
+            at,
+            "ssh.port",
+            format!(
+                "{port} is taken by {}; sshd cannot share it, and the ssh rule would open that service wherever ssh is allowed from; expected another port, such as 2222",
+                clashes.join(", ")
+            ),
+        );
+    }
 }
 
 fn check_ip_in(
@@ -592,13 +675,49 @@ fn is_username(s: &str) -> bool {
         && s != "root"
 }
 
+/// A complete crypt(3) string of a scheme Ubuntu 20.04's libxcrypt
+/// verifies: `$id$[params$]salt$hash` with the hash at its full length, so a
+/// truncated paste (which would lock the account) is caught here.
 fn is_crypt_hash(s: &str) -> bool {
-    // $id$[rounds=N$]salt$hash with the crypt alphabet; yescrypt ($y$) too.
-    s.starts_with('$')
-        && s.len() >= 13
-        && s.split('$').count() >= 4
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"$./=".contains(&c))
+    fn alphabet(x: &str) -> bool {
+        x.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'/')
+    }
+    let parts: Vec<&str> = s.split('$').collect();
+    if parts.first() != Some(&"") {
+        return false;
+    }
+    let ok_salt = |salt: &str, max: usize| !salt.is_empty() && salt.len() <= max && alphabet(salt);
+    let rounds = |p: &str| {
+        p.strip_prefix("rounds=")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1000..=999_999_999).contains(&n))
+    };
+    match parts.as_slice() {
+        ["", "1", salt, hash] => ok_salt(salt, 8) && hash.len() == 22 && alphabet(hash),
+        ["", "5", salt, hash] => ok_salt(salt, 16) && hash.len() == 43 && alphabet(hash),
+        ["", "5", r, salt, hash] => {
+            rounds(r) && ok_salt(salt, 16) && hash.len() == 43 && alphabet(hash)
+        }
+        ["", "6", salt, hash] => ok_salt(salt, 16) && hash.len() == 86 && alphabet(hash),
+        ["", "6", r, salt, hash] => {
+            rounds(r) && ok_salt(salt, 16) && hash.len() == 86 && alphabet(hash)
+        }
+        ["", "y" | "gy", params, salt, hash] => {
+            !params.is_empty()
+                && alphabet(params)
+                && ok_salt(salt, 86)
+                && hash.len() == 43
+                && alphabet(hash)
+        }
+        ["", "2a" | "2b" | "2y", cost, rest] => {
+            cost.len() == 2
+                && cost.parse::<u32>().is_ok_and(|c| (4..=31).contains(&c))
+                && rest.len() == 53
+                && alphabet(rest)
+        }
+        _ => false,
+    }
 }
 
 /// Checks one authorized key the way Ubuntu 20.04's sshd (OpenSSH 8.2)
@@ -679,6 +798,13 @@ fn is_mac(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A unicast, non-zero MAC: the first byte's lowest bit marks a group
+/// (multicast) address, which no network card has.
+fn is_unicast_mac(s: &str) -> bool {
+    let first = u8::from_str_radix(&s[..2], 16).unwrap_or(1);
+    first & 1 == 0 && s.split(':').any(|p| p != "00")
 }
 
 fn is_ifname(s: &str) -> bool {
