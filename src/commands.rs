@@ -500,16 +500,32 @@ fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<Inst
         )])
         .into());
     }
-    if let Some(iso) = &args.iso
-        && !iso.is_file()
-    {
-        return Err(InputErrors(vec![Diagnostic::error(
-            iso,
-            Default::default(),
-            "",
-            "--iso: no such file; expected an Ubuntu live-server ISO",
-        )])
-        .into());
+    if let Some(iso) = &args.iso {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = match std::fs::metadata(iso) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_string()),
+            Err(e) => Some(format!("cannot be read ({e})")),
+            Ok(m) if m.is_dir() => Some("is a directory".into()),
+            Ok(m) if m.file_type().is_char_device() => Some("is a character device".into()),
+            Ok(m) if m.file_type().is_block_device() => {
+                Some("is a block device (a drive); copy the ISO from it into a file first".into())
+            }
+            Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => {
+                Some("is a pipe or socket, not a file".into())
+            }
+            Ok(m) if m.len() == 0 => Some("is empty".into()),
+            Ok(_) => None,
+        };
+        if let Some(kind) = kind {
+            return Err(InputErrors(vec![Diagnostic::error(
+                iso,
+                Default::default(),
+                "--iso",
+                format!("{kind}; expected an Ubuntu live-server ISO file"),
+            )])
+            .into());
+        }
+        crate::iso::patch::check_pristine_file(iso)?;
     }
     Ok(Some(InstallerOptions {
         iso: args.iso.clone(),
