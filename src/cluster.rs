@@ -129,10 +129,14 @@ impl Default for Ntp {
 pub struct Admin {
     #[serde(default = "default_username")]
     pub username: Spanned<String>,
-    #[serde(default)]
-    pub ssh_keys: Vec<Spanned<String>>,
+    #[serde(default = "no_keys")]
+    pub ssh_keys: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub password_hash: Option<Spanned<String>>,
+}
+
+fn no_keys() -> Spanned<Vec<Spanned<String>>> {
+    sp(Vec::new())
 }
 
 fn default_username() -> Spanned<String> {

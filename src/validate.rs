@@ -173,7 +173,7 @@ pub fn validate(
     // Admin and ssh.
     let a = &raw.admin;
     c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)");
-    for (i, k) in a.ssh_keys.iter().enumerate() {
+    for (i, k) in a.ssh_keys.value.iter().enumerate() {
         if let Err(e) = check_ssh_key(&k.value) {
             c.err(k, format!("admin.ssh_keys[{i}]"), e);
         }
@@ -184,8 +184,14 @@ pub fn validate(
         // Never quote the value: it may well be the password itself.
         c.err(h, "admin.password_hash", "not a complete crypt(3) hash (the value is not shown: it may be a password); expected the whole output of `mkpasswd -m sha-512`, such as \"$6$salt$...\" with 86 characters after the salt");
     }
-    if a.ssh_keys.is_empty() && a.password_hash.is_none() {
-        c.err(&a.username, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys");
+    if a.ssh_keys.value.is_empty() && a.password_hash.is_none() {
+        // At the empty list when it is written, else at the admin section.
+        let at = if pos(&a.ssh_keys).known() {
+            pos(&a.ssh_keys)
+        } else {
+            pos(&a.username)
+        };
+        c.errors.push(Diagnostic::error(file, at, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys"));
     }
     if raw.ssh.password_auth.value && a.password_hash.is_none() {
         c.err(&raw.ssh.password_auth, "ssh.password_auth", "password login is on but admin.password_hash is not set; expected a password hash or password_auth: false");
@@ -449,6 +455,7 @@ pub fn validate(
             username: a.username.value.clone(),
             ssh_keys: a
                 .ssh_keys
+                .value
                 .iter()
                 .map(|k| k.value.trim().to_string())
                 .collect(),

@@ -53,16 +53,52 @@ fn parse_cluster(text: &str) -> Result<(), TestCaseError> {
             }
         }
     }
-    prop_assert!(peak_rss_kib() < MAX_RSS_KIB, "peak RSS {} KiB", peak_rss_kib());
+    prop_assert!(
+        peak_rss_kib() < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        peak_rss_kib()
+    );
     Ok(())
 }
 
 /// Pieces of YAML syntax that tend to reach odd parser states.
 const TOKENS: &[&str] = &[
-    "&a ", "*a", "&b [*a, *a, *a]", "- ", ": ", "\n", "  ", "\t", "{", "}", "[", "]", "---\n",
-    "...\n", "!!binary ", "!!str ", "!custom ", "<<: *a\n", "? ", "|\n", ">-\n", "'", "\"",
-    "\\u0000", "#", "%YAML 1.2\n", "-1", "99999999999999999999", "0x1F", "~", "null", "\u{feff}",
-    "é", "\u{202e}", "version: 1\n", "machines:\n  - name: x\n",
+    "&a ",
+    "*a",
+    "&b [*a, *a, *a]",
+    "- ",
+    ": ",
+    "\n",
+    "  ",
+    "\t",
+    "{",
+    "}",
+    "[",
+    "]",
+    "---\n",
+    "...\n",
+    "!!binary ",
+    "!!str ",
+    "!custom ",
+    "<<: *a\n",
+    "? ",
+    "|\n",
+    ">-\n",
+    "'",
+    "\"",
+    "\\u0000",
+    "#",
+    "%YAML 1.2\n",
+    "-1",
+    "99999999999999999999",
+    "0x1F",
+    "~",
+    "null",
+    "\u{feff}",
+    "é",
+    "\u{202e}",
+    "version: 1\n",
+    "machines:\n  - name: x\n",
 ];
 
 #[derive(Debug, Clone)]
@@ -146,8 +182,8 @@ proptest! {
 fn iso_head() -> &'static [u8] {
     static HEAD: OnceLock<Vec<u8>> = OnceLock::new();
     HEAD.get_or_init(|| {
-        let mut bytes = std::fs::read(iso_common::fixture(iso_common::Fixture::Focal))
-            .expect("stand-in ISO");
+        let mut bytes =
+            std::fs::read(iso_common::fixture(iso_common::Fixture::Focal)).expect("stand-in ISO");
         bytes.truncate(2 << 20);
         bytes
     })
@@ -160,7 +196,10 @@ fn read_iso(bytes: &[u8]) -> Result<(), TestCaseError> {
     f.write_all(bytes).expect("write");
     let start = Instant::now();
     if let Ok(fs) = microseed::iso::iso9660::Iso9660::open(&f) {
-        for path in microseed::iso::DEFAULT_BOOT_CONFIGS.iter().chain(&["md5sum.txt", "a/b/c/d/e"]) {
+        for path in microseed::iso::DEFAULT_BOOT_CONFIGS
+            .iter()
+            .chain(&["md5sum.txt", "a/b/c/d/e"])
+        {
             let _ = fs.find_records(&f, path);
         }
         if let Ok(layout) = microseed::iso::parttable::read_layout(&f, bytes.len() as u64) {
@@ -176,7 +215,11 @@ fn read_iso(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     let took = start.elapsed();
     prop_assert!(took < PER_CASE, "took {took:?}");
-    prop_assert!(peak_rss_kib() < MAX_RSS_KIB, "peak RSS {} KiB", peak_rss_kib());
+    prop_assert!(
+        peak_rss_kib() < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        peak_rss_kib()
+    );
     Ok(())
 }
 

@@ -275,7 +275,7 @@ fn no_key_and_no_password_is_rejected() {
             "  ssh_keys: []\n",
         )],
         "admin.ssh_keys",
-        20,
+        22,
         "unreachable",
     );
 }
