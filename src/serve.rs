@@ -152,7 +152,7 @@ impl Serve {
                     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
                     let client = peer(&stream);
                     let _ = stream.write_all(&simple(503, "busy, try again", &[]));
-                    eprintln!("{client} - - 503 0 (every worker busy and the queue full)");
+                    log_line!("{client} - - 503 0 (every worker busy and the queue full)");
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     anyhow::bail!("every worker thread has stopped")
@@ -162,6 +162,15 @@ impl Serve {
         Ok(())
     }
 }
+
+/// One line on stderr, ignoring failure: a closed stderr must not kill a
+/// worker (`eprintln!` panics), or the pool would shrink with every request.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+use log_line;
 
 fn peer(stream: &TcpStream) -> String {
     stream
@@ -263,11 +272,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Sends `bytes`, then closes gently: a client whose request body we never
-/// read would otherwise get a reset instead of our answer.
+/// Sends a whole response.
 fn finish(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes)?;
-    stream.flush()?;
+    stream.flush()
+}
+
+/// Closes after the response: a client whose request body was never read
+/// would otherwise get a reset instead of the answer, so the rest of what it
+/// sends is read (a little, briefly) first.
+fn close_gently(stream: &mut TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut sink = [0u8; 4096];
@@ -278,19 +292,24 @@ fn finish(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
             Ok(n) => drained += n,
         }
     }
-    Ok(())
 }
 
+/// Answers one connection's request, logs it, then closes.
 fn connection(root: &Path, limits: &Limits, mut stream: TcpStream) {
-    let client = peer(&stream);
+    respond(root, limits, &mut stream);
+    close_gently(&mut stream);
+}
+
+fn respond(root: &Path, limits: &Limits, stream: &mut TcpStream) {
+    let client = peer(stream);
     let _ = stream.set_write_timeout(Some(limits.io_timeout));
-    let head = match read_head(&mut stream, limits) {
+    let head = match read_head(stream, limits) {
         Ok(h) => h,
         Err(HeadError::Gone) => return,
         Err(HeadError::Status(code, msg)) => {
-            let r = finish(&mut stream, &simple(code, msg, &[]));
+            let r = finish(stream, &simple(code, msg, &[]));
             let note = r.err().map(|e| format!(" ({e})")).unwrap_or_default();
-            eprintln!("{client} - - {code} 0 ({msg}){note}");
+            log_line!("{client} - - {code} 0 ({msg}){note}");
             return;
         }
     };
@@ -309,18 +328,14 @@ fn connection(root: &Path, limits: &Limits, mut stream: TcpStream) {
     let log = |status: u16, bytes: u64, result: std::io::Result<()>| {
         let note = result.err().map(|e| format!(" ({e})")).unwrap_or_default();
         let method: String = method.escape_debug().collect();
-        eprintln!("{client} {method} {shown} {status} {bytes}{machine}{note}");
+        log_line!("{client} {method} {shown} {status} {bytes}{machine}{note}");
     };
     if method.is_empty()
         || url.is_empty()
         || parts.next().is_some()
         || !version.starts_with("HTTP/1.")
     {
-        return log(
-            400,
-            0,
-            finish(&mut stream, &simple(400, "bad request", &[])),
-        );
+        return log(400, 0, finish(stream, &simple(400, "bad request", &[])));
     }
     if method != "GET" && method != "HEAD" {
         let r = simple(
@@ -328,18 +343,14 @@ fn connection(root: &Path, limits: &Limits, mut stream: TcpStream) {
             "method not allowed: this server is read-only",
             &[("Allow", "GET, HEAD")],
         );
-        return log(405, 0, finish(&mut stream, &r));
+        return log(405, 0, finish(stream, &r));
     }
     let rel = match resolve(url) {
         Err(Refusal::Forbidden) => {
-            return log(403, 0, finish(&mut stream, &simple(403, "forbidden", &[])));
+            return log(403, 0, finish(stream, &simple(403, "forbidden", &[])));
         }
         Err(Refusal::BadRequest) => {
-            return log(
-                400,
-                0,
-                finish(&mut stream, &simple(400, "bad request", &[])),
-            );
+            return log(400, 0, finish(stream, &simple(400, "bad request", &[])));
         }
         Ok(rel) => rel,
     };
@@ -348,12 +359,12 @@ fn connection(root: &Path, limits: &Limits, mut stream: TcpStream) {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             let head = head_bytes(200, len, content_type(&rel), &[]);
             if method == "HEAD" {
-                return log(200, 0, finish(&mut stream, &head));
+                return log(200, 0, finish(stream, &head));
             }
             // std::io::copy sends a file to a socket with sendfile(2).
             let result = stream
                 .write_all(&head)
-                .and_then(|()| std::io::copy(&mut file.take(len), &mut stream))
+                .and_then(|()| std::io::copy(&mut file.take(len), stream))
                 .and_then(|sent| {
                     if sent == len {
                         Ok(())
@@ -361,11 +372,11 @@ fn connection(root: &Path, limits: &Limits, mut stream: TcpStream) {
                         Err(std::io::Error::other("file shrank while being sent"))
                     }
                 })
-                .and_then(|()| finish(&mut stream, &[]));
+                .and_then(|()| stream.flush());
             log(200, len, result)
         }
-        Ok(None) => log(404, 0, finish(&mut stream, &simple(404, "not found", &[]))),
-        Err(()) => log(403, 0, finish(&mut stream, &simple(403, "forbidden", &[]))),
+        Ok(None) => log(404, 0, finish(stream, &simple(404, "not found", &[]))),
+        Err(()) => log(403, 0, finish(stream, &simple(403, "forbidden", &[]))),
     }
 }
 
