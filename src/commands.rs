@@ -49,6 +49,15 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` that ignores failure: with stderr a closed pipe
+/// (`2>&1 | head -1`), a message that cannot be shown is no reason to panic.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Prints the outcome and maps it to an exit code: 2 for input errors,
 /// 1 for anything else.
 pub fn exit(result: Result<()>, json: bool) -> ExitCode {
@@ -56,7 +65,7 @@ pub fn exit(result: Result<()>, json: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<ClosedStdout>().is_some() => ExitCode::from(1),
         Err(e) if e.downcast_ref::<Reported>().is_some() => {
-            eprintln!("{e}");
+            errln!("{e}");
             ExitCode::from(1)
         }
         Err(e) => {
@@ -65,9 +74,9 @@ pub fn exit(result: Result<()>, json: bool) -> ExitCode {
                     let diags: Vec<_> = input.0.iter().map(Diagnostic::to_json).collect();
                     let _ = outln!("{}", json!({"ok": false, "errors": diags}));
                 }
-                eprintln!("{input}");
+                errln!("{input}");
                 let n = input.0.len();
-                eprintln!(
+                errln!(
                     "{n} error{}; nothing was written",
                     if n == 1 { "" } else { "s" }
                 );
@@ -76,7 +85,7 @@ pub fn exit(result: Result<()>, json: bool) -> ExitCode {
                 if json {
                     let _ = outln!("{}", json!({"ok": false, "error": format!("{e:#}")}));
                 }
-                eprintln!("error: {e:#}");
+                errln!("error: {e:#}");
                 ExitCode::from(1)
             }
         }
@@ -98,7 +107,7 @@ impl std::error::Error for Reported {}
 
 fn warn_all(diags: &[Diagnostic]) {
     for d in diags {
-        eprintln!("{d}");
+        errln!("{d}");
     }
 }
 
@@ -172,7 +181,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
             .into());
         }
         (false, Some(_)) => {
-            eprintln!("warning: --pxe-url is only used by --format pxe; ignoring it");
+            errln!("warning: --pxe-url is only used by --format pxe; ignoring it");
             None
         }
         (false, None) => None,
@@ -199,7 +208,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     let loaded = build::load(cluster, src, missing)?;
     warn_all(&loaded.warnings);
     if loaded.created_secrets {
-        eprintln!(
+        errln!(
             "created {} (mode 0600) with a new join token: keep it, never commit it",
             loaded.secrets_path.display()
         );
@@ -329,7 +338,7 @@ pub fn serve(dir: &Path, bind: &str, json: bool) -> Result<()> {
     }
     std::io::Write::flush(&mut std::io::stdout())?;
     if addr.ip().is_unspecified() {
-        eprintln!("listening on every interface: use this machine's LAN address in --pxe-url");
+        errln!("listening on every interface: use this machine's LAN address in --pxe-url");
     }
     server.run()
 }
@@ -383,7 +392,7 @@ pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
         )?;
         match key {
             Some((p, _)) => outln!("admin ssh key from {}", p.display())?,
-            None => eprintln!(
+            None => errln!(
                 "warning: no ssh public key found; add one under admin.ssh_keys before `microseed check` passes"
             ),
         }
@@ -487,7 +496,7 @@ pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Resu
 fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<InstallerOptions>> {
     if !formats.contains(&Format::Installer) {
         if args.iso.is_some() {
-            eprintln!("warning: --iso is only used by --format installer; ignoring it");
+            errln!("warning: --iso is only used by --format installer; ignoring it");
         }
         return Ok(None);
     }

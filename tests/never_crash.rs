@@ -60,6 +60,33 @@ fn closed_stdout_ends_every_command_quietly_with_failure() {
 }
 
 #[test]
+fn closed_stdout_and_stderr_never_panic() {
+    // `microseed ... 2>&1 | head -0`: both streams go to a pipe nobody reads,
+    // including the error paths (exit 2) that print to stderr.
+    let s = Scratch::example();
+    let bad = s.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nname: x\n").expect("write");
+    let cluster = s.cluster().display().to_string();
+    let out = s.out().display().to_string();
+    let bad = bad.display().to_string();
+    for (args, code) in [
+        (vec!["build", cluster.as_str(), "-o", out.as_str()], 1),
+        (vec!["check", bad.as_str()], 2),
+        (vec!["check", bad.as_str(), "--json"], 2),
+        (vec!["verify", "/nonexistent"], 2),
+        (vec!["completions", "fish"], 1),
+    ] {
+        let o = bin()
+            .args(&args)
+            .stdout(closed_pipe())
+            .stderr(closed_pipe())
+            .status()
+            .expect("run");
+        assert_eq!(o.code(), Some(code), "{args:?}");
+    }
+}
+
+#[test]
 fn a_machine_named_twice_is_built_once() {
     let s = Scratch::example();
     let o = s.build(&[
