@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every microseed test on a fresh Debian machine: installs what the
 # tests need (apt packages listed in scripts/deps/*.apt, Python modules),
-# then lint, unit and integration tests, then the booted-VM acceptance run.
+# then lint, unit and integration tests, the subiquity dry-run tier, then the
+# booted-VM acceptance run.
 #
 #   scripts/test.sh            # everything
 #   scripts/test.sh --quick    # skip the VM acceptance run
@@ -43,7 +44,13 @@ cargo clippy --all-targets -- -D warnings
 log "cargo test"
 cargo test --release -- --test-threads="${MICROSEED_TEST_THREADS:-2}"
 
-# 4. The booted-VM acceptance run (issue: VM provisioning).
+# 4. The installer's own check of the seeds: subiquity --dry-run at every
+# revision of the bundle in ../shared/tools/subiquity/ (the harness is built
+# first). Without the bundle the tier says plainly that it did not run.
+log "subiquity dry-run tier"
+MICROSEED_BIN=target/release/microseed scripts/subiquity-tier.sh --setup
+
+# 5. The booted-VM acceptance run (issue: VM provisioning).
 if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     log "acceptance: building the VM image (cached; outside the run's 25-minute bound)"
     scripts/acceptance.sh build

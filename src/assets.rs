@@ -72,6 +72,25 @@ impl Tree {
         }
     }
 
+    /// Reads one file as bytes (keys are not always text), preferring the
+    /// overlay; returns its origin with it.
+    pub fn get_bytes(&self, name: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
+        if let Some(dir) = &self.overlay {
+            let p = dir.join(name);
+            if p.is_file() {
+                let bytes =
+                    std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                return Ok(Some((p, bytes)));
+            }
+        }
+        Ok(self.embedded.get_file(name).map(|f| {
+            (
+                PathBuf::from(format!("embedded:{name}")),
+                f.contents().to_vec(),
+            )
+        }))
+    }
+
     /// Every file name under `dir` (relative to the root), embedded and
     /// overlay merged, sorted so iteration order never depends on the disk.
     pub fn list(&self, dir: &str) -> Result<Vec<String>> {

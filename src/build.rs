@@ -56,7 +56,11 @@ pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loade
     let mut warnings = Vec::new();
     let mut created = false;
     let secrets = if secrets_path.exists() {
-        let (s, w) = secrets::load(&secrets_path, src.strict)?;
+        let wallets = cluster
+            .staking
+            .enabled
+            .then_some(cluster.nfs.validator_clients);
+        let (s, w) = secrets::load(&secrets_path, src.strict, wallets)?;
         warnings.extend(w);
         Some(s)
     } else {
@@ -203,6 +207,8 @@ pub struct InstallerOptions {
     pub iso: Option<PathBuf>,
     pub cache_dir: PathBuf,
     pub progress: bool,
+    /// Any network use is an error (the ISO must be in the cache).
+    pub offline: bool,
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
@@ -233,6 +239,7 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
             docs.push(d);
         }
     }
+    crate::cleanup::pause_point("staged");
     drop(planner);
     if req.formats.contains(&Format::Installer) {
         let opts = req
@@ -245,14 +252,27 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
             .with_context(|| format!("no profile for release {}", loaded.cluster.release))?;
         let iso = match &opts.iso {
             Some(p) => p.clone(),
-            None => crate::iso::ensure_iso(
-                &release.iso.url,
-                &release.iso.sha256sums_url,
-                &release.iso.file,
-                &opts.cache_dir,
-                opts.progress,
-            )
-            .context("getting the installer ISO (or pass --iso PATH)")?,
+            None => {
+                if !release.origin.to_string_lossy().starts_with("embedded:") {
+                    crate::errln!(
+                        "note: release {} comes from {}: its pinned digest or signing key is \
+                         trusted as written there",
+                        release.release,
+                        release.origin.display()
+                    );
+                }
+                let spec = crate::iso::IsoSpec::for_release(release, src.profiles.as_deref())?;
+                crate::iso::ensure_iso(
+                    &spec,
+                    &opts.cache_dir,
+                    &crate::iso::FetchOptions {
+                        offline: opts.offline,
+                        progress: opts.progress,
+                    },
+                )
+                .context("getting the installer ISO (or pass --iso PATH)")?
+                .path
+            }
         };
         let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
         let bar = progress_bar(opts.progress, machines.len() as u64, "installer images");
@@ -267,11 +287,12 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
         }
         bar.finish_and_clear();
     }
+    // The boot files, ISO and loaders the user copied in survive every
+    // rebuild, also one that does not ask for pxe this time.
+    for dir in crate::pxe::PROVIDED_DIRS {
+        staging.carry_over(dir)?;
+    }
     if req.formats.contains(&Format::Pxe) {
-        // The boot files, ISO and loaders the user copied in survive a rebuild.
-        for dir in crate::pxe::PROVIDED_DIRS {
-            staging.carry_over(dir)?;
-        }
         let opts = req.pxe.context("the pxe format needs --pxe-url")?;
         crate::pxe::write(
             &mut staging,

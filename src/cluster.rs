@@ -209,6 +209,10 @@ pub struct Nfs {
     pub uid: Spanned<u32>,
     #[serde(default = "default_gid")]
     pub gid: Spanned<u32>,
+    /// Put the export on its own volume; by default it is a directory on the
+    /// root filesystem, which then takes the whole disk.
+    #[serde(default)]
+    pub data_volume: bool,
 }
 
 fn default_export_root() -> Spanned<String> {
@@ -231,6 +235,7 @@ impl Default for Nfs {
             validator_clients: default_clients(),
             uid: default_uid(),
             gid: default_gid(),
+            data_volume: false,
         }
     }
 }
@@ -244,6 +249,20 @@ pub struct Staking {
     /// reference helm understands). The chart is installed only when set.
     #[serde(default)]
     pub chart: Option<Spanned<String>>,
+    /// `mainnet` or a testnet name (the chart's `ethereumTestnet`). Never
+    /// defaulted: validating on the wrong network loses real money or
+    /// wastes a sync.
+    #[serde(default)]
+    pub network: Option<Spanned<String>>,
+    /// Execution-layer (eth1) endpoints for the beacon node, first is primary.
+    #[serde(default)]
+    pub eth1_endpoints: Vec<Spanned<String>>,
+    /// Text the validators write into proposed blocks.
+    #[serde(default)]
+    pub graffiti: Option<Spanned<String>>,
+    /// Genesis state file on the NFS share, for testnets (optional).
+    #[serde(default)]
+    pub genesis_state_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

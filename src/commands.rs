@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::build::{self, BuildRequest, Format, InstallerOptions, MissingSecrets, Sources};
 use crate::diag::{Diagnostic, InputErrors};
+use crate::outdir::{self, Input};
 use crate::pxe::{PxeOptions, PxeUrl};
 use crate::render::Target;
 use crate::secrets;
@@ -51,6 +52,7 @@ macro_rules! outln {
 
 /// `eprintln!` that ignores failure: with stderr a closed pipe
 /// (`2>&1 | head -1`), a message that cannot be shown is no reason to panic.
+#[macro_export]
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -152,6 +154,43 @@ pub struct BuildArgs {
     pub iso: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub check: bool,
+    pub offline: bool,
+    /// Replace an OUT microseed did not write.
+    pub force: bool,
+}
+
+/// What `build` reads, which OUT must stay clear of.
+fn build_inputs(
+    args: &BuildArgs,
+    src: &Sources,
+    installer: Option<&InstallerOptions>,
+) -> Vec<Input> {
+    let dir = match args.cluster.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut inputs = vec![
+        Input {
+            what: "the cluster file's directory".into(),
+            path: dir,
+            may_hold_out: true,
+        },
+        Input::new("the cluster file", &args.cluster),
+        Input::new("the secrets file", &secrets::path_for(&args.cluster)),
+    ];
+    if let Some(p) = &src.profiles {
+        inputs.push(Input::new("--profiles", p));
+    }
+    if let Some(p) = &src.templates {
+        inputs.push(Input::new("--templates", p));
+    }
+    if let Some(opts) = installer {
+        match &opts.iso {
+            Some(iso) => inputs.push(Input::new("--iso", iso)),
+            None => inputs.push(Input::new("the ISO download cache", &opts.cache_dir)),
+        }
+    }
+    inputs
 }
 
 pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
@@ -187,6 +226,21 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         (false, None) => None,
     };
     let installer = installer_options(args, &formats)?;
+    // Where the output goes, before anything is written (the secrets file
+    // included): a build replaces OUT as a whole.
+    let inputs = build_inputs(args, src, installer.as_ref());
+    let abs_out = outdir::check_path(out, &inputs, check)?;
+    if !check {
+        outdir::check_contents(out, &abs_out, args.force)?;
+    }
+    // An --iso that is not Ubuntu's ISO as released (another machine's
+    // installer.img, a truncated download): refused before anything is
+    // written, after the output checks so their reason comes first.
+    if installer.is_some()
+        && let Some(iso) = &args.iso
+    {
+        crate::iso::patch::check_pristine_file(iso)?;
+    }
     if check {
         let sp = secrets::path_for(cluster);
         if !sp.exists() {
@@ -207,6 +261,11 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     };
     let loaded = build::load(cluster, src, missing)?;
     warn_all(&loaded.warnings);
+    let _lock = outdir::lock(&abs_out)?;
+    if !check {
+        // Again under the lock: another run may have changed OUT meanwhile.
+        outdir::check_contents(out, &abs_out, args.force)?;
+    }
     if loaded.created_secrets {
         errln!(
             "created {} (mode 0600) with a new join token: keep it, never commit it",
@@ -222,7 +281,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         installer: installer.as_ref(),
     };
     if check {
-        let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+        let tmp = outdir::check_tree(&abs_out)?;
         let fresh = tmp.path().join("out");
         build::build(&loaded, src, &request(&fresh))?;
         let entries = verify::compare(&fresh, out)?;
@@ -376,9 +435,13 @@ pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
         None => replace_keys(INIT_TEMPLATE, "")?,
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(&cluster_path, body)
-        .with_context(|| format!("writing {}", cluster_path.display()))?;
-    secrets::create(&secrets_path, &secrets::generate()?)?;
+    crate::output::create_new_atomic(&cluster_path, body.as_bytes(), 0o644)?;
+    // Both files or neither: a cluster file alone would make the next
+    // `init` refuse, for a failure (a full disk) the user has since fixed.
+    if let Err(e) = secrets::generate().and_then(|s| secrets::create(&secrets_path, &s)) {
+        let _ = std::fs::remove_file(&cluster_path);
+        return Err(e);
+    }
     if json {
         outln!(
             "{}",
@@ -534,7 +597,6 @@ fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<Inst
             )])
             .into());
         }
-        crate::iso::patch::check_pristine_file(iso)?;
     }
     Ok(Some(InstallerOptions {
         iso: args.iso.clone(),
@@ -543,5 +605,140 @@ fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<Inst
             .clone()
             .unwrap_or_else(crate::iso::default_cache_dir),
         progress: true,
+        offline: args.offline,
     }))
+}
+
+/// The release profiles to act on: `--release` names, or every release.
+fn iso_specs(src: &Sources, releases: &[String]) -> Result<Vec<crate::iso::IsoSpec>> {
+    let profiles = crate::profile::Profiles::load(src.profiles.as_deref())?;
+    let mut bad = Vec::new();
+    let mut picked = Vec::new();
+    if releases.is_empty() {
+        picked.extend(profiles.releases.values());
+    }
+    for r in releases {
+        match profiles.releases.get(r) {
+            Some(p) => picked.push(p),
+            None => bad.push(Diagnostic::error(
+                Path::new("--release"),
+                Default::default(),
+                "",
+                format!(
+                    "unknown release {r:?}; expected one of {}",
+                    profiles
+                        .releases
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(InputErrors(bad).into());
+    }
+    let mut specs = Vec::new();
+    for p in picked {
+        if !p.origin.to_string_lossy().starts_with("embedded:") {
+            errln!(
+                "note: release {} comes from {}: its pinned digest or signing key is trusted as written there",
+                p.release,
+                p.origin.display()
+            );
+        }
+        specs.push(crate::iso::IsoSpec::for_release(
+            p,
+            src.profiles.as_deref(),
+        )?);
+    }
+    Ok(specs)
+}
+
+/// `iso fetch`: fills the cache with each release's verified ISO.
+pub fn iso_fetch(
+    src: &Sources,
+    releases: &[String],
+    cache_dir: Option<&Path>,
+    offline: bool,
+    json: bool,
+) -> Result<()> {
+    let cache = cache_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::iso::default_cache_dir);
+    let specs = iso_specs(src, releases)?;
+    let mut done = Vec::new();
+    for spec in &specs {
+        let got = crate::iso::ensure_iso(
+            spec,
+            &cache,
+            &crate::iso::FetchOptions {
+                offline,
+                progress: !json,
+            },
+        )
+        .with_context(|| format!("fetching the ISO of release {}", spec.release))?;
+        if !json {
+            outln!(
+                "{} {}: {} ({} bytes, sha256 {}, {})",
+                if got.downloaded { "fetched" } else { "cached" },
+                spec.release,
+                got.path.display(),
+                got.size,
+                got.sha256,
+                got.verified_by
+            )?;
+        }
+        done.push(json!({
+            "release": spec.release,
+            "path": got.path.display().to_string(),
+            "size": got.size,
+            "sha256": got.sha256,
+            "verified_by": got.verified_by,
+            "downloaded": got.downloaded,
+        }));
+    }
+    if json {
+        outln!(
+            "{}",
+            json!({"ok": true, "cache": cache.display().to_string(), "isos": done})
+        )?;
+    }
+    Ok(())
+}
+
+/// `iso list`: what the cache holds and whether an offline build can use it.
+pub fn iso_list(src: &Sources, cache_dir: Option<&Path>, json: bool) -> Result<()> {
+    let cache = cache_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::iso::default_cache_dir);
+    let specs = iso_specs(src, &[])?;
+    let entries = crate::iso::list_cache(&cache, &specs)?;
+    if json {
+        outln!(
+            "{}",
+            json!({"ok": true, "cache": cache.display().to_string(), "files": entries})
+        )?;
+        return Ok(());
+    }
+    outln!("{}:", cache.display())?;
+    if entries.is_empty() {
+        outln!("  (empty: `microseed iso fetch` fills it)")?;
+    }
+    for e in &entries {
+        let rel = if e.releases.is_empty() {
+            "-".to_string()
+        } else {
+            e.releases.join(",")
+        };
+        outln!(
+            "  {:<10} {:>14} bytes  release {rel:<6} {}\n             {}",
+            e.status,
+            e.size,
+            e.file,
+            e.detail
+        )?;
+    }
+    Ok(())
 }

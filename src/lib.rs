@@ -7,6 +7,7 @@
 //! [`build`] strings the stages together; [`commands`] is the CLI's side.
 pub mod assets;
 pub mod build;
+pub mod cleanup;
 pub mod cluster;
 pub mod commands;
 pub mod diag;
@@ -14,6 +15,7 @@ pub mod image;
 pub mod input;
 pub mod iso;
 pub mod model;
+pub mod outdir;
 pub mod output;
 pub mod plan;
 pub mod profile;
@@ -21,5 +23,6 @@ pub mod pxe;
 pub mod render;
 pub mod secrets;
 pub mod serve;
+pub mod staking;
 pub mod validate;
 pub mod verify;

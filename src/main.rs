@@ -20,6 +20,8 @@ Examples:
   microseed build mycluster/cluster.yaml -o out --format dir,pxe --pxe-url http://172.20.10.5:8080
   microseed serve out/pxe --bind 0.0.0.0:8080
   microseed verify out
+  microseed iso fetch --release 20.04
+  microseed build mycluster/cluster.yaml -o out --format installer --offline
   microseed build mycluster/cluster.yaml -o out --check
   microseed completions bash > /etc/bash_completion.d/microseed
 
@@ -48,6 +50,10 @@ struct Cli {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Make any network use an error: the installer ISO must already be in
+    /// the cache (see `microseed iso fetch`).
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,7 +100,8 @@ enum Command {
         #[arg(long, value_name = "http://HOST:PORT")]
         pxe_url: Option<String>,
         /// Ubuntu installer ISO for --format installer (default: the
-        /// release's ISO, downloaded once, checked against its SHA256SUMS, cached).
+        /// release's ISO from the cache, downloaded once when missing and
+        /// checked against its pinned digest or its signed SHA256SUMS).
         #[arg(long, value_name = "PATH")]
         iso: Option<PathBuf>,
         /// Where downloaded ISOs are cached.
@@ -105,6 +112,10 @@ enum Command {
         /// difference. Needs the existing secrets file.
         #[arg(long)]
         check: bool,
+        /// Replace OUT even if microseed did not write it (or it holds
+        /// files its manifest does not list): their contents are deleted.
+        #[arg(long)]
+        force: bool,
     },
     /// Serve DIR (usually OUT/pxe) read-only over HTTP for netbooting.
     #[command(
@@ -133,11 +144,37 @@ enum Command {
         #[arg(long, value_enum, default_value = "installer")]
         target: Target,
     },
+    /// Fill and inspect the installer ISO cache (for offline rebuilds).
+    #[command(subcommand)]
+    Iso(IsoCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  microseed completions bash > ~/.local/share/bash-completion/completions/microseed"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum IsoCommand {
+    /// Download and verify each release's installer ISO into the cache.
+    #[command(
+        after_help = "Examples:\n  microseed iso fetch --release 20.04        # on a laptop, before going to the rack\n  microseed iso fetch --offline              # re-verify the cache, no network\n\nA pinned release is checked against the digest in its profile; an unpinned one\nagainst SHA256SUMS after gpgv verifies SHA256SUMS.gpg with Ubuntu's key."
+    )]
+    Fetch {
+        /// Release to fetch (repeatable; default: every release profile).
+        #[arg(long = "release", value_name = "R")]
+        releases: Vec<String>,
+        /// Where ISOs are cached.
+        #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// List the cache: each ISO re-hashed, verified or not, its size.
+    #[command(after_help = "Examples:\n  microseed iso list\n  microseed iso list --json")]
+    List {
+        /// Where ISOs are cached.
+        #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -148,6 +185,7 @@ fn main() -> ExitCode {
         strict: cli.strict,
     };
     let json = cli.json;
+    let offline = cli.offline;
     let result = match cli.command {
         Command::Init { dir, ssh_key } => commands::init(&dir, ssh_key.as_deref(), json),
         Command::Check { cluster } => commands::check(&cluster, &src, json),
@@ -161,6 +199,7 @@ fn main() -> ExitCode {
             iso,
             cache_dir,
             check,
+            force,
         } => commands::build(
             &src,
             &commands::BuildArgs {
@@ -173,9 +212,18 @@ fn main() -> ExitCode {
                 iso,
                 cache_dir,
                 check,
+                offline,
+                force,
             },
             json,
         ),
+        Command::Iso(IsoCommand::Fetch {
+            releases,
+            cache_dir,
+        }) => commands::iso_fetch(&src, &releases, cache_dir.as_deref(), offline, json),
+        Command::Iso(IsoCommand::List { cache_dir }) => {
+            commands::iso_list(&src, cache_dir.as_deref(), json)
+        }
         Command::Serve { dir, bind } => commands::serve(&dir, &bind, json),
         Command::Verify { out } => commands::verify(&out, json),
         Command::Render {

@@ -105,6 +105,9 @@ pub struct Microk8s {
 #[derive(Debug, Clone, Serialize)]
 pub struct Nfs {
     pub export_root: String,
+    /// The export gets its own logical volume (the rest of the disk) instead
+    /// of living on the root filesystem.
+    pub data_volume: bool,
     pub validator_clients: u32,
     pub uid: u32,
     pub gid: u32,
@@ -114,7 +117,19 @@ pub struct Nfs {
 pub struct Staking {
     pub enabled: bool,
     pub chart: Option<String>,
+    /// `mainnet`, a testnet name, or `None` when the cluster file does not say.
+    pub network: Option<String>,
+    pub eth1_endpoints: Vec<String>,
+    pub graffiti: String,
+    pub genesis_state_file: Option<String>,
 }
+
+/// The chart's own graffiti default (eth2xk8s `prysm/helm/values.yaml`).
+pub const DEFAULT_GRAFFITI: &str = "eth2 x k8s";
+
+/// Networks the `network` key accepts: the chart passes a testnet's name to
+/// Prysm as `--NAME`; mainnet is the absence of that flag.
+pub const NETWORKS: &[&str] = &["mainnet", "prater", "goerli", "sepolia", "holesky", "hoodi"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {

@@ -17,6 +17,9 @@ pub const MANIFEST: &str = "SHA256SUMS";
 /// An output tree being built.
 pub struct Staging {
     dir: tempfile::TempDir,
+    /// Declared after `dir`: the tree is removed before it leaves the list
+    /// of paths a signal removes.
+    _guard: crate::cleanup::Guard,
     target: PathBuf,
     sums: BTreeMap<String, String>,
     bytes: u64,
@@ -46,29 +49,38 @@ impl Staging {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let dir = tempfile::Builder::new()
-            .prefix(&format!(".{name}.tmp-"))
+            .prefix(&crate::outdir::staging_prefix(&name))
             .tempdir_in(&parent)
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+        let guard = crate::cleanup::register(dir.path());
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
         Ok(Staging {
             dir,
+            _guard: guard,
             target: target.to_path_buf(),
             sums: BTreeMap::new(),
             bytes: 0,
         })
     }
 
-    /// Where files for `rel` go; parent directories are created (0700).
+    /// Where files for `rel` go; parent directories are created (0700) one
+    /// level at a time below the staging root, never the root itself: once
+    /// a signal has taken the tree away, nothing recreates it.
     pub fn path_for(&self, rel: &str) -> Result<PathBuf> {
-        let p = self.dir.path().join(rel);
-        if let Some(parent) = p.parent() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+        let mut d = self.dir.path().to_path_buf();
+        if let Some(parent) = Path::new(rel).parent() {
+            for c in parent.components() {
+                d.push(c);
+                match DirBuilder::new().mode(0o700).create(&d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("creating {}", d.display()));
+                    }
+                }
+            }
         }
-        Ok(p)
+        Ok(self.dir.path().join(rel))
     }
 
     /// A new owner-only file (seeds carry the join token) in the tree.
@@ -121,15 +133,28 @@ impl Staging {
 
     /// Brings `rel` (a directory the user filled, such as the PXE boot files)
     /// from the current output into the new one, as hard links: the old tree
-    /// stays intact until the swap, and nothing is copied.
+    /// stays intact until the swap, and nothing is copied. Whatever sits at
+    /// `rel` is kept as it is: a directory, a symbolic link (to a directory
+    /// elsewhere, say) or a file.
     pub fn carry_over(&self, rel: &str) -> Result<()> {
+        let rel = rel.trim_end_matches('/');
         let from = self.target.join(rel);
-        if !from.is_dir() {
-            return Ok(());
-        }
-        let to = self.path_for(rel.trim_end_matches('/'))?;
-        link_tree(&from, &to)
-            .with_context(|| format!("keeping {} across the rebuild", from.display()))
+        let meta = match fs::symlink_metadata(&from) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", from.display())),
+        };
+        let to = self.path_for(rel)?;
+        let kept = if meta.is_dir() {
+            link_tree(&from, &to)
+        } else if meta.file_type().is_symlink() {
+            fs::read_link(&from)
+                .and_then(|t| std::os::unix::fs::symlink(t, &to))
+                .map_err(Into::into)
+        } else {
+            fs::hard_link(&from, &to).map_err(Into::into)
+        };
+        kept.with_context(|| format!("keeping {} across the rebuild", from.display()))
     }
 
     /// Records a file another writer placed at `path_for(rel)` and hashed.
@@ -173,6 +198,88 @@ impl Staging {
     }
 }
 
+/// Creates `path` holding `bytes` (with `mode`) all at once or not at all:
+/// written to a temporary file beside it, flushed, then renamed into place
+/// without replacing an existing file. A full disk leaves no empty or
+/// partial file that later runs would trip over.
+pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let prefix = format!(".{name}.tmp-");
+    sweep_dead_temp_files(dir, &prefix)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let guard = crate::cleanup::register(tmp.path());
+    // Held until the file has its name: a later run removes only temporary
+    // files nobody holds (their writer died).
+    let _ = rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockExclusive);
+    let written = tmp
+        .write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map(|_| crate::cleanup::pause_point("secret-written"));
+    if let Err(e) = written {
+        // Removed before it leaves the signal's list.
+        drop(tmp);
+        drop(guard);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    // A failed rename drops (removes) the temporary file inside map_err.
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} already exists; not overwriting it", path.display())
+        } else {
+            anyhow::Error::new(e.error).context(format!("creating {}", path.display()))
+        }
+    })?;
+    drop(guard);
+    // The new name must survive a power cut too.
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+/// Removes the temporary files (`prefix` + tempfile's six characters) of
+/// runs killed while creating a file: they may hold a join token. One that
+/// a live run holds (flock) is left alone.
+fn sweep_dead_temp_files(dir: &Path, prefix: &str) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(_) => return Ok(()),
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name().to_string_lossy().into_owned();
+        if !crate::outdir::is_temp_name(&fname, prefix) || !e.file_type()?.is_file() {
+            continue;
+        }
+        let p = e.path();
+        let Ok(f) = fs::File::open(&p) else { continue };
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            // Gone meanwhile: its writer renamed it into place and let go.
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.with_context(|| {
+                        format!("removing {}, left by an interrupted run", p.display())
+                    })?;
+                    crate::errln!("removed {}, left by an interrupted run", p.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn manifest_text(sums: &BTreeMap<String, String>) -> String {
     sums.iter().map(|(p, s)| format!("{s}  {p}\n")).collect()
 }
@@ -205,8 +312,10 @@ pub fn hash_file(p: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), len))
 }
 
+/// Hard-links the tree `from` to `to`, whose parent exists. Not
+/// recursive `mkdir -p`: it must not recreate a staging root a signal took.
 fn link_tree(from: &Path, to: &Path) -> Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(to)?;
+    DirBuilder::new().mode(0o700).create(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let (src, dst) = (entry.path(), to.join(entry.file_name()));

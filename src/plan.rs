@@ -13,6 +13,7 @@ use crate::assets::Tree;
 use crate::model::{Cluster, Machine};
 use crate::profile::{FirewallRule, Profiles, Proto, ReleaseProfile, RoleProfile, Routed};
 use crate::secrets::Secrets;
+use crate::staking::{self, StakingPlan};
 use crate::validate::parse_cidr;
 
 /// A file to place on the machine at first boot.
@@ -58,6 +59,8 @@ struct ClusterCtx<'a> {
     roles: BTreeMap<&'a str, Vec<&'a Machine>>,
     release: &'a ReleaseProfile,
     secrets: &'a Secrets,
+    /// The chart's values and whether the master installs it.
+    staking: StakingPlan,
 }
 
 /// Renders templates for every machine of one cluster; built once per run.
@@ -117,6 +120,7 @@ impl<'a> Planner<'a> {
             roles,
             release,
             secrets,
+            staking: staking::plan(cluster, secrets).context("serializing the chart's values")?,
         })?;
         Ok(Planner {
             cluster,

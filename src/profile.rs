@@ -113,7 +113,13 @@ pub struct ReleaseProfile {
     pub release: String,
     pub codename: String,
     pub iso: IsoSource,
+    /// The key whose signature on `SHA256SUMS` is trusted when `iso.pin` is absent.
+    pub signing_key: SigningKey,
     pub boot: BootFiles,
+    /// Where this profile was read from (`embedded:…` or an overlay path),
+    /// so a trust decision taken from an overlay can say so.
+    #[serde(skip)]
+    pub origin: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -122,6 +128,34 @@ pub struct IsoSource {
     pub file: String,
     pub url: String,
     pub sha256sums_url: String,
+    /// The detached OpenPGP signature of `sha256sums_url`.
+    pub signature_url: String,
+    /// The point release's digest, taken from Ubuntu's SHA256SUMS once and
+    /// recorded here: with it a cached ISO is used with no network at all.
+    #[serde(default)]
+    pub pin: Option<Pin>,
+}
+
+/// A pinned ISO digest and where and when it was checked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// Lower-case hex sha256 of `iso.file`.
+    pub sha256: String,
+    /// Where the digest was read and how it was checked.
+    pub source: String,
+    /// The day it was checked (YYYY-MM-DD).
+    pub checked_on: String,
+}
+
+/// An OpenPGP public key shipped with the profiles (a path under `profiles/`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    pub file: String,
+    /// The primary key's full fingerprint (40 hex digits, spaces allowed):
+    /// only a signature by this key is accepted, whatever else the file holds.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -157,7 +191,8 @@ impl Profiles {
         let mut releases = BTreeMap::new();
         for name in tree.list("releases")? {
             if name.ends_with(".yaml") {
-                let r: ReleaseProfile = load_one(&tree, &name)?;
+                let mut r: ReleaseProfile = load_one(&tree, &name)?;
+                r.origin = tree.get(&name)?.map(|a| a.origin).unwrap_or_default();
                 releases.insert(r.release.clone(), r);
             }
         }

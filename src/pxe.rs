@@ -36,6 +36,14 @@ use crate::render::Documents;
 /// Directories under the output whose files the user copies in.
 pub const PROVIDED_DIRS: [&str; 3] = ["pxe/boot/", "pxe/iso/", "pxe/tftp/"];
 
+/// Is `rel` (a path in the output) one of [`PROVIDED_DIRS`] or under one?
+/// The directory itself may be a symbolic link the user made.
+pub fn is_provided(rel: &str) -> bool {
+    PROVIDED_DIRS
+        .iter()
+        .any(|d| rel.starts_with(d) || rel == d.trim_end_matches('/'))
+}
+
 /// Seconds a machine with a listed MAC waits before its install starts.
 const TIMEOUT_KNOWN: u32 = 5;
 /// Seconds the menu waits before an unknown machine boots its local disk.

@@ -54,7 +54,6 @@ impl Documents {
 #[derive(Debug, Serialize)]
 pub struct CloudConfig {
     pub hostname: String,
-    pub preserve_hostname: bool,
     /// /etc/hosts is written from a template listing every cluster machine;
     /// cloud-init must not rewrite it.
     pub manage_etc_hosts: bool,
@@ -156,6 +155,8 @@ pub struct Autoinstall {
     pub network: NetworkWrap,
     pub storage: Storage,
     pub ssh: SshSection,
+    /// argv lists (never shell text): see [`late_commands`].
+    pub late_commands: Vec<Vec<String>>,
     pub user_data: CloudConfig,
 }
 
@@ -213,8 +214,10 @@ pub fn yaml<T: Serialize>(v: &T) -> anyhow::Result<String> {
 pub fn cloud_config(cluster: &Cluster, plan: &Plan) -> CloudConfig {
     let a = &cluster.admin;
     CloudConfig {
+        // No `preserve_hostname`: cloud-init's default (false) applies, and
+        // the 20.04 GA installer forces it to true anyway (the late-command
+        // writing /etc/hostname covers that case).
         hostname: plan.machine.name.clone(),
-        preserve_hostname: false,
         manage_etc_hosts: false,
         timezone: cluster.timezone.clone(),
         users: vec![User {
@@ -308,7 +311,7 @@ fn storage(disk: &DiskChoice) -> Storage {
     };
     match disk {
         DiskChoice::Largest => m.size = Some("largest".into()),
-        DiskChoice::Serial(s) => m.serial = Some(s.clone()),
+        DiskChoice::Serial(s) => m.serial = Some(serial_glob(s)),
         DiskChoice::Path(p) => m.path = Some(p.clone()),
     }
     Storage {
@@ -317,6 +320,90 @@ fn storage(disk: &DiskChoice) -> Storage {
             match_: m,
         },
     }
+}
+
+/// What subiquity matches `serial` against is udev's `ID_SERIAL` (with
+/// fnmatch), which for ATA, SCSI and NVMe disks is `MODEL_SHORTSERIAL`: the
+/// short serial `lsblk -o SERIAL` prints never equals it. A serial without
+/// glob characters therefore becomes `*S*`, which matches the short serial
+/// and the full `ID_SERIAL` alike; a glob is the user's own and passes as is.
+pub fn serial_glob(s: &str) -> String {
+    if s.contains(['*', '?', '[']) {
+        s.to_string()
+    } else {
+        format!("*{s}*")
+    }
+}
+
+/// Root volume size, in GiB, when the NFS server's export gets its own volume.
+pub const ROOT_GIB_WITH_DATA_VOLUME: u32 = 30;
+
+/// The cloud-init drop-in that keeps the installed seed in charge.
+#[derive(Debug, Serialize)]
+struct DatasourceDropIn {
+    datasource: DatasourceSection,
+}
+
+#[derive(Debug, Serialize)]
+struct DatasourceSection {
+    #[serde(rename = "NoCloud")]
+    no_cloud: NoCloudSection,
+}
+
+#[derive(Debug, Serialize)]
+struct NoCloudSection {
+    /// `None` (YAML null) turns off NoCloud's scan for a CIDATA-labelled
+    /// device; the default label is `cidata`.
+    fs_label: Option<String>,
+}
+
+/// The installed system's datasource drop-in,
+/// `/etc/cloud/cloud.cfg.d/90-microseed-datasource.cfg`.
+pub fn datasource_dropin() -> anyhow::Result<String> {
+    // The 20.04 GA installer hands the first-boot config over as a NoCloud
+    // seed directory; cloud-init 20.1 then lets a CIDATA device (a seed stick
+    // left plugged in) replace that user-data. Later installers set
+    // `datasource_list: [None]`, which this leaves alone.
+    Ok(format!(
+        "# microseed: the installed seed, never a CIDATA device, is this machine's config\n{}",
+        yaml(&DatasourceDropIn {
+            datasource: DatasourceSection {
+                no_cloud: NoCloudSection { fs_label: None },
+            },
+        })?
+    ))
+}
+
+const TARGET_FILES_SH: &str = include_str!("install/target-files.sh");
+const STORAGE_SH: &str = include_str!("install/storage.sh");
+
+/// The install phase's own steps, run by the installer after it has
+/// installed the system. Each is `sh -c SCRIPT NAME ARG...`: values reach the
+/// script as arguments, so no user string is ever parsed as shell.
+pub fn late_commands(cluster: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Vec<String>>> {
+    let net = yaml(&NetworkWrap {
+        network: netplan(cluster, plan),
+    })?;
+    let files = vec![
+        "sh".into(),
+        "-c".into(),
+        TARGET_FILES_SH.into(),
+        "microseed-target-files".into(),
+        plan.machine.name.clone(),
+        net,
+        datasource_dropin()?,
+    ];
+    let data_volume = plan.machine.role == "nfs" && cluster.nfs.data_volume;
+    let storage = vec![
+        "sh".into(),
+        "-c".into(),
+        STORAGE_SH.into(),
+        "microseed-storage".into(),
+        if data_volume { "data" } else { "root" }.into(),
+        cluster.nfs.export_root.clone(),
+        ROOT_GIB_WITH_DATA_VOLUME.to_string(),
+    ];
+    Ok(vec![files, storage])
 }
 
 /// Renders the three documents of one machine.
@@ -341,6 +428,7 @@ pub fn documents(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Resu
                     authorized_keys: cluster.admin.ssh_keys.clone(),
                     allow_pw: cluster.ssh.password_auth,
                 },
+                late_commands: late_commands(cluster, plan)?,
                 user_data: cc,
             };
             format!(
@@ -372,4 +460,26 @@ pub fn documents(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Resu
         meta_data,
         network_config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serial_glob;
+
+    #[test]
+    fn a_plain_serial_matches_inside_udevs_id_serial() {
+        // udev's ID_SERIAL is MODEL_SHORTSERIAL; the short serial sits inside it.
+        let g = serial_glob("WD-WCC7K0TESTSER");
+        assert_eq!(g, "*WD-WCC7K0TESTSER*");
+        assert_eq!(
+            serial_glob("WDC_WD40EFRX_WD-WCC7K0TESTSER"),
+            "*WDC_WD40EFRX_WD-WCC7K0TESTSER*"
+        );
+    }
+
+    #[test]
+    fn a_glob_serial_passes_unchanged() {
+        assert_eq!(serial_glob("WDC_WD40EFRX_*"), "WDC_WD40EFRX_*");
+        assert_eq!(serial_glob("S4EW?X0R[12]*"), "S4EW?X0R[12]*");
+    }
 }

@@ -1,17 +1,20 @@
 //! The secrets file (`secrets.yaml`, beside the cluster file, mode 0600):
 //! what must stay the same across rebuilds but must not sit in the cluster
-//! file, chiefly the MicroK8s join token that lets a rebuilt worker rejoin.
+//! file, chiefly the MicroK8s join token that lets a rebuilt worker rejoin,
+//! and the validators' wallet passwords when the user wants the master to
+//! install the staking chart (microseed never generates those: the wallets
+//! are the user's, made with Prysm).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::cluster::parse_typed;
 use crate::diag::{Diagnostic, InputErrors, Pos};
+use crate::staking;
 
 /// Length of a generated join token: MicroK8s needs at least 32 characters.
 const TOKEN_LEN: usize = 48;
@@ -20,6 +23,8 @@ const MIN_TOKEN_LEN: usize = 32;
 #[derive(Debug, Clone, Serialize)]
 pub struct Secrets {
     pub join_token: String,
+    /// One per validator client, in order; empty when not given.
+    pub wallet_passwords: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -27,6 +32,8 @@ pub struct Secrets {
 struct RawSecrets {
     version: Spanned<u32>,
     join_token: Spanned<String>,
+    #[serde(default)]
+    wallet_passwords: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Serialize)]
@@ -57,10 +64,14 @@ pub fn generate() -> Result<Secrets> {
             }
         }
     }
-    Ok(Secrets { join_token: token })
+    Ok(Secrets {
+        join_token: token,
+        wallet_passwords: Vec::new(),
+    })
 }
 
-/// Writes a new secrets file with mode 0600; refuses to overwrite one.
+/// Writes a new secrets file with mode 0600, atomically; refuses to
+/// overwrite one.
 pub fn create(path: &Path, secrets: &Secrets) -> Result<()> {
     let body = format!(
         "# microseed secrets: keep this file, never commit it.\n# A rebuilt machine rejoins the cluster only with the same join_token.\n{}",
@@ -69,20 +80,18 @@ pub fn create(path: &Path, secrets: &Secrets) -> Result<()> {
             join_token: &secrets.join_token,
         })?
     );
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(body.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+    crate::output::create_new_atomic(path, body.as_bytes(), 0o600)
 }
 
 /// Reads and checks a secrets file. Group- or world-readable files give a
-/// warning (an error with `strict`).
-pub fn load(path: &Path, strict: bool) -> Result<(Secrets, Vec<Diagnostic>), InputErrors> {
+/// warning (an error with `strict`). `wallets` is the number of validator
+/// clients when the cluster file enables staking: wallet passwords, when
+/// given, must match it.
+pub fn load(
+    path: &Path,
+    strict: bool,
+    wallets: Option<u32>,
+) -> Result<(Secrets, Vec<Diagnostic>), InputErrors> {
     let io_err = |e: std::io::Error| {
         InputErrors(vec![Diagnostic::error(
             path,
@@ -113,6 +122,35 @@ pub fn load(path: &Path, strict: bool) -> Result<(Secrets, Vec<Diagnostic>), Inp
             format!("expected at least {MIN_TOKEN_LEN} letters and digits (MicroK8s splits join strings on '/' and token files on '|')"),
         ));
     }
+    let mut wallet_passwords = Vec::new();
+    if let Some(list) = &raw.wallet_passwords {
+        for (i, p) in list.value.iter().enumerate() {
+            if let Err(why) = staking::check_wallet_password(&p.value) {
+                // Never echo the password itself.
+                errors.push(Diagnostic::error(
+                    path,
+                    Pos::from_location(p.referenced),
+                    format!("wallet_passwords[{i}]"),
+                    format!("{why}; the chart prints it unquoted into YAML"),
+                ));
+            }
+            wallet_passwords.push(p.value.clone());
+        }
+        if let Some(n) = wallets
+            && !list.value.is_empty()
+            && list.value.len() != n as usize
+        {
+            errors.push(Diagnostic::error(
+                path,
+                Pos::from_location(list.referenced),
+                "wallet_passwords",
+                format!(
+                    "{} password(s) for {n} validator client(s) (nfs.validator_clients); expected one per client, in order",
+                    list.value.len()
+                ),
+            ));
+        }
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         let msg = format!(
@@ -126,11 +164,13 @@ pub fn load(path: &Path, strict: bool) -> Result<(Secrets, Vec<Diagnostic>), Inp
         }
     }
     if !errors.is_empty() {
+        errors.sort_by_key(|d| (d.pos.line, d.pos.column));
         return Err(InputErrors(errors));
     }
     Ok((
         Secrets {
             join_token: raw.join_token.value,
+            wallet_passwords,
         },
         warnings,
     ))

@@ -13,8 +13,9 @@ use serde_saphyr::Spanned;
 
 use crate::cluster::{ClusterFile, DiskChoice};
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
-use crate::model::{self, Cidr, Cluster};
+use crate::model::{self, Cidr, Cluster, NETWORKS};
 use crate::profile::{Count, Profiles, Proto};
+use crate::staking;
 
 struct Checker<'a> {
     file: &'a Path,
@@ -264,6 +265,40 @@ pub fn validate(
             "a chart path or reference on one line",
         );
     }
+    let st = &raw.staking;
+    if let Some(net) = &st.network {
+        c.want(
+            net,
+            "staking.network",
+            NETWORKS.contains(&net.value.as_str()),
+            &format!("one of {}", NETWORKS.join(", ")),
+        );
+    }
+    for (i, e) in st.eth1_endpoints.iter().enumerate() {
+        if let Err(why) = staking::check_endpoint(&e.value) {
+            c.err(
+                e,
+                format!("staking.eth1_endpoints[{i}]"),
+                format!(
+                    "got {:?} ({why}); expected a URL such as \"http://172.20.10.20:8545\"",
+                    e.value
+                ),
+            );
+        }
+    }
+    if let Some(g) = &st.graffiti
+        && let Err(why) = staking::check_graffiti(&g.value)
+    {
+        c.err(g, "staking.graffiti", format!("got {:?} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&", g.value));
+    }
+    if let Some(f) = &st.genesis_state_file {
+        c.want(
+            f,
+            "staking.genesis_state_file",
+            is_export_path(&f.value),
+            "an absolute path on the NFS share (letters, digits, '.', '_', '-', '/')",
+        );
+    }
 
     // Machines.
     let mut machines = Vec::new();
@@ -365,7 +400,7 @@ pub fn validate(
             None => DiskChoice::Largest,
             Some(d) => {
                 match &d.value {
-                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected a disk serial as shown by `lsblk -o NAME,SERIAL` (letters, digits, '_', '-', '.', ':')")),
+                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)")),
                     DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {p:?}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...")),
                     _ => {}
                 }
@@ -476,6 +511,7 @@ pub fn validate(
         },
         nfs: model::Nfs {
             export_root: n.export_root.value.trim_end_matches('/').to_string(),
+            data_volume: n.data_volume,
             validator_clients: n.validator_clients.value,
             uid: n.uid.value,
             gid: n.gid.value,
@@ -483,6 +519,14 @@ pub fn validate(
         staking: model::Staking {
             enabled: raw.staking.enabled,
             chart: raw.staking.chart.as_ref().map(|s| s.value.clone()),
+            network: st.network.as_ref().map(|s| s.value.clone()),
+            eth1_endpoints: st.eth1_endpoints.iter().map(|s| s.value.clone()).collect(),
+            graffiti: st
+                .graffiti
+                .as_ref()
+                .map(|s| s.value.clone())
+                .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string()),
+            genesis_state_file: st.genesis_state_file.as_ref().map(|s| s.value.clone()),
         },
         machines,
     })
@@ -823,11 +867,14 @@ fn is_ifname(s: &str) -> bool {
         && s != ".."
 }
 
+/// A serial, an `ID_SERIAL`, or an fnmatch glob of one (subiquity matches
+/// with fnmatch). A glob of only `*` would match any disk: not a serial.
 fn is_serial(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(&c))
+            .all(|c| c.is_ascii_alphanumeric() || b"_-.:*?[]".contains(&c))
+        && s.bytes().any(|c| c.is_ascii_alphanumeric())
 }
 
 fn is_dev_path(s: &str) -> bool {

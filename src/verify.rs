@@ -12,7 +12,6 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::output::{MANIFEST, hash_file};
-use crate::pxe::PROVIDED_DIRS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,7 +151,7 @@ fn unlisted(dir: &Path, known: &BTreeSet<String>) -> Result<Vec<Entry>> {
                 .expect("walked below dir")
                 .to_string_lossy()
                 .into_owned();
-            if known.contains(&rel) || PROVIDED_DIRS.iter().any(|pd| rel.starts_with(pd)) {
+            if known.contains(&rel) || crate::pxe::is_provided(&rel) {
                 continue;
             }
             out.push(Entry {

@@ -80,7 +80,7 @@ fn staking_scripts_pass_shellcheck_too() {
     assert_eq!(v["securityContext"]["runAsGroup"], 2000);
     assert_eq!(v["beacon"]["dataDirPath"], "/data/prysm/beacon");
     assert_eq!(
-        v["validatorClients"]["validator-client-1"]["walletDirPath"],
+        v["validatorClients"]["validatorClient1"]["walletDirPath"],
         "/data/prysm/wallet-1"
     );
     assert!(r.roots["worker-1"].join("etc/microseed").exists());

@@ -37,6 +37,20 @@ struct Case {
     says: &'static str,
 }
 
+/// The 1-based line of the example where `needle` first starts a line.
+fn line_of(needle: &str) -> u64 {
+    EXAMPLE
+        .lines()
+        .position(|l| l.starts_with(needle))
+        .unwrap_or_else(|| panic!("example has no line starting {needle:?}")) as u64
+        + 1
+}
+
+/// The first line after the example (where appended text starts).
+fn appended() -> u64 {
+    EXAMPLE.lines().count() as u64 + 1
+}
+
 fn with(from: &str, to: &str) -> String {
     assert!(EXAMPLE.contains(from), "example lacks {from:?}");
     EXAMPLE.replacen(from, to, 1)
@@ -57,7 +71,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "duplicate top-level key",
             text: format!("{EXAMPLE}name: other\n"),
-            line: 52,
+            line: appended(),
             column: 1,
             field: "name",
             says: "`name` is given twice",
@@ -68,7 +82,7 @@ fn cases() -> Vec<Case> {
                 "  gateway: 172.20.0.1\n",
                 "  gateway: 172.20.0.1\n  gateway: 172.20.0.2\n",
             ),
-            line: 14,
+            line: line_of("  gateway:") + 1,
             column: 3,
             field: "network.gateway",
             says: "`gateway` is given twice",
@@ -76,7 +90,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "two documents",
             text: format!("{EXAMPLE}---\nversion: 1\n"),
-            line: 52,
+            line: appended(),
             column: 0,
             field: "",
             says: "a second YAML document starts here",
@@ -92,7 +106,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "recursive alias",
             text: with("keyboard:\n", "keyboard: &k\n  x: *k\n"),
-            line: 9,
+            line: line_of("keyboard:") + 1,
             column: 0,
             field: "",
             says: "refer to themselves",
@@ -100,7 +114,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "alias to no anchor",
             text: with("locale: en_US.UTF-8", "locale: *nowhere"),
-            line: 7,
+            line: line_of("locale:"),
             column: 9,
             field: "",
             says: "refers to no anchor",
@@ -108,7 +122,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "many aliases",
             text: format!("{EXAMPLE}z: &z x\ny: [{}]\n", vec!["*z"; 2000].join(", ")),
-            line: 53,
+            line: appended() + 1,
             column: 0,
             field: "",
             says: "too many anchors or aliases",
@@ -116,7 +130,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "negative uid",
             text: with("uid: 1001", "uid: -5"),
-            line: 36,
+            line: line_of("  uid:"),
             column: 8,
             field: "nfs.uid",
             says: "got \"-5\"; expected an id from 1 to 65533",
@@ -124,7 +138,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "negative port",
             text: with("port: 22", "port: -22   # moved"),
-            line: 26,
+            line: line_of("  port:"),
             column: 9,
             field: "ssh.port",
             says: "got \"-22\"; expected a TCP port from 1 to 65535",
@@ -132,7 +146,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "negative validator count in a flow mapping",
             text: with("  validator_clients: 1\n", "  validator_clients: -1\n"),
-            line: 35,
+            line: line_of("  validator_clients:"),
             column: 22,
             field: "nfs.validator_clients",
             says: "got \"-1\"; expected a whole number from 1 to 64",
@@ -140,7 +154,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "not a boolean",
             text: with("password_auth: false", "password_auth: maybe"),
-            line: 27,
+            line: line_of("  password_auth:"),
             column: 18,
             field: "ssh.password_auth",
             says: "got \"maybe\"; expected true or false",
@@ -156,7 +170,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "far-off unknown key gets no suggestion",
             text: with("    ip: 172.20.10.12", "    a: 172.20.10.12"),
-            line: 51,
+            line: line_of("    ip: 172.20.10.12"),
             column: 5,
             field: "machines[2].a",
             says: "unknown key `a`; expected one of name, role, ip, mac, interface, disk",
@@ -164,7 +178,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "password_auth without a hash points at password_auth",
             text: with("password_auth: false", "password_auth: true"),
-            line: 27,
+            line: line_of("  password_auth:"),
             column: 18,
             field: "ssh.password_auth",
             says: "admin.password_hash is not set",
@@ -175,7 +189,7 @@ fn cases() -> Vec<Case> {
                 "pools: [time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
                 "pools: []",
             ),
-            line: 17,
+            line: line_of("  pools:"),
             column: 10,
             field: "ntp.pools",
             says: "empty; expected at least one NTP pool",
@@ -186,7 +200,7 @@ fn cases() -> Vec<Case> {
                 "{}machines: []\n",
                 &EXAMPLE[..EXAMPLE.find("machines:").expect("machines")]
             ),
-            line: 42,
+            line: line_of("machines:"),
             column: 11,
             field: "machines",
             says: "empty; expected at least one machine",
@@ -194,7 +208,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "empty dns",
             text: with("dns: [8.8.8.8, 8.8.4.4]", "dns: []"),
-            line: 14,
+            line: line_of("  dns:"),
             column: 8,
             field: "network.dns",
             says: "empty; expected at least one DNS server",

@@ -99,7 +99,8 @@ fn installer_iso_is_downloaded_once_per_release_into_the_cache() {
     // points the 20.04 release at it.
     let iso_bytes = std::fs::read(fixture(Fixture::Focal)).expect("fixture");
     let name = "ubuntu-20.04.6-live-server-amd64.iso";
-    let sums = format!("{}  *{name}\n", hex::encode(Sha256::digest(&iso_bytes)));
+    let digest = hex::encode(Sha256::digest(&iso_bytes));
+    let sums = format!("{digest}  *{name}\n");
     let server = tiny_http::Server::http("127.0.0.1:0").expect("server");
     let port = server.server_addr().to_ip().expect("ip").port();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -123,6 +124,11 @@ fn installer_iso_is_downloaded_once_per_release_into_the_cache() {
         .replace(
             "https://releases.ubuntu.com/20.04.6/",
             &format!("http://127.0.0.1:{port}/"),
+        )
+        // The stand-in is pinned in place of Ubuntu's ISO.
+        .replace(
+            "b8f31413336b9393ad5d8ef0282717b2ab19f007df2e9ed5196c13d8f9153c8b",
+            &digest,
         );
     std::fs::write(profiles.join("20.04.yaml"), release).expect("write");
     let cache = s.dir.path().join("cache");

@@ -1,11 +1,22 @@
-//! ensure_iso against a local HTTP server (127.0.0.1, with Range support): whole downloads verified, interrupted ones resumed with a Range
-//! request, corrupt ones deleted with both digests named, verified cached
-//! files not fetched again.
+//! Getting the installer ISO against a local HTTP server (127.0.0.1, with
+//! Range support) and the real `gpgv`: downloads checked against the pinned
+//! digest or against a SHA256SUMS whose signature gpgv verified, interrupted
+//! downloads resumed, corrupt and changed files caught, and an offline rebuild
+//! served from the cache with no request at all. Signatures come from test
+//! keys made with `gpg` in a temporary GNUPGHOME; the shipped Ubuntu key is
+//! checked against a real Ubuntu SHA256SUMS signature.
 
-use microseed::iso::ensure_iso;
+mod common;
+#[path = "iso_common/mod.rs"]
+mod iso_common;
+
+use microseed::iso::{FetchOptions, IsoSpec, Trust, TrustedKey, ensure_iso, list_cache};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,15 +35,24 @@ enum Mode {
 
 struct Server {
     base: String,
+    /// Every request, whatever the path.
+    requests: Arc<AtomicUsize>,
     iso_requests: Arc<AtomicUsize>,
     ranges: Arc<Mutex<Vec<String>>>,
     data: Vec<u8>,
 }
 
-/// A one-request-per-connection HTTP/1.1 server on 127.0.0.1 (plain std:
-/// tiny_http keeps connections open, so it cannot cut one off midway).
-/// The thread ends with the test process.
-fn serve(mode: Mode) -> Server {
+impl Server {
+    fn digest(&self) -> String {
+        hex::encode(Sha256::digest(&self.data))
+    }
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// 3 MiB of deterministic bytes standing in for the ISO.
+fn iso_bytes() -> Vec<u8> {
     let mut data = vec![0u8; 3 << 20];
     let mut x = 0x9e37_79b9u32;
     for b in data.iter_mut() {
@@ -41,8 +61,23 @@ fn serve(mode: Mode) -> Server {
         x ^= x << 5;
         *b = (x >> 7) as u8;
     }
-    let digest = hex::encode(Sha256::digest(&data));
-    let sums = format!("{} *other.iso\n{digest} *{NAME}\n", "0".repeat(64));
+    data
+}
+
+/// The SHA256SUMS Ubuntu would publish for `data` under `name`.
+fn sums_for(name: &str, data: &[u8]) -> String {
+    format!(
+        "{} *other.iso\n{} *{name}\n",
+        "0".repeat(64),
+        hex::encode(Sha256::digest(data))
+    )
+}
+
+/// A one-request-per-connection HTTP/1.1 server on 127.0.0.1 (plain std:
+/// tiny_http keeps connections open, so it cannot cut one off midway).
+/// `files` maps paths (such as `/SHA256SUMS`) to bodies; `/NAME` is the ISO,
+/// served per `mode`; anything else is a 404. The thread ends with the test.
+fn serve(mode: Mode, name: &str, data: Vec<u8>, files: HashMap<String, Vec<u8>>) -> Server {
     let served = if mode == Mode::Corrupt {
         let mut d = data.clone();
         d[12345] ^= 1;
@@ -52,16 +87,20 @@ fn serve(mode: Mode) -> Server {
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
     let iso_requests = Arc::new(AtomicUsize::new(0));
     let ranges = Arc::new(Mutex::new(Vec::new()));
+    let iso_path = format!("/{name}");
     {
-        let (iso_requests, ranges) = (iso_requests.clone(), ranges.clone());
+        let (requests, iso_requests, ranges) =
+            (requests.clone(), iso_requests.clone(), ranges.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let Some((path, range)) = read_request(&mut conn) else {
                     continue;
                 };
+                requests.fetch_add(1, Ordering::SeqCst);
                 let mut reply = |status: &str, headers: &[String], body: &[u8], send: usize| {
                     let mut head = format!(
                         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -76,11 +115,11 @@ fn serve(mode: Mode) -> Server {
                     let _ = conn.write_all(&body[..send.min(body.len())]);
                     let _ = conn.shutdown(Shutdown::Both);
                 };
-                if path == "/SHA256SUMS" {
-                    reply("200 OK", &[], sums.as_bytes(), usize::MAX);
+                if let Some(body) = files.get(&path) {
+                    reply("200 OK", &[], body, usize::MAX);
                     continue;
                 }
-                if path != format!("/{NAME}") {
+                if path != iso_path {
                     reply("404 Not Found", &[], b"", 0);
                     continue;
                 }
@@ -117,10 +156,21 @@ fn serve(mode: Mode) -> Server {
     }
     Server {
         base: format!("http://127.0.0.1:{port}"),
+        requests,
         iso_requests,
         ranges,
         data,
     }
+}
+
+/// A server with the stand-in ISO and a matching (unsigned) SHA256SUMS.
+fn serve_plain(mode: Mode) -> Server {
+    let data = iso_bytes();
+    let files = HashMap::from([(
+        "/SHA256SUMS".to_string(),
+        sums_for(NAME, &data).into_bytes(),
+    )]);
+    serve(mode, NAME, data, files)
 }
 
 /// The request path and Range header of one request.
@@ -144,107 +194,638 @@ fn read_request(conn: &mut TcpStream) -> Option<(String, Option<String>)> {
     Some((path, range))
 }
 
-fn fetch(s: &Server, cache: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    ensure_iso(
-        &format!("{}/{NAME}", s.base),
-        &format!("{}/SHA256SUMS", s.base),
-        NAME,
-        cache,
-        false,
+fn spec(base: &str, trust: Trust) -> IsoSpec {
+    IsoSpec {
+        release: "20.04".into(),
+        file: NAME.into(),
+        url: format!("{base}/{NAME}"),
+        sha256sums_url: format!("{base}/SHA256SUMS"),
+        signature_url: format!("{base}/SHA256SUMS.gpg"),
+        trust,
+    }
+}
+
+fn pinned(s: &Server) -> IsoSpec {
+    spec(
+        &s.base,
+        Trust::Pinned {
+            sha256: s.digest(),
+            origin: "test".into(),
+        },
     )
 }
 
+const ONLINE: FetchOptions = FetchOptions {
+    offline: false,
+    progress: false,
+};
+const OFFLINE: FetchOptions = FetchOptions {
+    offline: true,
+    progress: false,
+};
+
+/// Test OpenPGP keys in a temporary GNUPGHOME, made by the real gpg; the
+/// agent gpg starts is stopped on drop.
+struct Keys {
+    home: tempfile::TempDir,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let home = tempfile::tempdir().unwrap();
+        let k = Keys { home };
+        for who in ["trusted", "other"] {
+            k.gpg(&[
+                "--quick-gen-key",
+                &format!("microseed test {who} <{who}@example.invalid>"),
+                "ed25519",
+                "sign",
+                "never",
+            ]);
+        }
+        k
+    }
+    fn gpg(&self, args: &[&str]) -> Vec<u8> {
+        let o = Command::new("gpg")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .expect("gpg (package gnupg) must be installed");
+        assert!(
+            o.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    }
+    fn fingerprint(&self, who: &str) -> String {
+        let out = self.gpg(&[
+            "--with-colons",
+            "--list-keys",
+            &format!("{who}@example.invalid"),
+        ]);
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .map(|l| l.trim_matches(':').to_string())
+            .expect("a fingerprint")
+    }
+    /// The armored public key of `who`.
+    fn public(&self, who: &str) -> Vec<u8> {
+        self.gpg(&["--armor", "--export", &format!("{who}@example.invalid")])
+    }
+    /// An armored detached signature of `data` by `who` (as SHA256SUMS.gpg is).
+    fn sign(&self, who: &str, data: &[u8]) -> Vec<u8> {
+        let f = self.home.path().join("to-sign");
+        std::fs::write(&f, data).unwrap();
+        let sig = self.home.path().join("to-sign.asc");
+        let _ = std::fs::remove_file(&sig);
+        self.gpg(&[
+            "--yes",
+            "--local-user",
+            &self.fingerprint(who),
+            "--armor",
+            "--detach-sign",
+            "-o",
+            sig.to_str().unwrap(),
+            f.to_str().unwrap(),
+        ]);
+        std::fs::read(sig).unwrap()
+    }
+    fn trusted(&self) -> TrustedKey {
+        TrustedKey::new(
+            &self.public("trusted"),
+            &self.fingerprint("trusted"),
+            "test key",
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .args(["--kill", "all"])
+            .env("GNUPGHOME", self.home.path())
+            .output();
+    }
+}
+
+/// Serves the ISO with SHA256SUMS and, when given, SHA256SUMS.gpg.
+fn serve_signed(sums: &str, sig: Option<Vec<u8>>) -> Server {
+    let mut files = HashMap::from([("/SHA256SUMS".to_string(), sums.as_bytes().to_vec())]);
+    if let Some(sig) = sig {
+        files.insert("/SHA256SUMS.gpg".into(), sig);
+    }
+    serve(Mode::Good, NAME, iso_bytes(), files)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 #[test]
-fn a_whole_download_is_verified_and_marked() {
-    let s = serve(Mode::Good);
+fn a_whole_download_is_checked_against_the_pin_and_marked() {
+    let s = serve_plain(Mode::Good);
     let cache = tempfile::tempdir().unwrap();
-    let path = fetch(&s, cache.path()).unwrap();
-    assert_eq!(path, cache.path().join(NAME));
-    assert!(std::fs::read(&path).unwrap() == s.data);
+    let got = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    assert_eq!(got.path, cache.path().join(NAME));
+    assert!(got.downloaded);
+    assert!(std::fs::read(&got.path).unwrap() == s.data);
     let marker = std::fs::read_to_string(cache.path().join(format!("{NAME}.sha256"))).unwrap();
-    assert!(
-        marker.starts_with(&hex::encode(Sha256::digest(&s.data))),
-        "{marker}"
-    );
+    assert_eq!(marker, format!("{}  {}\n", s.digest(), s.data.len()));
     assert!(!cache.path().join(format!("{NAME}.part")).exists());
 }
 
 #[test]
 fn an_interrupted_download_resumes_with_a_range_request() {
-    let s = serve(Mode::CutOnce(1 << 20));
+    let s = serve(
+        Mode::CutOnce(1 << 20),
+        NAME,
+        iso_bytes(),
+        HashMap::from([(
+            "/SHA256SUMS".to_string(),
+            sums_for(NAME, &iso_bytes()).into_bytes(),
+        )]),
+    );
     let cache = tempfile::tempdir().unwrap();
-    let err = fetch(&s, cache.path()).unwrap_err();
+    let err = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap_err();
     let part = cache.path().join(format!("{NAME}.part"));
     let have = std::fs::metadata(&part)
         .unwrap_or_else(|e| panic!("{e}: {err:#}"))
         .len();
     assert!(have > 0 && have < s.data.len() as u64, "{have}");
     assert!(format!("{err:#}").contains("resume"), "{err:#}");
-    let path = fetch(&s, cache.path()).unwrap();
-    assert!(std::fs::read(&path).unwrap() == s.data);
+    let got = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    assert!(std::fs::read(&got.path).unwrap() == s.data);
     let ranges = s.ranges.lock().unwrap().clone();
     assert_eq!(ranges, vec![String::new(), format!("bytes={have}-")]);
 }
 
 #[test]
 fn a_server_ignoring_ranges_restarts_from_zero_and_verifies() {
-    let s = serve(Mode::NoRanges);
+    let s = serve_plain(Mode::NoRanges);
     let cache = tempfile::tempdir().unwrap();
     std::fs::write(cache.path().join(format!("{NAME}.part")), &s.data[..1000]).unwrap();
-    let path = fetch(&s, cache.path()).unwrap();
-    assert!(std::fs::read(&path).unwrap() == s.data);
+    let got = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    assert!(std::fs::read(&got.path).unwrap() == s.data);
 }
 
 #[test]
 fn a_corrupt_download_is_deleted_and_both_digests_are_named() {
-    let s = serve(Mode::Corrupt);
+    let s = serve_plain(Mode::Corrupt);
     let cache = tempfile::tempdir().unwrap();
-    let msg = format!("{:#}", fetch(&s, cache.path()).unwrap_err());
-    let expected = hex::encode(Sha256::digest(&s.data));
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap_err()
+    );
     let mut bad = s.data.clone();
     bad[12345] ^= 1;
     let actual = hex::encode(Sha256::digest(&bad));
-    assert!(msg.contains(&expected) && msg.contains(&actual), "{msg}");
-    let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(msg.contains(&s.digest()) && msg.contains(&actual), "{msg}");
+    assert_eq!(files_in(cache.path()), Vec::<String>::new());
 }
 
 #[test]
-fn a_verified_cached_iso_is_not_fetched_again() {
-    let s = serve(Mode::Good);
+fn a_pinned_cached_iso_is_used_offline_with_no_request_at_all() {
+    let s = serve_plain(Mode::Good);
     let cache = tempfile::tempdir().unwrap();
-    fetch(&s, cache.path()).unwrap();
-    fetch(&s, cache.path()).unwrap();
+    ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    let before = s.requests();
+    // Online too: a verified cached ISO needs nothing from the network.
+    let again = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    assert!(!again.downloaded);
+    let off = ensure_iso(&pinned(&s), cache.path(), &OFFLINE).unwrap();
+    assert_eq!(off.sha256, s.digest());
+    assert_eq!(
+        s.requests(),
+        before,
+        "a cached pinned ISO touched the network"
+    );
     assert_eq!(s.iso_requests.load(Ordering::SeqCst), 1);
 }
 
 #[test]
-fn an_unlisted_file_is_a_clear_error() {
-    let s = serve(Mode::Good);
+fn offline_with_an_empty_cache_says_how_to_fill_it_and_sends_nothing() {
+    let s = serve_plain(Mode::Good);
     let cache = tempfile::tempdir().unwrap();
-    let err = ensure_iso(
-        &format!("{}/x.iso", s.base),
-        &format!("{}/SHA256SUMS", s.base),
-        "x.iso",
-        cache.path(),
-        false,
-    )
-    .unwrap_err();
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&pinned(&s), cache.path(), &OFFLINE).unwrap_err()
+    );
+    assert!(
+        msg.contains("--offline") && msg.contains("microseed iso fetch --release 20.04"),
+        "{msg}"
+    );
+    assert_eq!(s.requests(), 0);
+}
+
+#[test]
+fn a_sha256sums_disagreeing_with_the_pin_is_an_error_naming_both() {
+    let s = serve_plain(Mode::Good);
+    let pin = "ab".repeat(32);
+    let spec = spec(
+        &s.base,
+        Trust::Pinned {
+            sha256: pin.clone(),
+            origin: "profiles/releases/20.04.yaml".into(),
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err()
+    );
+    assert!(
+        msg.contains(&pin) && msg.contains(&s.digest()) && msg.contains("pins"),
+        "{msg}"
+    );
+    assert_eq!(
+        s.iso_requests.load(Ordering::SeqCst),
+        0,
+        "downloaded anyway"
+    );
+    assert_eq!(files_in(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_cached_iso_truncated_since_it_was_verified_is_refused_offline_and_refetched_online() {
+    let s = serve_plain(Mode::Good);
+    let cache = tempfile::tempdir().unwrap();
+    let got = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&got.path)
+        .unwrap();
+    f.set_len(1 << 20).unwrap();
+    drop(f);
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&pinned(&s), cache.path(), &OFFLINE).unwrap_err()
+    );
+    assert!(
+        msg.contains("truncated or corrupted since it was verified")
+            && msg.contains(&s.digest())
+            && msg.contains("--offline"),
+        "{msg}"
+    );
+    let again = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    assert!(again.downloaded);
+    assert!(std::fs::read(&again.path).unwrap() == s.data);
+}
+
+#[test]
+fn a_cached_iso_corrupted_in_place_is_detected_though_its_size_is_unchanged() {
+    let s = serve_plain(Mode::Good);
+    let cache = tempfile::tempdir().unwrap();
+    let got = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    let mut bytes = std::fs::read(&got.path).unwrap();
+    bytes[2_000_000] ^= 0x40;
+    std::fs::write(&got.path, &bytes).unwrap();
+    let entries = list_cache(cache.path(), &[pinned(&s)]).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].status, "mismatch", "{:?}", entries[0]);
+    assert!(entries[0].detail.contains("since it was verified"));
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&pinned(&s), cache.path(), &OFFLINE).unwrap_err()
+    );
+    assert!(msg.contains("truncated or corrupted"), "{msg}");
+    ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    let entries = list_cache(cache.path(), &[pinned(&s)]).unwrap();
+    assert_eq!(entries[0].status, "verified", "{:?}", entries[0]);
+}
+
+#[test]
+fn an_unlisted_file_is_a_clear_error() {
+    let s = serve_plain(Mode::Good);
+    let cache = tempfile::tempdir().unwrap();
+    let mut spec = pinned(&s);
+    spec.file = "x.iso".into();
+    spec.url = format!("{}/x.iso", s.base);
+    let err = ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err();
     assert!(format!("{err:#}").contains("no line for x.iso"), "{err:#}");
     assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
 }
 
 #[test]
 fn a_file_put_in_the_cache_by_hand_is_adopted_if_its_digest_matches() {
-    let s = serve(Mode::Good);
+    let s = serve_plain(Mode::Good);
     let cache = tempfile::tempdir().unwrap();
     std::fs::write(cache.path().join(NAME), &s.data).unwrap();
-    fetch(&s, cache.path()).unwrap();
-    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
+    ensure_iso(&pinned(&s), cache.path(), &OFFLINE).unwrap();
+    assert_eq!(s.requests(), 0);
     // A wrong one is replaced by a download.
     let cache2 = tempfile::tempdir().unwrap();
     std::fs::write(cache2.path().join(NAME), b"not the iso").unwrap();
-    let path = fetch(&s, cache2.path()).unwrap();
-    assert!(std::fs::read(path).unwrap() == s.data);
+    let got = ensure_iso(&pinned(&s), cache2.path(), &ONLINE).unwrap();
+    assert!(std::fs::read(got.path).unwrap() == s.data);
     assert_eq!(s.iso_requests.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_unpinned_release_trusts_sha256sums_signed_by_its_key_and_rebuilds_offline() {
+    let keys = Keys::new();
+    let sums = sums_for(NAME, &iso_bytes());
+    let s = serve_signed(&sums, Some(keys.sign("trusted", sums.as_bytes())));
+    let spec = spec(&s.base, Trust::Signed(keys.trusted()));
+    let cache = tempfile::tempdir().unwrap();
+    let got = ensure_iso(&spec, cache.path(), &ONLINE).unwrap();
+    assert_eq!(got.sha256, s.digest());
+    assert!(got.verified_by.contains(&keys.fingerprint("trusted")));
+    // The verified list and its signature are kept, and re-verified offline.
+    assert!(cache.path().join(format!("{NAME}.SHA256SUMS.gpg")).exists());
+    let before = s.requests();
+    let off = ensure_iso(&spec, cache.path(), &OFFLINE).unwrap();
+    assert_eq!(off.sha256, s.digest());
+    assert_eq!(s.requests(), before);
+    let entries = list_cache(cache.path(), &[spec]).unwrap();
+    assert_eq!(entries[0].status, "verified", "{:?}", entries[0]);
+}
+
+#[test]
+fn a_bad_signature_is_refused_before_anything_is_downloaded() {
+    let keys = Keys::new();
+    let sums = sums_for(NAME, &iso_bytes());
+    // A valid signature, but of another SHA256SUMS: the served one was altered.
+    let sig = keys.sign(
+        "trusted",
+        sums.replace("other.iso", "other2.iso").as_bytes(),
+    );
+    let s = serve_signed(&sums, Some(sig));
+    let spec = spec(&s.base, Trust::Signed(keys.trusted()));
+    let cache = tempfile::tempdir().unwrap();
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err()
+    );
+    assert!(msg.contains("BAD signature"), "{msg}");
+    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
+    assert_eq!(files_in(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_missing_signature_is_refused() {
+    let keys = Keys::new();
+    let s = serve_signed(&sums_for(NAME, &iso_bytes()), None);
+    let spec = spec(&s.base, Trust::Signed(keys.trusted()));
+    let cache = tempfile::tempdir().unwrap();
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err()
+    );
+    assert!(
+        msg.contains("no signature") && msg.contains("SHA256SUMS.gpg") && msg.contains("404"),
+        "{msg}"
+    );
+    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_signature_by_another_key_is_refused_naming_both_keys() {
+    let keys = Keys::new();
+    let sums = sums_for(NAME, &iso_bytes());
+    let s = serve_signed(&sums, Some(keys.sign("other", sums.as_bytes())));
+    let spec = spec(&s.base, Trust::Signed(keys.trusted()));
+    let cache = tempfile::tempdir().unwrap();
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err()
+    );
+    let other = keys.fingerprint("other");
+    // gpgv without the key reports its long key ID (the fingerprint's tail).
+    assert!(
+        msg.contains(&other[24..]) && msg.contains(&keys.fingerprint("trusted")),
+        "{msg}"
+    );
+    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_signature_file_that_is_not_a_signature_is_refused() {
+    let keys = Keys::new();
+    let sums = sums_for(NAME, &iso_bytes());
+    let s = serve_signed(&sums, Some(b"<html>moved</html>".to_vec()));
+    let spec = spec(&s.base, Trust::Signed(keys.trusted()));
+    let cache = tempfile::tempdir().unwrap();
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err()
+    );
+    assert!(msg.contains("refusing to trust"), "{msg}");
+    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
+}
+
+/// The key shipped in profiles/ verifies Ubuntu's own signature on a real
+/// releases.ubuntu.com SHA256SUMS (20.04, signed 2020-08-06), and refuses the
+/// same list with one digit changed.
+#[test]
+fn the_shipped_ubuntu_key_verifies_a_real_ubuntu_sha256sums_signature() {
+    let root = common::root();
+    let key = TrustedKey::new(
+        &std::fs::read(root.join("profiles/keys/ubuntu-cdimage-2012.asc")).unwrap(),
+        "8439 38DF 228D 22F7 B374  2BC0 D94A A3F0 EFE2 1092",
+        "profiles/keys/ubuntu-cdimage-2012.asc",
+    )
+    .unwrap();
+    let sums = std::fs::read(root.join("tests/fixtures/ubuntu/20.04-SHA256SUMS")).unwrap();
+    let sig = std::fs::read(root.join("tests/fixtures/ubuntu/20.04-SHA256SUMS.gpg")).unwrap();
+    microseed::iso::trust::verify_detached(&sums, &sig, &key, "Ubuntu 20.04 SHA256SUMS").unwrap();
+    let mut altered = sums.clone();
+    altered[0] = if altered[0] == b'a' { b'b' } else { b'a' };
+    let msg = format!(
+        "{:#}",
+        microseed::iso::trust::verify_detached(&altered, &sig, &key, "altered").unwrap_err()
+    );
+    assert!(msg.contains("BAD signature"), "{msg}");
+}
+
+// --- The command line: `iso fetch`, `iso list`, `--offline build` ---
+
+/// A release profile overlay for 20.04 pointing at `base`, pinned to
+/// `pin` or, without one, trusting `key` (armored) with `fingerprint`.
+fn overlay(dir: &Path, base: &str, pin: Option<&str>, key: Option<(&[u8], &str)>) -> PathBuf {
+    let profiles = dir.join("profiles");
+    std::fs::create_dir_all(profiles.join("releases")).unwrap();
+    std::fs::create_dir_all(profiles.join("keys")).unwrap();
+    let shipped =
+        std::fs::read_to_string(common::root().join("profiles/releases/20.04.yaml")).unwrap();
+    let mut text = String::new();
+    let mut skip = false;
+    for line in shipped.lines() {
+        // Drop the shipped pin block; the test writes its own trust below.
+        if line.starts_with("  pin:") {
+            skip = true;
+            continue;
+        }
+        if skip && line.starts_with("    ") {
+            continue;
+        }
+        skip = false;
+        if line.starts_with("signing_key:") || line.starts_with("  file: keys/") {
+            continue;
+        }
+        if line.starts_with("  fingerprint:") {
+            continue;
+        }
+        text.push_str(&line.replace("https://releases.ubuntu.com/20.04.6", base));
+        text.push('\n');
+    }
+    match pin {
+        Some(p) => {
+            text = text.replace(
+                "boot:",
+                "signing_key:\n  file: keys/ubuntu-cdimage-2012.asc\n  fingerprint: 843938DF228D22F7B3742BC0D94AA3F0EFE21092\nboot:",
+            );
+            text = text.replace(
+                "  signature_url:",
+                &format!("  pin:\n    sha256: {p}\n    source: test\n    checked_on: \"2026-11-28\"\n  signature_url:"),
+            );
+        }
+        None => {
+            let (k, fpr) = key.expect("a key when unpinned");
+            std::fs::write(profiles.join("keys/test.asc"), k).unwrap();
+            text = text.replace(
+                "boot:",
+                &format!("signing_key:\n  file: keys/test.asc\n  fingerprint: {fpr}\nboot:"),
+            );
+        }
+    }
+    std::fs::write(profiles.join("releases/20.04.yaml"), text).unwrap();
+    profiles
+}
+
+fn microseed(profiles: &Path, args: &[&str]) -> std::process::Output {
+    common::bin()
+        .arg("--profiles")
+        .arg(profiles)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn iso_fetch_fills_the_cache_and_an_offline_build_uses_it_with_the_network_gone() {
+    let iso = std::fs::read(iso_common::fixture(iso_common::Fixture::Focal)).unwrap();
+    let digest = hex::encode(Sha256::digest(&iso));
+    let files = HashMap::from([("/SHA256SUMS".to_string(), sums_for(NAME, &iso).into_bytes())]);
+    let srv = serve(Mode::Good, NAME, iso, files);
+    let s = common::Scratch::example();
+    let cache = s.dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let profiles = overlay(s.dir.path(), &srv.base, Some(&digest), None);
+    let o = microseed(
+        &profiles,
+        &["iso", "fetch", "--release", "20.04", "--cache-dir", c],
+    );
+    assert!(o.status.success(), "{}", common::text(&o).1);
+    assert!(common::text(&o).0.contains(&digest));
+    let o = microseed(&profiles, &["iso", "list", "--json", "--cache-dir", c]);
+    assert!(o.status.success(), "{}", common::text(&o).1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = &v["files"][0];
+    assert_eq!(f["file"], NAME);
+    assert_eq!(f["status"], "verified", "{v}");
+    assert_eq!(f["sha256"], digest.as_str());
+    assert!(f["size"].as_u64().unwrap() > 0);
+
+    // At the rack: the mirror is unreachable (a closed port), and --offline.
+    let gone = overlay(s.dir.path(), "http://127.0.0.1:9", Some(&digest), None);
+    let before = srv.requests();
+    let (cluster, out) = (s.cluster(), s.out());
+    let build = |extra: &[&str]| {
+        let mut a = vec!["--offline", "build", cluster.to_str().unwrap()];
+        a.extend(["-o", out.to_str().unwrap(), "--format", "installer"]);
+        a.extend(["--machine", "worker-1", "--cache-dir", c]);
+        a.extend(extra);
+        microseed(&gone, &a)
+    };
+    let o = build(&[]);
+    assert!(o.status.success(), "{}", common::text(&o).1);
+    assert_eq!(srv.requests(), before);
+    let img = s.out().join("worker-1/installer.img");
+    let first = std::fs::read(&img).unwrap();
+
+    // The cached ISO is then cut short: refused offline, `out` left as it was.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cache.join(NAME))
+        .unwrap();
+    f.set_len(4096).unwrap();
+    drop(f);
+    let o = build(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::text(&o).1);
+    let err = common::text(&o).1;
+    assert!(
+        err.contains("truncated or corrupted since it was verified")
+            && err.contains("microseed iso fetch --release 20.04"),
+        "{err}"
+    );
+    assert!(std::fs::read(&img).unwrap() == first, "out/ changed");
+    let o = microseed(&profiles, &["iso", "list", "--cache-dir", c]);
+    assert!(
+        common::text(&o).0.contains("mismatch"),
+        "{}",
+        common::text(&o).0
+    );
+}
+
+#[test]
+fn a_profile_overlay_with_its_own_key_is_the_one_way_to_trust_another_signer() {
+    let keys = Keys::new();
+    let sums = sums_for(NAME, &iso_bytes());
+    let srv = serve_signed(&sums, Some(keys.sign("trusted", sums.as_bytes())));
+    let dir = tempfile::tempdir().unwrap();
+    let fpr = keys.fingerprint("trusted");
+    let profiles = overlay(
+        dir.path(),
+        &srv.base,
+        None,
+        Some((&keys.public("trusted"), &fpr)),
+    );
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let o = microseed(
+        &profiles,
+        &["iso", "fetch", "--release", "20.04", "--cache-dir", c],
+    );
+    assert!(o.status.success(), "{}", common::text(&o).1);
+    let (out, err) = common::text(&o);
+    assert!(
+        out.contains(&format!("SHA256SUMS signed by {fpr}")),
+        "{out}"
+    );
+    // The overlay's trust decision is said out loud.
+    assert!(
+        err.contains("comes from") && err.contains("20.04.yaml"),
+        "{err}"
+    );
+
+    // Without gpgv nothing can check the signature: a clear error.
+    let nobin = dir.path().join("empty-path");
+    std::fs::create_dir_all(&nobin).unwrap();
+    std::fs::remove_file(cache.join(NAME)).unwrap();
+    let o = common::bin()
+        .env("PATH", &nobin)
+        .arg("--profiles")
+        .arg(&profiles)
+        .args(["iso", "fetch", "--release", "20.04", "--cache-dir", c])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = common::text(&o).1;
+    assert!(
+        err.contains("gpgv was not found") && err.contains("pin"),
+        "{err}"
+    );
 }

@@ -50,7 +50,15 @@ fn ssh_port_may_not_be_any_port_a_role_opens() {
     for port in ports {
         let (code, err) = check(&with("port: 22", &format!("port: {port}")));
         assert_eq!(code, Some(2), "ssh.port {port}: {err}");
-        assert!(err.contains(":26:9: error: ssh.port: "), "{port}: {err}");
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("  port:"))
+            .expect("port line")
+            + 1;
+        assert!(
+            err.contains(&format!(":{line}:9: error: ssh.port: ")),
+            "{port}: {err}"
+        );
         assert!(
             err.contains(&format!("{port}/tcp, opened by the ")),
             "{err}"

@@ -383,3 +383,16 @@ fn check_json_lists_errors_with_positions() {
     assert_eq!(v["errors"][0]["line"], 51);
     assert_eq!(v["errors"][0]["column"], 9);
 }
+
+#[test]
+fn a_serial_glob_that_matches_any_disk_is_rejected() {
+    rejects(
+        &[(
+            "    ip: 172.20.10.12",
+            "    ip: 172.20.10.12\n    disk: {serial: \"*\"}",
+        )],
+        "machines[2].disk.serial",
+        52,
+        "udev's ID_SERIAL",
+    );
+}

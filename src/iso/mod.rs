@@ -4,15 +4,19 @@
 //! [`iso9660`] finds files in the image, [`bootcfg`] rewrites kernel command
 //! lines at equal length, [`parttable`] reads the hybrid layout and registers
 //! the seed partition, [`patch`] puts it together, [`download`] fetches and
-//! verifies the ISO into a cache.
+//! verifies the ISO into a cache, [`trust`] checks Ubuntu's signature.
 pub mod bootcfg;
 pub mod download;
 // STAND-IN until `crate::image::fat` is merged; see the file's doc comment.
 pub mod iso9660;
 pub mod parttable;
 pub mod patch;
+pub mod trust;
 
-pub use download::{default_cache_dir, ensure_iso};
+pub use download::{
+    CacheEntry, CachedIso, FetchOptions, IsoSpec, Trust, default_cache_dir, ensure_iso, list_cache,
+};
 pub use patch::{
     AddedPartition, DEFAULT_BOOT_CONFIGS, InstallerReport, PatchedConfig, make_installer_image,
 };
+pub use trust::TrustedKey;

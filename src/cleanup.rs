@@ -1,0 +1,119 @@
+//! Nothing an interrupted run wrote may outlive it: a staging tree holds
+//! every machine's seed, and so the join token. Paths registered here are
+//! removed when SIGINT, SIGTERM or SIGHUP arrives, before the process dies of
+//! that signal. What SIGKILL or a power cut leaves behind is swept by the
+//! next run on the same output, under its lock ([`crate::outdir::lock`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, Once};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+static REGISTRY: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+
+/// Keeps a path on the removal list until dropped (the owner then removes
+/// it itself, or has moved it into place).
+#[must_use]
+pub struct Guard {
+    path: PathBuf,
+}
+
+/// Removes `path` (a file or a whole tree) if a terminating signal arrives
+/// while the returned guard lives.
+pub fn register(path: &Path) -> Guard {
+    install();
+    registry().push(path.to_path_buf());
+    Guard {
+        path: path.to_path_buf(),
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut reg = registry();
+        if let Some(i) = reg.iter().rposition(|p| p == &self.path) {
+            reg.remove(i);
+        }
+    }
+}
+
+fn registry() -> MutexGuard<'static, Vec<PathBuf>> {
+    // A panic elsewhere must not stop the cleanup.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Catches the signals on a thread of their own (signal-hook's self-pipe),
+/// where removing files is allowed, unlike in a signal handler.
+fn install() {
+    INSTALL.call_once(|| {
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::errln!(
+                    "warning: cannot catch signals ({e}); an interrupted build may leave its staging directory behind"
+                );
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    // Held until the process ends: nothing new gets registered
+                    // (or unregistered and left) after the sweep.
+                    let reg = registry();
+                    for p in reg.iter() {
+                        remove(p);
+                    }
+                    // Die of the signal, as without a handler, so the shell
+                    // sees it (130 for Ctrl-C).
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                    std::process::exit(128 + sig);
+                }
+            });
+        if let Err(e) = spawned {
+            crate::errln!("warning: cannot start the signal thread ({e})");
+        }
+    });
+}
+
+/// Removes a registered path. It is renamed first: the build creates files
+/// by path, one directory level at a time below the root, so it cannot add
+/// anything to the renamed tree while it is being removed. The new name
+/// keeps the prefix the next run sweeps, should this process die halfway.
+fn remove(p: &Path) {
+    let mut dying = p.as_os_str().to_owned();
+    dying.push("-dying");
+    let dying = PathBuf::from(dying);
+    let target = match std::fs::rename(p, &dying) {
+        Ok(()) => dying,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(_) => p.to_path_buf(),
+    };
+    let result = match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target),
+        Ok(_) => std::fs::remove_file(&target),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        crate::errln!(
+            "microseed: could not remove {}: {e}; delete it by hand (it holds secrets)",
+            target.display()
+        );
+    }
+}
+
+/// Test hook, inert unless the environment variable `MICROSEED_TEST_PAUSE`
+/// names `point`: the run then says so on stderr and waits for a signal, so
+/// the tests can interrupt a build at a known point instead of racing it.
+pub fn pause_point(point: &str) {
+    if std::env::var_os("MICROSEED_TEST_PAUSE").is_some_and(|v| v == point) {
+        crate::errln!("microseed: paused at {point}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
