@@ -48,14 +48,7 @@ pub enum MissingSecrets {
 
 /// Reads and validates the cluster file and its secrets.
 pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loaded> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        InputErrors(vec![Diagnostic::error(
-            file,
-            Default::default(),
-            "",
-            format!("cannot read the cluster file: {e}"),
-        )])
-    })?;
+    let text = crate::input::read_text(file, "cluster file")?;
     let profiles = Profiles::load(src.profiles.as_deref())?;
     let raw = cluster::parse(file, &text)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
@@ -101,8 +94,8 @@ pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loade
     })
 }
 
-/// Picks the machines to build: all, or the named subset (unknown names are
-/// input errors).
+/// Picks the machines to build: all, or the named subset, each once, in the
+/// order first named (unknown names are input errors).
 pub fn select<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Machine>> {
     if names.is_empty() {
         return Ok(loaded.cluster.machines.iter().collect());
@@ -111,6 +104,9 @@ pub fn select<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Machin
     let mut errors = Vec::new();
     for n in names {
         match loaded.cluster.machine(n) {
+            // `--machine x --machine x` builds x once: twice would stage the
+            // same files twice and list them twice in SHA256SUMS.
+            Some(m) if out.iter().any(|o: &&Machine| o.name == m.name) => {}
             Some(m) => out.push(m),
             None => {
                 let known: Vec<&str> = loaded
@@ -298,7 +294,7 @@ pub fn installer_iso(
         Some(p) => p.clone(),
         None => {
             if !release.origin.to_string_lossy().starts_with("embedded:") {
-                eprintln!(
+                crate::errln!(
                     "note: release {} comes from {}: its pinned digest or signing key is \
                      trusted as written there",
                     release.release,

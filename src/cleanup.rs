@@ -50,7 +50,7 @@ fn install() {
         let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!(
+                crate::errln!(
                     "warning: cannot catch signals ({e}); an interrupted build may leave its staging directory behind"
                 );
                 return;
@@ -73,7 +73,7 @@ fn install() {
                 }
             });
         if let Err(e) = spawned {
-            eprintln!("warning: cannot start the signal thread ({e})");
+            crate::errln!("warning: cannot start the signal thread ({e})");
         }
     });
 }
@@ -99,7 +99,7 @@ fn remove(p: &Path) {
     if let Err(e) = result
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        eprintln!(
+        crate::errln!(
             "microseed: could not remove {}: {e}; delete it by hand (it holds secrets)",
             target.display()
         );
@@ -111,7 +111,7 @@ fn remove(p: &Path) {
 /// the tests can interrupt a build at a known point instead of racing it.
 pub fn pause_point(point: &str) {
     if std::env::var_os("MICROSEED_TEST_PAUSE").is_some_and(|v| v == point) {
-        eprintln!("microseed: paused at {point}");
+        crate::errln!("microseed: paused at {point}");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }

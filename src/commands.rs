@@ -16,33 +16,78 @@ use crate::secrets;
 use crate::serve::Serve;
 use crate::verify;
 
+/// Standard output went away (`microseed verify out | head`): the reader
+/// has all it wanted, so stop quietly, with a failure status because not
+/// everything was said.
+#[derive(Debug)]
+pub struct ClosedStdout;
+
+impl std::fmt::Display for ClosedStdout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for ClosedStdout {}
+
+/// Writes to stdout, turning a closed pipe into [`ClosedStdout`] instead of
+/// the panic `println!` gives.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(args) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// `println!` that returns an error (for `?`) instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::commands::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::commands::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprintln!` that ignores failure: with stderr a closed pipe
+/// (`2>&1 | head -1`), a message that cannot be shown is no reason to panic.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Prints the outcome and maps it to an exit code: 2 for input errors,
 /// 1 for anything else.
 pub fn exit(result: Result<()>, json: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ClosedStdout>().is_some() => ExitCode::from(1),
         Err(e) if e.downcast_ref::<Reported>().is_some() => {
-            eprintln!("{e}");
+            errln!("{e}");
             ExitCode::from(1)
         }
         Err(e) => {
             if let Some(input) = e.downcast_ref::<InputErrors>() {
                 if json {
                     let diags: Vec<_> = input.0.iter().map(Diagnostic::to_json).collect();
-                    println!("{}", json!({"ok": false, "errors": diags}));
+                    let _ = outln!("{}", json!({"ok": false, "errors": diags}));
                 }
-                eprintln!("{input}");
+                errln!("{input}");
                 let n = input.0.len();
-                eprintln!(
+                errln!(
                     "{n} error{}; nothing was written",
                     if n == 1 { "" } else { "s" }
                 );
                 ExitCode::from(2)
             } else {
                 if json {
-                    println!("{}", json!({"ok": false, "error": format!("{e:#}")}));
+                    let _ = outln!("{}", json!({"ok": false, "error": format!("{e:#}")}));
                 }
-                eprintln!("error: {e:#}");
+                errln!("error: {e:#}");
                 ExitCode::from(1)
             }
         }
@@ -64,7 +109,7 @@ impl std::error::Error for Reported {}
 
 fn warn_all(diags: &[Diagnostic]) {
     for d in diags {
-        eprintln!("{d}");
+        errln!("{d}");
     }
 }
 
@@ -72,7 +117,7 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
     let loaded = build::load(cluster, src, MissingSecrets::Skip)?;
     warn_all(&loaded.warnings);
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ok": true,
@@ -81,9 +126,9 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
                 "secrets": loaded.secrets.is_some(),
                 "warnings": loaded.warnings.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
             })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "{}: ok ({} machines{})",
             cluster.display(),
             loaded.cluster.machines.len(),
@@ -92,7 +137,7 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
             } else {
                 ", no secrets file yet"
             }
-        );
+        )?;
     }
     Ok(())
 }
@@ -175,7 +220,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
             .into());
         }
         (false, Some(_)) => {
-            eprintln!("warning: --pxe-url is only used by --format pxe; ignoring it");
+            errln!("warning: --pxe-url is only used by --format pxe; ignoring it");
             None
         }
         (false, None) => None,
@@ -187,6 +232,14 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     let abs_out = outdir::check_path(out, &inputs, check)?;
     if !check {
         outdir::check_contents(out, &abs_out, args.force)?;
+    }
+    // An --iso that is not Ubuntu's ISO as released (another machine's
+    // installer.img, a truncated download): refused before anything is
+    // written, after the output checks so their reason comes first.
+    if installer.is_some()
+        && let Some(iso) = &args.iso
+    {
+        crate::iso::patch::check_pristine_file(iso)?;
     }
     if check {
         let sp = secrets::path_for(cluster);
@@ -214,7 +267,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         outdir::check_contents(out, &abs_out, args.force)?;
     }
     if loaded.created_secrets {
-        eprintln!(
+        errln!(
             "created {} (mode 0600) with a new join token: keep it, never commit it",
             loaded.secrets_path.display()
         );
@@ -232,7 +285,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         let fresh = tmp.path().join("out");
         build::build(&loaded, src, &request(&fresh))?;
         let entries = verify::compare(&fresh, out)?;
-        verify::print(&entries, json, &format!("check {}", out.display()));
+        verify::print(&entries, json, &format!("check {}", out.display()))?;
         if !verify::all_ok(&entries) {
             return Err(Reported(format!(
                 "{} differs from what {} builds now",
@@ -245,7 +298,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     }
     let written = build::build(&loaded, src, &request(out))?;
     if json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ok": true,
@@ -254,26 +307,26 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
                 "bytes": written.bytes,
                 "created_secrets": loaded.created_secrets,
             })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "wrote {} files ({} bytes) to {}:",
             written.files.len() + 1,
             written.bytes,
             written.dir.display()
-        );
+        )?;
         for p in written.files.keys() {
-            println!("  {p}");
+            outln!("  {p}")?;
         }
-        println!("  {}", crate::output::MANIFEST);
-        println!("seed files carry the join token: treat every copy as a secret");
+        outln!("  {}", crate::output::MANIFEST)?;
+        outln!("seed files carry the join token: treat every copy as a secret")?;
         if let Some(p) = &pxe {
-            println!(
+            outln!(
                 "pxe: copy the boot files in (docs/pxe.md), then `microseed serve {}` on {}:{}",
                 p.served_root.display(),
                 p.url.host,
                 p.url.port
-            );
+            )?;
         }
     }
     Ok(())
@@ -294,7 +347,7 @@ pub fn verify(out: &Path, json: bool) -> Result<()> {
         .into());
     }
     let entries = verify::verify(out)?;
-    verify::print(&entries, json, &format!("verify {}", out.display()));
+    verify::print(&entries, json, &format!("verify {}", out.display()))?;
     if verify::all_ok(&entries) {
         Ok(())
     } else {
@@ -332,19 +385,19 @@ pub fn serve(dir: &Path, bind: &str, json: bool) -> Result<()> {
     let server = Serve::bind(dir, bind)?;
     let addr = server.addr();
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"ok": true, "dir": server.root().display().to_string(), "url": format!("http://{addr}/")})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "serving {} at http://{addr}/ (read-only; Ctrl-C to stop)",
             server.root().display()
-        );
+        )?;
     }
     std::io::Write::flush(&mut std::io::stdout())?;
     if addr.ip().is_unspecified() {
-        eprintln!("listening on every interface: use this machine's LAN address in --pxe-url");
+        errln!("listening on every interface: use this machine's LAN address in --pxe-url");
     }
     server.run()
 }
@@ -361,7 +414,7 @@ pub fn render(
     let picked = build::select(&loaded, &[machine.to_string()])?;
     let docs = build::render_machines(&loaded, src, &picked, target)?;
     let text = docs[0].get(document).context("unknown document")?;
-    print!("{text}");
+    crate::commands::write_stdout(format_args!("{text}"))?;
     Ok(())
 }
 
@@ -390,27 +443,27 @@ pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
         return Err(e);
     }
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"ok": true, "cluster": cluster_path, "secrets": secrets_path, "ssh_key": key.as_ref().map(|(p, _)| p.display().to_string())})
-        );
+        )?;
     } else {
-        println!("wrote {}", cluster_path.display());
-        println!(
+        outln!("wrote {}", cluster_path.display())?;
+        outln!(
             "wrote {} (mode 0600): keep it, never commit it",
             secrets_path.display()
-        );
+        )?;
         match key {
-            Some((p, _)) => println!("admin ssh key from {}", p.display()),
-            None => eprintln!(
+            Some((p, _)) => outln!("admin ssh key from {}", p.display())?,
+            None => errln!(
                 "warning: no ssh public key found; add one under admin.ssh_keys before `microseed check` passes"
             ),
         }
-        println!(
+        outln!(
             "next: edit {} and run `microseed build {} -o out`",
             cluster_path.display(),
             cluster_path.display()
-        );
+        )?;
     }
     Ok(())
 }
@@ -423,24 +476,34 @@ fn find_key(explicit: Option<&Path>) -> Result<Option<(std::path::PathBuf, Strin
                 return Ok(None);
             };
             let ssh = Path::new(&home).join(".ssh");
-            ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
-                .iter()
-                .map(|n| ssh.join(n))
-                .collect()
+            [
+                "id_ed25519.pub",
+                "id_ecdsa.pub",
+                "id_ed25519_sk.pub",
+                "id_ecdsa_sk.pub",
+                "id_rsa.pub",
+            ]
+            .iter()
+            .map(|n| ssh.join(n))
+            .collect()
         }
     };
     for p in candidates {
         if p.is_file() || explicit.is_some() {
-            let text =
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text = crate::input::read_text(&p, "ssh public key file")?;
             let line = text
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            ssh_key::PublicKey::from_openssh(&line).map_err(|e| {
-                anyhow::anyhow!("{} is not an OpenSSH public key: {e}", p.display())
+            crate::validate::check_ssh_key(&line).map_err(|e| {
+                InputErrors(vec![Diagnostic::error(
+                    &p,
+                    Default::default(),
+                    "--ssh-key",
+                    e,
+                )])
             })?;
             return Ok(Some((p, line)));
         }
@@ -479,13 +542,15 @@ fn replace_keys(template: &str, key: &str) -> Result<String> {
     Ok(out)
 }
 
-/// Prints a completion script; a closed pipe (`| head`) is not an error.
+/// Prints a completion script, generated in memory first: clap_complete
+/// panics when its writer fails.
 pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Result<()> {
     use std::io::Write;
     let mut buf = Vec::new();
     clap_complete::generate(shell, cmd, "microseed", &mut buf);
-    match std::io::stdout().write_all(&buf) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&buf).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
         other => Ok(other?),
     }
 }
@@ -494,7 +559,7 @@ pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Resu
 fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<InstallerOptions>> {
     if !formats.contains(&Format::Installer) {
         if args.iso.is_some() {
-            eprintln!("warning: --iso is only used by --format installer; ignoring it");
+            errln!("warning: --iso is only used by --format installer; ignoring it");
         }
         return Ok(None);
     }
@@ -507,16 +572,31 @@ fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<Inst
         )])
         .into());
     }
-    if let Some(iso) = &args.iso
-        && !iso.is_file()
-    {
-        return Err(InputErrors(vec![Diagnostic::error(
-            iso,
-            Default::default(),
-            "",
-            "--iso: no such file; expected an Ubuntu live-server ISO",
-        )])
-        .into());
+    if let Some(iso) = &args.iso {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = match std::fs::metadata(iso) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_string()),
+            Err(e) => Some(format!("cannot be read ({e})")),
+            Ok(m) if m.is_dir() => Some("is a directory".into()),
+            Ok(m) if m.file_type().is_char_device() => Some("is a character device".into()),
+            Ok(m) if m.file_type().is_block_device() => {
+                Some("is a block device (a drive); copy the ISO from it into a file first".into())
+            }
+            Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => {
+                Some("is a pipe or socket, not a file".into())
+            }
+            Ok(m) if m.len() == 0 => Some("is empty".into()),
+            Ok(_) => None,
+        };
+        if let Some(kind) = kind {
+            return Err(InputErrors(vec![Diagnostic::error(
+                iso,
+                Default::default(),
+                "--iso",
+                format!("{kind}; expected an Ubuntu live-server ISO file"),
+            )])
+            .into());
+        }
     }
     Ok(Some(InstallerOptions {
         iso: args.iso.clone(),
@@ -562,7 +642,7 @@ fn iso_specs(src: &Sources, releases: &[String]) -> Result<Vec<crate::iso::IsoSp
     let mut specs = Vec::new();
     for p in picked {
         if !p.origin.to_string_lossy().starts_with("embedded:") {
-            eprintln!(
+            errln!(
                 "note: release {} comes from {}: its pinned digest or signing key is trusted as written there",
                 p.release,
                 p.origin.display()
@@ -600,7 +680,7 @@ pub fn iso_fetch(
         )
         .with_context(|| format!("fetching the ISO of release {}", spec.release))?;
         if !json {
-            println!(
+            outln!(
                 "{} {}: {} ({} bytes, sha256 {}, {})",
                 if got.downloaded { "fetched" } else { "cached" },
                 spec.release,
@@ -608,7 +688,7 @@ pub fn iso_fetch(
                 got.size,
                 got.sha256,
                 got.verified_by
-            );
+            )?;
         }
         done.push(json!({
             "release": spec.release,
@@ -620,10 +700,10 @@ pub fn iso_fetch(
         }));
     }
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"ok": true, "cache": cache.display().to_string(), "isos": done})
-        );
+        )?;
     }
     Ok(())
 }
@@ -636,15 +716,15 @@ pub fn iso_list(src: &Sources, cache_dir: Option<&Path>, json: bool) -> Result<(
     let specs = iso_specs(src, &[])?;
     let entries = crate::iso::list_cache(&cache, &specs)?;
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"ok": true, "cache": cache.display().to_string(), "files": entries})
-        );
+        )?;
         return Ok(());
     }
-    println!("{}:", cache.display());
+    outln!("{}:", cache.display())?;
     if entries.is_empty() {
-        println!("  (empty: `microseed iso fetch` fills it)");
+        outln!("  (empty: `microseed iso fetch` fills it)")?;
     }
     for e in &entries {
         let rel = if e.releases.is_empty() {
@@ -652,10 +732,13 @@ pub fn iso_list(src: &Sources, cache_dir: Option<&Path>, json: bool) -> Result<(
         } else {
             e.releases.join(",")
         };
-        println!(
+        outln!(
             "  {:<10} {:>14} bytes  release {rel:<6} {}\n             {}",
-            e.status, e.size, e.file, e.detail
-        );
+            e.status,
+            e.size,
+            e.file,
+            e.detail
+        )?;
     }
     Ok(())
 }
@@ -684,12 +767,12 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
     if args.list {
         let devices = flash::list(&sys)?;
         if json {
-            println!("{}", json!({"ok": true, "devices": devices}));
+            outln!("{}", json!({"ok": true, "devices": devices}))?;
         } else if devices.is_empty() {
-            println!("no removable, unmounted disk found (plug in a USB stick or SD card)");
+            outln!("no removable, unmounted disk found (plug in a USB stick or SD card)")?;
         } else {
             for d in &devices {
-                println!("{}", d.describe());
+                outln!("{}", d.describe())?;
             }
         }
         return Ok(());
@@ -737,8 +820,8 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
         }
     };
     let plan = flash::check(&sys, image, device, args.force)?;
-    eprintln!("{}", plan.device.describe());
-    eprintln!(
+    errln!("{}", plan.device.describe());
+    errln!(
         "image: {} ({}), sha256 {}",
         plan.image.what,
         flash::human(plan.image.size),
@@ -772,12 +855,12 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
     let outcome = flash::write(&sys, &plan, !json)?;
     let rate = outcome.bytes as f64 / outcome.write_seconds.max(1e-9);
     if json {
-        println!(
+        outln!(
             "{}",
             json!({"ok": true, "device": plan.device, "image": plan.image.key, "result": outcome})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "wrote {} to {} in {:.1} s ({}/s); read back in {:.1} s: sha256 {} matches {}",
             flash::human(outcome.bytes),
             plan.device.path.display(),
@@ -789,8 +872,8 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
                 || "the streamed image".to_string(),
                 |m| m.display().to_string()
             )
-        );
-        println!("{}: safe to remove", plan.device.path.display());
+        )?;
+        outln!("{}: safe to remove", plan.device.path.display())?;
     }
     Ok(())
 }

@@ -110,12 +110,13 @@ impl fmt::Display for InputErrors {
 
 impl std::error::Error for InputErrors {}
 
-/// The closest candidate to `got`, if it is close enough to be a plausible typo.
+/// The closest candidate to `got`, if it is close enough to be a plausible
+/// typo: at most one edit in three characters, so `a` never suggests `ip`.
 pub fn nearest<'a>(got: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (strsim::damerau_levenshtein(got, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .filter(|(d, c)| *d > 0 && *d <= 3 && d * 3 <= c.chars().count().max(got.chars().count()))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod diag;
 pub mod flash;
 pub mod image;
+pub mod input;
 pub mod iso;
 pub mod model;
 pub mod outdir;

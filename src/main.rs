@@ -67,7 +67,8 @@ enum Command {
     Init {
         dir: PathBuf,
         /// Public key to put in the admin's authorized keys (default: the
-        /// first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub).
+        /// first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,
+        /// id_ecdsa_sk.pub, id_rsa.pub).
         #[arg(long, value_name = "FILE")]
         ssh_key: Option<PathBuf>,
     },
@@ -294,15 +295,7 @@ fn main() -> ExitCode {
             document,
             target,
         } => commands::render(&cluster, &src, &machine, &document, target),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "microseed",
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
+        Command::Completions { shell } => commands::completions(shell, &mut Cli::command()),
     };
     commands::exit(result, json)
 }

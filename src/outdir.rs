@@ -328,7 +328,7 @@ pub fn lock(abs: &Path) -> Result<Lock> {
         .with_context(|| format!("opening the lock file {}", lock_path.display()))?;
     use rustix::fs::{FlockOperation, flock};
     if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-        eprintln!(
+        crate::errln!(
             "waiting for another microseed run on {} to finish…",
             abs.display()
         );
@@ -416,7 +416,7 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
             None => mounts.insert(mount_points()?),
         };
         if mounts.iter().any(|m| m.starts_with(&p)) {
-            eprintln!(
+            crate::errln!(
                 "warning: {} is left from an interrupted run but has a filesystem mounted inside; not removing it",
                 p.display()
             );
@@ -433,7 +433,7 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
                 p.display()
             )
         })?;
-        eprintln!("removed {}, left by an interrupted run", p.display());
+        crate::errln!("removed {}, left by an interrupted run", p.display());
     }
     Ok(())
 }

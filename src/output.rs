@@ -272,7 +272,7 @@ fn sweep_dead_temp_files(dir: &Path, prefix: &str) -> Result<()> {
                     r.with_context(|| {
                         format!("removing {}, left by an interrupted run", p.display())
                     })?;
-                    eprintln!("removed {}, left by an interrupted run", p.display());
+                    crate::errln!("removed {}, left by an interrupted run", p.display());
                 }
             }
         }

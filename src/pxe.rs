@@ -79,7 +79,25 @@ impl PxeUrl {
             .ok()
             .filter(|p| *p > 0)
             .ok_or(format!("port {port:?} is not a number from 1 to 65535"))?;
-        let is_ip = host.parse::<Ipv4Addr>().is_ok();
+        let ip = host.parse::<Ipv4Addr>().ok();
+        if let Some(ip) = ip {
+            let what = if ip.is_unspecified() {
+                Some("the unspecified address (where `serve` listens on every interface)")
+            } else if ip.is_loopback() {
+                Some("a loopback address, this machine only")
+            } else if ip.is_multicast() || ip.is_broadcast() {
+                Some("a multicast or broadcast address")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(format!(
+                    "host {ip} is {what}, which no netbooting machine can fetch from; \
+                     expected this machine's address on the machines' LAN, such as 172.20.10.5"
+                ));
+            }
+        }
+        let is_ip = ip.is_some();
         let is_name = !host.is_empty()
             && host.len() <= 253
             && host.split('.').all(|l| {

@@ -100,8 +100,8 @@ pub fn load(
             format!("cannot read the secrets file: {e}"),
         )])
     };
+    let text = crate::input::read_text(path, "secrets file")?;
     let meta = std::fs::metadata(path).map_err(io_err)?;
-    let text = std::fs::read_to_string(path).map_err(io_err)?;
     let raw: RawSecrets = parse_typed(path, &text)?;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();

@@ -8,22 +8,67 @@
 //! non-origin-form targets. The file is then opened with
 //! `openat2(RESOLVE_BENEATH)` relative to the tree, after a canonicalize +
 //! prefix check, so a symlink that resolves outside the tree is refused too.
-//! Directories are not listed (404). One log line per request on stderr:
+//! Directories, FIFOs and devices are not served (404): only regular files,
+//! opened without blocking so a FIFO in the tree cannot hang a worker.
+//! One log line per request on stderr:
 //! `<client-ip> <METHOD> <path> <status> <bytes>[ machine=<name>]`.
+//!
+//! The server is small and bounded on purpose, since it listens on the LAN
+//! while machines install: a fixed pool of worker threads with a bounded
+//! queue (503 beyond it), a request line and header size limit (414, 431),
+//! a deadline for the whole request head and for each read (slow or idle
+//! clients get 408 and are dropped), and a write timeout for clients that
+//! stop reading. One request per connection (`Connection: close`).
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use tiny_http::{Header, Method, Request, Response, Server};
+
+/// How much the server takes on. The defaults suit a fleet of a few dozen
+/// machines netbooting at once, each holding a worker while it downloads
+/// the ISO.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Worker threads: at most this many requests are served at once.
+    pub workers: usize,
+    /// Accepted connections waiting for a worker; beyond this, 503.
+    pub queue: usize,
+    /// Longest request line (method, target, version), in bytes.
+    pub max_request_line: usize,
+    /// Largest request head (request line and every header), in bytes.
+    pub max_head: usize,
+    /// The whole request head must arrive within this time.
+    pub head_timeout: Duration,
+    /// Longest wait for any single read or write on the connection.
+    pub io_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            workers: 16,
+            queue: 64,
+            max_request_line: 8 * 1024,
+            max_head: 32 * 1024,
+            head_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// A bound server over one directory.
 pub struct Serve {
     root: PathBuf,
-    server: Server,
+    listener: TcpListener,
     addr: SocketAddr,
+    limits: Limits,
 }
 
 /// Why a request path was refused.
@@ -38,18 +83,28 @@ pub enum Refusal {
 impl Serve {
     /// Binds `bind` (port 0 picks a free port) to serve `dir`.
     pub fn bind(dir: &Path, bind: &str) -> Result<Serve> {
+        Serve::bind_with(dir, bind, Limits::default())
+    }
+
+    /// As [`Serve::bind`], with explicit limits.
+    pub fn bind_with(dir: &Path, bind: &str, limits: Limits) -> Result<Serve> {
         let root = dir
             .canonicalize()
             .with_context(|| format!("cannot serve {}", dir.display()))?;
         if !root.is_dir() {
             anyhow::bail!("{} is not a directory", dir.display());
         }
-        let server = Server::http(bind).map_err(|e| anyhow!("cannot listen on {bind}: {e}"))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
+        let listener =
+            TcpListener::bind(bind).map_err(|e| anyhow!("cannot listen on {bind}: {e}"))?;
+        let addr = listener
+            .local_addr()
             .context("not listening on an IP address")?;
-        Ok(Serve { root, server, addr })
+        Ok(Serve {
+            root,
+            listener,
+            addr,
+            limits,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -60,65 +115,269 @@ impl Serve {
         &self.root
     }
 
-    /// Serves until the process ends (Ctrl-C); one thread per request, so a
-    /// machine downloading the ISO does not hold up the others.
+    /// Serves until the process ends (Ctrl-C). Connections go to a fixed
+    /// pool of workers through a bounded queue, so a machine downloading
+    /// the ISO does not hold up the others and a flood of connections
+    /// cannot start a thread each.
     pub fn run(self) -> Result<()> {
-        let root = std::sync::Arc::new(self.root);
-        for req in self.server.incoming_requests() {
-            let root = root.clone();
-            std::thread::spawn(move || handle(&root, req));
+        let limits = Arc::new(self.limits);
+        let root = Arc::new(self.root);
+        let (tx, rx): (SyncSender<TcpStream>, Receiver<TcpStream>) =
+            sync_channel(limits.queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..limits.workers.max(1) {
+            let (rx, root, limits) = (rx.clone(), root.clone(), limits.clone());
+            std::thread::Builder::new()
+                .name(format!("serve-{i}"))
+                .spawn(move || {
+                    loop {
+                        // A poisoned lock only means another worker panicked
+                        // while waiting; the receiver itself is fine.
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(stream) = next else { return };
+                        connection(&root, &limits, stream);
+                    }
+                })
+                .context("starting a worker thread")?;
+        }
+        for stream in self.listener.incoming() {
+            let Ok(stream) = stream else {
+                // Out of descriptors or the like: back off instead of spinning.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            match tx.try_send(stream) {
+                Ok(()) => {}
+                Err(TrySendError::Full(mut stream)) => {
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                    let client = peer(&stream);
+                    let _ = stream.write_all(&simple(503, "busy, try again", &[]));
+                    log_line!("{client} - - 503 0 (every worker busy and the queue full)");
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    anyhow::bail!("every worker thread has stopped")
+                }
+            }
         }
         Ok(())
     }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ascii header")
+/// One line on stderr, ignoring failure: a closed stderr must not kill a
+/// worker (`eprintln!` panics), or the pool would shrink with every request.
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+use log_line;
+
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "-".into())
 }
 
-fn handle(root: &Path, req: Request) {
-    let client = req
-        .remote_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "-".into());
-    let method = req.method().clone();
-    let url = req.url().to_string();
-    let shown: String = url.escape_debug().collect();
-    let machine = machine_of(&url)
-        .map(|m| format!(" machine={}", m.escape_debug()))
-        .unwrap_or_default();
-    let text = |code: u16, msg: &str| {
-        Response::from_string(format!("{msg}\n"))
-            .with_status_code(code)
-            .with_header(header("Content-Type", "text/plain; charset=utf-8"))
-    };
-    let (status, bytes, result) = if !matches!(method, Method::Get | Method::Head) {
-        let r = text(405, "method not allowed: this server is read-only")
-            .with_header(header("Allow", "GET, HEAD"));
-        (405, 0, req.respond(r))
-    } else {
-        match resolve(&url) {
-            Err(Refusal::Forbidden) => (403, 0, req.respond(text(403, "forbidden"))),
-            Err(Refusal::BadRequest) => (400, 0, req.respond(text(400, "bad request"))),
-            Ok(rel) => match open_beneath(root, &rel) {
-                Ok(Some(file)) => {
-                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                    let r = Response::from_file(file)
-                        .with_header(header("Content-Type", content_type(&rel)))
-                        .with_chunked_threshold(usize::MAX);
-                    let sent = if method == Method::Head { 0 } else { len };
-                    (200, sent, req.respond(r))
-                }
-                Ok(None) => (404, 0, req.respond(text(404, "not found"))),
-                Err(()) => (403, 0, req.respond(text(403, "forbidden"))),
-            },
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+fn head_bytes(code: u16, len: u64, content_type: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut h = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Length: {len}\r\nContent-Type: {content_type}\r\nConnection: close\r\n",
+        reason(code)
+    );
+    for (k, v) in extra {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    h.into_bytes()
+}
+
+/// A whole short text response.
+fn simple(code: u16, msg: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let body = format!("{msg}\n");
+    let mut r = head_bytes(code, body.len() as u64, "text/plain; charset=utf-8", extra);
+    r.extend_from_slice(body.as_bytes());
+    r
+}
+
+/// How reading the request head ended, when it did not give a request.
+enum HeadError {
+    /// Closed or broken before a whole head: nothing to answer.
+    Gone,
+    /// Answer with this status and close.
+    Status(u16, &'static str),
+}
+
+/// Reads the request head (up to the blank line) within the limits.
+fn read_head(stream: &mut TcpStream, limits: &Limits) -> Result<Vec<u8>, HeadError> {
+    let start = Instant::now();
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = limits.head_timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(HeadError::Status(408, "request head too slow"));
+        }
+        let _ = stream.set_read_timeout(Some(left.min(limits.io_timeout)));
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Err(HeadError::Gone),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HeadError::Status(408, "request head too slow"));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(HeadError::Gone),
+        };
+        head.extend_from_slice(&buf[..n]);
+        let end = find(&head, b"\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| find(&head, b"\n\n").map(|i| i + 2));
+        let line_end = find(&head, b"\n").unwrap_or(head.len());
+        if line_end > limits.max_request_line {
+            return Err(HeadError::Status(414, "request line too long"));
+        }
+        if let Some(end) = end {
+            if end > limits.max_head {
+                return Err(HeadError::Status(431, "request headers too large"));
+            }
+            head.truncate(end);
+            return Ok(head);
+        }
+        if head.len() > limits.max_head {
+            return Err(HeadError::Status(431, "request headers too large"));
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends a whole response.
+fn finish(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes)?;
+    stream.flush()
+}
+
+/// Closes after the response: a client whose request body was never read
+/// would otherwise get a reset instead of the answer, so the rest of what it
+/// sends is read (a little, briefly) first.
+fn close_gently(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Answers one connection's request, logs it, then closes.
+fn connection(root: &Path, limits: &Limits, mut stream: TcpStream) {
+    respond(root, limits, &mut stream);
+    close_gently(&mut stream);
+}
+
+fn respond(root: &Path, limits: &Limits, stream: &mut TcpStream) {
+    let client = peer(stream);
+    let _ = stream.set_write_timeout(Some(limits.io_timeout));
+    let head = match read_head(stream, limits) {
+        Ok(h) => h,
+        Err(HeadError::Gone) => return,
+        Err(HeadError::Status(code, msg)) => {
+            let r = finish(stream, &simple(code, msg, &[]));
+            let note = r.err().map(|e| format!(" ({e})")).unwrap_or_default();
+            log_line!("{client} - - {code} 0 ({msg}){note}");
+            return;
         }
     };
-    let note = match result {
-        Ok(()) => String::new(),
-        Err(e) => format!(" ({e})"),
+    let text = String::from_utf8_lossy(&head);
+    let line = text.lines().next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (method, url, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let shown: String = url.escape_debug().collect();
+    let machine = machine_of(url)
+        .map(|m| format!(" machine={}", m.escape_debug()))
+        .unwrap_or_default();
+    let log = |status: u16, bytes: u64, result: std::io::Result<()>| {
+        let note = result.err().map(|e| format!(" ({e})")).unwrap_or_default();
+        let method: String = method.escape_debug().collect();
+        log_line!("{client} {method} {shown} {status} {bytes}{machine}{note}");
     };
-    eprintln!("{client} {method} {shown} {status} {bytes}{machine}{note}");
+    if method.is_empty()
+        || url.is_empty()
+        || parts.next().is_some()
+        || !version.starts_with("HTTP/1.")
+    {
+        return log(400, 0, finish(stream, &simple(400, "bad request", &[])));
+    }
+    if method != "GET" && method != "HEAD" {
+        let r = simple(
+            405,
+            "method not allowed: this server is read-only",
+            &[("Allow", "GET, HEAD")],
+        );
+        return log(405, 0, finish(stream, &r));
+    }
+    let rel = match resolve(url) {
+        Err(Refusal::Forbidden) => {
+            return log(403, 0, finish(stream, &simple(403, "forbidden", &[])));
+        }
+        Err(Refusal::BadRequest) => {
+            return log(400, 0, finish(stream, &simple(400, "bad request", &[])));
+        }
+        Ok(rel) => rel,
+    };
+    match open_beneath(root, &rel) {
+        Ok(Some(file)) => {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let head = head_bytes(200, len, content_type(&rel), &[]);
+            if method == "HEAD" {
+                return log(200, 0, finish(stream, &head));
+            }
+            // std::io::copy sends a file to a socket with sendfile(2).
+            let result = stream
+                .write_all(&head)
+                .and_then(|()| std::io::copy(&mut file.take(len), stream))
+                .and_then(|sent| {
+                    if sent == len {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("file shrank while being sent"))
+                    }
+                })
+                .and_then(|()| stream.flush());
+            log(200, len, result)
+        }
+        Ok(None) => log(404, 0, finish(stream, &simple(404, "not found", &[]))),
+        Err(()) => log(403, 0, finish(stream, &simple(403, "forbidden", &[]))),
+    }
 }
 
 fn content_type(rel: &Path) -> &'static str {
@@ -215,7 +474,9 @@ fn open_beneath(root: &Path, rel: &Path) -> Result<Option<File>, ()> {
     let fd = match openat2(
         &dir,
         rel_arg,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        // NONBLOCK: opening a FIFO would otherwise wait for a writer, holding
+        // a worker forever; the type check below then refuses it.
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     ) {
@@ -223,7 +484,12 @@ fn open_beneath(root: &Path, rel: &Path) -> Result<Option<File>, ()> {
         Err(rustix::io::Errno::XDEV) => return Err(()),
         Err(rustix::io::Errno::NOSYS) => {
             // Kernels before 5.6: the canonicalize check above stands alone.
-            match File::open(&full) {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&full)
+            {
                 Ok(f) => f.into(),
                 Err(_) => return Ok(None),
             }

@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 use crate::cluster::{ClusterFile, DiskChoice};
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
 use crate::model::{self, Cidr, Cluster, NETWORKS};
-use crate::profile::{Count, Profiles};
+use crate::profile::{Count, Profiles, Proto};
 use crate::staking;
 
 struct Checker<'a> {
@@ -123,8 +123,13 @@ pub fn validate(
     }
     let gateway = check_ip_in(&mut c, &raw.network.gateway, "network.gateway", subnet);
     let mut dns = Vec::new();
-    for (i, d) in raw.network.dns.iter().enumerate() {
+    for (i, d) in raw.network.dns.value.iter().enumerate() {
         match IpAddr::from_str(&d.value) {
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() || ip == Ipv4Addr::BROADCAST => c.err(
+                d,
+                format!("network.dns[{i}]"),
+                format!("{ip} is not an address a DNS server can have; expected a server's address such as 8.8.8.8"),
+            ),
             Ok(ip) => dns.push(ip),
             Err(_) => c.err(
                 d,
@@ -133,10 +138,10 @@ pub fn validate(
             ),
         }
     }
-    if raw.network.dns.is_empty() {
+    if raw.network.dns.value.is_empty() {
         c.errors.push(Diagnostic::error(
             file,
-            pos(&raw.network.subnet),
+            pos(&raw.network.dns),
             "network.dns",
             "empty; expected at least one DNS server address",
         ));
@@ -149,7 +154,7 @@ pub fn validate(
             "a DNS domain such as \"home.lan\"",
         );
     }
-    for (i, p) in raw.ntp.pools.iter().enumerate() {
+    for (i, p) in raw.ntp.pools.value.iter().enumerate() {
         c.want(
             p,
             &format!("ntp.pools[{i}]"),
@@ -157,10 +162,10 @@ pub fn validate(
             "an NTP server or pool host name or address",
         );
     }
-    if raw.ntp.pools.is_empty() {
+    if raw.ntp.pools.value.is_empty() {
         c.errors.push(Diagnostic::error(
             file,
-            Pos::default(),
+            pos(&raw.ntp.pools),
             "ntp.pools",
             "empty; expected at least one NTP pool",
         ));
@@ -169,19 +174,28 @@ pub fn validate(
     // Admin and ssh.
     let a = &raw.admin;
     c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)");
-    for (i, k) in a.ssh_keys.iter().enumerate() {
+    for (i, k) in a.ssh_keys.value.iter().enumerate() {
         if let Err(e) = check_ssh_key(&k.value) {
-            c.err(k, format!("admin.ssh_keys[{i}]"), format!("not an OpenSSH public key ({e}); expected one line such as \"ssh-ed25519 AAAA... you@host\""));
+            c.err(k, format!("admin.ssh_keys[{i}]"), e);
         }
     }
-    if let Some(h) = &a.password_hash {
-        c.want(h, "admin.password_hash", is_crypt_hash(&h.value), "a crypt(3) hash such as \"$6$salt$...\" (make one with `mkpasswd -m sha-512`), never a plain password");
+    if let Some(h) = &a.password_hash
+        && !is_crypt_hash(&h.value)
+    {
+        // Never quote the value: it may well be the password itself.
+        c.err(h, "admin.password_hash", "not a complete crypt(3) hash (the value is not shown: it may be a password); expected the whole output of `mkpasswd -m sha-512`, such as \"$6$salt$...\" with 86 characters after the salt");
     }
-    if a.ssh_keys.is_empty() && a.password_hash.is_none() {
-        c.err(&a.username, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys");
+    if a.ssh_keys.value.is_empty() && a.password_hash.is_none() {
+        // At the empty list when it is written, else at the admin section.
+        let at = if pos(&a.ssh_keys).known() {
+            pos(&a.ssh_keys)
+        } else {
+            pos(&a.username)
+        };
+        c.errors.push(Diagnostic::error(file, at, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys"));
     }
-    if raw.ssh.password_auth && a.password_hash.is_none() {
-        c.err(&a.username, "ssh.password_auth", "password login is on but admin.password_hash is not set; expected a password hash or password_auth: false");
+    if raw.ssh.password_auth.value && a.password_hash.is_none() {
+        c.err(&raw.ssh.password_auth, "ssh.password_auth", "password login is on but admin.password_hash is not set; expected a password hash or password_auth: false");
     }
     let port = raw.ssh.port.value;
     if port == 0 || port > 65535 {
@@ -292,15 +306,15 @@ pub fn validate(
     let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
     let mut macs: HashMap<String, usize> = HashMap::new();
     let mut by_role: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    if raw.machines.is_empty() {
+    if raw.machines.value.is_empty() {
         c.errors.push(Diagnostic::error(
             file,
-            Pos::default(),
+            pos(&raw.machines),
             "machines",
             "empty; expected at least one machine",
         ));
     }
-    for (i, m) in raw.machines.iter().enumerate() {
+    for (i, m) in raw.machines.value.iter().enumerate() {
         let f = |k: &str| format!("machines[{i}].{k}");
         let name_ok = c.want(&m.name, &f("name"), is_label(&m.name.value), "a host name: lower-case letters, digits and '-', not starting or ending with '-', at most 63 characters (RFC 1123; Kubernetes node names must be lower case)");
         if name_ok && let Some(prev) = names.insert(m.name.value.clone(), i) {
@@ -349,7 +363,16 @@ pub fn validate(
         }
         let mut mac = None;
         if let Some(mv) = &m.mac {
-            if is_mac(&mv.value) {
+            if is_mac(&mv.value) && !is_unicast_mac(&mv.value) {
+                c.err(
+                    mv,
+                    f("mac"),
+                    format!(
+                        "{} is a multicast or all-zero MAC (the first byte is odd, or every byte is 0); a network card's address is unicast, such as 52:54:00:12:34:56",
+                        mv.value
+                    ),
+                );
+            } else if is_mac(&mv.value) {
                 let norm = mv.value.to_ascii_lowercase();
                 if let Some(prev) = macs.insert(norm.clone(), i) {
                     c.err(
@@ -406,8 +429,8 @@ pub fn validate(
                 let at = by_role
                     .get(role.as_str())
                     .and_then(|v| v.get(1))
-                    .map(|&i| pos(&raw.machines[i].role))
-                    .unwrap_or_default();
+                    .map(|&i| pos(&raw.machines.value[i].role))
+                    .unwrap_or_else(|| pos(&raw.machines));
                 c.errors.push(Diagnostic::error(
                     file,
                     at,
@@ -418,6 +441,10 @@ pub fn validate(
                 ));
             }
         }
+    }
+
+    if (1..=65535).contains(&port) {
+        check_ssh_port_free(&mut c, &raw.ssh.port, profiles, by_role.keys().copied());
     }
 
     if !c.errors.is_empty() {
@@ -452,11 +479,18 @@ pub fn validate(
                 .map(|s| s.value.clone())
                 .collect(),
         },
-        ntp_pools: raw.ntp.pools.iter().map(|s| s.value.clone()).collect(),
+        ntp_pools: raw
+            .ntp
+            .pools
+            .value
+            .iter()
+            .map(|s| s.value.clone())
+            .collect(),
         admin: model::Admin {
             username: a.username.value.clone(),
             ssh_keys: a
                 .ssh_keys
+                .value
                 .iter()
                 .map(|k| k.value.trim().to_string())
                 .collect(),
@@ -464,7 +498,7 @@ pub fn validate(
         },
         ssh: model::Ssh {
             port: port as u16,
-            password_auth: raw.ssh.password_auth,
+            password_auth: raw.ssh.password_auth.value,
             allow_from,
         },
         microk8s: model::Microk8s {
@@ -496,6 +530,68 @@ pub fn validate(
         },
         machines,
     })
+}
+
+/// sshd must not take a port a machine's role opens in its firewall: the
+/// service behind it could not listen, and the ssh rule (often open to
+/// anywhere) would open that service to the world too.
+fn check_ssh_port_free<'r>(
+    c: &mut Checker<'_>,
+    at: &Spanned<u32>,
+    profiles: &Profiles,
+    roles: impl Iterator<Item = &'r str>,
+) {
+    let port = at.value;
+    // (service, roles opening it), in profile order.
+    let mut clashes: Vec<(String, Vec<String>)> = Vec::new();
+    let common = profiles.common.firewall.iter().map(|r| ("common", r));
+    let by_role = roles.filter_map(|role| {
+        profiles
+            .roles
+            .get(role)
+            .map(|p| p.firewall.iter().map(move |r| (role, r)))
+    });
+    for (who, rule) in common.chain(by_role.flatten()) {
+        if rule.proto != Proto::Tcp || rule.port.contains("{{") {
+            continue;
+        }
+        let (lo, hi) = match rule.port.split_once(':') {
+            Some((a, b)) => (a.trim().parse::<u32>(), b.trim().parse::<u32>()),
+            None => (
+                rule.port.trim().parse::<u32>(),
+                rule.port.trim().parse::<u32>(),
+            ),
+        };
+        let (Ok(lo), Ok(hi)) = (lo, hi) else { continue };
+        if (lo..=hi).contains(&port) {
+            let what = rule.comment.clone().unwrap_or_else(|| "a service".into());
+            match clashes.iter_mut().find(|(w, _)| *w == what) {
+                Some((_, whos)) => whos.push(who.to_string()),
+                None => clashes.push((what, vec![who.to_string()])),
+            }
+        }
+    }
+    let clashes: Vec<String> = clashes
+        .into_iter()
+        .map(|(what, whos)| {
+            let by = if whos.len() == 1 {
+                format!("the {} role", whos[0])
+            } else {
+                format!("the {} roles", whos.join(" and "))
+            };
+            format!("{what} ({port}/tcp, opened by {by})")
+        })
+        .collect();
+    if !clashes.is_empty() {
+        c.err(
+            at,
+            "ssh.port",
+            format!(
+                "{port} is taken by {}; sshd cannot share it, and the ssh rule would open that service wherever ssh is allowed from; expected another port, such as 2222",
+                clashes.join(", ")
+            ),
+        );
+    }
 }
 
 fn check_ip_in(
@@ -630,23 +726,103 @@ fn is_username(s: &str) -> bool {
         && s != "root"
 }
 
+/// A complete crypt(3) string of a scheme Ubuntu 20.04's libxcrypt
+/// verifies: `$id$[params$]salt$hash` with the hash at its full length, so a
+/// truncated paste (which would lock the account) is caught here.
 fn is_crypt_hash(s: &str) -> bool {
-    // $id$[rounds=N$]salt$hash with the crypt alphabet; yescrypt ($y$) too.
-    s.starts_with('$')
-        && s.len() >= 13
-        && s.split('$').count() >= 4
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"$./=".contains(&c))
+    fn alphabet(x: &str) -> bool {
+        x.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'/')
+    }
+    let parts: Vec<&str> = s.split('$').collect();
+    if parts.first() != Some(&"") {
+        return false;
+    }
+    let ok_salt = |salt: &str, max: usize| !salt.is_empty() && salt.len() <= max && alphabet(salt);
+    let rounds = |p: &str| {
+        p.strip_prefix("rounds=")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1000..=999_999_999).contains(&n))
+    };
+    match parts.as_slice() {
+        ["", "1", salt, hash] => ok_salt(salt, 8) && hash.len() == 22 && alphabet(hash),
+        ["", "5", salt, hash] => ok_salt(salt, 16) && hash.len() == 43 && alphabet(hash),
+        ["", "5", r, salt, hash] => {
+            rounds(r) && ok_salt(salt, 16) && hash.len() == 43 && alphabet(hash)
+        }
+        ["", "6", salt, hash] => ok_salt(salt, 16) && hash.len() == 86 && alphabet(hash),
+        ["", "6", r, salt, hash] => {
+            rounds(r) && ok_salt(salt, 16) && hash.len() == 86 && alphabet(hash)
+        }
+        ["", "y" | "gy", params, salt, hash] => {
+            !params.is_empty()
+                && alphabet(params)
+                && ok_salt(salt, 86)
+                && hash.len() == 43
+                && alphabet(hash)
+        }
+        ["", "2a" | "2b" | "2y", cost, rest] => {
+            cost.len() == 2
+                && cost.parse::<u32>().is_ok_and(|c| (4..=31).contains(&c))
+                && rest.len() == 53
+                && alphabet(rest)
+        }
+        _ => false,
+    }
 }
 
-fn check_ssh_key(s: &str) -> Result<(), String> {
+/// Checks one authorized key the way Ubuntu 20.04's sshd (OpenSSH 8.2)
+/// will judge it: every key type it accepts by default passes (RSA of at
+/// least 1024 bits, ECDSA P-256/384/521, Ed25519 and the FIDO `sk-` types);
+/// what it would refuse is an error here, because the only key being refused
+/// means a machine nobody can log in to. The error is the whole message.
+pub fn check_ssh_key(s: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected one line such as \"ssh-ed25519 AAAA... you@host\"";
+    const DSA: &str = "an ssh-dss (DSA) key: OpenSSH disables DSA since 7.0, so the installed \
+        sshd would refuse it and lock you out; make a new key with `ssh-keygen -t ed25519` \
+        and use its .pub file";
     let line = s.trim();
     if line.contains('\n') || line.contains('\r') {
-        return Err("contains a line break".into());
+        return Err(format!("contains a line break; {EXPECTED}"));
     }
-    ssh_key::PublicKey::from_openssh(line)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let kind = line.split_whitespace().next().unwrap_or("");
+    if kind.ends_with("-cert-v01@openssh.com") {
+        return Err(
+            "an OpenSSH certificate, not a public key: authorized keys hold \
+            plain keys; use the key it certifies (the same file without `-cert`, such as \
+            ~/.ssh/id_ed25519.pub)"
+                .into(),
+        );
+    }
+    if kind == "ssh-dss" {
+        return Err(DSA.into());
+    }
+    let key = ssh_key::PublicKey::from_openssh(line)
+        .map_err(|e| format!("not an OpenSSH public key ({e}); {EXPECTED}"))?;
+    match key.key_data() {
+        ssh_key::public::KeyData::Dsa(_) => Err(DSA.into()),
+        ssh_key::public::KeyData::Rsa(rsa) => {
+            let bytes = rsa.n.as_positive_bytes().unwrap_or(&[]);
+            let bits = match bytes.first() {
+                Some(b) => bytes.len() * 8 - b.leading_zeros() as usize,
+                None => 0,
+            };
+            if bits < 1024 {
+                Err(format!(
+                    "an RSA key of {bits} bits; OpenSSH refuses RSA keys shorter than 1024 bits (make a new key with `ssh-keygen -t ed25519`)"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        ssh_key::public::KeyData::Ecdsa(_)
+        | ssh_key::public::KeyData::Ed25519(_)
+        | ssh_key::public::KeyData::SkEcdsaSha2NistP256(_)
+        | ssh_key::public::KeyData::SkEd25519(_) => Ok(()),
+        _ => Err(format!(
+            "key type {kind:?} is not one OpenSSH 8.2 (Ubuntu 20.04) accepts; {EXPECTED}"
+        )),
+    }
 }
 
 fn is_addon(s: &str) -> bool {
@@ -673,6 +849,13 @@ fn is_mac(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A unicast, non-zero MAC: the first byte's lowest bit marks a group
+/// (multicast) address, which no network card has.
+fn is_unicast_mac(s: &str) -> bool {
+    let first = u8::from_str_radix(&s[..2], 16).unwrap_or(1);
+    first & 1 == 0 && s.split(':').any(|p| p != "00")
 }
 
 fn is_ifname(s: &str) -> bool {

@@ -165,22 +165,21 @@ fn unlisted(dir: &Path, known: &BTreeSet<String>) -> Result<Vec<Entry>> {
 
 /// Prints the result: JSON (a list of `{path, status}`) or one line per
 /// file that is not ok plus a summary.
-pub fn print(entries: &[Entry], json: bool, what: &str) {
+pub fn print(entries: &[Entry], json: bool, what: &str) -> Result<()> {
     if json {
-        println!(
+        return crate::outln!(
             "{}",
             serde_json::to_string(entries).expect("entries serialize")
         );
-        return;
     }
     for e in entries.iter().filter(|e| e.status != Status::Ok) {
-        println!("{:<9} {}", e.status.as_str(), e.path);
+        crate::outln!("{:<9} {}", e.status.as_str(), e.path)?;
     }
     let ok = entries.iter().filter(|e| e.status == Status::Ok).count();
     let bad = entries.len() - ok;
     if bad == 0 {
-        println!("{what}: all {ok} files match");
+        crate::outln!("{what}: all {ok} files match")
     } else {
-        println!("{what}: {bad} of {} files differ", entries.len());
+        crate::outln!("{what}: {bad} of {} files differ", entries.len())
     }
 }

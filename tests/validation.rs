@@ -232,7 +232,7 @@ fn missing_master_is_rejected() {
     rejects(
         &[("role: master", "role: worker")],
         "machines",
-        0,
+        43,
         "found 0 machines with role \"master\"",
     );
 }
@@ -275,7 +275,7 @@ fn no_key_and_no_password_is_rejected() {
             "  ssh_keys: []\n",
         )],
         "admin.ssh_keys",
-        20,
+        22,
         "unreachable",
     );
 }

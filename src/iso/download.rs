@@ -189,7 +189,7 @@ pub fn ensure_iso(spec: &IsoSpec, cache_dir: &Path, opts: &FetchOptions) -> Resu
                 spec.release
             );
         }
-        eprintln!("warning: {problem}; deleting it and downloading it again");
+        crate::errln!("warning: {problem}; deleting it and downloading it again");
         fs::remove_file(&p.iso)
             .with_context(|| format!("removing the corrupt {}", p.iso.display()))?;
         let _ = fs::remove_file(&p.marker);
@@ -262,7 +262,7 @@ fn expected_digest(spec: &IsoSpec, p: &Paths, net: &mut Net) -> Result<(String, 
             }
             Err(e) if e.is::<GpgvMissing>() || net.offline => return Err(e).with_context(context),
             Err(e) => {
-                eprintln!("warning: {e:#}; fetching SHA256SUMS again");
+                crate::errln!("warning: {e:#}; fetching SHA256SUMS again");
                 let _ = fs::remove_file(&p.sums);
                 let _ = fs::remove_file(&p.sig);
             }

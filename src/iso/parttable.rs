@@ -86,6 +86,33 @@ impl Layout {
     }
 }
 
+/// Every partition the tables list, as (name for messages, first LBA):
+/// MBR slots other than the protective 0xee and the unused 0x00, and GPT
+/// entries with a type.
+pub fn partitions(layout: &Layout) -> Vec<(String, u64)> {
+    let (mbr, gpt) = match layout {
+        Layout::HybridMbr { mbr, gpt } => (mbr, gpt.as_ref()),
+        Layout::ProtectiveGpt { mbr, gpt } => (mbr, Some(gpt)),
+    };
+    let mut out: Vec<(String, u64)> = mbr
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.is_empty() && e.kind != 0xee && e.kind != 0 && e.start > 0)
+        .map(|(i, e)| (format!("MBR partition {}", i + 1), u64::from(e.start)))
+        .collect();
+    if let Some(g) = gpt {
+        for (i, e) in g.entries.chunks(g.entry_size as usize).enumerate() {
+            if e.len() >= 48 && e[..16].iter().any(|b| *b != 0) {
+                let first = u64le(&e[32..40]);
+                if first > 0 {
+                    out.push((format!("GPT partition {}", i + 1), first));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Read and check the partition tables of an image of `image_len` bytes.
 pub fn read_layout(file: &File, image_len: u64) -> Result<Layout> {
     let mut sector0 = [0u8; 512];

@@ -149,12 +149,7 @@ pub fn plan_installer_image(
         .metadata()
         .with_context(|| format!("reading the size of {}", iso.display()))?
         .len();
-    ensure!(
-        iso_len >= 32 * 2048 && iso_len.is_multiple_of(LBA),
-        "{}: not an installer image ({} bytes; an ISO is a whole number of sectors)",
-        iso.display(),
-        iso_len
-    );
+    check_size(iso, iso_len)?;
     // Plan everything against the source first: an error leaves nothing behind.
     let fs = Iso9660::open(&src).with_context(|| format!("reading {}", iso.display()))?;
     ensure!(
@@ -166,6 +161,7 @@ pub fn plan_installer_image(
     );
     let layout = parttable::read_layout(&src, iso_len)
         .with_context(|| format!("reading the partition tables of {}", iso.display()))?;
+    check_pristine(iso, &src, &fs, &layout, boot_configs)?;
 
     let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut report_configs = Vec::new();
@@ -228,8 +224,8 @@ pub fn plan_installer_image(
             .iter()
             .map(|c| c.path.as_str())
             .collect::<Vec<_>>();
-        ensure!(
-            boot_configs_already_patched(&src, &fs, &untouched)?,
+        // An image already patched was refused by check_pristine above.
+        bail!(
             "{}: no kernel command line booting /casper/ found in {}",
             iso.display(),
             untouched.join(", ")
@@ -306,8 +302,134 @@ fn layout_name(layout: &Layout) -> String {
     layout.describe().to_string()
 }
 
+/// Refuses an image that is not Ubuntu's ISO as released: one that already
+/// holds a CIDATA filesystem, or whose boot configs already boot with
+/// `autoinstall` (another machine's `installer.img`, say). Patching it again
+/// would give a stick with two seeds, and the installer would pick one of
+/// them at random. An input error: the user named the wrong file.
+pub fn check_pristine(
+    iso: &Path,
+    src: &File,
+    fs: &Iso9660,
+    layout: &Layout,
+    boot_configs: &[&str],
+) -> Result<()> {
+    let refuse = |found: String| -> anyhow::Error {
+        crate::diag::InputErrors(vec![crate::diag::Diagnostic::error(
+            iso,
+            Default::default(),
+            "--iso",
+            format!(
+                "{found}: this is an image already made for one machine (such as another \
+                 machine's installer.img), not Ubuntu's installer ISO as released; give the \
+                 original ISO (e.g. ubuntu-20.04.6-live-server-amd64.iso)"
+            ),
+        )])
+        .into()
+    };
+    for (what, start) in parttable::partitions(layout) {
+        let mut sector = [0u8; 512];
+        if src.read_exact_at(&mut sector, start * LBA).is_ok()
+            && let Some(label) = fat_label(&sector)
+            && label.eq_ignore_ascii_case("cidata")
+        {
+            return Err(refuse(format!(
+                "{what} (at byte {}) is a FAT filesystem labelled {label}, a cloud-init seed",
+                start * LBA
+            )));
+        }
+    }
+    let present: Vec<&str> = boot_configs.to_vec();
+    if let Some(path) = boot_config_already_patched(src, fs, &present)? {
+        return Err(refuse(format!(
+            "{path} already boots the installer with `autoinstall`"
+        )));
+    }
+    Ok(())
+}
+
+/// The pristine check on its own, for the CLI to run before anything is
+/// built. An image it cannot read as an ISO passes here; patching then says
+/// what is wrong with it.
+pub fn check_pristine_file(iso: &Path) -> Result<()> {
+    let Ok(src) = File::open(iso) else {
+        return Ok(());
+    };
+    let Ok(len) = src.metadata().map(|m| m.len()) else {
+        return Ok(());
+    };
+    if let Err(e) = check_size(iso, len) {
+        return Err(
+            crate::diag::InputErrors(vec![crate::diag::Diagnostic::error(
+                iso,
+                Default::default(),
+                "--iso",
+                e.to_string(),
+            )])
+            .into(),
+        );
+    }
+    let Ok(fs) = Iso9660::open(&src) else {
+        return Ok(());
+    };
+    let Ok(layout) = parttable::read_layout(&src, len) else {
+        return Ok(());
+    };
+    check_pristine(iso, &src, &fs, &layout, DEFAULT_BOOT_CONFIGS)
+}
+
+fn check_size(iso: &Path, iso_len: u64) -> Result<()> {
+    ensure!(
+        iso_len >= 32 * 2048,
+        "{}: {} bytes is too small to be an ISO 9660 image; expected an Ubuntu live-server ISO (about 1 GiB)",
+        iso.display(),
+        iso_len
+    );
+    ensure!(
+        iso_len.is_multiple_of(LBA),
+        "{}: {} bytes does not end on a 512-byte boundary, as every ISO and disk image does: a truncated download, or not an ISO image",
+        iso.display(),
+        iso_len
+    );
+    Ok(())
+}
+
+/// The volume label of a FAT boot sector (FAT12/16 or FAT32), if it is one.
+fn fat_label(b: &[u8; 512]) -> Option<String> {
+    if b[510] != 0x55 || b[511] != 0xAA {
+        return None;
+    }
+    let at = if &b[54..57] == b"FAT" {
+        43
+    } else if &b[82..87] == b"FAT32" {
+        71
+    } else {
+        return None;
+    };
+    let label = &b[at..at + 11];
+    if !label.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+        return None;
+    }
+    Some(String::from_utf8_lossy(label).trim_end().to_string())
+}
+
+/// The first of these configs whose casper command line already has the
+/// word `autoinstall` (an image patched before), if any.
+fn boot_config_already_patched<'a>(
+    src: &File,
+    fs: &Iso9660,
+    paths: &[&'a str],
+) -> Result<Option<&'a str>> {
+    for path in paths {
+        if boot_configs_already_patched(src, fs, &[path])? {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
 /// True when a casper command line in these configs already has the word
-/// (an image patched before): nothing to add, not an error.
+/// (an image patched before).
 fn boot_configs_already_patched(src: &File, fs: &Iso9660, paths: &[&str]) -> Result<bool> {
     let mut any = false;
     for path in paths {

@@ -1,0 +1,273 @@
+//! Property tests: the cluster parser (with validation) and the ISO 9660
+//! reader (with the partition tables and the pristine check) get arbitrary
+//! and mutated input. Whatever comes in, they return an answer (Ok or an
+//! error) without panicking, within a time bound, and the process stays
+//! within a memory bound. Case counts are kept modest so CI stays fast.
+
+#[path = "iso_common/mod.rs"]
+mod iso_common;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use microseed::diag::InputErrors;
+use microseed::profile::Profiles;
+use proptest::prelude::*;
+
+const EXAMPLE: &str = include_str!("../examples/eth2-staking/cluster.yaml");
+
+/// Generous for a debug build on a busy 2-core machine; a hang or an
+/// exponential blow-up still misses it by far.
+const PER_CASE: Duration = Duration::from_secs(3);
+/// Peak resident memory of the whole test process.
+const MAX_RSS_KIB: i64 = 1024 * 1024;
+
+fn profiles() -> &'static Profiles {
+    static P: OnceLock<Profiles> = OnceLock::new();
+    P.get_or_init(|| Profiles::load(None).expect("built-in profiles"))
+}
+
+fn peak_rss_kib() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) }, 0);
+    u.ru_maxrss
+}
+
+/// Parses and validates `text`; every error must read as plain words.
+fn parse_cluster(text: &str) -> Result<(), TestCaseError> {
+    let file = Path::new("cluster.yaml");
+    let start = Instant::now();
+    let result = microseed::cluster::parse(file, text)
+        .and_then(|raw| microseed::validate::validate(file, &raw, profiles()).map(|_| ()));
+    let took = start.elapsed();
+    prop_assert!(took < PER_CASE, "took {took:?}");
+    if let Err(InputErrors(errors)) = result {
+        prop_assert!(!errors.is_empty());
+        for e in errors {
+            prop_assert!(!e.message.is_empty());
+            for jargon in ["DuplicateKeyPolicy", "from_str_multiple", "budget breached"] {
+                prop_assert!(!e.message.contains(jargon), "{}", e);
+            }
+        }
+    }
+    prop_assert!(
+        peak_rss_kib() < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        peak_rss_kib()
+    );
+    Ok(())
+}
+
+/// Pieces of YAML syntax that tend to reach odd parser states.
+const TOKENS: &[&str] = &[
+    "&a ",
+    "*a",
+    "&b [*a, *a, *a]",
+    "- ",
+    ": ",
+    "\n",
+    "  ",
+    "\t",
+    "{",
+    "}",
+    "[",
+    "]",
+    "---\n",
+    "...\n",
+    "!!binary ",
+    "!!str ",
+    "!custom ",
+    "<<: *a\n",
+    "? ",
+    "|\n",
+    ">-\n",
+    "'",
+    "\"",
+    "\\u0000",
+    "#",
+    "%YAML 1.2\n",
+    "-1",
+    "99999999999999999999",
+    "0x1F",
+    "~",
+    "null",
+    "\u{feff}",
+    "é",
+    "\u{202e}",
+    "version: 1\n",
+    "machines:\n  - name: x\n",
+];
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Delete(usize, usize),
+    Insert(usize, usize),
+    Byte(usize, u8),
+    DuplicateLine(usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), 1usize..40).prop_map(|(a, n)| Edit::Delete(a, n)),
+        (any::<usize>(), 0..TOKENS.len()).prop_map(|(a, t)| Edit::Insert(a, t)),
+        (any::<usize>(), 0x20u8..0x7f).prop_map(|(a, b)| Edit::Byte(a, b)),
+        any::<usize>().prop_map(Edit::DuplicateLine),
+    ]
+}
+
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut b = text.as_bytes().to_vec();
+    for e in edits {
+        let at = |a: usize, len: usize| if len == 0 { 0 } else { a % (len + 1) };
+        match *e {
+            Edit::Delete(a, n) => {
+                let s = at(a, b.len());
+                let end = (s + n).min(b.len());
+                b.drain(s..end);
+            }
+            Edit::Insert(a, t) => {
+                let s = at(a, b.len());
+                b.splice(s..s, TOKENS[t].bytes());
+            }
+            Edit::Byte(a, v) => {
+                if !b.is_empty() {
+                    let s = a % b.len();
+                    b[s] = v;
+                }
+            }
+            Edit::DuplicateLine(a) => {
+                let lines: Vec<&[u8]> = b.split_inclusive(|c| *c == b'\n').collect();
+                if !lines.is_empty() {
+                    let i = a % lines.len();
+                    let mut out = Vec::new();
+                    for (j, l) in lines.iter().enumerate() {
+                        out.extend_from_slice(l);
+                        if j == i {
+                            out.extend_from_slice(l);
+                        }
+                    }
+                    b = out;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cluster_parser_survives_arbitrary_text(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        parse_cluster(&String::from_utf8_lossy(&bytes))?;
+    }
+
+    #[test]
+    fn cluster_parser_survives_yaml_token_soup(tokens in proptest::collection::vec(0..TOKENS.len(), 0..200)) {
+        let text: String = tokens.iter().map(|&t| TOKENS[t]).collect();
+        parse_cluster(&text)?;
+    }
+
+    #[test]
+    fn cluster_parser_survives_a_mutated_example(edits in proptest::collection::vec(edit(), 1..12)) {
+        parse_cluster(&apply(EXAMPLE, &edits))?;
+    }
+}
+
+/// The first 2 MiB of the 20.04-layout stand-in ISO: volume descriptors,
+/// directories and the boot configs all lie there.
+fn iso_head() -> &'static [u8] {
+    static HEAD: OnceLock<Vec<u8>> = OnceLock::new();
+    HEAD.get_or_init(|| {
+        let mut bytes =
+            std::fs::read(iso_common::fixture(iso_common::Fixture::Focal)).expect("stand-in ISO");
+        bytes.truncate(2 << 20);
+        bytes
+    })
+}
+
+/// Runs the reader over `bytes` the way `--iso` does: volume descriptors,
+/// file lookups, partition tables, the pristine check.
+fn read_iso(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let mut f = tempfile::tempfile().expect("tempfile");
+    f.write_all(bytes).expect("write");
+    let start = Instant::now();
+    if let Ok(fs) = microseed::iso::iso9660::Iso9660::open(&f) {
+        for path in microseed::iso::DEFAULT_BOOT_CONFIGS
+            .iter()
+            .chain(&["md5sum.txt", "a/b/c/d/e"])
+        {
+            let _ = fs.find_records(&f, path);
+        }
+        if let Ok(layout) = microseed::iso::parttable::read_layout(&f, bytes.len() as u64) {
+            let _ = microseed::iso::parttable::partitions(&layout);
+            let _ = microseed::iso::patch::check_pristine(
+                Path::new("x.iso"),
+                &f,
+                &fs,
+                &layout,
+                microseed::iso::DEFAULT_BOOT_CONFIGS,
+            );
+        }
+    }
+    let took = start.elapsed();
+    prop_assert!(took < PER_CASE, "took {took:?}");
+    prop_assert!(
+        peak_rss_kib() < MAX_RSS_KIB,
+        "peak RSS {} KiB",
+        peak_rss_kib()
+    );
+    Ok(())
+}
+
+/// Offsets worth hitting: the MBR and GPT, the volume descriptors, the root
+/// directory's block, then anywhere.
+fn iso_offset() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        0usize..1024,
+        (16usize * 2048)..(20 * 2048),
+        (20usize * 2048)..(40 * 2048),
+        0usize..(2 << 20),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn iso_reader_survives_mutated_images(
+        changes in proptest::collection::vec((iso_offset(), any::<u8>()), 1..64),
+        cut in proptest::option::of(0usize..(2 << 20)),
+    ) {
+        let mut bytes = iso_head().to_vec();
+        for (at, v) in changes {
+            if at < bytes.len() {
+                bytes[at] = v;
+            }
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut);
+        }
+        read_iso(&bytes)?;
+    }
+
+    #[test]
+    fn iso_reader_survives_arbitrary_bytes_behind_a_volume_descriptor(
+        body in proptest::collection::vec(any::<u8>(), 0..(24 * 2048)),
+        kind in prop_oneof![Just(1u8), Just(2u8), Just(255u8), any::<u8>()],
+    ) {
+        // Enough of a descriptor at sector 16 to get past the first check.
+        let mut bytes = vec![0u8; 16 * 2048];
+        let mut sector = vec![0u8; 2048];
+        sector[0] = kind;
+        sector[1..6].copy_from_slice(b"CD001");
+        let n = body.len().min(2048 - 6);
+        sector[6..6 + n].copy_from_slice(&body[..n]);
+        bytes.extend_from_slice(&sector);
+        bytes.extend_from_slice(&body);
+        read_iso(&bytes)?;
+    }
+}

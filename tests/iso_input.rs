@@ -1,0 +1,110 @@
+//! `--iso` must be Ubuntu's installer ISO as released: an image microseed
+//! already made (a CIDATA partition, or boot configs that already say
+//! `autoinstall`) is refused naming what was found, for both ISO layouts,
+//! and files that are not ISOs get accurate messages. Nothing is written.
+
+mod common;
+#[path = "iso_common/mod.rs"]
+mod iso_common;
+
+use std::path::Path;
+
+use common::{Scratch, text};
+use iso_common::{Fixture, fixture};
+
+fn build_with_iso(s: &Scratch, iso: &Path, out: &Path) -> std::process::Output {
+    common::bin()
+        .arg("build")
+        .arg(s.cluster())
+        .arg("-o")
+        .arg(out)
+        .args(["--format", "installer", "--machine", "master", "--iso"])
+        .arg(iso)
+        .output()
+        .expect("run microseed")
+}
+
+#[test]
+fn an_installer_image_given_as_iso_is_refused_naming_its_seed() {
+    for fx in [Fixture::Focal, Fixture::Jammy] {
+        let s = Scratch::example();
+        let first = s.dir.path().join("first");
+        let o = build_with_iso(&s, &fixture(fx), &first);
+        assert!(o.status.success(), "{fx:?}: {}", text(&o).1);
+        let img = first.join("master/installer.img");
+
+        let again = s.dir.path().join("again");
+        let o = build_with_iso(&s, &img, &again);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{fx:?}: {err}");
+        assert!(err.contains("--iso"), "{err}");
+        assert!(err.contains("labelled CIDATA"), "{fx:?}: {err}");
+        assert!(err.contains("partition"), "{err}");
+        assert!(!again.exists(), "{fx:?}: output written");
+
+        // With the seed's label changed, the patched boot configs still
+        // give it away.
+        let relabelled = s.dir.path().join("relabelled.img");
+        std::fs::copy(&img, &relabelled).expect("copy");
+        let o = common::run(
+            "mlabel",
+            &[
+                "-i",
+                &format!("{}@@{}", relabelled.display(), cidata_offset(&img)),
+                "::OTHER",
+            ],
+        );
+        assert!(o.status.success(), "mlabel: {:?}", text(&o));
+        let o = build_with_iso(&s, &relabelled, &again);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{fx:?}: {err}");
+        assert!(
+            err.contains("already boots the installer with `autoinstall`"),
+            "{fx:?}: {err}"
+        );
+        assert!(!again.exists());
+    }
+}
+
+/// Byte offset of the seed partition (the last one), per sfdisk.
+fn cidata_offset(img: &Path) -> u64 {
+    let o = common::run("sfdisk", &["--json", img.to_str().expect("utf8")]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
+    let parts = v["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    let last = parts
+        .iter()
+        .max_by_key(|p| p["start"].as_u64().unwrap_or(0))
+        .expect("a partition");
+    last["start"].as_u64().expect("start") * 512
+}
+
+#[test]
+fn files_that_are_not_isos_get_accurate_messages() {
+    let s = Scratch::example();
+    let empty = s.dir.path().join("empty.iso");
+    std::fs::write(&empty, b"").expect("write");
+    let truncated = s.dir.path().join("truncated.iso");
+    let iso = std::fs::read(fixture(Fixture::Focal)).expect("fixture");
+    std::fs::write(&truncated, &iso[..iso.len() / 2 + 100]).expect("write");
+    let out = s.dir.path().join("out");
+    for (path, says, code) in [
+        (s.dir.path().to_path_buf(), "is a directory", 2),
+        (
+            Path::new("/dev/null").to_path_buf(),
+            "is a character device",
+            2,
+        ),
+        (s.dir.path().join("missing.iso"), "no such file", 2),
+        (empty, "is empty", 2),
+        (truncated, "a truncated download", 2),
+    ] {
+        let o = build_with_iso(&s, &path, &out);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(code), "{}: {err}", path.display());
+        assert!(err.contains(says), "{}: {err}", path.display());
+        assert!(!err.contains("whole number of sectors"), "{err}");
+        assert!(!out.exists(), "{}: output written", path.display());
+    }
+}

@@ -1,0 +1,234 @@
+//! Values that parse but would break the installed machine: an ssh port a
+//! role's service needs, a password hash crypt(3) cannot use, a MAC no card
+//! has, DNS or PXE hosts nobody can reach. Each class is checked across its
+//! members, against the consumer where one exists (libcrypt for hashes, the
+//! shipped role profiles for ports).
+
+mod common;
+
+use common::{EXAMPLE, Scratch, pyyaml, root, run, text};
+
+fn with(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "example lacks {from:?}");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+fn check(cluster: &str) -> (Option<i32>, String) {
+    let s = Scratch::new(cluster);
+    let o = common::bin()
+        .arg("check")
+        .arg(s.cluster())
+        .arg("--json")
+        .output()
+        .expect("run microseed");
+    let (out, err) = text(&o);
+    (o.status.code(), format!("{out}{err}"))
+}
+
+/// Every TCP port the example's roles open, read from the shipped profiles
+/// with PyYAML.
+fn role_tcp_ports() -> Vec<u32> {
+    let mut ports = Vec::new();
+    for role in ["nfs", "master", "worker"] {
+        let v = pyyaml(&root().join(format!("profiles/roles/{role}.yaml")));
+        for rule in v["firewall"].as_array().expect("firewall") {
+            if rule["proto"] == "tcp" {
+                let p = rule["port"].as_str().expect("port");
+                ports.push(p.parse().expect("numeric port"));
+            }
+        }
+    }
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+#[test]
+fn ssh_port_may_not_be_any_port_a_role_opens() {
+    let ports = role_tcp_ports();
+    assert!(ports.contains(&16443) && ports.contains(&2049), "{ports:?}");
+    for port in ports {
+        let (code, err) = check(&with("port: 22", &format!("port: {port}")));
+        assert_eq!(code, Some(2), "ssh.port {port}: {err}");
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("  port:"))
+            .expect("port line")
+            + 1;
+        assert!(
+            err.contains(&format!(":{line}:9: error: ssh.port: ")),
+            "{port}: {err}"
+        );
+        assert!(
+            err.contains(&format!("{port}/tcp, opened by the ")),
+            "{err}"
+        );
+    }
+    for free in [22, 2222, 12000] {
+        let (code, err) = check(&with("port: 22", &format!("port: {free}")));
+        assert_eq!(code, Some(0), "ssh.port {free} is free: {err}");
+    }
+}
+
+/// Hashes made by the tools a user would use, checked by libcrypt (through
+/// Python's crypt module) before microseed sees them.
+fn real_hashes() -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for flag in ["-1", "-5", "-6"] {
+        let o = run("openssl", &["passwd", flag, "correct horse"]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        v.push(("correct horse".to_string(), text(&o).0.trim().to_string()));
+    }
+    let o = run(
+        "python3",
+        &[
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt\n\
+             for m in (crypt.METHOD_SHA512, crypt.METHOD_SHA256, crypt.METHOD_BLOWFISH):\n\
+             \x20   print(crypt.crypt('battery staple', crypt.mksalt(m)))\n\
+             print(crypt.crypt('battery staple', '$6$rounds=10000$abcdefgh'))",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    for line in text(&o).0.lines() {
+        v.push(("battery staple".to_string(), line.to_string()));
+    }
+    v
+}
+
+/// Whether libcrypt accepts each (password, hash): one Python for all.
+fn libcrypt_verifies(pairs: &[(&str, &str)]) -> Vec<bool> {
+    let mut args = vec![
+        "-W",
+        "ignore",
+        "-c",
+        "import crypt, sys\na = sys.argv[1:]\n\
+         for p, h in zip(a[::2], a[1::2]):\n\
+         \x20   print(crypt.crypt(p, h) == h)",
+    ];
+    for (p, h) in pairs {
+        args.push(p);
+        args.push(h);
+    }
+    let o = run("python3", &args);
+    assert!(o.status.success(), "{:?}", text(&o));
+    text(&o).0.lines().map(|l| l == "True").collect()
+}
+
+fn with_hash(hash: &str) -> String {
+    with(
+        "  ssh_keys:",
+        &format!("  password_hash: '{hash}'\n  ssh_keys:"),
+    )
+}
+
+#[test]
+fn password_hash_must_be_a_complete_crypt_string() {
+    let hashes = real_hashes();
+    let mut pairs = Vec::new();
+    for (password, hash) in &hashes {
+        pairs.push((password.as_str(), hash.as_str()));
+        pairs.push((password.as_str(), &hash[..hash.len() - 1]));
+    }
+    let verified = libcrypt_verifies(&pairs);
+    for (i, (_, hash)) in pairs.iter().enumerate() {
+        let (code, err) = check(&with_hash(hash));
+        if i % 2 == 0 {
+            assert!(verified[i], "libcrypt refuses {hash}");
+            assert_eq!(code, Some(0), "{hash}: {err}");
+        } else {
+            // A truncated paste locks the account: libcrypt no longer
+            // matches, and microseed refuses it without quoting it.
+            assert!(!verified[i], "libcrypt accepts {hash}");
+            assert_eq!(code, Some(2), "{hash}: {err}");
+            assert!(err.contains("admin.password_hash"), "{err}");
+            assert!(!err.contains(hash), "the value was echoed: {err}");
+        }
+    }
+    for bad in [
+        "$6$",
+        "$6$salt$",
+        "$6$salt",
+        "$9$salt$abcdefghijklmnopqrstuv",
+        "$1$toolongsalt$Gu4ttk8CQM.E0H8spebm61",
+    ] {
+        let (code, err) = check(&with_hash(bad));
+        assert_eq!(code, Some(2), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_plaintext_password_in_password_hash_is_never_echoed() {
+    for password in ["hunter2hunter2", "$6$MySecretPass", "correct horse battery"] {
+        let (code, err) = check(&with_hash(password));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("not a complete crypt(3) hash"), "{err}");
+        assert!(!err.contains(password), "the password was echoed: {err}");
+        assert!(!err.contains("MySecretPass"), "{err}");
+    }
+}
+
+#[test]
+fn mac_must_be_unicast() {
+    let mac_line = |mac: &str| {
+        with(
+            "    ip: 172.20.10.12",
+            &format!("    ip: 172.20.10.12\n    mac: \"{mac}\""),
+        )
+    };
+    for bad in [
+        "01:00:5e:00:00:fb",
+        "33:33:00:00:00:01",
+        "ff:ff:ff:ff:ff:ff",
+        "00:00:00:00:00:00",
+        "03:00:00:00:00:00",
+    ] {
+        let (code, err) = check(&mac_line(bad));
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("machines[2].mac"), "{err}");
+        assert!(err.contains("unicast"), "{err}");
+    }
+    for good in [
+        "52:54:00:12:34:56",
+        "02:00:00:00:00:01",
+        "00:1A:2B:3C:4D:5E",
+    ] {
+        let (code, err) = check(&mac_line(good));
+        assert_eq!(code, Some(0), "{good}: {err}");
+    }
+}
+
+#[test]
+fn dns_server_must_be_a_reachable_address() {
+    for bad in ["0.0.0.0", "::", "224.0.0.251", "255.255.255.255"] {
+        let (code, err) = check(&with(
+            "dns: [8.8.8.8, 8.8.4.4]",
+            &format!("dns: [8.8.8.8, \"{bad}\"]"),
+        ));
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("network.dns[1]"), "{err}");
+    }
+}
+
+#[test]
+fn pxe_url_host_must_be_reachable_by_the_machines() {
+    let s = Scratch::example();
+    for bad in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "239.1.1.1"] {
+        let o = s.build(&[
+            "--format",
+            "dir,pxe",
+            "--pxe-url",
+            &format!("http://{bad}:8080"),
+        ]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("--pxe-url"), "{err}");
+        assert!(
+            err.contains("no netbooting machine can fetch from"),
+            "{err}"
+        );
+        assert!(!s.out().exists());
+    }
+}
