@@ -12,6 +12,7 @@ pub mod commands;
 pub mod diag;
 pub mod image;
 pub mod iso;
+pub mod microk8s;
 pub mod model;
 pub mod output;
 pub mod plan;
