@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{EXAMPLE, Scratch, extract_write_files, first_boot, root, run, text};
+use common::{EXAMPLE, Scratch, extract_write_files, first_boot, run, text};
 
 const TOKEN: &str = "TestTokenForGoldenFiles0123456789abcdefABCDEF";
 
