@@ -10,8 +10,11 @@
 #  - the join token registered in cluster-tokens.txt: one line, a token of
 #    32+ characters with an expiry (written directly, never as an argument:
 #    no add-node call carries it);
-#  - microseed-status converged at the end, and showed the add-ons step
-#    failing while the stand-in refused the first enables;
+#  - the journal shows the add-ons step failing while the stand-in refused
+#    the first enables, and microseed-status converged at the end (the
+#    snapshot of a failing step is checked on the worker, whose 60 s join
+#    stagger makes its timing certain; the master's report, after the
+#    power-cut reboot, may start after its add-ons recovered);
 #  - ufw is active and allows 16443 and 25000 (tcp).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -36,8 +39,6 @@ no_token_arg() { ! grep -qE -- '--token [A-Za-z0-9]{32,}' <<<"$calls"; }
 ms_check "master: no command got the token as an argument" no_token_arg
 ms_check "master: microseed-status converged" ms_section_has "$r" microseed-status '^microseed: converged '
 ms_check "master: microseed-status exited 0" ms_section_has "$r" microseed-status '^rc=0$'
-ms_check "master: microseed-status showed the add-ons step failing while it failed" \
-    ms_section_has "$r" "microseed-status while failing" '^addons +failed: attempt [0-9]+ exited'
 ms_check "master: the add-ons were enabled in the end" ms_section_has "$r" fake-microk8s.calls '^microk8s enable dns'
 ms_check "master: journal shows the retry" ms_section_has "$r" "microseed journal" 'microseed-step addons: attempt 1 failed'
 ms_check "master: ufw allows 16443/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])16443([ ,/]|$)'
