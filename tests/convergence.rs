@@ -475,3 +475,48 @@ fn master_steps_put_the_token_before_the_addons_and_nothing_waits_needlessly() {
     let (_, o) = join(&b, "1.20", &master, T0);
     assert!(o.status.success(), "{:?}", text(&o));
 }
+
+/// Builds the example with a replaced nfs role profile; returns stderr.
+fn build_with_nfs_profile(profile: &str) -> (bool, String) {
+    let s = Scratch::example();
+    let roles = s.dir.path().join("profiles/roles");
+    std::fs::create_dir_all(&roles).expect("mkdir");
+    std::fs::write(roles.join("nfs.yaml"), profile).expect("write");
+    let o = common::bin()
+        .arg("--profiles")
+        .arg(s.dir.path().join("profiles"))
+        .arg("build")
+        .arg(s.cluster())
+        .arg("-o")
+        .arg(s.out())
+        .output()
+        .expect("run");
+    (o.status.success(), text(&o).1)
+}
+
+#[test]
+fn a_step_may_only_wait_for_an_earlier_step_and_run_unit_safe_arguments() {
+    let base = "description: nfs\nfiles:\n  - {path: /usr/local/sbin/microseed-nfs, template: nfs.sh.tera, mode: \"0755\"}\nsteps:\n";
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: nfs, description: x, run: [/usr/local/sbin/microseed-nfs], after: [exports]}}\n"
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("step nfs runs after exports, which is not an earlier step"),
+        "{err}"
+    );
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: nfs, description: x, run: [/bin/sh, -c, \"rm -rf $HOME\"]}}\n"
+    ));
+    assert!(!ok);
+    assert!(err.contains("would reinterpret"), "{err}");
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: packages, description: again, run: [/bin/true]}}\n"
+    ));
+    assert!(!ok);
+    assert!(err.contains("step packages is defined twice"), "{err}");
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: nfs, description: x, run: [/usr/local/sbin/microseed-nfs], after: [packages]}}\n"
+    ));
+    assert!(ok, "{err}");
+}
