@@ -12,7 +12,8 @@ set -euo pipefail
 . "$MS_LIB_DIR/report.sh"
 
 MS_BOOT_TIMEOUT="${MS_BOOT_TIMEOUT:-600}"
-MS_TOTAL_TIMEOUT="${MS_TOTAL_TIMEOUT:-1500}"
+# Three machines plus the master's power-cut boot (about 300 s here).
+MS_TOTAL_TIMEOUT="${MS_TOTAL_TIMEOUT:-2100}"
 
 usage() {
     cat <<'EOF'
@@ -26,7 +27,9 @@ static addresses, gateway; v1 is read too). The role of a machine is the
 content of <machine>/role if present, else "nfs", "master" or "worker" when
 the machine's name contains one of them, else none (generic checks only).
 Each machine is booted once (timeout ${MS_BOOT_TIMEOUT}s; the whole run is
-bounded by ${MS_TOTAL_TIMEOUT}s) and checked: generic assertions here, then
+bounded by ${MS_TOTAL_TIMEOUT}s), the master twice: first with its power cut
+at its first add-on enable, then its disk booted again (MS_POWERCUT=0 skips
+that) and checked: generic assertions here, then
 scripts/ci-lib/acceptance-<role>.sh REPORT. Results, reports and console logs
 land in --out DIR (default: a new /tmp/microseed-acceptance.XXXXXX).
 MS_REUSE_REPORTS=1 re-checks complete reports already in --out DIR without
