@@ -1,6 +1,7 @@
 //! The first-boot files each role gets, put in front of the programs that
-//! will read them: shellcheck, systemd-analyze, chronyd, exportfs, ufw, and
-//! the worker's join script run under bash against a stand-in `microk8s`.
+//! will read them: shellcheck, systemd-analyze, chronyd, exportfs, ufw,
+//! sshd. The step scripts run against the stand-in `microk8s` in
+//! tests/convergence.rs.
 
 mod common;
 
