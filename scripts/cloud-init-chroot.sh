@@ -15,7 +15,7 @@ usage() {
     cat <<'EOF'
 usage: cloud-init-chroot.sh build [--force]
        cloud-init-chroot.sh schema [cloud-config|network-config] FILE
-       cloud-init-chroot.sh apply SEED OUTDIR [--mac MAC]...
+       cloud-init-chroot.sh apply SEED OUTDIR [--mac MAC]... [--no-snap]
        cloud-init-chroot.sh path
 
 build   Build (or reuse) the trixie chroot in $MICROSEED_TEST_CACHE/trixie-cloudinit
@@ -30,6 +30,10 @@ apply   Run cloud-init's four stages on SEED (a directory holding user-data,
         namespaces over an overlay of the chroot, then copy results to OUTDIR.
         --mac MAC adds a NIC with that MAC (repeatable); by default one NIC
         per "macaddress:" found in the seed's network-config.
+        After cloud-init, each enabled microseed step unit's ExecStart runs
+        once, in step order, as a boot would (steps.log); then
+        microseed-status (microseed-status.txt, .rc).
+        --no-snap leaves snap and microk8s out, so MicroK8s steps fail.
         Exit status: 0 when cloud-init status is "done" without errors,
         1 otherwise (OUTDIR is filled either way), 2 on usage/setup errors.
 path    Print the chroot path.
@@ -116,6 +120,7 @@ cmd_apply() {
             macs+=("${1,,}")
             shift
             ;;
+        --no-snap) export MS_NO_SNAP=1 ;;
         -*) ms_die "unknown option $a" ;;
         *)
             if [[ -z "$seed" ]]; then seed="$a"

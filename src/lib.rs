@@ -15,6 +15,7 @@ pub mod flash;
 pub mod image;
 pub mod input;
 pub mod iso;
+pub mod microk8s;
 pub mod model;
 pub mod outdir;
 pub mod output;

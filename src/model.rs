@@ -95,11 +95,9 @@ pub struct Microk8s {
     /// (major, minor) of the track; `latest` counts as newer than any release.
     pub version: (u32, u32),
     pub addons: Vec<String>,
-    /// `microk8s join --worker` exists from 1.23; on older tracks every
-    /// joiner becomes a control-plane node.
-    pub join_worker_flag: bool,
-    /// Never-expiring tokens (`persistent-cluster-tokens.txt`) exist from 1.27.
-    pub persistent_token: bool,
+    /// What this channel does (token validation, `--worker`, the joined
+    /// check, ...): the one place scripts learn it from.
+    pub caps: crate::microk8s::Capabilities,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -41,13 +41,38 @@ pub struct Firewall {
     pub routed: Option<Routed>,
 }
 
+/// A first-boot step after templating, in profile order.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub name: String,
+    pub description: String,
+    pub run: Vec<String>,
+    pub after: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub machine: Machine,
     pub packages: Vec<String>,
     pub firewall: Firewall,
     pub files: Vec<PlannedFile>,
+    pub steps: Vec<PlannedStep>,
     pub runcmd: Vec<Vec<String>>,
+}
+
+/// Templates of the step framework, rendered once per machine (the list)
+/// or once per step (the unit).
+const STEP_UNIT_TEMPLATE: &str = "microseed-step.service.tera";
+const STEP_LIST_TEMPLATE: &str = "steps.tera";
+const STEP_LIST_PATH: &str = "/etc/microseed/steps";
+
+/// Characters a step name or argument may hold: it is written into a unit
+/// file's ExecStart= and a file name, where systemd and the shell would
+/// otherwise give other characters a meaning.
+fn unit_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/._-=:,".contains(&c))
 }
 
 /// What templates see of the cluster; `machine` and `firewall` are added
@@ -172,14 +197,19 @@ impl<'a> Planner<'a> {
         self.ctx.insert("firewall", &firewall);
 
         let mut packages: Vec<String> = Vec::new();
-        let mut files = Vec::new();
-        let mut runcmd = Vec::new();
         for layer in layers {
             for p in &layer.packages {
                 if !packages.contains(p) {
                     packages.push(p.clone());
                 }
             }
+        }
+        self.ctx.insert("packages", &packages);
+        let steps = self.steps(&layers)?;
+        self.ctx.insert("steps", &steps);
+        let mut files = Vec::new();
+        let mut runcmd = Vec::new();
+        for layer in layers {
             for f in &layer.files {
                 if !self.when(f.when.as_deref())? {
                     continue;
@@ -193,6 +223,63 @@ impl<'a> Planner<'a> {
                     mode: f.mode.clone(),
                 });
             }
+        }
+        // The step framework's own files: the list microseed-status reads
+        // and one unit per step.
+        if !steps.is_empty() {
+            let list = self
+                .render_file(STEP_LIST_TEMPLATE)
+                .context("rendering the step list")?;
+            files.push(PlannedFile {
+                path: STEP_LIST_PATH.into(),
+                content: list,
+                mode: "0644".into(),
+            });
+        }
+        let mut units = Vec::new();
+        for step in &steps {
+            self.ctx.insert("step", step);
+            let unit = format!("microseed-{}.service", step.name);
+            let content = self
+                .render_file(STEP_UNIT_TEMPLATE)
+                .with_context(|| format!("rendering the unit of step {}", step.name))?;
+            files.push(PlannedFile {
+                path: format!("/etc/systemd/system/{unit}"),
+                content,
+                mode: "0644".into(),
+            });
+            units.push(unit);
+        }
+        for layer in layers {
+            for u in &layer.enable {
+                if !unit_safe(u) {
+                    bail!("unit name {u:?} in enable: has characters a unit name cannot");
+                }
+                units.push(u.clone());
+            }
+        }
+        // The units are enabled first, before anything long or fallible:
+        // from then on, a reboot at any moment resumes the work at boot.
+        if !units.is_empty() {
+            runcmd.push(vec!["systemctl".into(), "daemon-reload".into()]);
+            runcmd.push(
+                ["systemctl", "enable"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(units.iter().cloned())
+                    .collect(),
+            );
+            // --no-block: steps wait and retry for as long as they must, and
+            // must not hold up the rest of first boot.
+            runcmd.push(
+                ["systemctl", "start", "--no-block"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(units.iter().cloned())
+                    .collect(),
+            );
+        }
+        for layer in layers {
             for step in &layer.runcmd {
                 if self.when(step.when.as_deref())? {
                     let argv = step
@@ -209,8 +296,64 @@ impl<'a> Planner<'a> {
             packages,
             firewall,
             files,
+            steps,
             runcmd,
         })
+    }
+
+    /// The machine's steps, conditions applied, checked: unique names,
+    /// dependencies on earlier steps only (so there is no cycle), values
+    /// safe in a unit file.
+    fn steps(&mut self, layers: &[&RoleProfile]) -> Result<Vec<PlannedStep>> {
+        let mut steps: Vec<PlannedStep> = Vec::new();
+        for layer in layers {
+            for spec in &layer.steps {
+                if !self.when(spec.when.as_deref())? {
+                    continue;
+                }
+                let run = spec
+                    .run
+                    .iter()
+                    .map(|a| self.expand(a))
+                    .collect::<Result<Vec<_>>>()?;
+                if !unit_safe(&spec.name) || spec.name.contains(['/', '=', ':', ',']) {
+                    bail!("step name {:?} is not a plain name", spec.name);
+                }
+                if steps.iter().any(|s| s.name == spec.name) {
+                    bail!("step {} is defined twice", spec.name);
+                }
+                if let Some(bad) = run.iter().find(|a| !unit_safe(a)) {
+                    bail!(
+                        "step {}: argument {bad:?} has characters a unit's ExecStart= would reinterpret",
+                        spec.name
+                    );
+                }
+                if run.is_empty() {
+                    bail!("step {} has nothing to run", spec.name);
+                }
+                if spec.description.contains(['\n', '%', '|']) {
+                    bail!(
+                        "step {}: description may not hold newlines, % or |",
+                        spec.name
+                    );
+                }
+                for dep in &spec.after {
+                    if !steps.iter().any(|s| &s.name == dep) {
+                        bail!(
+                            "step {} runs after {dep}, which is not an earlier step of this machine",
+                            spec.name
+                        );
+                    }
+                }
+                steps.push(PlannedStep {
+                    name: spec.name.clone(),
+                    description: spec.description.clone(),
+                    run,
+                    after: spec.after.clone(),
+                });
+            }
+        }
+        Ok(steps)
     }
 
     /// Renders a file template for the current machine, reusing the output
@@ -304,7 +447,14 @@ impl<'a> Planner<'a> {
 /// none calls a function whose result varies between calls. Conservative: a
 /// word in a string literal or a loop variable of that name counts too.
 fn machine_independent(src: &str) -> bool {
-    const PER_MACHINE: &[&str] = &["machine", "firewall", "__tera_context"];
+    const PER_MACHINE: &[&str] = &[
+        "machine",
+        "firewall",
+        "packages",
+        "steps",
+        "step",
+        "__tera_context",
+    ];
     const FORBIDDEN: &[&str] = &[
         "include",
         "import",

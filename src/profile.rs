@@ -43,8 +43,31 @@ pub struct RoleProfile {
     pub firewall_routed: Option<Routed>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
+    /// First-boot work, each step run by its own systemd unit until done.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+    /// Further units (timers) enabled and started with the steps.
+    #[serde(default)]
+    pub enable: Vec<String>,
     #[serde(default)]
     pub runcmd: Vec<Step>,
+}
+
+/// One idempotent first-boot step: `run` is retried with capped backoff,
+/// on every boot, until it succeeds once; it starts only when the steps in
+/// `after` are done. Steps without a dependency between them run in
+/// parallel, so one failing never holds up another.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unit `microseed-<name>.service`, marker `/var/lib/microseed/done/<name>`.
+    pub name: String,
+    pub description: String,
+    pub run: Vec<String>,
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -63,6 +63,7 @@ pub struct CloudConfig {
     pub disable_root: bool,
     pub package_update: bool,
     pub package_upgrade: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
     pub write_files: Vec<WriteFile>,
     pub runcmd: Vec<RunCmd>,
@@ -236,9 +237,12 @@ pub fn cloud_config(cluster: &Cluster, plan: &Plan) -> CloudConfig {
         }],
         ssh_pwauth: cluster.ssh.password_auth,
         disable_root: true,
-        package_update: true,
-        package_upgrade: true,
-        packages: plan.packages.clone(),
+        // apt runs in the `packages` step, which retries it: a failure in
+        // cloud-init's own apt module would not be retried, and everything
+        // needing those packages would fail with it.
+        package_update: false,
+        package_upgrade: false,
+        packages: Vec::new(),
         write_files: plan
             .files
             .iter()
@@ -250,8 +254,8 @@ pub fn cloud_config(cluster: &Cluster, plan: &Plan) -> CloudConfig {
             })
             .collect(),
         // cloud-init runs runcmd as one sh script whose status is its last
-        // command's: without `set -e` a failed step (say, the firewall)
-        // would pass unnoticed and later steps would run regardless.
+        // command's: without `set -e` a failure to enable the step units
+        // would pass unnoticed.
         runcmd: std::iter::once(RunCmd::Shell("set -e".into()))
             .chain(plan.runcmd.iter().cloned().map(RunCmd::Argv))
             .collect(),

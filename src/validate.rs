@@ -506,8 +506,7 @@ pub fn validate(
             track,
             version,
             addons: mk.addons.iter().map(|s| s.value.clone()).collect(),
-            join_worker_flag: version >= (1, 23),
-            persistent_token: version >= (1, 27),
+            caps: crate::microk8s::Capabilities::for_version(version),
         },
         nfs: model::Nfs {
             export_root: n.export_root.value.trim_end_matches('/').to_string(),

@@ -42,15 +42,18 @@ fn read(p: &Path) -> String {
 
 /// Applies a seed; returns the apply's output directory.
 fn apply(seed: &Path, out: &Path) -> PathBuf {
+    apply_with(seed, out, &[])
+}
+
+fn apply_with(seed: &Path, out: &Path, extra: &[&str]) -> PathBuf {
     ensure_chroot();
-    let o = run(
-        chroot_script().to_str().expect("utf8"),
-        &[
-            "apply",
-            seed.to_str().expect("utf8"),
-            out.to_str().expect("utf8"),
-        ],
-    );
+    let mut args = vec![
+        "apply",
+        seed.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(chroot_script().to_str().expect("utf8"), &args);
     let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap_or_default();
     let log = std::fs::read_to_string(out.join("cloud-init-output.log")).unwrap_or_default();
     assert!(
@@ -155,6 +158,80 @@ fn common_checks(out: &Path, machine: &str) {
     );
 }
 
+/// Every step ran and microseed-status says so.
+fn converged(out: &Path) {
+    let status = read(&out.join("microseed-status.txt"));
+    assert_eq!(
+        read(&out.join("microseed-status.rc")).trim(),
+        "0",
+        "{status}\n{}",
+        read(&out.join("steps.log"))
+    );
+    assert!(status.starts_with("microseed: converged ("), "{status}");
+}
+
+#[test]
+fn without_snap_every_independent_step_still_happens_and_the_rest_stays_enabled() {
+    let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
+    let work = tempfile::tempdir().expect("tmp");
+    let out = apply_with(
+        &s.out().join("master"),
+        &work.path().join("apply"),
+        &["--no-snap"],
+    );
+    // cloud-init itself is done: the step units took the work over.
+    common_checks(&out, "master");
+    let r = out.join("root");
+    let status = read(&out.join("microseed-status.txt"));
+    assert_eq!(
+        read(&out.join("microseed-status.rc")).trim(),
+        "1",
+        "{status}"
+    );
+    let mut lines = status.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("microseed: not converged (4/7 steps done)")),
+        "{status}"
+    );
+    for done in ["packages", "firewall", "ssh", "chrony"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [done, "done"]),
+            "{done}: {status}"
+        );
+    }
+    assert!(
+        status.contains("microk8s   failed: attempt 1 exited"),
+        "{status}"
+    );
+    assert!(
+        status.contains("last error:") && status.contains("snap"),
+        "{status}"
+    );
+    assert!(
+        status.contains("token      waiting on microk8s"),
+        "{status}"
+    );
+    assert!(
+        status.contains("addons     waiting on microk8s"),
+        "{status}"
+    );
+    // The units that will finish the job at the next boot are enabled.
+    for unit in ["microk8s", "token", "addons"] {
+        let link = r.join(format!(
+            "etc/systemd/system/multi-user.target.wants/microseed-{unit}.service"
+        ));
+        assert!(
+            std::fs::symlink_metadata(&link).is_ok(),
+            "{unit} not enabled"
+        );
+    }
+    assert!(!r.join("var/lib/microseed/done/microk8s").exists());
+}
+
 #[test]
 fn nfs_first_boot_applies_in_cloud_init() {
     let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
@@ -177,6 +254,7 @@ fn nfs_first_boot_applies_in_cloud_init() {
         "{ufw}"
     );
     assert!(!ufw.contains("16443"), "{ufw}");
+    converged(&out);
 }
 
 #[test]
@@ -195,7 +273,15 @@ fn master_first_boot_applies_in_cloud_init() {
         calls.contains("microk8s enable dns") && calls.contains("microk8s enable helm3"),
         "{calls}"
     );
-    assert!(calls.contains("microk8s add-node --token TestTokenForGoldenFiles0123456789abcdefABCDEF --token-ttl 7776000"), "{calls}");
+    // The token went into MicroK8s' token file without any command
+    // seeing it as an argument.
+    assert!(!calls.contains("TestTokenForGoldenFiles"), "{calls}");
+    let tokens = read(&r.join("var/snap/microk8s/current/credentials/cluster-tokens.txt"));
+    assert!(
+        tokens.starts_with("TestTokenForGoldenFiles0123456789abcdefABCDEF|"),
+        "{tokens}"
+    );
+    converged(&out);
     // The enablement symlink points at an absolute path inside the root.
     assert!(
         std::fs::symlink_metadata(
@@ -237,6 +323,11 @@ fn worker_first_boot_installs_and_enables_the_join_unit() {
         .is_ok(),
         "join unit not enabled"
     );
+    assert!(
+        read(&out.join("fake-microk8s.calls")).contains("microk8s join 172.20.10.11:25000/"),
+        "the join step did not run"
+    );
+    converged(&out);
     let token = r.join("etc/microseed/join-token");
     let o = run("stat", &["-c", "%a %u", token.to_str().expect("utf8")]);
     assert_eq!(text(&o).0.trim(), "600 0", "join token must be root-only");

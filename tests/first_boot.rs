@@ -1,6 +1,7 @@
 //! The first-boot files each role gets, put in front of the programs that
-//! will read them: shellcheck, systemd-analyze, chronyd, exportfs, ufw, and
-//! the worker's join script run under bash against a stand-in `microk8s`.
+//! will read them: shellcheck, systemd-analyze, chronyd, exportfs, ufw,
+//! sshd. The step scripts run against the stand-in `microk8s` in
+//! tests/convergence.rs.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{EXAMPLE, Scratch, extract_write_files, first_boot, root, run, text};
+use common::{EXAMPLE, Scratch, extract_write_files, first_boot, run, text};
 
 const TOKEN: &str = "TestTokenForGoldenFiles0123456789abcdefABCDEF";
 
@@ -356,12 +357,10 @@ fn ssh_port_is_opened_before_sshd_moves() {
             .unwrap_or_else(|| panic!("{m}: {fw}"));
         let enable = fw.find("ufw --force enable").expect("enable");
         assert!(rule < enable, "{m}: ufw is enabled before the ssh rule");
-        let runcmd = serde_json::to_string(&r.configs[m]["runcmd"]).expect("json");
-        let fw_at = runcmd.find("microseed-firewall").expect("firewall step");
-        let ssh_at = runcmd.find("microseed-ssh").expect("ssh step");
+        let steps = std::fs::read_to_string(root.join("etc/microseed/steps")).expect("steps");
         assert!(
-            fw_at < ssh_at,
-            "{m}: sshd moves before the firewall allows the port"
+            steps.lines().any(|l| l.starts_with("ssh|firewall|")),
+            "{m}: sshd may move before the firewall allows the port: {steps}"
         );
         let staged = std::fs::read_to_string(root.join("etc/microseed/sshd.conf")).expect("sshd");
         assert!(
@@ -404,124 +403,22 @@ fn ssh_port_is_opened_before_sshd_moves() {
     }
 }
 
-/// Runs the worker's join script under bash with the stand-in microk8s.
-struct JoinRun {
-    output: String,
-    calls: String,
-    status: std::process::ExitStatus,
-}
-
-fn join(cluster: &str, failures: u32, already: bool) -> JoinRun {
-    let r = roots(cluster);
-    let script = r.roots["worker-1"].join("usr/local/sbin/microseed-join");
-    let state = tempfile::tempdir().expect("tmp");
-    let bin = tempfile::tempdir().expect("tmp");
-    let fake = bin.path().join("microk8s");
-    std::fs::copy(
-        root().join("tests/fixtures/fakes/microk8s-join-test"),
-        &fake,
-    )
-    .expect("copy fake");
-    common::make_executable(&fake);
-    std::fs::write(state.path().join("failures"), failures.to_string()).expect("w");
-    std::fs::write(state.path().join("master"), "172.20.10.11").expect("w");
-    if already {
-        std::fs::write(state.path().join("joined"), "").expect("w");
-    }
-    let token_file = r.roots["worker-1"].join("etc/microseed/join-token");
-    let o = Command::new("bash")
-        .arg(&script)
-        .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
-        .env("FAKE_STATE", state.path())
-        .env("MICROSEED_JOIN_MARKER", state.path().join("marker"))
-        .env("MICROSEED_JOIN_TOKEN_FILE", &token_file)
-        .env("MICROSEED_JOIN_STAGGER", "0")
-        .env("MICROSEED_JOIN_FIRST_DELAY", "0")
-        .output()
-        .expect("bash");
-    let (out, err) = text(&o);
-    JoinRun {
-        output: out + &err,
-        calls: std::fs::read_to_string(state.path().join("calls")).unwrap_or_default(),
-        status: o.status,
-    }
-}
-
 #[test]
-fn join_retries_while_master_unreachable_then_joins_exactly_once() {
-    let j = join(EXAMPLE, 3, false);
-    assert!(j.status.success(), "{}", j.output);
-    let joins: Vec<&str> = j
-        .calls
-        .lines()
-        .filter(|l| l.starts_with("microk8s join"))
-        .collect();
-    assert_eq!(joins.len(), 4, "3 failures then 1 success: {}", j.calls);
-    assert!(
-        j.output
-            .contains("joined the cluster at 172.20.10.11 on attempt 4"),
-        "{}",
-        j.output
-    );
-    // Every attempt is logged to the journal.
-    assert!(j.output.matches("join attempt").count() == 4);
-}
-
-#[test]
-fn join_does_nothing_when_already_in_the_cluster() {
-    let j = join(EXAMPLE, 0, true);
-    assert!(j.status.success(), "{}", j.output);
-    assert!(!j.calls.contains("microk8s join"), "{}", j.calls);
-    assert!(j.output.contains("already part of the cluster"));
-}
-
-#[test]
-fn join_never_prints_the_token() {
-    let j = join(EXAMPLE, 2, false);
-    assert!(j.status.success());
-    assert!(
-        j.calls.contains(TOKEN),
-        "the fake did not receive the token: {}",
-        j.calls
-    );
-    assert!(!j.output.contains(TOKEN), "token leaked: {}", j.output);
-}
-
-#[test]
-fn channel_decides_the_worker_flag() {
-    let old = join(EXAMPLE, 0, false);
-    let line = old
-        .calls
-        .lines()
-        .find(|l| l.starts_with("microk8s join"))
-        .expect("join");
-    assert_eq!(line, format!("microk8s join 172.20.10.11:25000/{TOKEN}"));
-    let new = join(
-        &EXAMPLE.replace("channel: 1.20/stable", "channel: 1.28/stable"),
-        0,
-        false,
-    );
-    let line = new
-        .calls
-        .lines()
-        .find(|l| l.starts_with("microk8s join"))
-        .expect("join");
-    assert_eq!(
-        line,
-        format!("microk8s join 172.20.10.11:25000/{TOKEN} --worker")
-    );
-}
-
-#[test]
-fn master_registers_the_token_with_a_ttl_and_a_timer() {
+fn master_token_is_registered_off_process_arguments_with_a_daily_timer() {
     let r = roots(EXAMPLE);
     let m = &r.roots["master"];
     let token =
         std::fs::read_to_string(m.join("usr/local/sbin/microseed-token")).expect("token script");
-    assert!(token.contains("microk8s add-node --token \"$token\" --token-ttl \"$ttl\""));
+    // No external command ever gets the token as an argument.
+    assert!(
+        !token
+            .lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("add-node")),
+        "{token}"
+    );
     let timer =
         std::fs::read_to_string(m.join("etc/systemd/system/microseed-token.timer")).expect("timer");
-    assert!(timer.contains("OnUnitActiveSec=1d"));
+    assert!(timer.contains("OnCalendar=daily") && timer.contains("Persistent=true"));
     let runcmd = serde_json::to_string(&r.configs["master"]["runcmd"]).expect("json");
     assert!(runcmd.contains("microseed-token.timer"), "{runcmd}");
     assert!(
@@ -531,4 +428,42 @@ fn master_registers_the_token_with_a_ttl_and_a_timer() {
     let r = roots(&EXAMPLE.replace("channel: 1.20/stable", "channel: 1.28/stable"));
     let launch = common::pyyaml(&r.roots["master"].join("etc/microk8s.yaml"));
     assert_eq!(launch["persistentClusterToken"], TOKEN);
+}
+
+#[test]
+fn step_units_are_enabled_before_anything_long_or_fallible_runs() {
+    let r = roots(EXAMPLE);
+    for (m, cc) in &r.configs {
+        let runcmd = cc["runcmd"].as_array().expect("runcmd");
+        // set -e, daemon-reload, enable every step unit, start them.
+        assert_eq!(
+            runcmd[1],
+            serde_json::json!(["systemctl", "daemon-reload"]),
+            "{m}"
+        );
+        let enable = runcmd[2].as_array().expect("enable");
+        assert_eq!(
+            enable[..2],
+            [serde_json::json!("systemctl"), serde_json::json!("enable")]
+        );
+        let list = std::fs::read_to_string(r.roots[m].join("etc/microseed/steps")).expect("steps");
+        for line in list
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let name = line.split('|').next().expect("name");
+            let unit = format!("microseed-{name}.service");
+            assert!(
+                enable.contains(&serde_json::json!(unit)),
+                "{m}: {unit} not enabled"
+            );
+            assert!(
+                r.roots[m].join("etc/systemd/system").join(&unit).exists(),
+                "{m}: {unit}"
+            );
+        }
+        // apt runs in a retried step, not in cloud-init's own module.
+        assert_eq!(cc["package_upgrade"], false, "{m}");
+        assert!(cc.get("packages").is_none(), "{m}");
+    }
 }

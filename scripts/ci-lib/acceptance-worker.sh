@@ -4,7 +4,9 @@
 # Environment from scripts/acceptance.sh: MS_MACHINE, MS_HOSTNAME, MS_IP,
 # MS_MACHINES_FILE (lines "machine role ip hostname").
 # Expects (issue "VM provisioning, and proof by booting"; field facts):
-#  - microseed-join.service exists and is enabled;
+#  - microseed-join.service (the join step's unit) exists and is enabled;
+#  - the stand-in refuses the first join: microseed-status shows the join
+#    failing while it fails, the journal the retry, the end is converged;
 #  - the fake call log shows "microk8s join MASTER_IP:25000/TOKEN", TOKEN at
 #    least 32 alphanumerics; MASTER_IP is the IP of the machine with role
 #    master in SEED_IMG_DIR when there is one, else any IPv4 address;
@@ -32,10 +34,13 @@ ms_check "worker: microk8s join ${master_ip:-<ip>}:25000/<32+ alnum token>" \
     grep -qE "^microk8s join ${ip_re}:25000/[A-Za-z0-9]{32,}( |$)" <<<"$calls"
 install_then_join() { awk '/^snap install .*microk8s/ && !s { s = NR } /^microk8s join / { j = NR } END { exit !(s && j && s < j) }' <<<"$calls"; }
 ms_check "worker: snap install before join" install_then_join
-journal="$(ms_section "$r" "microseed-join journal")"
-ms_check "worker: join unit finished (active)" grep -qE '^is-active: active' <<<"$unit"
-ms_check "worker: journal logs the join attempt" grep -qE 'microseed-join: join attempt 1 to ' <<<"$journal"
+journal="$(ms_section "$r" "microseed journal")"
+ms_check "worker: journal logs the first join attempt failing" grep -qE 'microseed-step join: attempt 1 failed' <<<"$journal"
 ms_check "worker: journal logs the join" grep -qE 'microseed-join: joined the cluster at ' <<<"$journal"
+ms_check "worker: microseed-status converged" ms_section_has "$r" microseed-status '^microseed: converged '
+ms_check "worker: microseed-status exited 0" ms_section_has "$r" microseed-status '^rc=0$'
+ms_check "worker: microseed-status showed the join failing while it failed" \
+    ms_section_has "$r" "microseed-status while failing" '^join +failed: attempt [0-9]+ exited'
 no_token_in_journal() { ! grep -qE '[A-Za-z0-9]{32,}' <<<"$journal"; }
 ms_check "worker: the token never appears in the journal" no_token_in_journal
 ms_check "worker: ufw allows 10250/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])10250([ ,/]|$)'

@@ -20,7 +20,7 @@ mount --bind -o ro "$seed" "$r/tmp/ms/seed/seed.img"
 exec chroot "$r" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot \
     -monitor none \
     -kernel /tmp/ms/vm/vmlinuz -initrd /tmp/ms/vm/initrd.img \
-    -append 'root=/dev/vda rw console=ttyS0' \
+    -append "root=/dev/vda rw console=ttyS0${MS_EXTRA_APPEND:+ $MS_EXTRA_APPEND}" \
     -drive file=/tmp/ms/work/overlay.qcow2,format=qcow2,if=virtio \
     -drive file=/tmp/ms/seed/seed.img,format=raw,if=virtio,readonly=on \
     -netdev user,id=n0,restrict=on -device "virtio-net-pci,netdev=n0,mac=$mac" \

@@ -69,6 +69,12 @@ ms_bookworm_base() {
 ms_bookworm_configure() {
     local dest="$1" r="$1/root"
     ms_install_fakes "$r"
+    # Failure injection for every boot: the stand-in microk8s refuses the
+    # first two add-on enables and the first join; the machine must still
+    # converge (microseed-step retries).
+    mkdir -p "$r/var/lib/fake-microk8s"
+    echo 2 >"$r/var/lib/fake-microk8s/enable-failures"
+    echo 1 >"$r/var/lib/fake-microk8s/join-failures"
 
     cat >"$r/etc/cloud/cloud.cfg.d/90-microseed-test.cfg" <<'EOF'
 # microseed tests: NoCloud only; render the network like Ubuntu (netplan).

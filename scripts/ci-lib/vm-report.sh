@@ -15,13 +15,18 @@ run() {
     echo "rc=$?"
 }
 
-# A worker's join runs in the background (started --no-block at first boot,
-# staggered by machine index): wait for it to finish, bounded, so the report
-# shows its outcome.
-if systemctl cat microseed-join.service >/dev/null 2>&1; then
-    for _ in $(seq 1 60); do
-        [ "$(systemctl show -p ActiveState --value microseed-join.service)" = activating ] || break
-        sleep 5
+# microseed's steps run in the background (their units were started
+# --no-block at first boot; the image's stand-in microk8s refuses the first
+# add-on enables and the first join): wait, bounded, until microseed-status
+# says converged, keeping the first snapshot that shows a failing step.
+failing=""
+if [ -x /usr/local/sbin/microseed-status ]; then
+    for _ in $(seq 1 "${MS_CONVERGE_POLLS:-60}"); do
+        snap="$(/usr/local/sbin/microseed-status 2>&1)" && break
+        if [ -z "$failing" ] && grep -q 'failed' <<<"$snap"; then
+            failing="$snap"
+        fi
+        sleep 3
     done
 fi
 
@@ -78,6 +83,15 @@ grep -vE '^[[:space:]]*(#|$)' /etc/exports 2>/dev/null | awk '{print $1}' | whil
 done
 sec "exportfs -v"
 exportfs -v 2>&1
+sec "microseed-status while failing"
+printf '%s\n' "$failing"
+sec "microseed-status"
+run /usr/local/sbin/microseed-status
+sec "microseed journal"
+journalctl -b -u 'microseed-*' --no-pager -o cat 2>&1 | tail -n 80
+sec "cluster-tokens"
+# Token length and expiry per line: never the token itself.
+awk -F'|' '{ print length($1), $2 }' /var/snap/microk8s/current/credentials/cluster-tokens.txt 2>&1
 sec "microseed-join.service"
 echo "is-enabled: $(systemctl is-enabled microseed-join.service 2>&1)"
 echo "is-active: $(systemctl is-active microseed-join.service 2>&1)"

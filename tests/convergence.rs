@@ -1,0 +1,522 @@
+//! First boot as steps that converge: the step runner and microseed-status
+//! run under bash, and the master's and worker's scripts run against the
+//! project's stand-in `microk8s` (tests/fixtures/fakes/microk8s), which
+//! models each channel's token, join and status rules, for every channel.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{EXAMPLE, Scratch, extract_write_files, first_boot, root, text};
+
+const TOKEN: &str = "TestTokenForGoldenFiles0123456789abcdefABCDEF";
+const DAY: u64 = 86_400;
+/// 2026-01-01, so every run of the test sees the same dates.
+const T0: u64 = 1_767_225_600;
+
+/// Every MicroK8s track the scripts are written for.
+const CHANNELS: &[&str] = &[
+    "1.20", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27", "1.28", "1.29", "1.30", "1.31",
+];
+
+/// The example cluster on one channel, built, with each machine's files
+/// laid out under `roots/<machine>`.
+struct Built {
+    _s: Scratch,
+    dir: PathBuf,
+}
+
+impl Built {
+    fn new(channel: &str) -> Built {
+        let s = Scratch::new(&EXAMPLE.replace(
+            "channel: 1.20/stable",
+            &format!("channel: {channel}/stable"),
+        ));
+        let o = s.build(&[]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        let dir = s.dir.path().join("roots");
+        for m in ["nfs", "master", "worker-1"] {
+            extract_write_files(&first_boot(&s.out(), m), &dir.join(m));
+        }
+        Built { dir, _s: s }
+    }
+    fn file(&self, machine: &str, path: &str) -> PathBuf {
+        self.dir.join(machine).join(path.trim_start_matches('/'))
+    }
+}
+
+/// One simulated node: its SNAP_DATA, the fake's knobs and call log.
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new(channel: &str) -> Node {
+        let dir = tempfile::tempdir().expect("tmp");
+        for d in ["data/credentials", "conf", "bin"] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        std::fs::write(
+            dir.path().join("conf/channel"),
+            format!("{channel}/stable\n"),
+        )
+        .expect("w");
+        std::os::unix::fs::symlink(
+            root().join("tests/fixtures/fakes/microk8s"),
+            dir.path().join("bin/microk8s"),
+        )
+        .expect("link");
+        Node { dir }
+    }
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    fn knob(&self, name: &str, value: &str) {
+        std::fs::write(self.dir.path().join("conf").join(name), value).expect("knob");
+    }
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls")).unwrap_or_default()
+    }
+    /// Runs a script as the unit would, with this node's fake and clock.
+    fn run(&self, script: &Path, now: u64, extra: &[(&str, &Path)]) -> Output {
+        self.knob("now", &now.to_string());
+        let mut c = Command::new("bash");
+        c.arg(script)
+            .env_clear()
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.dir.path().join("bin").display()
+                ),
+            )
+            .env("FAKE_MICROK8S_DATA", self.data())
+            .env("FAKE_MICROK8S_CONF", self.dir.path().join("conf"))
+            .env("FAKE_MICROK8S_LOG", self.dir.path().join("calls"))
+            .env("MICROSEED_SNAP_DATA", self.data())
+            .env("MICROSEED_NOW", now.to_string())
+            .env("MICROSEED_JOIN_STAGGER", "0");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().expect("bash")
+    }
+}
+
+/// The master registers the token; a fresh worker on the same channel
+/// joins with the token from its seed.
+fn register(b: &Built, master: &Node, now: u64) {
+    let token_file = b.file("master", "/etc/microseed/join-token");
+    let o = master.run(
+        &b.file("master", "/usr/local/sbin/microseed-token"),
+        now,
+        &[("MICROSEED_JOIN_TOKEN_FILE", &token_file)],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "token: {out}{err}");
+    assert!(
+        !out.contains(TOKEN) && !err.contains(TOKEN),
+        "token printed: {out}{err}"
+    );
+}
+
+fn join(b: &Built, channel: &str, master: &Node, now: u64) -> (Node, Output) {
+    let w = Node::new(channel);
+    w.knob("master-data", &master.data().display().to_string());
+    let token_file = b.file("worker-1", "/etc/microseed/join-token");
+    let o = w.run(
+        &b.file("worker-1", "/usr/local/sbin/microseed-join"),
+        now,
+        &[("MICROSEED_JOIN_TOKEN_FILE", &token_file)],
+    );
+    (w, o)
+}
+
+fn token_lines(master: &Node) -> Vec<String> {
+    std::fs::read_to_string(master.data().join("credentials/cluster-tokens.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(TOKEN))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn worker_joins_the_master_on_every_channel_and_knows_it_has_joined() {
+    for ch in CHANNELS {
+        let b = Built::new(ch);
+        let master = Node::new(ch);
+        register(&b, &master, T0);
+        let (w, o) = join(&b, ch, &master, T0 + 60);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{ch}: {out}{err}");
+        assert!(
+            out.contains("joined the cluster at 172.20.10.11"),
+            "{ch}: {out}"
+        );
+        assert!(
+            !out.contains(TOKEN) && !err.contains(TOKEN),
+            "{ch}: token printed"
+        );
+        let minor: u32 = ch[2..].parse().expect("minor");
+        let join_line = w
+            .calls()
+            .lines()
+            .find(|l| l.starts_with("microk8s join"))
+            .map(str::to_string)
+            .expect("a join call");
+        let want = format!("microk8s join 172.20.10.11:25000/{TOKEN}");
+        if minor >= 23 {
+            assert_eq!(join_line, format!("{want} --worker"), "{ch}");
+            assert!(w.data().join("var/lock/clustered.lock").exists(), "{ch}");
+        } else {
+            assert_eq!(join_line, want, "{ch}");
+        }
+        // Run again (a reboot before the marker was written): it must see
+        // the node has joined, on every channel, and not join again.
+        let o = w.run(
+            &b.file("worker-1", "/usr/local/sbin/microseed-join"),
+            T0 + 120,
+            &[(
+                "MICROSEED_JOIN_TOKEN_FILE",
+                &b.file("worker-1", "/etc/microseed/join-token"),
+            )],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{ch}: {out}{err}");
+        assert!(out.contains("already part of the cluster"), "{ch}: {out}");
+        assert_eq!(w.calls().matches("microk8s join").count(), 1, "{ch}");
+    }
+}
+
+/// One channel of each token-validation and join behaviour, the three
+/// first-match channels included.
+const TOKEN_CHANNELS: &[&str] = &["1.20", "1.23", "1.24", "1.25", "1.26", "1.27", "1.31"];
+
+#[test]
+fn token_registered_daily_keeps_workers_joining_for_100_days() {
+    for ch in TOKEN_CHANNELS {
+        let b = Built::new(ch);
+        let master = Node::new(ch);
+        // A token added by hand (single-use, no expiry) and an expired one
+        // from someone else must not disturb ours; the expired one goes.
+        std::fs::write(
+            master.data().join("credentials/cluster-tokens.txt"),
+            format!(
+                "OtherSingleUseToken0123456789abcdefgh\nOtherExpired0123456789abcdefghijklmn|{}\n",
+                T0 - 1
+            ),
+        )
+        .expect("w");
+        for day in 0..=100u64 {
+            let now = T0 + day * DAY;
+            register(&b, &master, now);
+            let lines = token_lines(&master);
+            assert_eq!(lines.len(), 1, "{ch} day {day}: {lines:?}");
+            // A rebuilt worker must be able to join any day; checking every
+            // tenth day and the days around the 90-day TTL keeps this quick.
+            if day % 10 == 0 || (88..=92).contains(&day) {
+                let (_, o) = join(&b, ch, &master, now + 3600);
+                assert!(o.status.success(), "{ch} day {day}: {:?}", text(&o));
+            }
+        }
+        let all = std::fs::read_to_string(master.data().join("credentials/cluster-tokens.txt"))
+            .expect("tokens");
+        assert_eq!(
+            all.lines().count(),
+            2,
+            "{ch}: the file must not grow: {all}"
+        );
+        assert!(all.starts_with("OtherSingleUseToken"), "{ch}: {all}");
+    }
+}
+
+#[test]
+fn the_stand_in_refuses_a_first_line_that_expired_on_1_24_to_1_26() {
+    // The proof the test above could fail: appending a line a day, as
+    // `add-node --token-ttl` does, strands joins after 90 days on 1.24-1.26
+    // and not on the other channels.
+    for ch in ["1.23", "1.24", "1.26", "1.27"] {
+        let b = Built::new(ch);
+        let master = Node::new(ch);
+        let add = master.dir.path().join("add.sh");
+        std::fs::write(
+            &add,
+            format!("microk8s add-node --token {TOKEN} --token-ttl 7776000 >/dev/null\n"),
+        )
+        .expect("w");
+        for day in 0..=91u64 {
+            let o = master.run(&add, T0 + day * DAY, &[]);
+            assert!(o.status.success());
+        }
+        let (_, o) = join(&b, ch, &master, T0 + 91 * DAY + 60);
+        let minor: u32 = ch[2..].parse().expect("minor");
+        // 1.27+ is refused too here: no persistent token was installed.
+        assert_eq!(o.status.success(), minor < 24, "{ch}: {:?}", text(&o));
+    }
+}
+
+#[test]
+fn a_token_without_expiry_is_used_up_by_one_join() {
+    let b = Built::new("1.24");
+    let master = Node::new("1.24");
+    std::fs::write(
+        master.data().join("credentials/cluster-tokens.txt"),
+        format!("{TOKEN}\n"),
+    )
+    .expect("w");
+    let (_, first) = join(&b, "1.24", &master, T0);
+    assert!(first.status.success(), "{:?}", text(&first));
+    let (_, second) = join(&b, "1.24", &master, T0);
+    assert!(!second.status.success());
+    assert!(
+        text(&second).0.contains("refused the token"),
+        "{:?}",
+        text(&second)
+    );
+}
+
+#[test]
+fn join_fails_and_says_why_while_the_master_is_unreachable_or_local_microk8s_not_ready() {
+    let b = Built::new("1.28");
+    let master = Node::new("1.28");
+    register(&b, &master, T0);
+    let w = Node::new("1.28");
+    w.knob("master-data", &master.data().display().to_string());
+    w.knob("not-ready", "1");
+    w.knob("join-failures", "1");
+    let script = b.file("worker-1", "/usr/local/sbin/microseed-join");
+    let tf = b.file("worker-1", "/etc/microseed/join-token");
+    let env = [("MICROSEED_JOIN_TOKEN_FILE", tf.as_path())];
+    let o = w.run(&script, T0, &env);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).0.contains("local MicroK8s is not ready"),
+        "{:?}",
+        text(&o)
+    );
+    let o = w.run(&script, T0, &env);
+    assert!(!o.status.success());
+    assert!(text(&o).0.contains("join failed"), "{:?}", text(&o));
+    assert!(!text(&o).0.contains(TOKEN) && !text(&o).1.contains(TOKEN));
+    let o = w.run(&script, T0, &env);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+/// Runs the master's steps with the step runner, as their units would.
+struct Steps {
+    dir: tempfile::TempDir,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        Steps {
+            dir: tempfile::tempdir().expect("tmp"),
+        }
+    }
+    fn cmd(&self, script: &Path) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(script)
+            .env("MICROSEED_STATE", self.dir.path().join("state"))
+            .env("MICROSEED_RUN", self.dir.path().join("run"))
+            .env("MICROSEED_STEP_FIRST_DELAY", "0")
+            .env("MICROSEED_STEP_POLL", "0.1");
+        c
+    }
+}
+
+#[test]
+fn a_failing_step_is_retried_until_it_succeeds_and_status_tracks_it() {
+    let b = Built::new("1.20");
+    let step = b.file("master", "/usr/local/sbin/microseed-step");
+    let status = b.file("master", "/usr/local/sbin/microseed-status");
+    let s = Steps::new();
+    let work = s.dir.path();
+    // A command failing its first two attempts.
+    let flaky = work.join("flaky");
+    std::fs::write(
+        &flaky,
+        format!(
+            "#!/bin/sh\nn=$(cat {0}/count 2>/dev/null || echo 0)\necho $((n + 1)) > {0}/count\n[ \"$n\" -ge 2 ] || {{ echo \"download of helm failed ($n)\"; exit 1; }}\necho fine\n",
+            work.display()
+        ),
+    )
+    .expect("w");
+    common::make_executable(&flaky);
+    let list = work.join("steps");
+    std::fs::write(&list, "a||first\nb|a|second\n").expect("w");
+
+    // Bounded to one attempt: the step fails, status says so with the error.
+    let o = s
+        .cmd(&step)
+        .env("MICROSEED_STEP_ATTEMPTS", "1")
+        .args(["a", flaky.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    let st = s
+        .cmd(&status)
+        .env("MICROSEED_STEPS", &list)
+        .output()
+        .expect("status");
+    let (out, _) = text(&st);
+    assert!(!st.status.success(), "{out}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("microseed: not converged (0/2 steps done)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("a          failed: attempt 1 exited 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("last error: download of helm failed (0)"),
+        "{out}"
+    );
+    assert!(out.contains("b          pending: waiting on a"), "{out}");
+
+    // b waits for a; a (unbounded) retries and succeeds on its third run.
+    let mut waiting = s
+        .cmd(&step)
+        .args(["--after=a", "b", "true"])
+        .spawn()
+        .expect("b");
+    let o = s
+        .cmd(&step)
+        .args(["a", flaky.to_str().expect("utf8")])
+        .output()
+        .expect("a");
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("attempt 1 failed (exit 1); retrying in 0s"),
+        "{out}"
+    );
+    assert!(out.contains("done on attempt 2"), "{out}");
+    assert!(waiting.wait().expect("b").success());
+    let st = s
+        .cmd(&status)
+        .env("MICROSEED_STEPS", &list)
+        .output()
+        .expect("status");
+    let (out, _) = text(&st);
+    assert!(st.status.success(), "{out}");
+    assert_eq!(
+        out.lines().next(),
+        Some("microseed: converged (2/2 steps done)")
+    );
+    assert!(!out.contains("last error"), "{out}");
+    // Done means never again: the runner returns at once.
+    let o = s.cmd(&step).args(["a", "false"]).output().expect("again");
+    assert!(o.status.success() && text(&o).0.contains("already done"));
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap() {
+    let b = Built::new("1.20");
+    let step = b.file("nfs", "/usr/local/sbin/microseed-step");
+    let s = Steps::new();
+    let o = s
+        .cmd(&step)
+        .env("MICROSEED_STEP_FIRST_DELAY", "1")
+        .env("MICROSEED_STEP_MAX_DELAY", "2")
+        .env("MICROSEED_STEP_ATTEMPTS", "4")
+        .args(["y", "false"])
+        .output()
+        .expect("run");
+    let out = text(&o).0;
+    let delays: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split("retrying in ").nth(1))
+        .collect();
+    assert_eq!(delays, ["1s", "2s", "2s"], "{out}");
+    assert!(
+        out.contains("attempt 4 failed (exit 1); giving up"),
+        "{out}"
+    );
+}
+
+#[test]
+fn master_steps_put_the_token_before_the_addons_and_nothing_waits_needlessly() {
+    let b = Built::new("1.20");
+    let list = std::fs::read_to_string(b.file("master", "/etc/microseed/steps")).expect("steps");
+    let deps = |name: &str| -> String {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{name}|")))
+            .and_then(|l| l.split('|').nth(1))
+            .unwrap_or_else(|| panic!("no step {name}: {list}"))
+            .to_string()
+    };
+    assert_eq!(deps("microk8s"), "");
+    assert_eq!(deps("token"), "microk8s");
+    assert_eq!(deps("addons"), "microk8s,token");
+    assert_eq!(deps("ssh"), "firewall");
+    assert_eq!(deps("firewall"), "packages");
+    let wl = std::fs::read_to_string(b.file("worker-1", "/etc/microseed/steps")).expect("steps");
+    assert!(wl.contains("\njoin|microk8s,firewall|"), "{wl}");
+    // The timer runs daily and catches up after downtime.
+    let timer =
+        std::fs::read_to_string(b.file("master", "/etc/systemd/system/microseed-token.timer"))
+            .expect("timer");
+    assert!(timer.contains("OnCalendar=daily\n") && timer.contains("Persistent=true\n"));
+    // The addons fail while the token does not: a worker can still join.
+    let master = Node::new("1.20");
+    master.knob("enable-failures", "100");
+    register(&b, &master, T0);
+    let o = master.run(
+        &b.file("master", "/usr/local/sbin/microseed-addons"),
+        T0,
+        &[],
+    );
+    assert!(!o.status.success());
+    let (_, o) = join(&b, "1.20", &master, T0);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+/// Builds the example with a replaced nfs role profile; returns stderr.
+fn build_with_nfs_profile(profile: &str) -> (bool, String) {
+    let s = Scratch::example();
+    let roles = s.dir.path().join("profiles/roles");
+    std::fs::create_dir_all(&roles).expect("mkdir");
+    std::fs::write(roles.join("nfs.yaml"), profile).expect("write");
+    let o = common::bin()
+        .arg("--profiles")
+        .arg(s.dir.path().join("profiles"))
+        .arg("build")
+        .arg(s.cluster())
+        .arg("-o")
+        .arg(s.out())
+        .output()
+        .expect("run");
+    (o.status.success(), text(&o).1)
+}
+
+#[test]
+fn a_step_may_only_wait_for_an_earlier_step_and_run_unit_safe_arguments() {
+    let base = "description: nfs\nfiles:\n  - {path: /usr/local/sbin/microseed-nfs, template: nfs.sh.tera, mode: \"0755\"}\nsteps:\n";
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: nfs, description: x, run: [/usr/local/sbin/microseed-nfs], after: [exports]}}\n"
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("step nfs runs after exports, which is not an earlier step"),
+        "{err}"
+    );
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: nfs, description: x, run: [/bin/sh, -c, \"rm -rf $HOME\"]}}\n"
+    ));
+    assert!(!ok);
+    assert!(err.contains("would reinterpret"), "{err}");
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: packages, description: again, run: [/bin/true]}}\n"
+    ));
+    assert!(!ok);
+    assert!(err.contains("step packages is defined twice"), "{err}");
+    let (ok, err) = build_with_nfs_profile(&format!(
+        "{base}  - {{name: nfs, description: x, run: [/usr/local/sbin/microseed-nfs], after: [packages]}}\n"
+    ));
+    assert!(ok, "{err}");
+}
