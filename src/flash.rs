@@ -339,26 +339,6 @@ impl Usage {
     }
 }
 
-/// `\040` and friends in mountinfo fields.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The name a mount source or swap file names: `/dev/mapper/x` resolves
 /// to `dm-N` through the real `/dev` when it exists there.
 fn source_name(src: &str) -> Option<String> {
@@ -385,7 +365,11 @@ pub fn usage(sys: &SysRoot, name: &str) -> Result<Usage> {
             if f.len() < 5 || f.len() < sep + 3 {
                 continue;
             }
-            let (dev, mountpoint, source) = (f[2], unescape(f[4]), unescape(f[sep + 2]));
+            let (dev, mountpoint, source) = (
+                f[2],
+                crate::outdir::unescape_mount(f[4]),
+                crate::outdir::unescape_mount(f[sep + 2]),
+            );
             // btrfs reports an anonymous device number: match the source too.
             let hit =
                 o.devs.contains(dev) || source_name(&source).is_some_and(|n| o.names.contains(&n));
@@ -399,7 +383,7 @@ pub fn usage(sys: &SysRoot, name: &str) -> Result<Usage> {
             let Some(file) = line.split_whitespace().next() else {
                 continue;
             };
-            let file = unescape(file);
+            let file = crate::outdir::unescape_mount(file);
             if source_name(&file).is_some_and(|n| o.names.contains(&n)) && !u.swap.contains(&file) {
                 u.swap.push(file);
             }
@@ -932,8 +916,11 @@ mod tests {
 
     #[test]
     fn unescape_decodes_octal_spaces_in_mount_points() {
-        assert_eq!(unescape("/media/my\\040stick"), "/media/my stick");
-        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(
+            crate::outdir::unescape_mount("/media/my\\040stick"),
+            "/media/my stick"
+        );
+        assert_eq!(crate::outdir::unescape_mount("/plain"), "/plain");
     }
 
     /// A tree with disk sda: partition sda2 holds an LVM volume dm-0.
