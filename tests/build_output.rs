@@ -176,16 +176,9 @@ ls -A "$mnt" > "$mnt/../listing"
 "#;
     let mnt = s.dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
-    let o = run(
-        "unshare",
+    let o = common::in_mount_namespace(
+        script,
         &[
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            script,
-            "x",
             mnt.to_str().expect("utf8"),
             env!("CARGO_BIN_EXE_microseed"),
             s.cluster().to_str().expect("utf8"),

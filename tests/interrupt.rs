@@ -13,7 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 
-use common::{Scratch, bin, run, text};
+use common::{Scratch, bin, text};
 
 /// A user's file that merely looks like a staging tree's name.
 const USERS: &str = ".out.tmp-my-notes.txt";
@@ -293,16 +293,9 @@ echo ok
 "#;
     std::fs::create_dir_all(sc.dir.path().join("mnt")).expect("mkdir");
     let d = sc.dir.path().to_str().expect("utf8");
-    let o = run(
-        "unshare",
+    let o = common::in_mount_namespace(
+        script,
         &[
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            script,
-            "x",
             d,
             env!("CARGO_BIN_EXE_microseed"),
             sc.cluster().to_str().expect("utf8"),

@@ -12,7 +12,7 @@ mod iso_common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{PXE_URL, Scratch, bin, pxe_cluster, run, text};
+use common::{PXE_URL, Scratch, bin, pxe_cluster, text};
 
 /// Every entry (hidden ones too) under `dir` with its bytes (empty for
 /// directories, the target for symlinks): what "nothing changed" compares.
@@ -255,16 +255,9 @@ fn symlinks_root_and_current_directory_as_output_are_refused_before_the_build() 
 /// Runs `script` as root in a private mount namespace, with `$1` = a
 /// scratch directory, `$2` = the binary, `$3` = the cluster file.
 fn in_mount_namespace(sc: &Scratch, script: &str) -> Output {
-    run(
-        "unshare",
+    common::in_mount_namespace(
+        script,
         &[
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            script,
-            "x",
             s(sc.dir.path()),
             env!("CARGO_BIN_EXE_microseed"),
             s(&sc.cluster()),

@@ -151,3 +151,19 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Runs `script` under bash as root in a private mount namespace (mounts
+/// it makes vanish with it), with `args` as `$1`, `$2`...
+pub fn in_mount_namespace(script: &str, args: &[&str]) -> Output {
+    let mut argv = vec![
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        script,
+        "x",
+    ];
+    argv.extend_from_slice(args);
+    run("unshare", &argv)
+}
