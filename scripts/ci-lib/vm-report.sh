@@ -100,6 +100,9 @@ sec "microseed-join journal"
 journalctl -b -u microseed-join.service --no-pager -o cat 2>&1 | tail -n 40
 sec "fake-microk8s.calls"
 cat /var/log/fake-microk8s.calls 2>&1
+sec "fake-microk8s state"
+# powered-off: the stand-in cut the power at its first enable (a boot ago).
+ls -1 /var/lib/fake-microk8s 2>&1
 sec "fake-apt.calls"
 cat /var/log/fake-apt.calls 2>&1
 sec "timezone"
