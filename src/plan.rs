@@ -1,7 +1,7 @@
 //! Per-machine plan: the common profile, the role's layers and the role
-//! profile applied to the validated cluster. File bodies are rendered from the tera templates
-//! in `cloud-init/` here; the YAML documents around them are built later, in
-//! [`crate::render`], from typed structs.
+//! profile applied to the validated cluster. File bodies are rendered from
+//! the tera templates in `cloud-init/` here; the YAML documents around them
+//! are built later, in [`crate::render`], from typed structs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
