@@ -276,7 +276,13 @@ impl Profiles {
     /// layers, then the role itself. `None` for an unknown role.
     pub fn stack(&self, role: &str) -> Option<Vec<&RoleProfile>> {
         let profile = self.roles.get(role)?;
-        let mut out: Vec<&RoleProfile> = self.order[role].iter().map(|l| &self.layers[l]).collect();
+        // `order` names only loaded layers, one entry per role (see `load`).
+        let mut out: Vec<&RoleProfile> = self
+            .order
+            .get(role)?
+            .iter()
+            .filter_map(|l| self.layers.get(l))
+            .collect();
         out.push(profile);
         Some(out)
     }
