@@ -109,22 +109,9 @@ impl Staging {
     /// Like [`Staging::write`], but leaves whole 4 KiB blocks of zeroes as
     /// holes: disk images are mostly empty space.
     pub fn write_sparse(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
-        use std::io::{Seek, SeekFrom};
         let (p, mut f) = self.create(rel)?;
-        const BLOCK: usize = 4096;
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let end = (pos + BLOCK).min(bytes.len());
-            let chunk = &bytes[pos..end];
-            if chunk.iter().any(|&b| b != 0) {
-                f.seek(SeekFrom::Start(pos as u64))?;
-                f.write_all(chunk)
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
-            pos = end;
-        }
-        f.set_len(bytes.len() as u64)
-            .with_context(|| format!("sizing {}", p.display()))?;
+        crate::image::write_sparse(&mut f, bytes)
+            .with_context(|| format!("writing {}", p.display()))?;
         self.sums
             .insert(rel.to_string(), hex::encode(Sha256::digest(bytes)));
         self.bytes += bytes.len() as u64;

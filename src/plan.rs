@@ -1,7 +1,7 @@
-//! Per-machine plan: the common profile and the machine's role profile applied
-//! to the validated cluster. File bodies are rendered from the tera templates
-//! in `cloud-init/` here; the YAML documents around them are built later, in
-//! [`crate::render`], from typed structs.
+//! Per-machine plan: the common profile, the role's layers and the role
+//! profile applied to the validated cluster. File bodies are rendered from
+//! the tera templates in `cloud-init/` here; the YAML documents around them
+//! are built later, in [`crate::render`], from typed structs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -160,16 +160,19 @@ impl<'a> Planner<'a> {
 
     pub fn plan(&mut self, machine: &Machine) -> Result<Plan> {
         let profiles = self.profiles;
-        let role: &RoleProfile = profiles
-            .roles
-            .get(&machine.role)
-            .with_context(|| format!("no profile for role {}", machine.role))?;
-        let layers = [&profiles.common, role];
+        // common, then the role's layers, then the role: later ones add to
+        // (and for firewall_routed, override) earlier ones.
+        let mut layers: Vec<&RoleProfile> = vec![&profiles.common];
+        layers.extend(
+            profiles
+                .stack(&machine.role)
+                .with_context(|| format!("no profile for role {}", machine.role))?,
+        );
         self.ctx.insert("machine", machine);
         self.ctx.insert("firewall", &Firewall::default());
 
         let mut firewall = Firewall::default();
-        for layer in layers {
+        for layer in &layers {
             for r in &layer.firewall {
                 if self.when(r.when.as_deref())? {
                     let rule = self.rule(r)?;
@@ -197,7 +200,7 @@ impl<'a> Planner<'a> {
         self.ctx.insert("firewall", &firewall);
 
         let mut packages: Vec<String> = Vec::new();
-        for layer in layers {
+        for layer in &layers {
             for p in &layer.packages {
                 if !packages.contains(p) {
                     packages.push(p.clone());
@@ -209,7 +212,7 @@ impl<'a> Planner<'a> {
         self.ctx.insert("steps", &steps);
         let mut files = Vec::new();
         let mut runcmd = Vec::new();
-        for layer in layers {
+        for layer in &layers {
             for f in &layer.files {
                 if !self.when(f.when.as_deref())? {
                     continue;
@@ -250,7 +253,7 @@ impl<'a> Planner<'a> {
             });
             units.push(unit);
         }
-        for layer in layers {
+        for layer in &layers {
             for u in &layer.enable {
                 if !unit_safe(u) {
                     bail!("unit name {u:?} in enable: has characters a unit name cannot");
@@ -279,7 +282,7 @@ impl<'a> Planner<'a> {
                     .collect(),
             );
         }
-        for layer in layers {
+        for layer in &layers {
             for step in &layer.runcmd {
                 if self.when(step.when.as_deref())? {
                     let argv = step

@@ -1,12 +1,14 @@
 //! What each role and each Ubuntu release is, as data read from `profiles/`.
-//! `profiles/common.yaml` applies to every machine, then `profiles/roles/<role>.yaml`;
+//! `profiles/common.yaml` applies to every machine, then the layers the role
+//! names (`profiles/layers/<layer>.yaml`, what several roles share, stated
+//! once), then `profiles/roles/<role>.yaml`;
 //! `profiles/releases/<release>.yaml` describes an Ubuntu release's installer.
 //! Adding a role is adding a file here and its templates, not code.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::assets::Tree;
@@ -25,6 +27,10 @@ pub enum Count {
 #[serde(deny_unknown_fields)]
 pub struct RoleProfile {
     pub description: String,
+    /// Layers applied before this profile, in this order, each after the
+    /// layers it names itself: what roles share is written once.
+    #[serde(default)]
+    pub layers: Vec<String>,
     #[serde(default)]
     pub count: Count,
     /// Added to the error when `count` is violated (e.g. why HA is not offered).
@@ -196,13 +202,24 @@ pub struct Profiles {
     pub common: RoleProfile,
     pub roles: BTreeMap<String, RoleProfile>,
     pub releases: BTreeMap<String, ReleaseProfile>,
+    /// Shared parts of roles, by name (`profiles/layers/<name>.yaml`).
+    pub layers: BTreeMap<String, RoleProfile>,
+    /// Per role, its layers in the order they apply (resolved and checked
+    /// once at load, so planning never meets a missing layer or a cycle).
+    order: BTreeMap<String, Vec<String>>,
 }
 
 impl Profiles {
     pub fn load(overlay: Option<&Path>) -> Result<Profiles> {
         let tree = Tree::profiles(overlay);
-        let common = load_one(&tree, "common.yaml")?;
-        let mut roles = BTreeMap::new();
+        let common: RoleProfile = load_one(&tree, "common.yaml")?;
+        if !common.layers.is_empty() {
+            bail!(
+                "{}: layers: is for roles; common.yaml itself applies to every machine",
+                origin(&tree, "common.yaml")?.display()
+            );
+        }
+        let mut roles: BTreeMap<String, RoleProfile> = BTreeMap::new();
         for name in tree.list("roles")? {
             if let Some(role) = name
                 .strip_prefix("roles/")
@@ -210,6 +227,30 @@ impl Profiles {
             {
                 roles.insert(role.to_string(), load_one(&tree, &name)?);
             }
+        }
+        let mut layers = BTreeMap::new();
+        for name in tree.list("layers")? {
+            if let Some(layer) = name
+                .strip_prefix("layers/")
+                .and_then(|n| n.strip_suffix(".yaml"))
+            {
+                let l: RoleProfile = load_one(&tree, &name)?;
+                if l.count != Count::Any || l.count_note.is_some() {
+                    bail!(
+                        "{}: count and count_note belong in a role profile, not in a layer",
+                        origin(&tree, &name)?.display()
+                    );
+                }
+                layers.insert(layer.to_string(), l);
+            }
+        }
+        let mut order = BTreeMap::new();
+        for (role, p) in &roles {
+            let from = origin(&tree, &format!("roles/{role}.yaml"))?;
+            let mut out = Vec::new();
+            resolve(&tree, &layers, &from, &p.layers, &mut Vec::new(), &mut out)
+                .with_context(|| format!("resolving the layers of role {role}"))?;
+            order.insert(role.clone(), out);
         }
         let mut releases = BTreeMap::new();
         for name in tree.list("releases")? {
@@ -226,8 +267,81 @@ impl Profiles {
             common,
             roles,
             releases,
+            layers,
+            order,
         })
     }
+
+    /// A role's profiles in the order they apply, without `common`: its
+    /// layers, then the role itself. `None` for an unknown role.
+    pub fn stack(&self, role: &str) -> Option<Vec<&RoleProfile>> {
+        let profile = self.roles.get(role)?;
+        // `order` names only loaded layers, one entry per role (see `load`).
+        let mut out: Vec<&RoleProfile> = self
+            .order
+            .get(role)?
+            .iter()
+            .filter_map(|l| self.layers.get(l))
+            .collect();
+        out.push(profile);
+        Some(out)
+    }
+}
+
+/// Appends to `out` the layers `names` (listed in the file `from`), each
+/// after the layers it names itself. `path` is the chain being resolved:
+/// meeting one of its names again is a cycle.
+fn resolve(
+    tree: &Tree,
+    layers: &BTreeMap<String, RoleProfile>,
+    from: &Path,
+    names: &[String],
+    path: &mut Vec<String>,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    for name in names {
+        if path.contains(name) {
+            let mut cycle = path.clone();
+            cycle.push(name.clone());
+            bail!(
+                "{}: layers: {name} leads back to itself ({}); expected layers without a cycle",
+                from.display(),
+                cycle.join(" -> ")
+            );
+        }
+        let Some(layer) = layers.get(name) else {
+            let known: Vec<&str> = layers.keys().map(String::as_str).collect();
+            bail!(
+                "{}: layers: no layer {name:?} (no layers/{name}.yaml); expected one of: {}",
+                from.display(),
+                if known.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        if out.contains(name) {
+            bail!(
+                "{}: layers: {name} is applied twice (listed again here, or already through another layer); expected each layer once",
+                from.display()
+            );
+        }
+        path.push(name.clone());
+        let own = origin(tree, &format!("layers/{name}.yaml"))?;
+        resolve(tree, layers, &own, &layer.layers, path, out)?;
+        path.pop();
+        out.push(name.clone());
+    }
+    Ok(())
+}
+
+/// Where a profile file is read from (`embedded:…` or the overlay path).
+fn origin(tree: &Tree, name: &str) -> Result<std::path::PathBuf> {
+    Ok(tree
+        .get(name)?
+        .map(|a| a.origin)
+        .unwrap_or_else(|| name.into()))
 }
 
 fn load_one<T: for<'de> Deserialize<'de>>(tree: &Tree, name: &str) -> Result<T> {
@@ -237,4 +351,140 @@ fn load_one<T: for<'de> Deserialize<'de>>(tree: &Tree, name: &str) -> Result<T> 
     parse_typed(&asset.origin, &asset.text)
         .map_err(|e| anyhow!("invalid profile: {e}"))
         .with_context(|| format!("loading profile {}", asset.origin.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `--profiles` overlay holding `files` (path under profiles/, text).
+    fn overlay(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        d
+    }
+
+    fn error(files: &[(&str, &str)]) -> String {
+        let d = overlay(files);
+        format!(
+            "{:#}",
+            Profiles::load(Some(d.path())).expect_err("load must fail")
+        )
+    }
+
+    fn ports(p: &RoleProfile) -> Vec<&str> {
+        p.firewall.iter().map(|r| r.port.as_str()).collect()
+    }
+
+    #[test]
+    fn microk8s_rules_are_written_once_and_applied_to_master_and_worker() {
+        let p = Profiles::load(None).expect("embedded profiles");
+        let layer = &p.layers["microk8s"];
+        assert!(ports(layer).contains(&"16443"), "{:?}", ports(layer));
+        for (name, role) in &p.roles {
+            assert!(
+                !ports(role).contains(&"16443"),
+                "role {name} repeats a MicroK8s rule"
+            );
+        }
+        for role in ["master", "worker"] {
+            let stack = p.stack(role).expect("role");
+            assert_eq!(stack.len(), 2, "{role}: the layer, then the role");
+            assert!(std::ptr::eq(stack[0], layer), "{role}");
+            assert!(std::ptr::eq(stack[1], &p.roles[role]), "{role}");
+        }
+        assert_eq!(p.stack("nfs").expect("nfs").len(), 1);
+        assert!(p.stack("nosuchrole").is_none());
+    }
+
+    #[test]
+    fn a_layer_applies_after_the_layers_it_names() {
+        let d = overlay(&[
+            (
+                "layers/a.yaml",
+                "description: a\nlayers: [b]\npackages: [pa]\n",
+            ),
+            ("layers/b.yaml", "description: b\npackages: [pb]\n"),
+            (
+                "roles/x.yaml",
+                "description: x\nlayers: [a]\npackages: [px]\n",
+            ),
+        ]);
+        let p = Profiles::load(Some(d.path())).expect("load");
+        let order: Vec<&str> = p
+            .stack("x")
+            .expect("x")
+            .iter()
+            .map(|l| l.packages[0].as_str())
+            .collect();
+        assert_eq!(order, ["pb", "pa", "px"]);
+    }
+
+    #[test]
+    fn an_overlay_replaces_a_shipped_layer_file_by_file() {
+        let d = overlay(&[(
+            "layers/microk8s.yaml",
+            "description: site\npackages: [site-pkg]\n",
+        )]);
+        let p = Profiles::load(Some(d.path())).expect("load");
+        for role in ["master", "worker"] {
+            assert_eq!(p.stack(role).expect("role")[0].packages, ["site-pkg"]);
+        }
+    }
+
+    #[test]
+    fn a_layer_cycle_is_an_error_naming_the_file_and_the_chain() {
+        let e = error(&[
+            ("layers/a.yaml", "description: a\nlayers: [b]\n"),
+            ("layers/b.yaml", "description: b\nlayers: [a]\n"),
+            ("roles/x.yaml", "description: x\nlayers: [a]\n"),
+        ]);
+        assert!(e.contains("resolving the layers of role x"), "{e}");
+        assert!(
+            e.contains("layers/b.yaml: layers: a leads back to itself (a -> b -> a)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_layer_is_an_error_naming_the_role_file_and_the_known_layers() {
+        let e = error(&[("roles/x.yaml", "description: x\nlayers: [nope]\n")]);
+        assert!(e.contains("roles/x.yaml: layers: no layer \"nope\" (no layers/nope.yaml); expected one of: microk8s"), "{e}");
+    }
+
+    #[test]
+    fn a_layer_applied_twice_is_an_error() {
+        let e = error(&[(
+            "roles/x.yaml",
+            "description: x\nlayers: [microk8s, microk8s]\n",
+        )]);
+        assert!(
+            e.contains("roles/x.yaml: layers: microk8s is applied twice"),
+            "{e}"
+        );
+        // Also when it comes again through another layer.
+        let e = error(&[
+            ("layers/a.yaml", "description: a\nlayers: [microk8s]\n"),
+            ("roles/x.yaml", "description: x\nlayers: [microk8s, a]\n"),
+        ]);
+        assert!(
+            e.contains("layers/a.yaml: layers: microk8s is applied twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn count_belongs_to_roles_and_layers_to_roles_only() {
+        let e = error(&[("layers/a.yaml", "description: a\ncount: exactly-one\n")]);
+        assert!(
+            e.contains("layers/a.yaml: count and count_note belong in a role profile"),
+            "{e}"
+        );
+        let e = error(&[("common.yaml", "description: c\nlayers: [microk8s]\n")]);
+        assert!(e.contains("common.yaml: layers: is for roles"), "{e}");
+    }
 }

@@ -544,11 +544,14 @@ fn check_ssh_port_free<'r>(
     // (service, roles opening it), in profile order.
     let mut clashes: Vec<(String, Vec<String>)> = Vec::new();
     let common = profiles.common.firewall.iter().map(|r| ("common", r));
+    // A rule from a layer is opened by each role that applies the layer.
     let by_role = roles.filter_map(|role| {
-        profiles
-            .roles
-            .get(role)
-            .map(|p| p.firewall.iter().map(move |r| (role, r)))
+        profiles.stack(role).map(|stack| {
+            stack
+                .into_iter()
+                .flat_map(|p| p.firewall.iter())
+                .map(move |r| (role, r))
+        })
     });
     for (who, rule) in common.chain(by_role.flatten()) {
         if rule.proto != Proto::Tcp || rule.port.contains("{{") {

@@ -26,12 +26,22 @@ fn check(cluster: &str) -> (Option<i32>, String) {
 }
 
 /// Every TCP port the example's roles open, read from the shipped profiles
-/// with PyYAML.
+/// (each role's and those of the layers it names) with PyYAML.
 fn role_tcp_ports() -> Vec<u32> {
     let mut ports = Vec::new();
+    let mut files = Vec::new();
     for role in ["nfs", "master", "worker"] {
         let v = pyyaml(&root().join(format!("profiles/roles/{role}.yaml")));
-        for rule in v["firewall"].as_array().expect("firewall") {
+        for layer in v["layers"].as_array().into_iter().flatten() {
+            let layer = layer.as_str().expect("layer name");
+            files.push(pyyaml(
+                &root().join(format!("profiles/layers/{layer}.yaml")),
+            ));
+        }
+        files.push(v);
+    }
+    for v in files {
+        for rule in v["firewall"].as_array().into_iter().flatten() {
             if rule["proto"] == "tcp" {
                 let p = rule["port"].as_str().expect("port");
                 ports.push(p.parse().expect("numeric port"));

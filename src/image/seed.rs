@@ -1,7 +1,7 @@
 //! A raw disk image carrying one machine's NoCloud seed.
 //!
 //! Layout: protective MBR, GPT, one "Microsoft basic data" partition named
-//! `CIDATA` from 1 MiB holding the FAT of [`build_fat`](super::fat::build_fat),
+//! `CIDATA` from 32 KiB (LBA 64) holding the FAT of [`build_fat`](super::fat::build_fat),
 //! backup GPT at the very end. cloud-init scans partitions as well as whole
 //! disks, so the image works written to a USB stick or attached to a VM, and
 //! the partition table lets the stick show up sanely in any OS.
@@ -11,8 +11,8 @@
 //! benchmarks thousands.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, Permissions};
-use std::io::{Cursor, Seek as _, SeekFrom, Write as _};
+use std::fs::{OpenOptions, Permissions};
+use std::io::Cursor;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
@@ -24,7 +24,7 @@ use gpt::partition::Partition;
 use gpt::partition_types;
 use uuid::Builder;
 
-use super::{content_digest, fat};
+use super::{content_digest, fat, write_sparse};
 
 /// Filesystem label and GPT partition name; cloud-init looks for the label.
 pub const SEED_LABEL: &str = "CIDATA";
@@ -36,9 +36,6 @@ const SECTOR: u64 = 512;
 const PARTITION_START_LBA: u64 = 64;
 /// The backup GPT: 128 entries of 128 bytes (32 sectors) plus its header.
 const BACKUP_GPT_SECTORS: u64 = 33;
-/// Granularity of the holes [`write_seed_image`] leaves; the usual
-/// filesystem block size.
-const SPARSE_BLOCK: usize = 4096;
 
 /// Builds the raw disk image for a seed holding `files` (name, contents),
 /// e.g. `user-data`, `meta-data` and `network-config`.
@@ -46,8 +43,9 @@ const SPARSE_BLOCK: usize = 4096;
 /// Deterministic: the disk and partition GUIDs and the FAT volume id are
 /// derived from a SHA-256 of the inputs, and every timestamp is `epoch` (see
 /// [`source_date_epoch`](super::source_date_epoch)), so equal inputs give
-/// byte-identical images. A usual seed gives a 2 MiB image (1 MiB of GPT and
-/// alignment, a 1 MiB FAT, the backup GPT).
+/// byte-identical images. A usual seed gives an image of about 200 KiB
+/// (32 KiB of GPT and alignment, a FAT of 128 or 192 KiB, the 16.5 KiB
+/// backup GPT).
 pub fn seed_image(files: &[(&str, &[u8])], epoch: i64) -> anyhow::Result<Vec<u8>> {
     let fat_bytes = fat::fat_size(files)?;
     let fat_sectors = fat_bytes / SECTOR;
@@ -71,8 +69,8 @@ pub fn seed_image(files: &[(&str, &[u8])], epoch: i64) -> anyhow::Result<Vec<u8>
 
 /// Writes [`seed_image`] to `path` with mode 0600 (user-data can carry join
 /// tokens and password hashes), replacing any existing file. Runs of zeroes
-/// are left as holes where the filesystem supports them, so a 2 MiB image
-/// takes a few dozen KiB on disk.
+/// are left as holes where the filesystem supports them (see
+/// [`write_sparse`](super::write_sparse)).
 pub fn write_seed_image(path: &Path, files: &[(&str, &[u8])], epoch: i64) -> anyhow::Result<()> {
     let image = seed_image(files, epoch)?;
     let mut file = OpenOptions::new()
@@ -88,37 +86,6 @@ pub fn write_seed_image(path: &Path, files: &[(&str, &[u8])], epoch: i64) -> any
         .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
     write_sparse(&mut file, &image)
         .with_context(|| format!("writing seed image {}", path.display()))
-}
-
-/// Writes the non-zero 4 KiB blocks of `bytes` and seeks over the rest; the
-/// final `set_len` gives the file its full length even if it ends in a hole.
-fn write_sparse(file: &mut File, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut run_start: Option<usize> = None;
-    for (index, block) in bytes.chunks(SPARSE_BLOCK).enumerate() {
-        let offset = index * SPARSE_BLOCK;
-        let zero = block.iter().all(|&b| b == 0);
-        match (zero, run_start) {
-            (false, None) => run_start = Some(offset),
-            (true, Some(start)) => {
-                write_at(file, start, &bytes[start..offset])?;
-                run_start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(start) = run_start {
-        write_at(file, start, &bytes[start..])?;
-    }
-    file.set_len(bytes.len() as u64)
-        .context("extending the file to the image size")?;
-    Ok(())
-}
-
-fn write_at(file: &mut File, offset: usize, bytes: &[u8]) -> anyhow::Result<()> {
-    file.seek(SeekFrom::Start(offset as u64))
-        .with_context(|| format!("seeking to byte {offset}"))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {} bytes at byte {offset}", bytes.len()))
 }
 
 /// Records the partition's start in the FAT boot sector ("hidden sectors"),

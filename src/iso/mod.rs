@@ -7,7 +7,6 @@
 //! verifies the ISO into a cache, [`trust`] checks Ubuntu's signature.
 pub mod bootcfg;
 pub mod download;
-// STAND-IN until `crate::image::fat` is merged; see the file's doc comment.
 pub mod iso9660;
 pub mod parttable;
 pub mod patch;

@@ -445,27 +445,11 @@ fn u64le(b: &[u8]) -> u64 {
     u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
-/// CRC-32 (IEEE 802.3, reflected), as GPT uses.
+/// CRC-32 (IEEE 802.3, reflected; `CRC_32_ISO_HDLC`), as GPT uses for its
+/// header and entry array.
 pub fn crc32(data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, v) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *v = c;
-        }
-        t
-    });
-    !data.iter().fold(!0u32, |c, b| {
-        table[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8)
-    })
+    const GPT_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    GPT_CRC.checksum(data)
 }
 
 #[cfg(test)]
