@@ -2,7 +2,7 @@
 //! read these values (as `cluster.microk8s.caps`) instead of testing version
 //! numbers themselves. Every field names the upstream source it comes from
 //! (MicroK8s and microk8s-cluster-agent branches; see
-//! `../shared/notes/field-facts.md`, "Verified in upstream source").
+//! the team's field-facts notes, "Verified in upstream source").
 
 use serde::Serialize;
 
