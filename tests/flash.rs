@@ -103,6 +103,19 @@ struct Fake {
 }
 
 impl Fake {
+    /// One removable disk backed by `lo`, nothing mounted, no swap.
+    fn removable(lo: &Loop, size: u64) -> Fake {
+        Fake::new(
+            &[Disk {
+                lo,
+                removable: true,
+                size,
+            }],
+            &[],
+            &[],
+        )
+    }
+
     fn new(disks: &[Disk], mounts: &[String], swaps: &[String]) -> Fake {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = dir.path();
@@ -232,15 +245,7 @@ fn flash_writes_a_built_seed_image_and_the_device_hashes_to_the_manifest() {
     assert_eq!(size % 512, 0, "seed.img is whole sectors");
     // Exactly the image's size, so `sha256sum DEVICE` hashes just the image.
     let lo = Loop::new(size);
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, size);
     let o = fake.flash(&[
         s.out().join("worker-1").to_str().expect("utf8"),
         lo.path(),
@@ -279,15 +284,7 @@ fn flash_streams_the_installer_from_the_iso_and_the_device_equals_the_built_imag
     // The streamed flash never reads out/: remove it to be sure.
     fs::remove_dir_all(s.out()).expect("rm out");
     let lo = Loop::new(size);
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, size);
     let cluster = s.cluster();
     let o = fake.flash(&[
         cluster.to_str().expect("utf8"),
@@ -318,15 +315,7 @@ fn flash_by_cluster_file_builds_the_seed_image_in_memory_and_names_unknown_machi
         .expect("img")
         .len();
     let lo = Loop::new(size);
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, size);
     let cluster = s.cluster();
     let args = [
         cluster.to_str().expect("utf8"),
@@ -376,15 +365,7 @@ fn flash_refuses_a_fixed_disk_without_force_and_without_a_typed_name_with_it() {
 fn flash_asks_for_confirmation_and_refuses_without_a_terminal_or_yes() {
     let (_d, m) = synthetic_out(MIB);
     let lo = Loop::new(2 * MIB);
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size: 2 * MIB,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, 2 * MIB);
     assert_refused(
         &fake,
         &lo,
@@ -397,15 +378,7 @@ fn flash_asks_for_confirmation_and_refuses_without_a_terminal_or_yes() {
 fn flash_refuses_a_device_smaller_than_the_image() {
     let (_d, m) = synthetic_out(3 * MIB);
     let lo = Loop::new(2 * MIB);
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size: 2 * MIB,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, 2 * MIB);
     assert_refused(
         &fake,
         &lo,
@@ -484,15 +457,7 @@ fn flash_refuses_a_really_mounted_disk_even_when_the_fake_tree_says_it_is_free()
     let mnt = tempfile::tempdir().expect("tempdir");
     let o = run("mount", &[lo.path(), mnt.path().to_str().expect("utf8")]);
     assert!(o.status.success(), "mount: {}", text(&o).1);
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size: 8 * MIB,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, 8 * MIB);
     let o = fake.flash(&[m.to_str().expect("utf8"), lo.path(), "--yes"]);
     let _ = Command::new("umount").arg(mnt.path()).status();
     let (out, err) = text(&o);
@@ -585,15 +550,7 @@ fn flash_names_the_first_bad_offset_when_the_read_back_differs() {
         ))
         .spawn()
         .expect("spawn");
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, size);
     let o = fake.flash(&[m.to_str().expect("utf8"), lo.path(), "--yes"]);
     let _ = corrupter.kill();
     let _ = corrupter.wait();
@@ -612,15 +569,7 @@ fn an_interrupted_flash_is_an_error_and_never_safe_to_remove() {
     let size = 96 * MIB;
     let (_d, m) = synthetic_out(size);
     let lo = Loop::new(size);
-    let fake = Fake::new(
-        &[Disk {
-            lo: &lo,
-            removable: true,
-            size,
-        }],
-        &[],
-        &[],
-    );
+    let fake = Fake::removable(&lo, size);
     let child = bin()
         .arg("flash")
         .arg(&m)
