@@ -42,21 +42,42 @@ impl Served {
         Served { child, url, addr }
     }
 
-    /// Stops the server and returns its request log.
-    fn stop(mut self) -> String {
+    /// Waits until the server has logged `lines` requests (a worker logs
+    /// after the response is sent, so the client can finish first), then
+    /// stops it and returns its request log. Gives up waiting after 10 s and
+    /// returns what it has, so a missing line fails the caller's assertion.
+    fn stop_after(mut self, lines: usize) -> String {
+        let stderr = self.child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut log = String::new();
+        let mut seen = 0;
+        while seen < lines {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else { break };
+            log.push_str(&line);
+            log.push('\n');
+            seen += 1;
+        }
         self.child.kill().expect("kill serve");
         self.child.wait().expect("wait serve");
-        let mut log = String::new();
-        self.child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut log)
-            .expect("read log");
+        // Anything logged after the count was reached is an extra line the
+        // caller's count check must see.
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+        }
         log
     }
 
-    /// Sends `target` exactly as given (no client normalization).
     fn raw(&self, method: &str, target: &str) -> (u16, String) {
         let mut s = TcpStream::connect(&self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -127,7 +148,7 @@ fn serve_returns_every_seed_file_byte_for_byte() {
             std::fs::read(root.join(rel)).expect("read").as_slice()
         );
     }
-    let log = srv.stop();
+    let log = srv.stop_after(n + 3);
     let size = std::fs::metadata(root.join("seeds/worker-1/user-data"))
         .expect("stat")
         .len();
