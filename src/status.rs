@@ -195,8 +195,14 @@ pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
     };
     let started = Instant::now();
     let progress = Progress::new(!json);
+    let mut first_round = true;
     let reports = loop {
+        let known_before = recorded_names(&ssh.known_hosts);
         let reports = probe_all(&ssh, cluster, &machines);
+        if first_round {
+            announce_new_keys(&ssh.known_hosts, &known_before, cluster);
+            first_round = false;
+        }
         let missing = missing(&reports);
         let Some(limit) = args.wait else {
             break reports;
@@ -247,6 +253,36 @@ pub fn known_hosts_path(cluster: &Path) -> PathBuf {
     match cluster.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.join("known_hosts"),
         _ => PathBuf::from("known_hosts"),
+    }
+}
+
+/// The host names `known_hosts` has a key for.
+fn recorded_names(known_hosts: &Path) -> Vec<String> {
+    std::fs::read_to_string(known_hosts)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Trust on first use is only as good as a look at what was trusted: say
+/// which keys were just recorded and how to see their fingerprints.
+fn announce_new_keys(known_hosts: &Path, before: &[String], cluster: &Cluster) {
+    let now = recorded_names(known_hosts);
+    // In cluster order: the connections finish in any order.
+    let new: Vec<&str> = names(cluster)
+        .into_iter()
+        .filter(|n| now.iter().any(|x| x == n) && !before.iter().any(|x| x == n))
+        .collect();
+    if !new.is_empty() {
+        errln!(
+            "recorded the host key of {} on first contact in {} \
+             (compare with each machine's console: ssh-keygen -lf {})",
+            new.join(", "),
+            known_hosts.display(),
+            known_hosts.display()
+        );
     }
 }
 

@@ -405,6 +405,10 @@ fn a_converged_cluster_exits_0_with_every_row_filled_in_and_records_host_keys() 
         "{out}"
     );
     assert!(out.contains("all 3 machines converged"), "{out}");
+    assert!(
+        err.contains("recorded the host key of nfs, master, worker-1 on first contact"),
+        "{err}"
+    );
     // Trust on first use: one entry per machine, under its name, unhashed.
     let kh = read(&lab.known_hosts());
     for m in ALL {
