@@ -36,9 +36,9 @@ pub const EXIT_UNREACHABLE: u8 = 4;
 /// The script every machine runs; see its header.
 const PROBE: &str = include_str!("status-probe.sh");
 const MARK: &str = "@@microseed-probe ";
-/// Longest one probe may take, connection included, before it is killed
-/// and the machine counted unreachable.
-const PROBE_LIMIT: Duration = Duration::from_secs(90);
+/// Longest one probe may take after connecting (each check inside it is
+/// bounded to 20 s) before ssh is killed and the machine counted unreachable.
+const PROBE_LIMIT: Duration = Duration::from_secs(120);
 
 /// What `status` was asked for on the command line.
 pub struct StatusArgs {
@@ -182,6 +182,10 @@ pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
             &format!("{}: no such file", f.display()),
         ));
     }
+    // A missing client is this machine's problem, not every machine's.
+    Command::new("ssh").arg("-V").output().context(
+        "running ssh -V: microseed status needs the OpenSSH client (apt install openssh-client)",
+    )?;
     let known_hosts = known_hosts_path(&args.cluster);
     for name in &args.accept_new_host_key {
         forget_host_key(&known_hosts, name)?;
@@ -402,7 +406,8 @@ fn run_probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Result<(i32, String, 
         let _ = stderr.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + PROBE_LIMIT;
+    let limit = PROBE_LIMIT + Duration::from_secs(ssh.connect_timeout.into());
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(st) = child.try_wait().context("waiting for ssh")? {
             break Some(st);
@@ -424,7 +429,7 @@ fn run_probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Result<(i32, String, 
         None => {
             err.push_str(&format!(
                 "\nno answer within {} s; ssh was stopped",
-                PROBE_LIMIT.as_secs()
+                limit.as_secs()
             ));
             255
         }
