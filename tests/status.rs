@@ -685,3 +685,30 @@ fn the_probe_script_is_clean_under_shellcheck() {
     );
     assert!(o.status.success(), "{}", text(&o).0);
 }
+
+#[test]
+fn a_missing_tool_is_a_value_in_its_cell_not_a_crash() {
+    let lab = Lab::new();
+    lab.all_done();
+    std::fs::remove_file(lab.m("nfs").join("bin/microseed-status")).expect("rm");
+    std::fs::remove_file(lab.m("master").join("bin/microk8s")).expect("rm");
+    let o = lab.status(ALL, &["--json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "stdout:\n{out}\nstderr:\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let nfs = &v["machines"][0];
+    assert_eq!(nfs["reachable"], true);
+    assert_eq!(nfs["first_boot"]["state"], "unknown");
+    assert_eq!(
+        nfs["first_boot"]["summary"],
+        "microseed-status not installed (not a microseed machine?)"
+    );
+    // The other checks still ran.
+    assert_eq!(nfs["ufw"]["state"], "active");
+    assert_eq!(nfs["nfs_export"]["state"], "ok");
+    let master = &v["machines"][1];
+    assert_eq!(master["first_boot"]["state"], "converged");
+    assert_eq!(master["nodes"]["state"], "unknown");
+    assert_eq!(master["nodes"]["detail"], "microk8s not installed");
+    assert_eq!(v["machines"][2]["ok"], true);
+}
