@@ -650,7 +650,16 @@ fn first_boot(s: &Section) -> FirstBoot {
     if s.code == 127 {
         return unknown("microseed-status not installed (not a microseed machine?)".into());
     }
-    let mut lines = s.text.lines();
+    // Anything before the report's first line is noise from the way there
+    // (sudo warning that it cannot resolve the host name, say).
+    let mut lines = s
+        .text
+        .lines()
+        .skip_while(|l| !l.starts_with("microseed: "))
+        .peekable();
+    if lines.peek().is_none() {
+        return unknown(format!("microseed-status: {}", first_line(&s.text)));
+    }
     let Some(head) = lines.next() else {
         return unknown(format!("microseed-status said nothing (exit {})", s.code));
     };

@@ -50,7 +50,7 @@ mount --bind "$T/shadow" /etc/shadow
 pids=()
 for name in "${up[@]}"; do
     M=$T/m/$name
-    unshare --mount sh -c 'mount --bind "$1/os-release" /etc/os-release && exec /usr/sbin/sshd -D -e -f "$1/sshd_config" 2>>"$1/sshd.log"' sshd "$M" &
+    unshare --mount sh -c 'mount --bind "$1/os-release" /etc/os-release && { [ ! -f "$1/sudoers" ] || mount --bind "$1/sudoers" /etc/sudoers; } && exec /usr/sbin/sshd -D -e -f "$1/sshd_config" 2>>"$1/sshd.log"' sshd "$M" &
     pids+=("$!")
 done
 for name in "${up[@]}"; do
@@ -155,6 +155,12 @@ fn nodes_json(ready: &[(&str, bool)]) -> String {
 
 impl Lab {
     fn new() -> Lab {
+        Lab::with_admin_uid(0)
+    }
+
+    /// The admin logs in with this uid: 0 skips sudo, anything else goes
+    /// through the machine's sudoers (see [`Lab::sudo_rule`]).
+    fn with_admin_uid(admin_uid: u32) -> Lab {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let uid = unsafe { libc::geteuid() };
         assert_eq!(
@@ -197,7 +203,7 @@ impl Lab {
         write(&lab.t.join("authorized_keys"), &client_pub);
         let mut passwd = read(Path::new("/etc/passwd"));
         passwd.push_str(&format!(
-            "{ADMIN}:x:0:0:microseed status test:{}:/bin/sh\n",
+            "{ADMIN}:x:{admin_uid}:{admin_uid}:microseed status test:{}:/bin/sh\n",
             lab.t.join("home").display()
         ));
         write(&lab.t.join("passwd"), &passwd);
@@ -205,6 +211,15 @@ impl Lab {
         shadow.push_str(&format!("{ADMIN}:*:20000:0:99999:7:::\n"));
         write(&lab.t.join("shadow"), &shadow);
         std::fs::create_dir_all(lab.t.join("home")).expect("home");
+        if admin_uid != 0 {
+            // sshd reads authorized_keys and runs the probe as the admin.
+            let _ = Command::new("chown")
+                .arg(format!("{admin_uid}:{admin_uid}"))
+                .arg(lab.t.join("home"))
+                .status();
+            std::fs::set_permissions(&lab.t, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
         write_exec(&lab.t.join("harness.sh"), HARNESS);
         for (name, ip) in MACHINES {
             lab.machine(name, ip);
@@ -286,6 +301,27 @@ impl Lab {
                 ),
             );
         }
+    }
+
+    /// NAME's /etc/sudoers: the admin's rule as the seed gives it to
+    /// cloud-init (or RULE instead), with the machine's tools on sudo's PATH.
+    fn sudo_rule(&self, name: &str, rule: Option<&str>) {
+        let seed_rule = first_boot(&self.s.out(), name)["users"][0]["sudo"]
+            .as_str()
+            .expect("the seed's sudo rule")
+            .to_string();
+        let f = self.m(name);
+        let p = f.join("sudoers");
+        write(
+            &p,
+            &format!(
+                "Defaults secure_path=\"{}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
+                 root ALL=(ALL:ALL) ALL\n{ADMIN} {}\n",
+                f.display(),
+                rule.unwrap_or(&seed_rule)
+            ),
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o440)).expect("chmod");
     }
 
     fn steps(&self, name: &str) -> Vec<String> {
@@ -711,4 +747,35 @@ fn a_missing_tool_is_a_value_in_its_cell_not_a_crash() {
     assert_eq!(master["nodes"]["state"], "unknown");
     assert_eq!(master["nodes"]["detail"], "microk8s not installed");
     assert_eq!(v["machines"][2]["ok"], true);
+}
+
+#[test]
+fn a_non_root_admin_reads_root_only_state_through_sudo_and_a_password_prompt_is_a_cell() {
+    let lab = Lab::with_admin_uid(4242);
+    lab.all_done();
+    lab.sudo_rule("nfs", None);
+    lab.sudo_rule("master", None);
+    // An admin with a password: sudo -n refuses instead of prompting.
+    lab.sudo_rule("worker-1", Some("ALL=(ALL) ALL"));
+    let o = lab.status(ALL, &["--json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "stdout:\n{out}\nstderr:\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let (nfs, master, worker) = (&v["machines"][0], &v["machines"][1], &v["machines"][2]);
+    assert_eq!(nfs["first_boot"]["state"], "converged", "{nfs}");
+    assert_eq!(nfs["ufw"]["state"], "active", "{nfs}");
+    assert_eq!(nfs["nfs_export"]["state"], "ok", "{nfs}");
+    assert_eq!(master["first_boot"]["state"], "converged", "{master}");
+    assert_eq!(master["nodes"]["ready"], 2, "{master}");
+    assert_eq!(worker["reachable"], true);
+    assert_eq!(worker["first_boot"]["state"], "unknown");
+    let summary = worker["first_boot"]["summary"].as_str().expect("summary");
+    assert!(summary.contains("a password is required"), "{summary}");
+    assert!(
+        worker["ufw"]["detail"]
+            .as_str()
+            .expect("ufw")
+            .contains("a password is required"),
+        "{worker}"
+    );
 }
