@@ -9,10 +9,12 @@
 //! `microseed-status` from the seed microseed builds for that machine
 //! (reading a step state the test lays out), with stand-ins for `ufw`,
 //! `exportfs`, `microk8s` and (except on worker-1, which gets the real
-//! `chronyc` with no daemon) `chronyc`. The cluster's admin user is mapped
-//! to uid 0 in a copy of /etc/passwd bind-mounted in the namespace, so the
-//! login needs no account on the host. Needs root (CI runs as root); without
-//! it the tests fail saying so.
+//! `chronyc` with no daemon) `chronyc`. The cluster's admin user is added
+//! to a copy of /etc/passwd bind-mounted in the namespace (as uid 0, or as
+//! an ordinary uid whose root-only checks go through the real `sudo` and a
+//! per-machine sudoers holding the seed's own rule), so the login needs no
+//! account on the host. Needs root (CI runs as root); without it the tests
+//! fail saying so.
 
 mod common;
 
