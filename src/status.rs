@@ -214,6 +214,21 @@ pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
         if missing.is_empty() {
             break reports;
         }
+        // Waiting cannot fix a changed host key: only the user can say the
+        // machine was rebuilt.
+        let changed: Vec<&str> = reports
+            .iter()
+            .filter(|r| host_key_changed(r))
+            .map(|r| r.name.as_str())
+            .collect();
+        if !changed.is_empty() {
+            progress.finish();
+            errln!(
+                "not waiting: the host key of {} changed (see below)",
+                changed.join(", ")
+            );
+            break reports;
+        }
         let elapsed = started.elapsed();
         if elapsed >= limit {
             progress.finish();
@@ -457,7 +472,7 @@ fn ssh_failure(stderr: &str, code: i32, name: &str, known_hosts: &Path) -> Strin
         || stderr.contains("Host key verification failed")
     {
         return format!(
-            "host key changed: {name} presents a different key than the one recorded in {} \
+            "{HOST_KEY_CHANGED}: {name} presents a different key than the one recorded in {} \
              (possibly a man-in-the-middle). If {name} was rebuilt, run again with \
              --accept-new-host-key {name}",
             known_hosts.display()
@@ -479,6 +494,14 @@ fn ssh_failure(stderr: &str, code: i32, name: &str, known_hosts: &Path) -> Strin
     } else {
         format!("connected, but no report came back (exit {code}): {last}")
     }
+}
+
+const HOST_KEY_CHANGED: &str = "host key changed";
+
+fn host_key_changed(r: &Report) -> bool {
+    r.error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(HOST_KEY_CHANGED))
 }
 
 fn unreachable_report(cluster: &Cluster, m: &Machine, port: u16, why: &str) -> Report {
@@ -1071,9 +1094,8 @@ fn print(reports: &[Report], json: bool) -> Result<()> {
 fn row(r: &Report) -> [String; 10] {
     let dash = || "-".to_string();
     if !r.reachable {
-        let why = r.error.as_deref().unwrap_or("?");
-        let ssh = if why.starts_with("host key changed") {
-            "host key changed"
+        let ssh = if host_key_changed(r) {
+            HOST_KEY_CHANGED
         } else {
             "unreachable"
         };

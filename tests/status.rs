@@ -654,6 +654,19 @@ fn a_changed_host_key_is_refused_until_accepted_for_that_machine_only() {
     );
     assert!(row(&out, "nfs").contains("converged"), "{out}");
     let before = read(&lab.known_hosts());
+    // Waiting cannot fix a changed key: --wait gives up at once.
+    let started = std::time::Instant::now();
+    let o = lab.status(ALL, &["--wait=60s", "--interval", "1s"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "waited for a changed host key"
+    );
+    assert!(
+        err.contains("not waiting: the host key of master, worker-1 changed"),
+        "{err}"
+    );
 
     let o = lab.status(ALL, &["--accept-new-host-key", "worker-1"]);
     let (out, err) = text(&o);
