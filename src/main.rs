@@ -209,7 +209,8 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         accept_new_host_key: Vec<String>,
         /// Seconds ssh may take to connect to a machine.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        #[arg(long, value_name = "SECONDS", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(1..=600))]
         connect_timeout: u32,
     },
     /// Print one document of one machine to stdout.
