@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::build::{self, BuildRequest, Format, InstallerOptions, MissingSecrets, Sources};
+use crate::build::{self, BuildRequest, Format, MissingSecrets, Sources};
 use crate::diag::{Diagnostic, InputErrors};
 use crate::outdir::{self, Input};
+use crate::package::{self, installer::InstallerOptions};
 use crate::pxe::{PxeOptions, PxeUrl};
 use crate::render::Target;
 use crate::secrets;
@@ -207,7 +208,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     formats.sort();
     formats.dedup();
     // Flags first: bad input must not create the secrets file.
-    let pxe = match (formats.contains(&Format::Pxe), pxe_url) {
+    let pxe = match (formats.iter().any(|f| f.is(&package::pxe::SPEC)), pxe_url) {
         (true, Some(u)) => Some(PxeOptions::new(PxeUrl::from_flag(u)?, out)?),
         (true, None) => {
             return Err(InputErrors(vec![Diagnostic::error(
@@ -272,13 +273,13 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
             loaded.secrets_path.display()
         );
     }
+    let options = package::Options { pxe, installer };
     let request = |out| BuildRequest {
         out,
         machines,
         target,
         formats: &formats,
-        pxe: pxe.as_ref(),
-        installer: installer.as_ref(),
+        options: &options,
     };
     if check {
         let tmp = outdir::check_tree(&abs_out)?;
@@ -320,7 +321,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         }
         outln!("  {}", crate::output::MANIFEST)?;
         outln!("seed files carry the join token: treat every copy as a secret")?;
-        if let Some(p) = &pxe {
+        if let Some(p) = &options.pxe {
             outln!(
                 "pxe: copy the boot files in (docs/pxe.md), then `microseed serve {}` on {}:{}",
                 p.served_root.display(),
@@ -557,7 +558,7 @@ pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Resu
 
 /// Checks the installer flags before anything is written.
 fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<InstallerOptions>> {
-    if !formats.contains(&Format::Installer) {
+    if !formats.iter().any(|f| f.is(&package::installer::SPEC)) {
         if args.iso.is_some() {
             errln!("warning: --iso is only used by --format installer; ignoring it");
         }
@@ -813,8 +814,9 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
                     progress: !json,
                     offline: args.offline,
                 };
-                let (iso, configs) = build::installer_iso(&loaded, src, &opts)?;
-                let configs: Vec<&str> = configs.iter().map(String::as_str).collect();
+                let release = &loaded.cluster.release;
+                let iso = package::installer::iso(release, src.profiles.as_deref(), &opts)?;
+                let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
                 flash::image_streamed(name, &files, args.format, Some((&iso, &configs)))?
             }
         }

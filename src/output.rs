@@ -49,7 +49,7 @@ impl Staging {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let dir = tempfile::Builder::new()
-            .prefix(&crate::outdir::staging_prefix(&name))
+            .prefix(&staging_prefix(&name))
             .tempdir_in(&parent)
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
         let guard = crate::cleanup::register(dir.path());
@@ -246,7 +246,7 @@ fn sweep_dead_temp_files(dir: &Path, prefix: &str) -> Result<()> {
     };
     for e in entries.flatten() {
         let fname = e.file_name().to_string_lossy().into_owned();
-        if !crate::outdir::is_temp_name(&fname, prefix) || !e.file_type()?.is_file() {
+        if !is_temp_name(&fname, prefix) || !e.file_type()?.is_file() {
             continue;
         }
         let p = e.path();
@@ -316,4 +316,19 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prefix of a staging tree of `name` ([`Staging`]); `outdir` sweeps what a killed run left.
+pub fn staging_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Whether `fname` is a name tempfile makes with `prefix` (six letters or
+/// digits follow) or what a signal renames it to; never a user's
+/// `.out.tmp-notes`.
+pub fn is_temp_name(fname: &str, prefix: &str) -> bool {
+    fname.strip_prefix(prefix).is_some_and(|rest| {
+        let rest = rest.strip_suffix("-dying").unwrap_or(rest);
+        rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }

@@ -1,0 +1,33 @@
+//! `--format seed-img`: `<machine>/seed.img`, a GPT disk image whose FAT
+//! partition is labelled CIDATA (see [`crate::image`]).
+
+use anyhow::{Context, Result};
+
+use super::{Packager, Run, Spec};
+use crate::model::Machine;
+use crate::output::Staging;
+use crate::render::Documents;
+
+pub const SPEC: Spec = Spec {
+    name: "seed-img",
+    help: "`<machine>/seed.img`: a GPT disk image with a FAT partition labelled CIDATA, \
+           for a USB stick or a VM disk",
+    provided: &[],
+    start: |_| Ok(Box::new(SeedImg)),
+};
+
+struct SeedImg;
+
+impl Packager for SeedImg {
+    fn machine(
+        &mut self,
+        run: &Run<'_>,
+        m: &Machine,
+        docs: &Documents,
+        staging: &mut Staging,
+    ) -> Result<()> {
+        let img = crate::image::seed_image(&docs.files(), run.epoch)
+            .with_context(|| format!("making the seed image of {}", m.name))?;
+        staging.write_sparse(&format!("{}/seed.img", m.name), &img)
+    }
+}
