@@ -33,6 +33,7 @@ pub mod staking;
 pub mod templates;
 pub mod validate;
 pub mod verify;
+pub mod yaml;
 
 #[cfg(test)]
 mod tests {
