@@ -16,6 +16,7 @@ pub mod commands;
 pub mod diag;
 pub mod flash;
 pub mod image;
+pub mod init;
 pub mod input;
 pub mod iso;
 pub mod microk8s;
