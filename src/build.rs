@@ -214,6 +214,7 @@ pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<W
             p.machine(&run, m, &d, &mut staging)?;
         }
     }
+    staging.flush()?;
     crate::cleanup::pause_point("staged");
     drop(planner);
     // The boot files, ISO and loaders the user copied in survive every

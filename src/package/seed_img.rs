@@ -26,8 +26,11 @@ impl Packager for SeedImg {
         docs: &Documents,
         staging: &mut Staging,
     ) -> Result<()> {
-        let img = crate::image::seed_image(&docs.files(), run.epoch)
-            .with_context(|| format!("making the seed image of {}", m.name))?;
-        staging.write_sparse(&format!("{}/seed.img", m.name), &img)
+        let docs = docs.clone();
+        let (epoch, name) = (run.epoch, m.name.clone());
+        staging.write_sparse_with(&format!("{}/seed.img", m.name), move || {
+            crate::image::seed_image(&docs.files(), epoch)
+                .with_context(|| format!("making the seed image of {name}"))
+        })
     }
 }
