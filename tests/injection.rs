@@ -22,7 +22,8 @@ fn build(cluster: &str) -> (Scratch, std::process::Output) {
     (s, o)
 }
 
-/// Every script the build placed on any machine is valid bash.
+/// Every script the build placed on any machine parses in its interpreter:
+/// bash for shell scripts, Python's compiler for Python ones.
 fn scripts_parse(s: &Scratch) {
     for m in ["nfs", "master", "worker-1"] {
         let Ok(ud) = std::fs::metadata(s.out().join(m).join("user-data")) else {
@@ -32,10 +33,18 @@ fn scripts_parse(s: &Scratch) {
         let cc = common::first_boot(&s.out(), m);
         let root = s.dir.path().join("x").join(m);
         for p in extract_write_files(&cc, &root) {
-            if std::fs::read_to_string(&p).expect("read").starts_with("#!") {
-                let o = common::run("bash", &["-n", p.to_str().expect("utf8")]);
-                assert!(o.status.success(), "{}: {}", p.display(), text(&o).1);
-            }
+            let body = std::fs::read_to_string(&p).expect("read");
+            let Some(shebang) = body.lines().next().filter(|l| l.starts_with("#!")) else {
+                continue;
+            };
+            let path = p.to_str().expect("utf8");
+            let o = if shebang.contains("python3") {
+                let code = "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')";
+                common::run("python3", &["-c", code, path])
+            } else {
+                common::run("bash", &["-n", path])
+            };
+            assert!(o.status.success(), "{}: {}", p.display(), text(&o).1);
         }
     }
 }
