@@ -58,6 +58,8 @@ pub struct Plan {
     pub files: Vec<PlannedFile>,
     pub steps: Vec<PlannedStep>,
     pub runcmd: Vec<Vec<String>>,
+    /// How the release's installer reads `autoinstall.network`.
+    pub network_form: crate::profile::NetworkForm,
 }
 
 /// Templates of the step framework, rendered once per machine (the list)
@@ -91,6 +93,7 @@ struct ClusterCtx<'a> {
 /// Renders templates for every machine of one cluster; built once per run.
 pub struct Planner<'a> {
     cluster: &'a Cluster,
+    release: &'a ReleaseProfile,
     profiles: &'a Profiles,
     tera: tera::Tera,
     /// The cluster-wide context, converted once: converting the whole
@@ -149,6 +152,7 @@ impl<'a> Planner<'a> {
         })?;
         Ok(Planner {
             cluster,
+            release,
             profiles,
             tera,
             ctx,
@@ -301,6 +305,7 @@ impl<'a> Planner<'a> {
             files,
             steps,
             runcmd,
+            network_form: self.release.autoinstall.network,
         })
     }
 

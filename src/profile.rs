@@ -145,10 +145,63 @@ pub struct ReleaseProfile {
     /// The key whose signature on `SHA256SUMS` is trusted when `iso.pin` is absent.
     pub signing_key: SigningKey,
     pub boot: BootFiles,
+    /// What the release's installer reads best.
+    #[serde(default)]
+    pub autoinstall: AutoinstallForm,
+    /// The MicroK8s channels that work on this release.
+    pub microk8s: ReleaseMicrok8s,
+    /// How the release's OpenSSH server listens.
+    #[serde(default)]
+    pub ssh: ReleaseSsh,
     /// Where this profile was read from (`embedded:…` or an overlay path),
     /// so a trust decision taken from an overlay can say so.
     #[serde(skip)]
     pub origin: std::path::PathBuf,
+}
+
+/// How the `network:` section of `autoinstall:` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkForm {
+    /// `network: {network: {version: 2, ...}}`: the 20.04 GA installer
+    /// required it; every later one still accepts it.
+    #[default]
+    Nested,
+    /// `network: {version: 2, ...}`, the documented form from 22.04.
+    Plain,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AutoinstallForm {
+    #[serde(default)]
+    pub network: NetworkForm,
+}
+
+/// A release's MicroK8s defaults and limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseMicrok8s {
+    /// Used when the cluster file names no channel, and written by
+    /// `microseed init --release`.
+    pub default_channel: String,
+    /// The oldest track that runs on this release (`major.minor`), if any
+    /// is too old.
+    #[serde(default)]
+    pub min_track: Option<String>,
+    /// Why older tracks cannot work here, for the error message.
+    #[serde(default)]
+    pub min_track_reason: Option<String>,
+}
+
+/// How the release's sshd gets its listening port.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSsh {
+    /// `ssh.socket` listens instead of sshd (Ubuntu 22.10+): its port comes
+    /// from a systemd generator reading sshd_config at `daemon-reload`.
+    #[serde(default)]
+    pub socket_activated: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -257,6 +310,7 @@ impl Profiles {
             if name.ends_with(".yaml") {
                 let mut r: ReleaseProfile = load_one(&tree, &name)?;
                 r.origin = tree.get(&name)?.map(|a| a.origin).unwrap_or_default();
+                check_release_microk8s(&r)?;
                 releases.insert(r.release.clone(), r);
             }
         }
@@ -332,6 +386,32 @@ fn resolve(
         resolve(tree, layers, &own, &layer.layers, path, out)?;
         path.pop();
         out.push(name.clone());
+    }
+    Ok(())
+}
+
+/// A release's MicroK8s default must be a channel, its `min_track` a
+/// track, and the default must not be older than the minimum: a cluster
+/// file that names no channel gets the default, and must pass validation.
+fn check_release_microk8s(r: &ReleaseProfile) -> Result<()> {
+    let at = r.origin.display();
+    let m = &r.microk8s;
+    let Some((_, default)) = crate::validate::parse_channel(&m.default_channel) else {
+        bail!(
+            "{at}: microk8s.default_channel: got {:?}; expected <track>/<risk> such as \"1.35/stable\"",
+            m.default_channel
+        );
+    };
+    if let Some(min) = &m.min_track {
+        let Some((_, min_v)) = crate::validate::parse_channel(&format!("{min}/stable")) else {
+            bail!("{at}: microk8s.min_track: got {min:?}; expected a track such as \"1.22\"");
+        };
+        if default < min_v {
+            bail!(
+                "{at}: microk8s.default_channel {:?} is older than min_track {min}; expected a default the release can run",
+                m.default_channel
+            );
+        }
     }
     Ok(())
 }

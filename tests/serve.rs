@@ -62,7 +62,9 @@ impl Served {
         let mut seen = 0;
         while seen < lines {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else { break };
+            let Ok(line) = rx.recv_timeout(left) else {
+                break;
+            };
             log.push_str(&line);
             log.push('\n');
             seen += 1;
