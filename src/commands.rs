@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 
 use crate::build::{self, BuildRequest, Format, InstallerOptions, MissingSecrets, Sources};
@@ -421,7 +421,13 @@ pub fn render(
 /// The reference network of the staking guide, for `init`.
 const INIT_TEMPLATE: &str = include_str!("../examples/eth2-staking/cluster.yaml");
 
-pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
+pub fn init(
+    dir: &Path,
+    ssh_key: Option<&Path>,
+    release: Option<&str>,
+    src: &Sources,
+    json: bool,
+) -> Result<()> {
     let cluster_path = dir.join("cluster.yaml");
     let secrets_path = dir.join("secrets.yaml");
     for p in [&cluster_path, &secrets_path] {
@@ -430,10 +436,31 @@ pub fn init(dir: &Path, ssh_key: Option<&Path>, json: bool) -> Result<()> {
         }
     }
     let key = find_key(ssh_key)?;
-    let body = match &key {
+    let mut body = match &key {
         Some((_, k)) => replace_keys(INIT_TEMPLATE, k)?,
         None => replace_keys(INIT_TEMPLATE, "")?,
     };
+    if let Some(r) = release {
+        let profiles = crate::profile::Profiles::load(src.profiles.as_deref())?;
+        let Some(p) = profiles.releases.get(r) else {
+            return Err(InputErrors(vec![Diagnostic::error(
+                Path::new("--release"),
+                Default::default(),
+                "",
+                format!(
+                    "unknown release {r:?}; expected one of {}",
+                    profiles
+                        .releases
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )])
+            .into());
+        };
+        body = set_release(&body, &p.release, &p.microk8s.default_channel)?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::output::create_new_atomic(&cluster_path, body.as_bytes(), 0o644)?;
     // Both files or neither: a cluster file alone would make the next
@@ -513,6 +540,32 @@ fn find_key(explicit: Option<&Path>) -> Result<Option<(std::path::PathBuf, Strin
 
 /// Swaps the example's key list for the user's key, serialized as a YAML
 /// scalar so any comment text in the key stays exact.
+/// The init template with another release and that release's default
+/// channel in place of the guide's (line by line, so the comments stay).
+fn set_release(template: &str, release: &str, channel: &str) -> Result<String> {
+    // JSON strings are YAML double-quoted scalars.
+    let q = |s: &str| serde_json::to_string(s).context("quoting");
+    let mut out = String::new();
+    let (mut releases, mut channels) = (0, 0);
+    for line in template.lines() {
+        if line.starts_with("release:") {
+            out.push_str(&format!("release: {}\n", q(release)?));
+            releases += 1;
+        } else if line.starts_with("  channel:") {
+            out.push_str(&format!("  channel: {}\n", q(channel)?));
+            channels += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    ensure!(
+        releases == 1 && channels == 1,
+        "the init template has {releases} release and {channels} channel lines; expected one each"
+    );
+    Ok(out)
+}
+
 fn replace_keys(template: &str, key: &str) -> Result<String> {
     let mut out = String::new();
     let mut skipping = false;

@@ -63,9 +63,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create DIR/cluster.yaml (the staking guide's network) and DIR/secrets.yaml.
-    #[command(after_help = "Example:\n  microseed init mycluster --ssh-key ~/.ssh/id_ed25519.pub")]
+    #[command(
+        after_help = "Examples:\n  microseed init mycluster --ssh-key ~/.ssh/id_ed25519.pub\n  microseed init mycluster --release 24.04    # that release's MicroK8s channel too"
+    )]
     Init {
         dir: PathBuf,
+        /// Ubuntu release to write, with its profile's default MicroK8s
+        /// channel (default: the guide's 20.04 and 1.20/stable).
+        #[arg(long, value_name = "R")]
+        release: Option<String>,
         /// Public key to put in the admin's authorized keys (default: the
         /// first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,
         /// id_ecdsa_sk.pub, id_rsa.pub).
@@ -224,7 +230,11 @@ fn main() -> ExitCode {
     let json = cli.json;
     let offline = cli.offline;
     let result = match cli.command {
-        Command::Init { dir, ssh_key } => commands::init(&dir, ssh_key.as_deref(), json),
+        Command::Init {
+            dir,
+            release,
+            ssh_key,
+        } => commands::init(&dir, ssh_key.as_deref(), release.as_deref(), &src, json),
         Command::Check { cluster } => commands::check(&cluster, &src, json),
         Command::Build {
             cluster,
