@@ -15,7 +15,7 @@ usage() {
     cat <<'EOF'
 usage: cloud-init-chroot.sh build [--force]
        cloud-init-chroot.sh schema [cloud-config|network-config] FILE
-       cloud-init-chroot.sh apply SEED OUTDIR [--mac MAC]... [--no-snap]
+       cloud-init-chroot.sh apply SEED OUTDIR [--mac MAC]... [--no-snap] [--ssh-socket]
        cloud-init-chroot.sh path
 
 build   Build (or reuse) the trixie chroot in $MICROSEED_TEST_CACHE/trixie-cloudinit
@@ -34,6 +34,9 @@ apply   Run cloud-init's four stages on SEED (a directory holding user-data,
         once, in step order, as a boot would (steps.log); then
         microseed-status (microseed-status.txt, .rc).
         --no-snap leaves snap and microk8s out, so MicroK8s steps fail.
+        --ssh-socket enables ssh.socket instead of ssh.service (Ubuntu 22.10+
+        socket activation). systemctl starts nothing in the chroot, so the
+        socket never listens on a moved port: microseed-ssh must roll back.
         Exit status: 0 when cloud-init status is "done" without errors,
         1 otherwise (OUTDIR is filled either way), 2 on usage/setup errors.
 path    Print the chroot path.
@@ -121,6 +124,7 @@ cmd_apply() {
             shift
             ;;
         --no-snap) export MS_NO_SNAP=1 ;;
+        --ssh-socket) export MS_SSH_SOCKET=1 ;;
         -*) ms_die "unknown option $a" ;;
         *)
             if [[ -z "$seed" ]]; then seed="$a"
