@@ -148,7 +148,9 @@ pub struct ReleaseProfile {
     /// What the release's installer reads best.
     #[serde(default)]
     pub autoinstall: AutoinstallForm,
-    /// The MicroK8s channels that work on this release.
+    /// The MicroK8s channels that work on this release. Absent (a profile
+    /// written before releases said so): the guide's 1.20/stable, any track.
+    #[serde(default)]
     pub microk8s: ReleaseMicrok8s,
     /// How the release's OpenSSH server listens.
     #[serde(default)]
@@ -192,6 +194,16 @@ pub struct ReleaseMicrok8s {
     /// Why older tracks cannot work here, for the error message.
     #[serde(default)]
     pub min_track_reason: Option<String>,
+}
+
+impl Default for ReleaseMicrok8s {
+    fn default() -> Self {
+        ReleaseMicrok8s {
+            default_channel: "1.20/stable".into(),
+            min_track: None,
+            min_track_reason: None,
+        }
+    }
 }
 
 /// How the release's sshd gets its listening port.
@@ -553,6 +565,61 @@ mod tests {
         ]);
         assert!(
             e.contains("layers/a.yaml: layers: microk8s is applied twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_shipped_release_defaults_to_a_channel_it_can_run() {
+        let p = Profiles::load(None).expect("embedded profiles");
+        for (name, r) in &p.releases {
+            let (_, v) = crate::validate::parse_channel(&r.microk8s.default_channel)
+                .unwrap_or_else(|| panic!("{name}: default channel"));
+            if let Some(min) = &r.microk8s.min_track {
+                let (_, m) =
+                    crate::validate::parse_channel(&format!("{min}/stable")).expect("min_track");
+                assert!(v >= m, "{name}");
+            }
+        }
+        assert_eq!(p.releases["20.04"].microk8s.default_channel, "1.20/stable");
+        assert_eq!(p.releases["20.04"].autoinstall.network, NetworkForm::Nested);
+        assert!(p.releases["24.04"].ssh.socket_activated);
+        assert!(!p.releases["22.04"].ssh.socket_activated);
+    }
+
+    #[test]
+    fn a_release_profile_from_before_these_keys_still_loads_as_before() {
+        // An overlay written for 20.04 (a mirror's URLs) names none of them.
+        let focal = include_str!("../profiles/releases/20.04.yaml");
+        let old = &focal[..focal.find("autoinstall:").expect("autoinstall key")];
+        let d = overlay(&[("releases/20.04.yaml", old)]);
+        let p = Profiles::load(Some(d.path())).expect("load");
+        let r = &p.releases["20.04"];
+        assert_eq!(r.microk8s.default_channel, "1.20/stable");
+        assert!(r.microk8s.min_track.is_none() && !r.ssh.socket_activated);
+        assert_eq!(r.autoinstall.network, NetworkForm::Nested);
+    }
+
+    #[test]
+    fn a_release_whose_default_channel_it_cannot_run_is_a_profile_error() {
+        let noble = include_str!("../profiles/releases/24.04.yaml");
+        let e = error(&[(
+            "releases/24.04.yaml",
+            &noble.replace(
+                "default_channel: 1.35/stable",
+                "default_channel: 1.21/stable",
+            ),
+        )]);
+        assert!(
+            e.contains("releases/24.04.yaml: microk8s.default_channel \"1.21/stable\" is older than min_track 1.22"),
+            "{e}"
+        );
+        let e = error(&[(
+            "releases/24.04.yaml",
+            &noble.replace("min_track: \"1.22\"", "min_track: \"one\""),
+        )]);
+        assert!(
+            e.contains("microk8s.min_track: got \"one\"; expected a track"),
             "{e}"
         );
     }
