@@ -389,18 +389,21 @@ fn release_examples_pass_cloud_init_schema() {
     }
 }
 
-/// 24.04's first boot, every role, applied by cloud-init: ssh moved to 2222
-/// (opened first), MicroK8s from the release's supported track with its
-/// launch configuration and `--worker` join, and every step done. The
-/// chroot's ufw runs on iptables-nft, the nftables backend 24.04 uses.
+/// 24.04's first boot applied by cloud-init: ssh moved to 2222 (opened
+/// first), MicroK8s from the release's supported track with its launch
+/// configuration, and every step done. The chroot's ufw runs on
+/// iptables-nft, the nftables backend 24.04 uses. The worker is left out to
+/// keep CI short (its join waits out retries, about a minute): its 24.04
+/// parts are the same files, and the `--worker` join per channel is
+/// tests/convergence.rs's.
 #[test]
-fn noble_first_boot_applies_and_converges_for_every_role() {
+fn noble_first_boot_applies_and_converges_for_nfs_and_master() {
     let s = built(
         EXAMPLE_2404,
         &["--target", "cloud-image", "--format", "dir"],
     );
     let work = tempfile::tempdir().expect("tmp");
-    for m in ["nfs", "master", "worker-1"] {
+    for m in ["nfs", "master"] {
         let out = apply(&s.out().join(m), &work.path().join(m));
         common_checks(&out, m);
         let r = out.join("root");
@@ -419,19 +422,14 @@ fn noble_first_boot_applies_and_converges_for_every_role() {
             "/usr/sbin/iptables-nft"
         );
         let calls = read(&out.join("fake-microk8s.calls"));
-        match m {
-            "nfs" => assert!(calls.is_empty(), "{calls}"),
-            "master" => {
-                assert!(
-                    calls.contains("snap install microk8s --classic --channel=1.35/stable"),
-                    "{calls}"
-                );
-                assert!(r.join("etc/microk8s.yaml").exists(), "no launch config");
-            }
-            _ => assert!(
-                calls.contains("microk8s join 172.20.10.11:25000/") && calls.contains("--worker"),
+        if m == "master" {
+            assert!(
+                calls.contains("snap install microk8s --classic --channel=1.35/stable"),
                 "{calls}"
-            ),
+            );
+            assert!(r.join("etc/microk8s.yaml").exists(), "no launch config");
+        } else {
+            assert!(calls.is_empty(), "{calls}");
         }
         converged(&out);
     }
