@@ -130,6 +130,16 @@ powercut_boot() {
     MS_RESUME=1 cmd_boot "$@"
 }
 
+# boot_words ROLE MACHINES_FILE: kernel command line words for a boot. A
+# worker boots alone, so the image's stand-in answers for its master.
+boot_words() {
+    local master_ip
+    master_ip="$(awk '$2 == "master" { print $3; exit }' "$2")"
+    if [[ "$1" == worker && -n "$master_ip" ]]; then
+        echo "microseed.test.fake-master=$master_ip"
+    fi
+}
+
 status_done() { grep -q '^status: done' <<<"$1" && grep -q '^rc=0$' <<<"$1"; }
 
 # Generic assertions for one machine; prints ok/not ok lines.
@@ -242,7 +252,8 @@ cmd_run() {
             echo "not ok - $name: power cut mid first boot, then a boot that resumes" | tee -a "$out/results.txt"
             fail=$((fail + 1))
             continue
-        elif [[ "$role" != master || "${MS_POWERCUT:-1}" != 1 ]] && ! cmd_boot "$seeds/$name/seed.img" "$mac" "$work" </dev/null; then
+        elif [[ "$role" != master || "${MS_POWERCUT:-1}" != 1 ]] &&
+            ! MS_EXTRA_APPEND="$(boot_words "$role" "$machines")" cmd_boot "$seeds/$name/seed.img" "$mac" "$work" </dev/null; then
             echo "not ok - $name: boot produced a complete report" | tee -a "$out/results.txt"
             fail=$((fail + 1))
             continue

@@ -28,6 +28,7 @@ pub mod render;
 pub mod secrets;
 pub mod serve;
 pub mod staking;
+pub mod status;
 pub mod validate;
 pub mod verify;
 

@@ -6,6 +6,11 @@
 
 use serde::Serialize;
 
+/// Where the master's `microseed-fingerprint.socket` answers workers with
+/// its certificate's fingerprint, authenticated with the join token; the
+/// master role's firewall rule opens the same port to the subnet.
+pub const FINGERPRINT_PORT: u16 = 25001;
+
 /// How the master's cluster agent decides whether a join token is valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -44,8 +49,10 @@ pub struct Capabilities {
     pub wait_ready_exit_code: bool,
     /// Never-expiring tokens from the launch configuration (1.27+).
     pub persistent_token: bool,
-    /// The join string's optional fingerprint part, which makes the joiner
-    /// verify the master's certificate (1.23+). 1.20-1.22 never verify.
+    /// The join string's optional fingerprint part (`IP:PORT/TOKEN/FP`):
+    /// `join_request` in `join.py` compares the SHA-256 of the certificate
+    /// the agent presents with FP before it posts the token (1.21+; 1.20's
+    /// `join_dqlite` ignores a third part and never verifies).
     pub join_fingerprint: bool,
     /// A control-plane join hands the joiner the cluster CA key (every
     /// channel without `--worker`).
@@ -82,7 +89,7 @@ impl Capabilities {
             },
             wait_ready_exit_code: at_least(28),
             persistent_token: at_least(27),
-            join_fingerprint: at_least(23),
+            join_fingerprint: at_least(21),
             join_returns_ca_key: !at_least(23),
             joiner_name_must_resolve: at_least(24) && !at_least(28),
             join_needs_ip: at_least(29),
@@ -127,8 +134,9 @@ mod tests {
 
     #[test]
     fn workers_are_joined_by_the_cluster_lock_from_1_23() {
+        assert!(!Capabilities::for_version((1, 20)).join_fingerprint);
         let old = Capabilities::for_version((1, 22));
-        assert!(!old.worker_flag && old.join_returns_ca_key && !old.join_fingerprint);
+        assert!(!old.worker_flag && old.join_returns_ca_key && old.join_fingerprint);
         assert_eq!(old.joined_check, JoinedCheck::DatastoreList);
         let new = Capabilities::for_version((1, 23));
         assert!(new.worker_flag && !new.join_returns_ca_key && new.join_fingerprint);

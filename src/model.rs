@@ -98,6 +98,8 @@ pub struct Microk8s {
     /// What this channel does (token validation, `--worker`, the joined
     /// check, ...): the one place scripts learn it from.
     pub caps: crate::microk8s::Capabilities,
+    /// `crate::microk8s::FINGERPRINT_PORT`, for the templates.
+    pub fingerprint_port: u16,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -494,6 +494,19 @@ mod tests {
     }
 
     #[test]
+    fn the_master_opens_the_port_its_fingerprint_socket_listens_on() {
+        let p = Profiles::load(None).expect("embedded profiles");
+        let port = crate::microk8s::FINGERPRINT_PORT.to_string();
+        assert!(ports(&p.roles["master"]).contains(&port.as_str()));
+        assert!(
+            p.roles["master"]
+                .enable
+                .iter()
+                .any(|u| u == "microseed-fingerprint.socket")
+        );
+    }
+
+    #[test]
     fn a_layer_applies_after_the_layers_it_names() {
         let d = overlay(&[
             (

@@ -508,6 +508,7 @@ pub fn validate(
             version,
             addons: mk.addons.iter().map(|s| s.value.clone()).collect(),
             caps: crate::microk8s::Capabilities::for_version(version),
+            fingerprint_port: crate::microk8s::FINGERPRINT_PORT,
         },
         nfs: model::Nfs {
             export_root: n.export_root.value.trim_end_matches('/').to_string(),

@@ -290,10 +290,19 @@ fn master_first_boot_applies_in_cloud_init() {
         .is_ok(),
         "token timer not enabled"
     );
+    // Workers can ask the master for its proven certificate fingerprint.
+    assert!(
+        std::fs::symlink_metadata(
+            r.join("etc/systemd/system/sockets.target.wants/microseed-fingerprint.socket")
+        )
+        .is_ok(),
+        "fingerprint socket not enabled"
+    );
     let ufw = read(&out.join("ufw-status.txt"));
     for rule in [
         "16443/tcp",
         "25000/tcp",
+        "25001/tcp",
         "19001/tcp",
         "4789/udp",
         "12000/udp",
@@ -312,7 +321,11 @@ fn master_first_boot_applies_in_cloud_init() {
 fn worker_first_boot_installs_and_enables_the_join_unit() {
     let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
     let work = tempfile::tempdir().expect("tmp");
-    let out = apply(&s.out().join("worker-1"), &work.path().join("apply"));
+    let out = apply_with(
+        &s.out().join("worker-1"),
+        &work.path().join("apply"),
+        &["--fake-master", "172.20.10.11"],
+    );
     common_checks(&out, "worker-1");
     let r = out.join("root");
     assert!(r.join("usr/local/sbin/microseed-join").exists());
@@ -326,6 +339,14 @@ fn worker_first_boot_installs_and_enables_the_join_unit() {
     assert!(
         read(&out.join("fake-microk8s.calls")).contains("microk8s join 172.20.10.11:25000/"),
         "the join step did not run"
+    );
+    // It joined only after checking the (stand-in) master's proof and the
+    // certificate its agent presents.
+    let agent = read(&out.join("fake-master.sha256"));
+    let steps = read(&out.join("steps.log"));
+    assert!(
+        steps.contains(&format!("certificate sha256 {}...", &agent.trim()[..16])),
+        "{steps}"
     );
     converged(&out);
     let token = r.join("etc/microseed/join-token");

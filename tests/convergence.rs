@@ -44,6 +44,10 @@ impl Built {
     fn file(&self, machine: &str, path: &str) -> PathBuf {
         self.dir.join(machine).join(path.trim_start_matches('/'))
     }
+    /// The worker's `microseed-fingerprint`, which its join script runs.
+    fn fingerprint_script(&self) -> PathBuf {
+        self.file("worker-1", "/usr/local/lib/microseed/microseed-fingerprint")
+    }
 }
 
 /// One simulated node: its SNAP_DATA, the fake's knobs and call log.
@@ -67,7 +71,9 @@ impl Node {
             dir.path().join("bin/microk8s"),
         )
         .expect("link");
-        Node { dir }
+        let node = Node { dir };
+        certificate(&node.data().join("certs"));
+        node
     }
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -80,29 +86,172 @@ impl Node {
     }
     /// Runs a script as the unit would, with this node's fake and clock.
     fn run(&self, script: &Path, now: u64, extra: &[(&str, &Path)]) -> Output {
+        self.run_on(&Lan::default(), script, now, extra)
+    }
+    /// As `run`, in a network namespace of its own where `lan` answers at
+    /// the master's address.
+    fn run_on(&self, lan: &Lan, script: &Path, now: u64, extra: &[(&str, &Path)]) -> Output {
         self.knob("now", &now.to_string());
-        let mut c = Command::new("bash");
-        c.arg(script)
-            .env_clear()
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-                    self.dir.path().join("bin").display()
-                ),
-            )
-            .env("FAKE_MICROK8S_DATA", self.data())
-            .env("FAKE_MICROK8S_CONF", self.dir.path().join("conf"))
-            .env("FAKE_MICROK8S_LOG", self.dir.path().join("calls"))
-            .env("MICROSEED_SNAP_DATA", self.data())
-            .env("MICROSEED_NOW", now.to_string())
-            .env("MICROSEED_JOIN_STAGGER", "0");
+        let mut c = Command::new("unshare");
+        c.args([
+            "--net",
+            "--fork",
+            "--kill-child",
+            "--",
+            "bash",
+            "-c",
+            LAN_SCRIPT,
+            "lan",
+        ])
+        .arg(script)
+        .env_clear()
+        .env(
+            "LAN_PUBLISHER",
+            lan.publisher
+                .as_ref()
+                .map(|p| p.script.as_os_str())
+                .unwrap_or_default(),
+        )
+        .env(
+            "LAN_PUBLISHER_SNAP",
+            lan.publisher
+                .as_ref()
+                .map(|p| p.snap_data.as_os_str())
+                .unwrap_or_default(),
+        )
+        .env(
+            "LAN_PUBLISHER_TOKEN",
+            lan.publisher
+                .as_ref()
+                .map(|p| p.token_file.as_os_str())
+                .unwrap_or_default(),
+        )
+        .env(
+            "LAN_AGENT_CERTS",
+            lan.agent_certs
+                .as_deref()
+                .map(Path::as_os_str)
+                .unwrap_or_default(),
+        )
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                self.dir.path().join("bin").display()
+            ),
+        )
+        .env("FAKE_MICROK8S_DATA", self.data())
+        .env("FAKE_MICROK8S_CONF", self.dir.path().join("conf"))
+        .env("FAKE_MICROK8S_LOG", self.dir.path().join("calls"))
+        .env("MICROSEED_SNAP_DATA", self.data())
+        .env("MICROSEED_NOW", now.to_string())
+        .env("MICROSEED_JOIN_STAGGER", "0");
         for (k, v) in extra {
             c.env(k, v);
         }
         c.output().expect("bash")
     }
 }
+
+/// A self-signed certificate and key in `dir` (server.crt, server.key),
+/// as MicroK8s makes for its cluster agent when it installs.
+fn certificate(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=microseed-test"])
+        .arg("-keyout")
+        .arg(dir.join("server.key"))
+        .arg("-out")
+        .arg(dir.join("server.crt"))
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "openssl: {:?}", text(&o));
+}
+
+/// The SHA-256 of a certificate's DER form, as `join.py` hashes the
+/// certificate the agent presents.
+fn fingerprint(certs: &Path) -> String {
+    let o = Command::new("bash")
+        .args([
+            "-c",
+            "openssl x509 -outform der -in \"$1\" | sha256sum | cut -d' ' -f1",
+            "fp",
+        ])
+        .arg(certs.join("server.crt"))
+        .output()
+        .expect("openssl");
+    assert!(o.status.success());
+    text(&o).0.trim().to_string()
+}
+
+/// What answers at the master's address (172.20.10.11) inside the test's
+/// network namespace: the master's `microseed-fingerprint serve` under
+/// `systemd-socket-activate --accept --inetd` (what its socket unit does),
+/// and a TLS server presenting the cluster agent's certificate on 25000.
+#[derive(Default)]
+struct Lan {
+    publisher: Option<Publisher>,
+    agent_certs: Option<PathBuf>,
+}
+
+struct Publisher {
+    script: PathBuf,
+    snap_data: PathBuf,
+    token_file: PathBuf,
+}
+
+impl Lan {
+    /// The real master: its own script, certificate and token.
+    fn master(b: &Built, master: &Node) -> Lan {
+        Lan {
+            publisher: Some(Publisher {
+                script: b.file("master", "/usr/local/lib/microseed/microseed-fingerprint"),
+                snap_data: master.data(),
+                token_file: b.file("master", "/etc/microseed/join-token"),
+            }),
+            agent_certs: Some(master.data().join("certs")),
+        }
+    }
+}
+
+/// Sets up the namespace's loopback as the master's address, starts what
+/// `Lan` asks for, waits for it to listen, then runs the script ($1). The
+/// shell is PID 1 of its own PID namespace: when it exits, the servers it
+/// started die with it (else they would hold the test's pipes open).
+const LAN_SCRIPT: &str = r#"
+set -eu
+ip link set lo up
+ip addr add 172.20.10.11/32 dev lo
+wait_port() {
+    for _ in $(seq 100); do
+        (echo >"/dev/tcp/172.20.10.11/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on 172.20.10.11:$1" >&2
+    exit 1
+}
+if [ -n "$LAN_PUBLISHER" ]; then
+    systemd-socket-activate -l 172.20.10.11:25001 --accept --inetd \
+        -E "MICROSEED_SNAP_DATA=$LAN_PUBLISHER_SNAP" -E "MICROSEED_JOIN_TOKEN_FILE=$LAN_PUBLISHER_TOKEN" \
+        python3 "$LAN_PUBLISHER" serve >/dev/null 2>&1 &
+    wait_port 25001
+fi
+if [ -n "$LAN_AGENT_CERTS" ]; then
+    openssl s_server -quiet -accept 172.20.10.11:25000 \
+        -cert "$LAN_AGENT_CERTS/server.crt" -key "$LAN_AGENT_CERTS/server.key" </dev/null >/dev/null 2>&1 &
+    wait_port 25000
+fi
+unset LAN_PUBLISHER LAN_PUBLISHER_SNAP LAN_PUBLISHER_TOKEN LAN_AGENT_CERTS
+bash "$1"
+"#;
 
 /// The master registers the token; a fresh worker on the same channel
 /// joins with the token from its seed.
@@ -125,10 +274,14 @@ fn join(b: &Built, channel: &str, master: &Node, now: u64) -> (Node, Output) {
     let w = Node::new(channel);
     w.knob("master-data", &master.data().display().to_string());
     let token_file = b.file("worker-1", "/etc/microseed/join-token");
-    let o = w.run(
+    let o = w.run_on(
+        &Lan::master(b, master),
         &b.file("worker-1", "/usr/local/sbin/microseed-join"),
         now,
-        &[("MICROSEED_JOIN_TOKEN_FILE", &token_file)],
+        &[
+            ("MICROSEED_JOIN_TOKEN_FILE", &token_file),
+            ("MICROSEED_FINGERPRINT", &b.fingerprint_script()),
+        ],
     );
     (w, o)
 }
@@ -166,7 +319,15 @@ fn worker_joins_the_master_on_every_channel_and_knows_it_has_joined() {
             .find(|l| l.starts_with("microk8s join"))
             .map(str::to_string)
             .expect("a join call");
-        let want = format!("microk8s join 172.20.10.11:25000/{TOKEN}");
+        // 1.21+ pin the master's certificate in the join string.
+        let want = if minor >= 21 {
+            format!(
+                "microk8s join 172.20.10.11:25000/{TOKEN}/{}",
+                fingerprint(&master.data().join("certs"))
+            )
+        } else {
+            format!("microk8s join 172.20.10.11:25000/{TOKEN}")
+        };
         if minor >= 23 {
             assert_eq!(join_line, format!("{want} --worker"), "{ch}");
             assert!(w.data().join("var/lock/clustered.lock").exists(), "{ch}");
@@ -288,20 +449,115 @@ fn join_fails_and_says_why_while_the_master_is_unreachable_or_local_microk8s_not
     w.knob("join-failures", "1");
     let script = b.file("worker-1", "/usr/local/sbin/microseed-join");
     let tf = b.file("worker-1", "/etc/microseed/join-token");
-    let env = [("MICROSEED_JOIN_TOKEN_FILE", tf.as_path())];
-    let o = w.run(&script, T0, &env);
+    let fp = b.fingerprint_script();
+    let env = [
+        ("MICROSEED_JOIN_TOKEN_FILE", tf.as_path()),
+        ("MICROSEED_FINGERPRINT", fp.as_path()),
+    ];
+    let lan = Lan::master(&b, &master);
+    let o = w.run_on(&lan, &script, T0, &env);
     assert!(!o.status.success());
     assert!(
         text(&o).0.contains("local MicroK8s is not ready"),
         "{:?}",
         text(&o)
     );
-    let o = w.run(&script, T0, &env);
+    // Nothing answers at the master's address yet: the token stays home.
+    let o = w.run_on(&Lan::default(), &script, T0, &env);
+    assert!(!o.status.success());
+    assert!(
+        text(&o)
+            .0
+            .contains("could not verify the master at 172.20.10.11"),
+        "{:?}",
+        text(&o)
+    );
+    assert!(!w.calls().contains("microk8s join"), "{}", w.calls());
+    let o = w.run_on(&lan, &script, T0, &env);
     assert!(!o.status.success());
     assert!(text(&o).0.contains("join failed"), "{:?}", text(&o));
     assert!(!text(&o).0.contains(TOKEN) && !text(&o).1.contains(TOKEN));
-    let o = w.run(&script, T0, &env);
+    let o = w.run_on(&lan, &script, T0, &env);
     assert!(o.status.success(), "{:?}", text(&o));
+}
+
+/// Who may be at the master's address during a join, and what the worker
+/// must do: `Lan` in a network namespace of the test's own.
+fn impostor_join(ch: &str, lan: impl Fn(&Built, &Node, &Path) -> Lan) -> (Node, Node, Output) {
+    let b = Built::new(ch);
+    let master = Node::new(ch);
+    register(&b, &master, T0);
+    let impostor = tempfile::tempdir().expect("tmp");
+    certificate(&impostor.path().join("certs"));
+    std::fs::write(
+        impostor.path().join("token"),
+        "AnotherTokenThatIsNotTheCluster0123456789\n",
+    )
+    .expect("w");
+    let w = Node::new(ch);
+    w.knob("master-data", &master.data().display().to_string());
+    let tf = b.file("worker-1", "/etc/microseed/join-token");
+    let o = w.run_on(
+        &lan(&b, &master, impostor.path()),
+        &b.file("worker-1", "/usr/local/sbin/microseed-join"),
+        T0,
+        &[
+            ("MICROSEED_JOIN_TOKEN_FILE", &tf),
+            ("MICROSEED_FINGERPRINT", &b.fingerprint_script()),
+        ],
+    );
+    (master, w, o)
+}
+
+#[test]
+fn a_machine_at_the_masters_address_without_the_token_never_receives_it() {
+    for ch in ["1.20", "1.21", "1.23", "1.28"] {
+        // It answers the fingerprint question with its own certificate but
+        // cannot make the proof, which needs the token.
+        let (_, w, o) = impostor_join(ch, |b, _, imp| Lan {
+            publisher: Some(Publisher {
+                script: b.file("master", "/usr/local/lib/microseed/microseed-fingerprint"),
+                snap_data: imp.to_path_buf(),
+                token_file: imp.join("token"),
+            }),
+            agent_certs: Some(imp.join("certs")),
+        });
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "{ch}: {out}{err}");
+        assert!(out.contains("the token was not sent"), "{ch}: {out}");
+        assert!(
+            err.contains("does not prove it holds the join token"),
+            "{ch}: {err}"
+        );
+        assert!(!w.calls().contains("microk8s join"), "{ch}: {}", w.calls());
+    }
+}
+
+#[test]
+fn a_relayed_proof_does_not_get_the_token_to_another_certificate() {
+    // The impostor relays the real master's answer (it holds no token but
+    // can forward bytes) and presents its own certificate on 25000.
+    for ch in ["1.20", "1.21", "1.23", "1.28"] {
+        let (master, w, o) = impostor_join(ch, |b, m, imp| Lan {
+            agent_certs: Some(imp.join("certs")),
+            ..Lan::master(b, m)
+        });
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "{ch}: {out}{err}");
+        assert!(!out.contains(TOKEN) && !err.contains(TOKEN), "{ch}");
+        let minor: u32 = ch[2..].parse().expect("minor");
+        if minor >= 21 {
+            // microk8s join pins the fingerprint and refuses before the
+            // token is posted (the stand-in checks it as join.py does).
+            assert!(out.contains("certificate changed"), "{ch}: {out}");
+            assert!(w.calls().contains("microk8s join"), "{ch}");
+        } else {
+            // 1.20 cannot pin it: microseed checks the agent first.
+            assert!(out.contains("the token was not sent"), "{ch}: {out}");
+            assert!(!w.calls().contains("microk8s join"), "{ch}: {}", w.calls());
+        }
+        assert!(!master.dir.path().join("data/fake-nodes").exists(), "{ch}");
+    }
 }
 
 /// Runs the master's steps with the step runner, as their units would.

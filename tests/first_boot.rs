@@ -133,9 +133,15 @@ fn units_pass_systemd_analyze_verify_with_no_output() {
             .collect();
         n += files.len();
         // ExecStart= must exist: bind this machine's scripts over
-        // /usr/local/sbin in a private mount namespace.
+        // /usr/local/sbin (and /usr/local/lib) in a private mount namespace.
+        let lib = root.join("usr/local/lib");
+        let bind_lib = if lib.exists() {
+            format!("mount --bind {} /usr/local/lib && ", lib.display())
+        } else {
+            String::new()
+        };
         let script = format!(
-            "mount --bind {} /usr/local/sbin && systemd-analyze verify {}",
+            "mount --bind {} /usr/local/sbin && {bind_lib}systemd-analyze verify {}",
             root.join("usr/local/sbin").display(),
             files.join(" ")
         );

@@ -30,8 +30,26 @@ calls="$(ms_section "$r" fake-microk8s.calls)"
 ms_check "worker: microseed-join.service enabled" grep -qE '^is-enabled: enabled' <<<"$unit"
 ms_check "worker: unit file present" grep -qE '^\[Service\]' <<<"$unit"
 ms_check "worker: snap install microk8s" grep -qE '^snap install .*microk8s' <<<"$calls"
-ms_check "worker: microk8s join ${master_ip:-<ip>}:25000/<32+ alnum token>" \
-    grep -qE "^microk8s join ${ip_re}:25000/[A-Za-z0-9]{32,}( |$)" <<<"$calls"
+ms_check "worker: microk8s join ${master_ip:-<ip>}:25000/<32+ alnum token>[/<fingerprint>]" \
+    grep -qE "^microk8s join ${ip_re}:25000/[A-Za-z0-9]{32,}(/[0-9a-f]{64})?( |$)" <<<"$calls"
+# The worker fetched the master's proof, checked it and pinned the agent's
+# certificate: the fingerprint in the join string is that of the certificate
+# the (stand-in) master presents, and on 1.21+ the stand-in microk8s checked
+# it against that agent before taking the token.
+agent_fp="$(ms_section "$r" "fake master" | sed -n 's/.*agent certificate sha256 \([0-9a-f]\{64\}\).*/\1/p' | head -n 1)"
+journal_join="$(ms_section "$r" "microseed journal")"
+ms_check "worker: the stand-in master served its certificate" test -n "$agent_fp"
+ms_check "worker: the join verified the master's certificate (${agent_fp:0:16}...)" \
+    grep -qF "certificate sha256 ${agent_fp:0:16}" <<<"$journal_join"
+pinned_or_old() {
+    if grep -qE "^microk8s join ${ip_re}:25000/[A-Za-z0-9]{32,}/[0-9a-f]{64}" <<<"$calls"; then
+        grep -qE "/${agent_fp}( |$)" <<<"$calls" && ms_section_has "$r" "fake-microk8s verified" "${agent_fp}"
+    else
+        # 1.20 cannot pin: microseed checked the agent itself (no refusal logged).
+        if grep -q "is not the master that proved the token" <<<"$journal_join"; then return 1; fi
+    fi
+}
+ms_check "worker: the join string pins that certificate (1.21+), or microseed checked it (1.20)" pinned_or_old
 install_then_join() { awk '/^snap install .*microk8s/ && !s { s = NR } /^microk8s join / { j = NR } END { exit !(s && j && s < j) }' <<<"$calls"; }
 ms_check "worker: snap install before join" install_then_join
 journal="$(ms_section "$r" "microseed journal")"

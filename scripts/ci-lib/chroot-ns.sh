@@ -83,6 +83,31 @@ do_schema() {
     esac
 }
 
+# fake_master IP ROOT OUTDIR: in this namespace, the master at IP as a
+# worker sees it: the root's own copy of the master's fingerprint script
+# behind systemd-socket-activate (as the master's socket unit runs it), with
+# the root's token (the cluster's) and a fresh agent certificate, which a TLS
+# server presents on 25000. Dies with the namespace.
+fake_master() {
+    local ip="$1" m="$2" out="$3" d="$3/fake-master" port
+    mkdir -p "$d/certs"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=fake-master -keyout "$d/certs/server.key" -out "$d/certs/server.crt" 2>/dev/null
+    openssl x509 -outform der -in "$d/certs/server.crt" | sha256sum | cut -d' ' -f1 >"$out/fake-master.sha256"
+    ip addr add "$ip/32" dev lo
+    systemd-socket-activate -l "$ip:25001" --accept --inetd -E "MICROSEED_SNAP_DATA=$d" \
+        -E "MICROSEED_JOIN_TOKEN_FILE=$m/etc/microseed/join-token" \
+        python3 "$m/usr/local/lib/microseed/microseed-fingerprint" serve >/dev/null 2>>"$out/fake-master.log" &
+    openssl s_server -quiet -accept "$ip:25000" -cert "$d/certs/server.crt" -key "$d/certs/server.key" \
+        </dev/null >/dev/null 2>&1 &
+    for port in 25001 25000; do
+        for _ in $(seq 100); do
+            (echo >"/dev/tcp/$ip/$port") 2>/dev/null && break
+            sleep 0.05
+        done
+    done
+}
+
 # boot_steps ROOT OUTDIR: what systemd would do at boot, without systemd:
 # every enabled microseed step unit's ExecStart, in the order of
 # /etc/microseed/steps (dependencies come first), one attempt each, not
@@ -91,6 +116,9 @@ boot_steps() {
     local m="$1" out="$2" name unit cmd
     : >"$out/steps.log"
     [[ -f "$m/etc/microseed/steps" ]] || return 0
+    if [[ -n "${MS_FAKE_MASTER:-}" ]]; then
+        fake_master "$MS_FAKE_MASTER" "$m" "$out"
+    fi
     while IFS='|' read -r name _; do
         case "$name" in '' | '#'*) continue ;; esac
         unit="$m/etc/systemd/system/multi-user.target.wants/microseed-$name.service"

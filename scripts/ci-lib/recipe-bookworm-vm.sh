@@ -6,10 +6,10 @@
 # The cache is rebuilt when this file, the report script or the fakes change.
 # Sourced by scripts/acceptance.sh.
 
-MS_BOOKWORM_INCLUDE=systemd,systemd-sysv,udev,cloud-init,python3-cffi-backend,netplan.io,chrony,ufw,nfs-kernel-server,linux-image-amd64,ifupdown,iproute2,kmod,fusefat,qemu-system-x86,locales,openssh-server,sudo
+MS_BOOKWORM_INCLUDE=systemd,systemd-sysv,udev,cloud-init,python3-cffi-backend,netplan.io,chrony,ufw,nfs-kernel-server,linux-image-amd64,ifupdown,iproute2,kmod,fusefat,qemu-system-x86,locales,openssh-server,sudo,openssl
 
 ms_bookworm_recipe_files() {
-    printf '%s\n' "$MS_LIB_DIR/recipe-bookworm-vm.sh" "$MS_LIB_DIR/vm-report.sh" \
+    printf '%s\n' "$MS_LIB_DIR/recipe-bookworm-vm.sh" "$MS_LIB_DIR/vm-report.sh" "$MS_LIB_DIR/vm-fake-master.sh" \
         "$MS_REPO_DIR/tests/fixtures/fakes/microk8s" "$MS_REPO_DIR/tests/fixtures/fakes/snap" \
         "$MS_REPO_DIR/tests/fixtures/fakes/apt-get"
 }
@@ -89,6 +89,26 @@ EOF
     rm -rf "$r/var/lib/cloud/"*
 
     install -D -m 755 "$MS_LIB_DIR/vm-report.sh" "$r/usr/local/sbin/microseed-report"
+    install -D -m 755 "$MS_LIB_DIR/vm-fake-master.sh" "$r/usr/local/sbin/microseed-test-fake-master"
+    # A worker boots alone: with microseed.test.fake-master=IP on the kernel
+    # command line, this stands in for the master at IP (its fingerprint
+    # socket and cluster agent certificate), so the worker's join goes the
+    # real way, verifying the master's proof before it sends the token.
+    cat >"$r/etc/systemd/system/microseed-test-fake-master.service" <<'EOF'
+[Unit]
+Description=microseed tests: the master's fingerprint service and agent, for a worker booted alone
+ConditionKernelCommandLine=microseed.test.fake-master
+After=network.target
+
+[Service]
+ExecStart=/usr/local/sbin/microseed-test-fake-master
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+    ln -sfn /etc/systemd/system/microseed-test-fake-master.service \
+        "$r/etc/systemd/system/multi-user.target.wants/microseed-test-fake-master.service"
     # Ordered after cloud-final (WantedBy=cloud-final). Also wanted by
     # multi-user.target without default dependencies (no ordering cycle), so a
     # boot where cloud-init is disabled still reports and powers off.

@@ -98,6 +98,20 @@ echo "is-active: $(systemctl is-active microseed-join.service 2>&1)"
 systemctl cat microseed-join.service 2>&1
 sec "microseed-join journal"
 journalctl -b -u microseed-join.service --no-pager -o cat 2>&1 | tail -n 40
+sec "fingerprint socket"
+echo "is-enabled: $(systemctl is-enabled microseed-fingerprint.socket 2>&1)"
+echo "is-active: $(systemctl is-active microseed-fingerprint.socket 2>&1)"
+sec "fingerprint fetch"
+# The master's proof, fetched and checked over its socket as a worker does.
+if [ -x /usr/local/lib/microseed/microseed-fingerprint ]; then
+    run /usr/local/lib/microseed/microseed-fingerprint fetch 127.0.0.1
+fi
+sec "agent certificate sha256"
+openssl x509 -outform der -in /var/snap/microk8s/current/certs/server.crt 2>&1 | sha256sum
+sec "fake master"
+cat /var/log/fake-master.log 2>&1
+sec "fake-microk8s verified"
+cat /var/log/fake-microk8s.calls.verified 2>&1
 sec "fake-microk8s.calls"
 cat /var/log/fake-microk8s.calls 2>&1
 sec "fake-microk8s state"

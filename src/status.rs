@@ -1,0 +1,1340 @@
+//! `microseed status`: asks every machine of a cluster, over the system's
+//! OpenSSH client, whether its first boot has converged, and shows the
+//! answers as one table (or JSON).
+//!
+//! The system's `ssh` is used, not an SSH library, so the user's keys,
+//! agent and `~/.ssh/config` (jump hosts) apply as they do for a manual
+//! login. One connection per machine, all in parallel, runs one fixed
+//! script (`status-probe.sh`, sent on stdin) that prints every fact in
+//! marked sections; nothing from the cluster file is part of a script's
+//! text, only single-quoted arguments. Host keys are trusted on first use
+//! into `known_hosts` beside the cluster file, under the machine's name, so
+//! a changed key is refused until the user says the machine was rebuilt.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::build::{self, MissingSecrets, Sources};
+use crate::diag::{Diagnostic, InputErrors};
+use crate::model::{Cluster, Machine};
+use crate::{errln, outln};
+
+/// Exit code when every machine answered but some have not converged (or
+/// the master sees fewer Ready nodes than the cluster has).
+pub const EXIT_NOT_CONVERGED: u8 = 3;
+/// Exit code when some machine could not be asked at all: no connection,
+/// refused login, or a host key that changed.
+pub const EXIT_UNREACHABLE: u8 = 4;
+
+/// The script every machine runs; see its header.
+const PROBE: &str = include_str!("status-probe.sh");
+const MARK: &str = "@@microseed-probe ";
+/// Longest one probe may take after connecting (each check inside it is
+/// bounded to 20 s) before ssh is killed and the machine counted unreachable.
+const PROBE_LIMIT: Duration = Duration::from_secs(120);
+
+/// What `status` was asked for on the command line.
+pub struct StatusArgs {
+    pub cluster: PathBuf,
+    pub machines: Vec<String>,
+    /// `--wait`: poll until done or this long has passed.
+    pub wait: Option<Duration>,
+    pub interval: Duration,
+    /// Passed to ssh as `-F FILE` (instead of `~/.ssh/config`).
+    pub ssh_config: Option<PathBuf>,
+    /// Machines whose recorded host key is dropped before connecting.
+    pub accept_new_host_key: Vec<String>,
+    pub connect_timeout: u32,
+}
+
+/// One machine's answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub role: String,
+    pub address: String,
+    pub port: u16,
+    pub reachable: bool,
+    /// Why the machine could not be asked (or its answer not read).
+    pub error: Option<String>,
+    /// `VERSION_ID` from its `/etc/os-release`.
+    pub release: Option<String>,
+    pub release_expected: String,
+    pub first_boot: FirstBoot,
+    /// On the master only.
+    pub nodes: Option<Nodes>,
+    pub chrony: Check,
+    pub ufw: Check,
+    /// On the NFS server only.
+    pub nfs_export: Option<NfsExport>,
+    /// Converged, and on the master every node Ready.
+    pub ok: bool,
+}
+
+/// `microseed-status` as the machine reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstBoot {
+    /// `converged`, `not-converged`, `failed` (a step's last attempt
+    /// failed) or `unknown` (no usable answer).
+    pub state: &'static str,
+    pub done: Option<u32>,
+    pub total: Option<u32>,
+    /// One line saying where the machine is.
+    pub summary: String,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    /// `done`, `running`, `waiting`, `pending`, `failed` or `stopped`.
+    pub state: &'static str,
+    pub detail: String,
+    /// The last failure's lines, as `microseed-status` shows them.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Nodes {
+    /// `ok`, `not-ready` or `unknown` (the API could not be asked).
+    pub state: &'static str,
+    pub ready: u32,
+    pub expected: u32,
+    pub not_ready: Vec<String>,
+    pub detail: String,
+}
+
+/// A check with a one-word state and the words behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub state: &'static str,
+    pub detail: String,
+    /// chrony only: seconds the clock is ahead (+) or behind (-) NTP time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NfsExport {
+    /// `ok`, `missing` or `unknown`.
+    pub state: &'static str,
+    pub path: String,
+    pub exported: bool,
+    pub directory: bool,
+    pub mounted: bool,
+    /// The export root is its own volume (`nfs.data_volume`), so it must
+    /// be mounted.
+    pub mount_expected: bool,
+    pub detail: String,
+}
+
+/// Parses `--wait`'s value: `90s`, `30m`, `2h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (expected e.g. 90s, 30m, 2h)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("{s:?}: unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// `microseed status`: returns the exit code (0, [`EXIT_NOT_CONVERGED`] or
+/// [`EXIT_UNREACHABLE`]); errors are for bad input and broken tools.
+pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
+    let loaded = build::load(&args.cluster, src, MissingSecrets::Skip)?;
+    for w in &loaded.warnings {
+        errln!("{w}");
+    }
+    let machines = build::select(&loaded, &args.machines)?;
+    let cluster = &loaded.cluster;
+    for name in &args.accept_new_host_key {
+        if cluster.machine(name).is_none() {
+            return Err(input_error(
+                "--accept-new-host-key",
+                &format!(
+                    "no machine named {name:?}; the cluster has {}",
+                    names(cluster).join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(f) = &args.ssh_config
+        && !f.is_file()
+    {
+        return Err(input_error(
+            "--ssh-config",
+            &format!("{}: no such file", f.display()),
+        ));
+    }
+    // A missing client is this machine's problem, not every machine's.
+    Command::new("ssh").arg("-V").output().context(
+        "running ssh -V: microseed status needs the OpenSSH client (apt install openssh-client)",
+    )?;
+    let known_hosts = known_hosts_path(&args.cluster);
+    for name in &args.accept_new_host_key {
+        forget_host_key(&known_hosts, name)?;
+    }
+    let ssh = Ssh {
+        config: args.ssh_config.clone(),
+        known_hosts,
+        user: cluster.admin.username.clone(),
+        port: cluster.ssh.port,
+        connect_timeout: args.connect_timeout,
+    };
+    let started = Instant::now();
+    let progress = Progress::new(!json);
+    let mut first_round = true;
+    let reports = loop {
+        let known_before = recorded_names(&ssh.known_hosts);
+        let reports = probe_all(&ssh, cluster, &machines);
+        if first_round {
+            announce_new_keys(&ssh.known_hosts, &known_before, cluster);
+            first_round = false;
+        }
+        let missing = missing(&reports);
+        let Some(limit) = args.wait else {
+            break reports;
+        };
+        if missing.is_empty() {
+            break reports;
+        }
+        // Waiting cannot fix a changed host key: only the user can say the
+        // machine was rebuilt.
+        let changed: Vec<&str> = reports
+            .iter()
+            .filter(|r| host_key_changed(r))
+            .map(|r| r.name.as_str())
+            .collect();
+        if !changed.is_empty() {
+            progress.finish();
+            errln!(
+                "not waiting: the host key of {} changed (see below)",
+                changed.join(", ")
+            );
+            break reports;
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            progress.finish();
+            errln!(
+                "timed out after {}; still missing: {}",
+                human_duration(limit),
+                missing.join("; ")
+            );
+            break reports;
+        }
+        progress.update(&format!(
+            "waiting ({} of {}): {}",
+            human_duration(elapsed),
+            human_duration(limit),
+            missing.join("; ")
+        ));
+        std::thread::sleep(args.interval.min(limit - elapsed));
+    };
+    progress.finish();
+    print(&reports, json)?;
+    Ok(exit_code(&reports))
+}
+
+fn names(cluster: &Cluster) -> Vec<&str> {
+    cluster.machines.iter().map(|m| m.name.as_str()).collect()
+}
+
+fn input_error(field: &str, msg: &str) -> anyhow::Error {
+    InputErrors(vec![Diagnostic::error(
+        Path::new(field),
+        Default::default(),
+        "",
+        msg.to_string(),
+    )])
+    .into()
+}
+
+/// `known_hosts` beside the cluster file: the cluster's own trust, apart
+/// from the user's, so a machine's key is tied to its name in this cluster.
+pub fn known_hosts_path(cluster: &Path) -> PathBuf {
+    match cluster.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join("known_hosts"),
+        _ => PathBuf::from("known_hosts"),
+    }
+}
+
+/// The host names `known_hosts` has a key for.
+fn recorded_names(known_hosts: &Path) -> Vec<String> {
+    std::fs::read_to_string(known_hosts)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Trust on first use is only as good as a look at what was trusted: say
+/// which keys were just recorded and how to see their fingerprints.
+fn announce_new_keys(known_hosts: &Path, before: &[String], cluster: &Cluster) {
+    let now = recorded_names(known_hosts);
+    // In cluster order: the connections finish in any order.
+    let new: Vec<&str> = names(cluster)
+        .into_iter()
+        .filter(|n| now.iter().any(|x| x == n) && !before.iter().any(|x| x == n))
+        .collect();
+    if !new.is_empty() {
+        errln!(
+            "recorded the host key of {} on first contact in {} \
+             (compare with each machine's console: ssh-keygen -lf {})",
+            new.join(", "),
+            known_hosts.display(),
+            known_hosts.display()
+        );
+    }
+}
+
+/// Drops a rebuilt machine's recorded key (`ssh-keygen -R`), so the next
+/// connection records its new one.
+fn forget_host_key(known_hosts: &Path, name: &str) -> Result<()> {
+    if !known_hosts.exists() {
+        return Ok(());
+    }
+    let out = Command::new("ssh-keygen")
+        .arg("-R")
+        .arg(name)
+        .arg("-f")
+        .arg(known_hosts)
+        .output()
+        .context("running ssh-keygen -R (install openssh-client)")?;
+    if !out.status.success() {
+        bail!(
+            "ssh-keygen -R {name} -f {} failed: {}",
+            known_hosts.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    errln!(
+        "{name}: forgot its recorded host key in {}; its current key will be recorded",
+        known_hosts.display()
+    );
+    Ok(())
+}
+
+struct Ssh {
+    config: Option<PathBuf>,
+    known_hosts: PathBuf,
+    user: String,
+    port: u16,
+    connect_timeout: u32,
+}
+
+impl Ssh {
+    fn command(&self, m: &Machine, export_root: &str) -> Command {
+        let mut c = Command::new("ssh");
+        if let Some(f) = &self.config {
+            c.arg("-F").arg(f);
+        }
+        let mut opt = |o: String| {
+            c.arg("-o").arg(o);
+        };
+        opt("BatchMode=yes".into());
+        opt(format!("ConnectTimeout={}", self.connect_timeout));
+        opt("ServerAliveInterval=5".into());
+        opt("ServerAliveCountMax=3".into());
+        opt(format!("UserKnownHostsFile={}", self.known_hosts.display()));
+        // Only the cluster's own file decides, never a system-wide entry.
+        opt("GlobalKnownHostsFile=/dev/null".into());
+        opt("StrictHostKeyChecking=accept-new".into());
+        opt("HashKnownHosts=no".into());
+        // Keyed by name: a machine given a new address keeps its key, and
+        // `ssh-keygen -R NAME` finds the entry.
+        opt(format!("HostKeyAlias={}", m.name));
+        opt("CheckHostIP=no".into());
+        opt("LogLevel=ERROR".into());
+        c.arg("-p").arg(self.port.to_string());
+        c.arg("-l").arg(&self.user);
+        c.arg("--").arg(m.ip.to_string());
+        // The one remote command: a fixed script on stdin, the role and the
+        // export root as single-quoted arguments.
+        c.arg(format!(
+            "sh -s -- {} {}",
+            crate::plan::shell_quote(&m.role),
+            crate::plan::shell_quote(export_root)
+        ));
+        c
+    }
+}
+
+fn probe_all(ssh: &Ssh, cluster: &Cluster, machines: &[&Machine]) -> Vec<Report> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = machines
+            .iter()
+            .map(|m| s.spawn(move || probe(ssh, cluster, m)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(machines)
+            .map(|(h, m)| {
+                h.join().unwrap_or_else(|_| {
+                    unreachable_report(cluster, m, ssh.port, "internal error: probe panicked")
+                })
+            })
+            .collect()
+    })
+}
+
+/// Runs ssh with the probe, killing it after [`PROBE_LIMIT`].
+fn run_probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Result<(i32, String, String)> {
+    let mut cmd = ssh.command(m, &cluster.nfs.export_root);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .context("running ssh (install openssh-client)")?;
+    let mut stdin = child.stdin.take().context("ssh stdin")?;
+    let mut stdout = child.stdout.take().context("ssh stdout")?;
+    let mut stderr = child.stderr.take().context("ssh stderr")?;
+    let writer = std::thread::spawn(move || {
+        // A connection that fails closes the pipe early: nothing to report.
+        let _ = stdin.write_all(PROBE.as_bytes());
+    });
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let limit = PROBE_LIMIT + Duration::from_secs(ssh.connect_timeout.into());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().context("waiting for ssh")? {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let mut err = String::from_utf8_lossy(&err).into_owned();
+    let code = match status {
+        Some(st) => st.code().unwrap_or(255),
+        None => {
+            err.push_str(&format!(
+                "\nno answer within {} s; ssh was stopped",
+                limit.as_secs()
+            ));
+            255
+        }
+    };
+    Ok((code, out, err))
+}
+
+fn probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Report {
+    let (code, out, err) = match run_probe(ssh, cluster, m) {
+        Ok(r) => r,
+        Err(e) => return unreachable_report(cluster, m, ssh.port, &format!("{e:#}")),
+    };
+    let sections = parse_sections(&out);
+    if code == 255 || sections.is_none() {
+        let why = ssh_failure(&err, code, &m.name, &ssh.known_hosts);
+        return unreachable_report(cluster, m, ssh.port, &why);
+    }
+    let sections = sections.unwrap_or_default();
+    report_from(cluster, m, ssh.port, &sections)
+}
+
+/// Says why ssh did not deliver a report, in the user's terms.
+fn ssh_failure(stderr: &str, code: i32, name: &str, known_hosts: &Path) -> String {
+    if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || stderr.contains("Host key verification failed")
+    {
+        return format!(
+            "{HOST_KEY_CHANGED}: {name} presents a different key than the one recorded in {} \
+             (possibly a man-in-the-middle). If {name} was rebuilt, run again with \
+             --accept-new-host-key {name}",
+            known_hosts.display()
+        );
+    }
+    let last = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("");
+    if code == 255 {
+        if last.is_empty() {
+            "ssh failed (exit 255)".to_string()
+        } else {
+            last.to_string()
+        }
+    } else if last.is_empty() {
+        format!("connected, but no report came back (exit {code})")
+    } else {
+        format!("connected, but no report came back (exit {code}): {last}")
+    }
+}
+
+const HOST_KEY_CHANGED: &str = "host key changed";
+
+fn host_key_changed(r: &Report) -> bool {
+    r.error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(HOST_KEY_CHANGED))
+}
+
+fn unreachable_report(cluster: &Cluster, m: &Machine, port: u16, why: &str) -> Report {
+    let unknown = |what: &str| Check {
+        state: "unknown",
+        detail: what.to_string(),
+        offset_seconds: None,
+    };
+    Report {
+        name: m.name.clone(),
+        role: m.role.clone(),
+        address: m.ip.to_string(),
+        port,
+        reachable: false,
+        error: Some(why.to_string()),
+        release: None,
+        release_expected: cluster.release.clone(),
+        first_boot: FirstBoot {
+            state: "unknown",
+            done: None,
+            total: None,
+            summary: "unknown (unreachable)".into(),
+            steps: Vec::new(),
+        },
+        nodes: None,
+        chrony: unknown("unreachable"),
+        ufw: unknown("unreachable"),
+        nfs_export: None,
+        ok: false,
+    }
+}
+
+/// One section of the probe's output: its text and the check's exit code.
+#[derive(Debug, Default, Clone)]
+struct Section {
+    text: String,
+    code: i32,
+}
+
+/// Splits the probe's output into sections; `None` when the probe's start
+/// marker is absent (something else answered, or nothing did).
+fn parse_sections(out: &str) -> Option<BTreeMap<String, Section>> {
+    let mut lines = out.lines();
+    lines
+        .by_ref()
+        .find(|l| l.trim_end() == "@@microseed-probe 1")?;
+    let mut sections = BTreeMap::new();
+    let mut current: Option<(String, Vec<&str>)> = None;
+    for line in lines {
+        if let Some(rest) = line.strip_prefix(MARK) {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words.as_slice() {
+                ["begin", name] => current = Some((name.to_string(), Vec::new())),
+                ["end", name, code] => {
+                    if let Some((open, mut body)) = current.take()
+                        && open == *name
+                    {
+                        while body.last().is_some_and(|l| l.trim().is_empty()) {
+                            body.pop();
+                        }
+                        sections.insert(
+                            open,
+                            Section {
+                                text: body.join("\n"),
+                                code: code.parse().unwrap_or(-1),
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push(line);
+        }
+    }
+    Some(sections)
+}
+
+fn report_from(
+    cluster: &Cluster,
+    m: &Machine,
+    port: u16,
+    sections: &BTreeMap<String, Section>,
+) -> Report {
+    let release = sections.get("os-release").and_then(|s| os_release(&s.text));
+    let first_boot = sections
+        .get("status")
+        .map(first_boot)
+        .unwrap_or_else(|| FirstBoot {
+            state: "unknown",
+            done: None,
+            total: None,
+            summary: "no answer from microseed-status".into(),
+            steps: Vec::new(),
+        });
+    let expected = cluster
+        .machines
+        .iter()
+        .filter(|x| x.role == "master" || x.role == "worker")
+        .count() as u32;
+    let nodes = (m.role == "master").then(|| match sections.get("nodes") {
+        Some(s) => nodes(s, expected),
+        None => Nodes {
+            state: "unknown",
+            ready: 0,
+            expected,
+            not_ready: Vec::new(),
+            detail: "no answer".into(),
+        },
+    });
+    let nfs_export = (m.role == "nfs").then(|| {
+        nfs_export(
+            sections.get("exports"),
+            sections.get("export-dir"),
+            &cluster.nfs.export_root,
+            cluster.nfs.data_volume,
+        )
+    });
+    let missing_section = || Check {
+        state: "unknown",
+        detail: "no answer".into(),
+        offset_seconds: None,
+    };
+    let ok = first_boot.state == "converged" && nodes.as_ref().is_none_or(|n| n.state == "ok");
+    Report {
+        name: m.name.clone(),
+        role: m.role.clone(),
+        address: m.ip.to_string(),
+        port,
+        reachable: true,
+        error: None,
+        release,
+        release_expected: cluster.release.clone(),
+        first_boot,
+        nodes,
+        chrony: sections.get("chrony").map_or_else(missing_section, chrony),
+        ufw: sections.get("ufw").map_or_else(missing_section, ufw),
+        nfs_export,
+        ok,
+    }
+}
+
+fn os_release(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.strip_prefix("VERSION_ID=")
+            .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+    })
+}
+
+/// The first non-empty line, for a one-line account of a failure.
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("(no output)")
+        .to_string()
+}
+
+/// Reads `microseed-status`: its first line, then one line per step with
+/// `last error:` lines under a failed one.
+fn first_boot(s: &Section) -> FirstBoot {
+    let unknown = |summary: String| FirstBoot {
+        state: "unknown",
+        done: None,
+        total: None,
+        summary,
+        steps: Vec::new(),
+    };
+    if s.code == 127 {
+        return unknown("microseed-status not installed (not a microseed machine?)".into());
+    }
+    // Anything before the report's first line is noise from the way there
+    // (sudo warning that it cannot resolve the host name, say).
+    let mut lines = s
+        .text
+        .lines()
+        .skip_while(|l| !l.starts_with("microseed: "))
+        .peekable();
+    if lines.peek().is_none() {
+        return unknown(format!("microseed-status: {}", first_line(&s.text)));
+    }
+    let Some(head) = lines.next() else {
+        return unknown(format!("microseed-status said nothing (exit {})", s.code));
+    };
+    let (converged, counts) = if let Some(r) = head.strip_prefix("microseed: converged ") {
+        (true, r)
+    } else if let Some(r) = head.strip_prefix("microseed: not converged ") {
+        (false, r)
+    } else {
+        return unknown(format!("microseed-status: {}", head.trim()));
+    };
+    let (done, total) = counts
+        .trim()
+        .trim_start_matches('(')
+        .split_once(' ')
+        .and_then(|(frac, _)| frac.split_once('/'))
+        .map_or((None, None), |(d, t)| (d.parse().ok(), t.parse().ok()));
+    let mut steps: Vec<Step> = Vec::new();
+    for line in lines {
+        if line.starts_with(' ') {
+            if let Some(e) = line.trim().strip_prefix("last error:")
+                && let Some(step) = steps.last_mut()
+            {
+                step.errors.push(e.trim().to_string());
+            }
+            continue;
+        }
+        let Some((name, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let detail = rest.trim().to_string();
+        let state = if detail == "done" {
+            "done"
+        } else if detail.starts_with("stopped") {
+            "stopped"
+        } else if detail.starts_with("failed") {
+            "failed"
+        } else if detail.starts_with("running") {
+            "running"
+        } else if detail.starts_with("pending: waiting on") || detail.starts_with("waiting") {
+            "waiting"
+        } else {
+            "pending"
+        };
+        steps.push(Step {
+            name: name.to_string(),
+            state,
+            detail,
+            errors: Vec::new(),
+        });
+    }
+    // A step with a recorded failure is the news, whatever it does now.
+    let failed = steps
+        .iter()
+        .find(|st| st.state != "done" && (st.state == "failed" || !st.errors.is_empty()));
+    let (state, summary) = if converged && s.code == 0 {
+        ("converged", format!("converged ({}/{})", n(done), n(total)))
+    } else if let Some(st) = failed {
+        let err = st
+            .errors
+            .iter()
+            .rev()
+            .find(|e| !e.is_empty() && !e.starts_with("attempt "))
+            .or_else(|| st.errors.first())
+            .cloned()
+            .unwrap_or_else(|| short_detail(&st.detail));
+        ("failed", format!("failed at {}: {err}", st.name))
+    } else {
+        let on = ["running", "stopped", "waiting", "pending"]
+            .iter()
+            .find_map(|want| steps.iter().find(|st| st.state == *want));
+        let summary = match on {
+            Some(st) => format!(
+                "{}/{} done; {}: {}",
+                n(done),
+                n(total),
+                st.name,
+                short_detail(&st.detail)
+            ),
+            None => format!("not converged ({}/{})", n(done), n(total)),
+        };
+        ("not-converged", summary)
+    };
+    FirstBoot {
+        state,
+        done,
+        total,
+        summary,
+        steps,
+    }
+}
+
+fn n(v: Option<u32>) -> String {
+    v.map_or_else(|| "?".into(), |v| v.to_string())
+}
+
+/// A step's state without its description in parentheses.
+fn short_detail(detail: &str) -> String {
+    let d = match detail.split_once("; was: ") {
+        Some((_, was)) if detail.starts_with("stopped") => was,
+        _ => detail,
+    };
+    d.split_once(" (").map_or(d, |(a, _)| a).to_string()
+}
+
+/// `kubectl get nodes -o json`: a node is Ready when its `Ready` condition
+/// is `True`.
+fn nodes(s: &Section, expected: u32) -> Nodes {
+    let unknown = |detail: String| Nodes {
+        state: "unknown",
+        ready: 0,
+        expected,
+        not_ready: Vec::new(),
+        detail,
+    };
+    if s.code == 127 {
+        return unknown("microk8s not installed".into());
+    }
+    if s.code != 0 {
+        return unknown(first_line(&s.text));
+    }
+    let v: serde_json::Value = match serde_json::from_str(&s.text) {
+        Ok(v) => v,
+        Err(e) => return unknown(format!("kubectl's node list is not JSON: {e}")),
+    };
+    let Some(items) = v.get("items").and_then(|i| i.as_array()) else {
+        return unknown("kubectl's node list has no items".into());
+    };
+    let mut ready = 0;
+    let mut not_ready = Vec::new();
+    for item in items {
+        let name = item
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let is_ready = item
+            .pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .is_some_and(|conds| {
+                conds.iter().any(|c| {
+                    c.get("type").and_then(|t| t.as_str()) == Some("Ready")
+                        && c.get("status").and_then(|t| t.as_str()) == Some("True")
+                })
+            });
+        if is_ready {
+            ready += 1;
+        } else {
+            not_ready.push(name);
+        }
+    }
+    let state = if ready >= expected { "ok" } else { "not-ready" };
+    let mut detail = format!("{ready}/{expected} Ready");
+    if !not_ready.is_empty() {
+        detail.push_str(&format!("; not Ready: {}", not_ready.join(", ")));
+    }
+    Nodes {
+        state,
+        ready,
+        expected,
+        not_ready,
+        detail,
+    }
+}
+
+/// `chronyc -n tracking`: synchronized unless the leap status says not;
+/// the offset is the "System time" line (fast = ahead of NTP time).
+fn chrony(s: &Section) -> Check {
+    let check = |state, detail: String, offset| Check {
+        state,
+        detail,
+        offset_seconds: offset,
+    };
+    if s.code == 127 {
+        return check("not-installed", "chronyc not installed".into(), None);
+    }
+    if s.text.contains("Cannot talk to daemon") {
+        return check("not-running", "chronyd not running".into(), None);
+    }
+    if s.code != 0 {
+        return check("unknown", first_line(&s.text), None);
+    }
+    let field = |key: &str| {
+        s.text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+    };
+    let offset = field("System time").and_then(|v| {
+        let mut w = v.split_whitespace();
+        let secs: f64 = w.next()?.parse().ok()?;
+        let _unit = w.next()?;
+        match w.next()? {
+            "fast" => Some(secs),
+            "slow" => Some(-secs),
+            _ => None,
+        }
+    });
+    match field("Leap status").as_deref() {
+        Some("Not synchronised") | None => {
+            check("not-synchronized", "not synchronized".into(), offset)
+        }
+        Some(leap) => {
+            let detail = match offset {
+                Some(o) => format!("synchronized, offset {o:+.6} s"),
+                None => format!("synchronized (leap status {leap})"),
+            };
+            check("synchronized", detail, offset)
+        }
+    }
+}
+
+fn ufw(s: &Section) -> Check {
+    let check = |state, detail: &str| Check {
+        state,
+        detail: detail.to_string(),
+        offset_seconds: None,
+    };
+    if s.code == 127 {
+        return check("not-installed", "ufw not installed");
+    }
+    match s
+        .text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Status:"))
+        .map(str::trim)
+    {
+        Some("active") => check("active", "active"),
+        Some("inactive") => check("inactive", "inactive"),
+        _ => check("unknown", &first_line(&s.text)),
+    }
+}
+
+fn nfs_export(
+    exports: Option<&Section>,
+    dir: Option<&Section>,
+    root: &str,
+    mount_expected: bool,
+) -> NfsExport {
+    let mut problems = Vec::new();
+    let exported = match exports {
+        Some(s) if s.code == 127 => {
+            problems.push("exportfs not installed".to_string());
+            false
+        }
+        Some(s) if s.code != 0 => {
+            problems.push(format!("exportfs: {}", first_line(&s.text)));
+            false
+        }
+        Some(s) => s
+            .text
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(root)),
+        None => false,
+    };
+    let has = |what: &str| dir.is_some_and(|d| d.text.lines().any(|l| l.trim() == what));
+    let directory = has("directory: yes");
+    let mounted = has("mounted: yes");
+    if !exported && problems.is_empty() {
+        problems.push(format!("{root} not exported"));
+    }
+    if !directory {
+        problems.push(format!("{root} missing"));
+    }
+    if mount_expected && !mounted {
+        problems.push(format!("{root} not mounted"));
+    }
+    let unknown = exports.is_none_or(|s| s.code != 0);
+    let state = if problems.is_empty() {
+        "ok"
+    } else if unknown {
+        "unknown"
+    } else {
+        "missing"
+    };
+    let detail = if problems.is_empty() {
+        format!(
+            "{root} exported{}",
+            if mount_expected { ", mounted" } else { "" }
+        )
+    } else {
+        problems.join(", ")
+    };
+    NfsExport {
+        state,
+        path: root.to_string(),
+        exported,
+        directory,
+        mounted,
+        mount_expected,
+        detail,
+    }
+}
+
+/// What keeps the cluster from being done, one phrase per machine.
+fn missing(reports: &[Report]) -> Vec<String> {
+    reports
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| {
+            if !r.reachable {
+                format!(
+                    "{}: unreachable ({})",
+                    r.name,
+                    r.error.as_deref().unwrap_or("?")
+                )
+            } else if r.first_boot.state != "converged" {
+                format!("{}: {}", r.name, r.first_boot.summary)
+            } else {
+                let nodes = r.nodes.as_ref().map_or("", |n| n.detail.as_str());
+                format!("{}: nodes {nodes}", r.name)
+            }
+        })
+        .collect()
+}
+
+fn exit_code(reports: &[Report]) -> u8 {
+    if reports.iter().any(|r| !r.reachable) {
+        EXIT_UNREACHABLE
+    } else if reports.iter().any(|r| !r.ok) {
+        EXIT_NOT_CONVERGED
+    } else {
+        0
+    }
+}
+
+fn print(reports: &[Report], json: bool) -> Result<()> {
+    let missing = missing(reports);
+    if json {
+        outln!(
+            "{}",
+            json!({
+                "ok": missing.is_empty(),
+                "exit_code": exit_code(reports),
+                "machines": reports,
+                "missing": missing,
+            })
+        )?;
+        return Ok(());
+    }
+    let header = [
+        "MACHINE",
+        "ROLE",
+        "ADDRESS",
+        "SSH",
+        "RELEASE",
+        "FIRST BOOT",
+        "NODES",
+        "CHRONY",
+        "UFW",
+        "NFS EXPORT",
+    ];
+    let rows: Vec<[String; 10]> = reports.iter().map(row).collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    outln!("{}", line(&header.map(String::from)))?;
+    for r in &rows {
+        outln!("{}", line(r))?;
+    }
+    for r in reports.iter().filter(|r| !r.ok) {
+        outln!()?;
+        match &r.error {
+            Some(e) => outln!("{}: unreachable: {e}", r.name)?,
+            None => {
+                outln!("{}: {}", r.name, r.first_boot.summary)?;
+                for st in r.first_boot.steps.iter().filter(|s| s.state != "done") {
+                    outln!("  {:<10} {}", st.name, st.detail)?;
+                    for e in &st.errors {
+                        outln!("  {:<10}   last error: {e}", "")?;
+                    }
+                }
+                if let Some(n) = r.nodes.as_ref().filter(|n| n.state != "ok") {
+                    outln!("  nodes: {}", n.detail)?;
+                }
+            }
+        }
+    }
+    outln!()?;
+    if missing.is_empty() {
+        outln!("all {} machines converged", reports.len())?;
+    } else {
+        outln!(
+            "not done: {}",
+            reports
+                .iter()
+                .filter(|r| !r.ok)
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+fn row(r: &Report) -> [String; 10] {
+    let dash = || "-".to_string();
+    if !r.reachable {
+        let ssh = if host_key_changed(r) {
+            HOST_KEY_CHANGED
+        } else {
+            "unreachable"
+        };
+        return [
+            r.name.clone(),
+            r.role.clone(),
+            format!("{}:{}", r.address, r.port),
+            ssh.into(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+            dash(),
+        ];
+    }
+    let release = match &r.release {
+        Some(v) if *v == r.release_expected => v.clone(),
+        Some(v) => format!("{v} (cluster: {})", r.release_expected),
+        None => "?".into(),
+    };
+    [
+        r.name.clone(),
+        r.role.clone(),
+        format!("{}:{}", r.address, r.port),
+        "ok".into(),
+        release,
+        truncate(&r.first_boot.summary, 60),
+        r.nodes.as_ref().map_or_else(dash, |n| {
+            if n.state == "unknown" {
+                truncate(&n.detail, 30)
+            } else {
+                format!("{}/{} Ready", n.ready, n.expected)
+            }
+        }),
+        truncate(&r.chrony.detail, 40),
+        truncate(&r.ufw.detail, 30),
+        r.nfs_export
+            .as_ref()
+            .map_or_else(dash, |e| truncate(&e.detail, 40)),
+    ]
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `--wait`'s progress: a spinner line on a terminal, else one line on
+/// stderr each time what is missing changes (readable in a CI log).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    show: bool,
+    last: std::cell::RefCell<String>,
+}
+
+impl Progress {
+    fn new(show: bool) -> Progress {
+        let bar = (show && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {wide_msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress {
+            bar,
+            show,
+            last: std::cell::RefCell::new(String::new()),
+        }
+    }
+
+    fn update(&self, msg: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(msg.to_string());
+            return;
+        }
+        if !self.show {
+            return;
+        }
+        // The elapsed time changes every poll; print when the rest does.
+        let key = msg.split_once("): ").map_or(msg, |(_, k)| k).to_string();
+        if *self.last.borrow() != key {
+            errln!("{msg}");
+            *self.last.borrow_mut() = key;
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str, code: i32) -> Section {
+        Section {
+            text: text.into(),
+            code,
+        }
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn sections_survive_output_without_a_final_newline_and_noise_before() {
+        let out = "motd noise\n@@microseed-probe 1\n@@microseed-probe begin a\nx\ny\n@@microseed-probe end a 3\n@@microseed-probe begin b\n\n@@microseed-probe end b 0\n@@microseed-probe done\n";
+        let s = parse_sections(out).expect("sections");
+        assert_eq!(s["a"].text, "x\ny");
+        assert_eq!(s["a"].code, 3);
+        assert_eq!(s["b"].text, "");
+        assert!(parse_sections("Permission denied\n").is_none());
+    }
+
+    #[test]
+    fn a_failed_step_is_named_with_its_last_error_line() {
+        let text = [
+            "microseed: not converged (5/6 steps done)",
+            "packages   done",
+            "join       failed: attempt 3 exited 1; retrying in 40s (join the master (retried until it answers))",
+            "             last error: attempt 3 exited 1 at 2026-11-28T10:00:00Z",
+            "             last error: Connection refused by 172.20.10.11:25000",
+        ]
+        .join("\n");
+        let fb = first_boot(&section(&text, 1));
+        assert_eq!(fb.state, "failed");
+        assert_eq!((fb.done, fb.total), (Some(5), Some(6)));
+        assert_eq!(
+            fb.summary,
+            "failed at join: Connection refused by 172.20.10.11:25000"
+        );
+        assert_eq!(fb.steps[1].errors.len(), 2);
+    }
+
+    #[test]
+    fn a_running_step_is_the_one_the_machine_is_on() {
+        let text = "microseed: not converged (1/3 steps done)\n\
+packages   done\n\
+microk8s   running: attempt 1 since 2026-11-28T10:00:00Z (MicroK8s from the cluster's channel, ready)\n\
+join       pending: waiting on microk8s (join the master (retried until it answers))\n";
+        let fb = first_boot(&section(text, 1));
+        assert_eq!(fb.state, "not-converged");
+        assert_eq!(
+            fb.summary,
+            "1/3 done; microk8s: running: attempt 1 since 2026-11-28T10:00:00Z"
+        );
+        assert_eq!(fb.steps[2].state, "waiting");
+    }
+
+    #[test]
+    fn sudo_refusal_and_missing_status_script_are_values_not_crashes() {
+        let fb = first_boot(&section("sudo: a password is required", 1));
+        assert_eq!(fb.state, "unknown");
+        assert!(fb.summary.contains("a password is required"));
+        let fb = first_boot(&section("microseed-status: not installed", 127));
+        assert!(fb.summary.contains("not installed"));
+    }
+
+    #[test]
+    fn chrony_offset_sign_follows_fast_and_slow() {
+        let t = "Reference ID    : D8EF2300 (time1.google.com)\nSystem time     : 0.000123000 seconds slow of NTP time\nLeap status     : Normal\n";
+        let c = chrony(&section(t, 0));
+        assert_eq!(c.state, "synchronized");
+        assert_eq!(c.offset_seconds, Some(-0.000123));
+        let c = chrony(&section(
+            "Reference ID    : 00000000 ()\nSystem time     : 0.000000000 seconds fast of NTP time\nLeap status     : Not synchronised\n",
+            0,
+        ));
+        assert_eq!(c.state, "not-synchronized");
+        let c = chrony(&section("506 Cannot talk to daemon", 1));
+        assert_eq!(c.state, "not-running");
+        assert_eq!(
+            chrony(&section("chronyc: not installed", 127)).state,
+            "not-installed"
+        );
+    }
+
+    #[test]
+    fn nodes_count_only_a_true_ready_condition() {
+        let j = r#"{"items":[
+            {"metadata":{"name":"master"},"status":{"conditions":[{"type":"Ready","status":"True"}]}},
+            {"metadata":{"name":"worker-1"},"status":{"conditions":[{"type":"Ready","status":"False"}]}}]}"#;
+        let n = nodes(&section(j, 0), 2);
+        assert_eq!((n.state, n.ready), ("not-ready", 1));
+        assert_eq!(n.not_ready, vec!["worker-1"]);
+        assert_eq!(nodes(&section("garbage", 0), 2).state, "unknown");
+    }
+
+    #[test]
+    fn an_export_is_found_by_its_path_as_the_first_word() {
+        let ex = section(
+            "/data         \t172.20.0.0/20(sync,wdelay,hide,no_subtree_check,sec=sys,rw,secure,root_squash,no_all_squash)",
+            0,
+        );
+        let dir = section("directory: yes\nmounted: no", 0);
+        let e = nfs_export(Some(&ex), Some(&dir), "/data", false);
+        assert_eq!(e.state, "ok");
+        let e = nfs_export(Some(&ex), Some(&dir), "/data", true);
+        assert_eq!(e.state, "missing");
+        let e = nfs_export(Some(&ex), Some(&dir), "/dat", false);
+        assert!(!e.exported);
+    }
+
+    #[test]
+    fn the_probe_script_splices_nothing_from_the_cluster() {
+        // Only the two positional arguments carry cluster values.
+        assert!(!PROBE.contains("{{"));
+        assert!(PROBE.contains("role=${1:-}") && PROBE.contains("export_root=${2:-}"));
+    }
+}
