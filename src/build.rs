@@ -13,7 +13,7 @@ use crate::plan::Planner;
 use crate::profile::Profiles;
 use crate::render::{self, Documents, Target};
 use crate::secrets::{self, Secrets};
-use crate::{cluster, validate};
+use crate::{cluster, package, validate};
 
 /// Where to read profiles and templates from, and how strict to be.
 #[derive(Debug, Clone, Default)]
@@ -173,163 +173,57 @@ fn render_one(
         .with_context(|| format!("rendering {}", m.name))
 }
 
-/// Output formats `build` can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// `<machine>/{user-data,meta-data,network-config}`.
-    Dir,
-    /// `<machine>/seed.img`: a GPT disk image with a FAT partition labelled
-    /// CIDATA, for a USB stick or a VM disk.
-    SeedImg,
-    /// `<machine>/installer.img`: the Ubuntu installer ISO patched to
-    /// install unattended, with the machine's seed as a CIDATA partition.
-    Installer,
-    /// `pxe/`: nocloud-net seeds, GRUB and iPXE menus, dnsmasq.conf (needs `--pxe-url`).
-    Pxe,
-}
+pub use crate::package::Format;
 
+/// What `build` was asked to write.
 pub struct BuildRequest<'a> {
     pub out: &'a Path,
     pub machines: &'a [String],
     pub target: Target,
+    /// Sorted into table order, each once.
     pub formats: &'a [Format],
-    /// Required when `formats` has [`Format::Pxe`].
-    pub pxe: Option<&'a crate::pxe::PxeOptions>,
-    /// Required when `formats` has [`Format::Installer`].
-    pub installer: Option<&'a InstallerOptions>,
-}
-
-/// Where the installer ISO comes from.
-#[derive(Debug, Clone)]
-pub struct InstallerOptions {
-    /// A local ISO; `None` downloads the release's ISO into `cache_dir`.
-    pub iso: Option<PathBuf>,
-    pub cache_dir: PathBuf,
-    pub progress: bool,
-    /// Any network use is an error (the ISO must be in the cache).
-    pub offline: bool,
+    /// The flags of the formats that take some (`--pxe-url`, `--iso`...).
+    pub options: &'a package::Options,
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
 pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<Written> {
     let machines = select(loaded, req.machines)?;
-    let epoch = crate::image::source_date_epoch()?;
+    let run = package::Run {
+        cluster: &loaded.cluster,
+        machines: &machines,
+        epoch: crate::image::source_date_epoch()?,
+        templates: src.templates.as_deref(),
+        profiles: src.profiles.as_deref(),
+        options: req.options,
+    };
+    let mut packagers = req
+        .formats
+        .iter()
+        .map(|f| (f.spec().start)(&run))
+        .collect::<Result<Vec<_>>>()?;
     let mut planner = planner(loaded, src)?;
-    // Render and write one machine at a time: holding every machine's
-    // documents first made peak memory grow with the fleet (a 1,000-machine
-    // build held ~40 MB of user-data). They are kept only for the formats
-    // below that need them after the loop.
-    let keep = req.formats.contains(&Format::Installer) || req.formats.contains(&Format::Pxe);
-    let mut docs = Vec::with_capacity(if keep { machines.len() } else { 0 });
     let mut staging = Staging::new(req.out)?;
+    // Render and hand over one machine at a time: holding every machine's
+    // documents first made peak memory grow with the fleet (a 1,000-machine
+    // build held ~40 MB of user-data). A format that needs them all after
+    // the loop keeps its own copy.
     for m in &machines {
         let d = render_one(&mut planner, loaded, m, req.target)?;
-        if req.formats.contains(&Format::Dir) {
-            for (name, bytes) in d.files() {
-                staging.write(&format!("{}/{name}", m.name), bytes)?;
-            }
-        }
-        if req.formats.contains(&Format::SeedImg) {
-            let img = crate::image::seed_image(&d.files(), epoch)
-                .with_context(|| format!("making the seed image of {}", m.name))?;
-            staging.write_sparse(&format!("{}/seed.img", m.name), &img)?;
-        }
-        if keep {
-            docs.push(d);
+        for p in &mut packagers {
+            p.machine(&run, m, &d, &mut staging)?;
         }
     }
+    staging.flush()?;
     crate::cleanup::pause_point("staged");
     drop(planner);
-    if req.formats.contains(&Format::Installer) {
-        let opts = req
-            .installer
-            .context("the installer format needs its options")?;
-        let (iso, configs) = installer_iso(loaded, src, opts)?;
-        let configs: Vec<&str> = configs.iter().map(String::as_str).collect();
-        let bar = progress_bar(opts.progress, machines.len() as u64, "installer images");
-        for (m, d) in machines.iter().zip(&docs) {
-            bar.set_message(m.name.clone());
-            let rel = format!("{}/installer.img", m.name);
-            let path = staging.path_for(&rel)?;
-            let report = crate::iso::make_installer_image(&iso, &path, &d.files(), &configs, epoch)
-                .with_context(|| format!("making the installer image of {}", m.name))?;
-            staging.record_hashed(&rel, report.sha256, report.image_size);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-    }
     // The boot files, ISO and loaders the user copied in survive every
-    // rebuild, also one that does not ask for pxe this time.
-    for dir in crate::pxe::PROVIDED_DIRS {
+    // rebuild, also one that does not ask for their format this time.
+    for dir in package::provided_dirs() {
         staging.carry_over(dir)?;
     }
-    if req.formats.contains(&Format::Pxe) {
-        let opts = req.pxe.context("the pxe format needs --pxe-url")?;
-        crate::pxe::write(
-            &mut staging,
-            loaded,
-            &machines,
-            &docs,
-            opts,
-            src.templates.as_deref(),
-        )?;
+    for p in packagers {
+        p.finish(&run, &mut staging)?;
     }
     staging.commit()
-}
-
-/// The installer ISO for the cluster's release (`--iso`, else the cache,
-/// fetched and verified when missing) and the boot configs to patch in it.
-pub fn installer_iso(
-    loaded: &Loaded,
-    src: &Sources,
-    opts: &InstallerOptions,
-) -> Result<(PathBuf, Vec<String>)> {
-    let release = loaded
-        .profiles
-        .releases
-        .get(&loaded.cluster.release)
-        .with_context(|| format!("no profile for release {}", loaded.cluster.release))?;
-    let iso = match &opts.iso {
-        Some(p) => p.clone(),
-        None => {
-            if !release.origin.to_string_lossy().starts_with("embedded:") {
-                crate::errln!(
-                    "note: release {} comes from {}: its pinned digest or signing key is \
-                     trusted as written there",
-                    release.release,
-                    release.origin.display()
-                );
-            }
-            let spec = crate::iso::IsoSpec::for_release(release, src.profiles.as_deref())?;
-            crate::iso::ensure_iso(
-                &spec,
-                &opts.cache_dir,
-                &crate::iso::FetchOptions {
-                    offline: opts.offline,
-                    progress: opts.progress,
-                },
-            )
-            .context("getting the installer ISO (or pass --iso PATH)")?
-            .path
-        }
-    };
-    Ok((iso, release.boot.configs.clone()))
-}
-
-/// A progress bar on stderr, hidden when it is not a terminal or not wanted.
-fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
-        "{what} {{bar:30}} {{pos}}/{{len}} {{msg}}"
-    )) {
-        bar.set_style(style);
-    }
-    bar
 }

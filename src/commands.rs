@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::build::{self, BuildRequest, Format, InstallerOptions, MissingSecrets, Sources};
+use crate::build::{self, BuildRequest, Format, MissingSecrets, Sources};
 use crate::diag::{Diagnostic, InputErrors};
 use crate::outdir::{self, Input};
+use crate::package::{self, installer::InstallerOptions};
 use crate::pxe::{PxeOptions, PxeUrl};
 use crate::render::Target;
 use crate::secrets;
@@ -142,20 +143,50 @@ pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 /// What `build` was asked for on the command line.
+#[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     pub cluster: PathBuf,
+    #[arg(short, long, value_name = "OUT")]
     pub out: PathBuf,
+    /// Build only this machine (repeatable).
+    #[arg(long = "machine", value_name = "NAME")]
     pub machines: Vec<String>,
+    /// What boots the seed: Ubuntu's installer, or a cloud image VM.
+    #[arg(long, value_enum, default_value = "installer")]
     pub target: Target,
+    /// Comma-separated output formats.
+    #[arg(
+        long = "format",
+        value_name = "FORMAT",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "dir,seed-img"
+    )]
     pub formats: Vec<Format>,
+    /// Where `microseed serve` will listen, as the netbooting machines
+    /// reach it (required by --format pxe).
+    #[arg(long, value_name = "http://HOST:PORT")]
     pub pxe_url: Option<String>,
+    /// Ubuntu installer ISO for --format installer (default: the
+    /// release's ISO from the cache, downloaded once when missing and
+    /// checked against its pinned digest or its signed SHA256SUMS).
+    #[arg(long, value_name = "PATH")]
     pub iso: Option<PathBuf>,
+    /// Where downloaded ISOs are cached.
+    #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Build into a temporary directory and compare with OUT byte for
+    /// byte, without touching OUT: exit 0 if identical, 1 naming each
+    /// difference. Needs the existing secrets file.
+    #[arg(long)]
     pub check: bool,
+    /// The global `--offline`.
+    #[arg(skip)]
     pub offline: bool,
-    /// Replace an OUT microseed did not write.
+    /// Replace OUT even if microseed did not write it (or it holds
+    /// files its manifest does not list): their contents are deleted.
+    #[arg(long)]
     pub force: bool,
 }
 
@@ -207,7 +238,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
     formats.sort();
     formats.dedup();
     // Flags first: bad input must not create the secrets file.
-    let pxe = match (formats.contains(&Format::Pxe), pxe_url) {
+    let pxe = match (formats.iter().any(|f| f.is(&package::pxe::SPEC)), pxe_url) {
         (true, Some(u)) => Some(PxeOptions::new(PxeUrl::from_flag(u)?, out)?),
         (true, None) => {
             return Err(InputErrors(vec![Diagnostic::error(
@@ -272,13 +303,13 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
             loaded.secrets_path.display()
         );
     }
+    let options = package::Options { pxe, installer };
     let request = |out| BuildRequest {
         out,
         machines,
         target,
         formats: &formats,
-        pxe: pxe.as_ref(),
-        installer: installer.as_ref(),
+        options: &options,
     };
     if check {
         let tmp = outdir::check_tree(&abs_out)?;
@@ -320,7 +351,7 @@ pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
         }
         outln!("  {}", crate::output::MANIFEST)?;
         outln!("seed files carry the join token: treat every copy as a secret")?;
-        if let Some(p) = &pxe {
+        if let Some(p) = &options.pxe {
             outln!(
                 "pxe: copy the boot files in (docs/pxe.md), then `microseed serve {}` on {}:{}",
                 p.served_root.display(),
@@ -418,183 +449,6 @@ pub fn render(
     Ok(())
 }
 
-/// The reference network of the staking guide, for `init`.
-const INIT_TEMPLATE: &str = include_str!("../examples/eth2-staking/cluster.yaml");
-
-pub fn init(
-    dir: &Path,
-    ssh_key: Option<&Path>,
-    release: Option<&str>,
-    src: &Sources,
-    json: bool,
-) -> Result<()> {
-    let cluster_path = dir.join("cluster.yaml");
-    let secrets_path = dir.join("secrets.yaml");
-    for p in [&cluster_path, &secrets_path] {
-        if p.exists() {
-            bail!("{} already exists; not overwriting it", p.display());
-        }
-    }
-    let key = find_key(ssh_key)?;
-    let mut body = match &key {
-        Some((_, k)) => replace_keys(INIT_TEMPLATE, k)?,
-        None => replace_keys(INIT_TEMPLATE, "")?,
-    };
-    if let Some(r) = release {
-        let profiles = crate::profile::Profiles::load(src.profiles.as_deref())?;
-        let Some(p) = profiles.releases.get(r) else {
-            return Err(InputErrors(vec![Diagnostic::error(
-                Path::new("--release"),
-                Default::default(),
-                "",
-                format!(
-                    "unknown release {r:?}; expected one of {}",
-                    profiles
-                        .releases
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )])
-            .into());
-        };
-        body = set_release(&body, &p.release, &p.microk8s.default_channel)?;
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::output::create_new_atomic(&cluster_path, body.as_bytes(), 0o644)?;
-    // Both files or neither: a cluster file alone would make the next
-    // `init` refuse, for a failure (a full disk) the user has since fixed.
-    if let Err(e) = secrets::generate().and_then(|s| secrets::create(&secrets_path, &s)) {
-        let _ = std::fs::remove_file(&cluster_path);
-        return Err(e);
-    }
-    if json {
-        outln!(
-            "{}",
-            json!({"ok": true, "cluster": cluster_path, "secrets": secrets_path, "ssh_key": key.as_ref().map(|(p, _)| p.display().to_string())})
-        )?;
-    } else {
-        outln!("wrote {}", cluster_path.display())?;
-        outln!(
-            "wrote {} (mode 0600): keep it, never commit it",
-            secrets_path.display()
-        )?;
-        match key {
-            Some((p, _)) => outln!("admin ssh key from {}", p.display())?,
-            None => errln!(
-                "warning: no ssh public key found; add one under admin.ssh_keys before `microseed check` passes"
-            ),
-        }
-        outln!(
-            "next: edit {} and run `microseed build {} -o out`",
-            cluster_path.display(),
-            cluster_path.display()
-        )?;
-    }
-    Ok(())
-}
-
-fn find_key(explicit: Option<&Path>) -> Result<Option<(std::path::PathBuf, String)>> {
-    let candidates: Vec<std::path::PathBuf> = match explicit {
-        Some(p) => vec![p.to_path_buf()],
-        None => {
-            let Some(home) = std::env::var_os("HOME") else {
-                return Ok(None);
-            };
-            let ssh = Path::new(&home).join(".ssh");
-            [
-                "id_ed25519.pub",
-                "id_ecdsa.pub",
-                "id_ed25519_sk.pub",
-                "id_ecdsa_sk.pub",
-                "id_rsa.pub",
-            ]
-            .iter()
-            .map(|n| ssh.join(n))
-            .collect()
-        }
-    };
-    for p in candidates {
-        if p.is_file() || explicit.is_some() {
-            let text = crate::input::read_text(&p, "ssh public key file")?;
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            crate::validate::check_ssh_key(&line).map_err(|e| {
-                InputErrors(vec![Diagnostic::error(
-                    &p,
-                    Default::default(),
-                    "--ssh-key",
-                    e,
-                )])
-            })?;
-            return Ok(Some((p, line)));
-        }
-    }
-    Ok(None)
-}
-
-/// Swaps the example's key list for the user's key, serialized as a YAML
-/// scalar so any comment text in the key stays exact.
-/// The init template with another release and that release's default
-/// channel in place of the guide's (line by line, so the comments stay).
-fn set_release(template: &str, release: &str, channel: &str) -> Result<String> {
-    // JSON strings are YAML double-quoted scalars.
-    let q = |s: &str| serde_json::to_string(s).context("quoting");
-    let mut out = String::new();
-    let (mut releases, mut channels) = (0, 0);
-    for line in template.lines() {
-        if line.starts_with("release:") {
-            out.push_str(&format!("release: {}\n", q(release)?));
-            releases += 1;
-        } else if line.starts_with("  channel:") {
-            out.push_str(&format!("  channel: {}\n", q(channel)?));
-            channels += 1;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    ensure!(
-        releases == 1 && channels == 1,
-        "the init template has {releases} release and {channels} channel lines; expected one each"
-    );
-    Ok(out)
-}
-
-fn replace_keys(template: &str, key: &str) -> Result<String> {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in template.lines() {
-        if line.trim_start().starts_with("ssh_keys:") {
-            if key.is_empty() {
-                out.push_str("  ssh_keys: []\n");
-            } else {
-                let scalar = crate::render::yaml(&vec![key])?;
-                out.push_str("  ssh_keys:\n");
-                for l in scalar.lines() {
-                    out.push_str("    ");
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-            skipping = true;
-            continue;
-        }
-        if skipping && line.trim_start().starts_with("- ") {
-            continue;
-        }
-        skipping = false;
-        out.push_str(line);
-        out.push('\n');
-    }
-    Ok(out)
-}
-
 /// Prints a completion script, generated in memory first: clap_complete
 /// panics when its writer fails.
 pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Result<()> {
@@ -610,7 +464,7 @@ pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Resu
 
 /// Checks the installer flags before anything is written.
 fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<InstallerOptions>> {
-    if !formats.contains(&Format::Installer) {
+    if !formats.iter().any(|f| f.is(&package::installer::SPEC)) {
         if args.iso.is_some() {
             errln!("warning: --iso is only used by --format installer; ignoring it");
         }
@@ -797,18 +651,39 @@ pub fn iso_list(src: &Sources, cache_dir: Option<&Path>, json: bool) -> Result<(
 }
 
 /// What `flash` was asked for on the command line.
+#[derive(Debug, clap::Args)]
 pub struct FlashArgs {
-    /// A machine's output directory, or a cluster file (with `machine`).
+    /// A machine's output directory (out/worker-1), or a cluster file
+    /// with --machine (the image is then built as it is written: no file).
+    #[arg(required_unless_present = "list")]
     pub source: Option<PathBuf>,
+    /// The whole disk to erase and write, e.g. /dev/sdb.
+    #[arg(required_unless_present = "list")]
     pub device: Option<PathBuf>,
+    /// The machine to flash, when SOURCE is a cluster file.
+    #[arg(long, value_name = "NAME")]
     pub machine: Option<String>,
-    pub format: crate::flash::FlashFormat,
-    /// For a streamed installer: the ISO, else the cache.
+    /// With a cluster file: the installer ISO to stream from (default:
+    /// the release's ISO from the cache, checked as `build` does).
+    #[arg(long, value_name = "PATH")]
     pub iso: Option<PathBuf>,
+    /// Where downloaded ISOs are cached.
+    #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Which image to write: the installer, or the seed for a second stick.
+    #[arg(long, value_enum, default_value = "installer")]
+    pub format: crate::flash::FlashFormat,
+    /// The global `--offline`.
+    #[arg(skip)]
     pub offline: bool,
+    /// Do not ask before erasing a removable disk (for scripts).
+    #[arg(long)]
     pub yes: bool,
+    /// Allow a fixed (non-removable) disk; its name must still be typed.
+    #[arg(long)]
     pub force: bool,
+    /// List the disks flash would accept, and exit.
+    #[arg(long, conflicts_with_all = ["source", "device", "yes", "force"])]
     pub list: bool,
 }
 
@@ -866,8 +741,9 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
                     progress: !json,
                     offline: args.offline,
                 };
-                let (iso, configs) = build::installer_iso(&loaded, src, &opts)?;
-                let configs: Vec<&str> = configs.iter().map(String::as_str).collect();
+                let release = &loaded.cluster.release;
+                let iso = package::installer::iso(release, src.profiles.as_deref(), &opts)?;
+                let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
                 flash::image_streamed(name, &files, args.format, Some((&iso, &configs)))?
             }
         }

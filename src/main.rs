@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use microseed::build::{Format, Sources};
+use microseed::build::Sources;
 use microseed::commands;
 use microseed::render::Target;
 
@@ -82,18 +82,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  microseed init mycluster --ssh-key ~/.ssh/id_ed25519.pub\n  microseed init mycluster --release 24.04    # that release's MicroK8s channel too"
     )]
-    Init {
-        dir: PathBuf,
-        /// Ubuntu release to write, with its profile's default MicroK8s
-        /// channel (default: the guide's 20.04 and 1.20/stable).
-        #[arg(long, value_name = "R")]
-        release: Option<String>,
-        /// Public key to put in the admin's authorized keys (default: the
-        /// first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,
-        /// id_ecdsa_sk.pub, id_rsa.pub).
-        #[arg(long, value_name = "FILE")]
-        ssh_key: Option<PathBuf>,
-    },
+    Init(microseed::init::InitArgs),
     /// Validate a cluster file (and its secrets file, when present).
     #[command(after_help = "Example:\n  microseed check mycluster/cluster.yaml")]
     Check { cluster: PathBuf },
@@ -101,46 +90,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  microseed build mycluster/cluster.yaml -o out\n  microseed build mycluster/cluster.yaml -o out --machine worker-1 --machine worker-2\n  microseed build mycluster/cluster.yaml -o vms --target cloud-image\n  microseed build mycluster/cluster.yaml -o out --format dir,pxe --pxe-url http://172.20.10.5:8080\n  microseed build mycluster/cluster.yaml -o out --check   # exit 1 if out has drifted\n  microseed build mycluster/cluster.yaml -o out --format installer --iso ubuntu-20.04.6-live-server-amd64.iso"
     )]
-    Build {
-        cluster: PathBuf,
-        #[arg(short, long, value_name = "OUT")]
-        out: PathBuf,
-        /// Build only this machine (repeatable).
-        #[arg(long = "machine", value_name = "NAME")]
-        machines: Vec<String>,
-        /// What boots the seed: Ubuntu's installer, or a cloud image VM.
-        #[arg(long, value_enum, default_value = "installer")]
-        target: Target,
-        /// Comma-separated output formats.
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "dir,seed-img"
-        )]
-        format: Vec<Format>,
-        /// Where `microseed serve` will listen, as the netbooting machines
-        /// reach it (required by --format pxe).
-        #[arg(long, value_name = "http://HOST:PORT")]
-        pxe_url: Option<String>,
-        /// Ubuntu installer ISO for --format installer (default: the
-        /// release's ISO from the cache, downloaded once when missing and
-        /// checked against its pinned digest or its signed SHA256SUMS).
-        #[arg(long, value_name = "PATH")]
-        iso: Option<PathBuf>,
-        /// Where downloaded ISOs are cached.
-        #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
-        cache_dir: Option<PathBuf>,
-        /// Build into a temporary directory and compare with OUT byte for
-        /// byte, without touching OUT: exit 0 if identical, 1 naming each
-        /// difference. Needs the existing secrets file.
-        #[arg(long)]
-        check: bool,
-        /// Replace OUT even if microseed did not write it (or it holds
-        /// files its manifest does not list): their contents are deleted.
-        #[arg(long)]
-        force: bool,
-    },
+    Build(commands::BuildArgs),
     /// Serve DIR (usually OUT/pxe) read-only over HTTP for netbooting.
     #[command(
         after_help = "Examples:\n  microseed serve out/pxe\n  microseed serve out/pxe --bind 172.20.10.5:8080\n\nOne log line per request on stderr: <client-ip> <method> <path> <status> <bytes> [machine=<name>]."
@@ -160,37 +110,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  microseed flash --list\n  microseed flash out/worker-1 /dev/sdb\n  microseed flash mycluster/cluster.yaml /dev/sdb --machine worker-1   # streamed from the cached ISO\n  microseed flash out/worker-1 /dev/sdc --format seed-img --yes\n\nOnly a whole, removable, unmounted disk is accepted; a fixed disk needs --force\nand its name typed at the terminal. Exit codes: 0 written and verified (\"safe to\nremove\"), 1 refused, failed or interrupted, 2 invalid input."
     )]
-    Flash {
-        /// A machine's output directory (out/worker-1), or a cluster file
-        /// with --machine (the image is then built as it is written: no file).
-        #[arg(required_unless_present = "list")]
-        source: Option<PathBuf>,
-        /// The whole disk to erase and write, e.g. /dev/sdb.
-        #[arg(required_unless_present = "list")]
-        device: Option<PathBuf>,
-        /// The machine to flash, when SOURCE is a cluster file.
-        #[arg(long, value_name = "NAME")]
-        machine: Option<String>,
-        /// With a cluster file: the installer ISO to stream from (default:
-        /// the release's ISO from the cache, checked as `build` does).
-        #[arg(long, value_name = "PATH")]
-        iso: Option<PathBuf>,
-        /// Where downloaded ISOs are cached.
-        #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
-        cache_dir: Option<PathBuf>,
-        /// Which image to write: the installer, or the seed for a second stick.
-        #[arg(long, value_enum, default_value = "installer")]
-        format: microseed::flash::FlashFormat,
-        /// Do not ask before erasing a removable disk (for scripts).
-        #[arg(long)]
-        yes: bool,
-        /// Allow a fixed (non-removable) disk; its name must still be typed.
-        #[arg(long)]
-        force: bool,
-        /// List the disks flash would accept, and exit.
-        #[arg(long, conflicts_with_all = ["source", "device", "yes", "force"])]
-        list: bool,
-    },
+    Flash(commands::FlashArgs),
     /// Ask every machine over ssh whether its first boot converged.
     #[command(after_help = STATUS_HELP)]
     Status {
@@ -274,40 +194,12 @@ fn main() -> ExitCode {
     let json = cli.json;
     let offline = cli.offline;
     let result = match cli.command {
-        Command::Init {
-            dir,
-            release,
-            ssh_key,
-        } => commands::init(&dir, ssh_key.as_deref(), release.as_deref(), &src, json),
+        Command::Init(args) => microseed::init::init(&args, src.profiles.as_deref(), json),
         Command::Check { cluster } => commands::check(&cluster, &src, json),
-        Command::Build {
-            cluster,
-            out,
-            machines,
-            target,
-            format,
-            pxe_url,
-            iso,
-            cache_dir,
-            check,
-            force,
-        } => commands::build(
-            &src,
-            &commands::BuildArgs {
-                cluster,
-                out,
-                machines,
-                target,
-                formats: format,
-                pxe_url,
-                iso,
-                cache_dir,
-                check,
-                offline,
-                force,
-            },
-            json,
-        ),
+        Command::Build(mut args) => {
+            args.offline = offline;
+            commands::build(&src, &args, json)
+        }
         Command::Iso(IsoCommand::Fetch {
             releases,
             cache_dir,
@@ -317,32 +209,10 @@ fn main() -> ExitCode {
         }
         Command::Serve { dir, bind } => commands::serve(&dir, &bind, json),
         Command::Verify { out } => commands::verify(&out, json),
-        Command::Flash {
-            source,
-            device,
-            machine,
-            iso,
-            cache_dir,
-            format,
-            yes,
-            force,
-            list,
-        } => commands::flash(
-            &src,
-            &commands::FlashArgs {
-                source,
-                device,
-                machine,
-                format,
-                iso,
-                cache_dir,
-                offline,
-                yes,
-                force,
-                list,
-            },
-            json,
-        ),
+        Command::Flash(mut args) => {
+            args.offline = offline;
+            commands::flash(&src, &args, json)
+        }
         Command::Status {
             cluster,
             machines,

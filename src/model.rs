@@ -3,15 +3,19 @@
 //! templates see (so field names here are part of the template interface).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::cluster::DiskChoice;
+use crate::profile::ReleaseProfile;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Cluster {
     pub name: String,
-    pub release: String,
+    /// The release's profile, looked up once by validation; templates see
+    /// its name (`cluster.release`), as written in the cluster file.
+    #[serde(serialize_with = "release_name")]
+    pub release: ReleaseProfile,
     pub timezone: String,
     pub locale: String,
     pub keyboard: Keyboard,
@@ -38,6 +42,17 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// Parses `a.b.c.d/p` with a prefix usable for a LAN (8..=30).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = s.split_once('/')?;
+        let addr = Ipv4Addr::from_str(a).ok()?;
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 2 {
+            return None;
+        }
+        let prefix: u8 = p.parse().ok()?;
+        (8..=30).contains(&prefix).then_some(Cidr { addr, prefix })
+    }
+
     pub fn mask(self) -> u32 {
         if self.prefix == 0 {
             0
@@ -64,8 +79,10 @@ impl std::fmt::Display for Cidr {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Network {
-    /// Always the network address form, e.g. `172.20.0.0/20`.
-    pub subnet: String,
+    /// Always the network address form, e.g. `172.20.0.0/20`; templates
+    /// see that text.
+    #[serde(serialize_with = "display")]
+    pub subnet: Cidr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub dns: Vec<IpAddr>,
@@ -141,7 +158,27 @@ pub struct Machine {
     /// Lower-case `aa:bb:cc:dd:ee:ff`.
     pub mac: Option<String>,
     pub interface: Option<String>,
-    pub disk: DiskChoice,
+    pub disk: Disk,
+}
+
+/// Which disk the installer wipes and installs onto. Templates see it as
+/// the cluster file spells it (`largest`, `{serial: ...}`, `{path: ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disk {
+    Largest,
+    /// The disk's serial or a glob of it (checked by validation).
+    Serial(String),
+    /// A device path under `/dev`.
+    Path(String),
+}
+
+fn release_name<S: serde::Serializer>(r: &ReleaseProfile, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&r.release)
+}
+
+fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 impl Cluster {

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::diag::{Diagnostic, InputErrors};
-use crate::output::MANIFEST;
+use crate::output::{MANIFEST, is_temp_name, staging_prefix};
 
 /// Something the build reads, which OUT must neither be, hold nor sit in.
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ pub fn check_path(out: &Path, inputs: &[Input], for_check: bool) -> Result<PathB
         // an input among them (the ISO in pxe/iso/, say) survives.
         let carried = ip
             .strip_prefix(&abs)
-            .is_ok_and(|rel| crate::pxe::is_provided(&rel.to_string_lossy()));
+            .is_ok_and(|rel| crate::package::is_provided(&rel.to_string_lossy()));
         let clash = if ip == abs {
             Some("is")
         } else if ip.starts_with(&abs) && !carried {
@@ -197,7 +197,7 @@ pub fn check_contents(out: &Path, abs: &Path, force: bool) -> Result<()> {
     let foreign: Vec<&String> = files
         .iter()
         .filter(|f| {
-            f.as_str() != MANIFEST && !listed.contains_key(*f) && !crate::pxe::is_provided(f)
+            f.as_str() != MANIFEST && !listed.contains_key(*f) && !crate::package::is_provided(f)
         })
         .collect();
     if !foreign.is_empty() {
@@ -351,11 +351,6 @@ fn parent_and_name(abs: &Path) -> Result<(PathBuf, String)> {
     Ok((parent.to_path_buf(), name))
 }
 
-/// Prefix of a staging tree of `name` ([`crate::output::Staging`]).
-pub fn staging_prefix(name: &str) -> String {
-    format!(".{name}.tmp-")
-}
-
 /// Prefix of a `build --check` tree of `name`.
 pub fn check_prefix(name: &str) -> String {
     format!(".{name}.check-")
@@ -383,16 +378,6 @@ pub fn check_tree(abs: &Path) -> Result<CheckTree> {
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
     let guard = crate::cleanup::register(dir.path());
     Ok(CheckTree { dir, _guard: guard })
-}
-
-/// Whether `fname` is a name tempfile makes with `prefix` (six letters or
-/// digits follow) or what a signal renames it to; never a user's
-/// `.out.tmp-notes`.
-pub fn is_temp_name(fname: &str, prefix: &str) -> bool {
-    fname.strip_prefix(prefix).is_some_and(|rest| {
-        let rest = rest.strip_suffix("-dying").unwrap_or(rest);
-        rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    })
 }
 
 fn sweep(parent: &Path, name: &str) -> Result<()> {

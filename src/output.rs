@@ -16,6 +16,10 @@ pub const MANIFEST: &str = "SHA256SUMS";
 
 /// An output tree being built.
 pub struct Staging {
+    /// Hashes and writes files on a second thread while the caller renders
+    /// the next machine (hashing the output was a third of a fleet build).
+    /// First, so it is dropped (the thread joined) before the tree goes.
+    writer: Option<Writer>,
     dir: tempfile::TempDir,
     /// Declared after `dir`: the tree is removed before it leaves the list
     /// of paths a signal removes.
@@ -23,6 +27,84 @@ pub struct Staging {
     target: PathBuf,
     sums: BTreeMap<String, String>,
     bytes: u64,
+}
+
+/// A file created in the tree, waiting for its bytes.
+struct Job {
+    rel: String,
+    path: PathBuf,
+    file: fs::File,
+    bytes: Bytes,
+    sparse: bool,
+}
+
+/// A file's bytes, or the work that makes them (a disk image), done on the
+/// writer thread too.
+enum Bytes {
+    Ready(Vec<u8>),
+    Make(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
+}
+
+/// What the writer thread hands back: (path, sha256, length) per file.
+type Hashed = Vec<(String, String, u64)>;
+
+/// The writer thread: jobs in, (path, sha256, length) out when it ends.
+/// Dropped unfinished (a build that failed), it still waits for the
+/// thread, so nothing writes into the tree while it is removed.
+struct Writer {
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+    done: Option<std::thread::JoinHandle<Result<Hashed>>>,
+}
+
+impl Writer {
+    fn spawn() -> Writer {
+        // A few machines ahead at most, so memory stays flat with the fleet.
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(8);
+        let done = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            for mut job in rx {
+                let bytes = match job.bytes {
+                    Bytes::Ready(b) => b,
+                    Bytes::Make(make) => make()?,
+                };
+                let written = if job.sparse {
+                    crate::image::write_sparse(&mut job.file, &bytes)
+                } else {
+                    job.file.write_all(&bytes).map_err(Into::into)
+                };
+                written.with_context(|| format!("writing {}", job.path.display()))?;
+                let sum = hex::encode(Sha256::digest(&bytes));
+                out.push((job.rel, sum, bytes.len() as u64));
+            }
+            Ok(out)
+        });
+        Writer {
+            jobs: Some(jobs),
+            done: Some(done),
+        }
+    }
+
+    fn send(&self, job: Job) -> bool {
+        self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok())
+    }
+
+    fn finish(&mut self) -> Result<Hashed> {
+        self.jobs = None;
+        match self.done.take().map(|d| d.join()) {
+            None => Ok(Vec::new()),
+            Some(Ok(r)) => r,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(d) = self.done.take() {
+            let _ = d.join();
+        }
+    }
 }
 
 /// What a committed build wrote.
@@ -49,7 +131,7 @@ impl Staging {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let dir = tempfile::Builder::new()
-            .prefix(&crate::outdir::staging_prefix(&name))
+            .prefix(&staging_prefix(&name))
             .tempdir_in(&parent)
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
         let guard = crate::cleanup::register(dir.path());
@@ -60,6 +142,7 @@ impl Staging {
             target: target.to_path_buf(),
             sums: BTreeMap::new(),
             bytes: 0,
+            writer: None,
         })
     }
 
@@ -95,26 +178,53 @@ impl Staging {
         Ok((p, f))
     }
 
-    /// Writes a file (mode 0600: seeds carry the join token) and records its hash.
+    /// Writes a file (mode 0600: seeds carry the join token) and records its
+    /// hash. The file exists on return; its bytes may land later, and a
+    /// failure to write them is returned by a later call ([`Staging::flush`]
+    /// at the latest, which [`Staging::commit`] calls).
     pub fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
-        let (p, mut f) = self.create(rel)?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", p.display()))?;
-        self.sums
-            .insert(rel.to_string(), hex::encode(Sha256::digest(bytes)));
-        self.bytes += bytes.len() as u64;
+        self.queue(rel, Bytes::Ready(bytes.to_vec()), false)
+    }
+
+    /// Like [`Staging::write`] for a disk image `make` builds, on the
+    /// writer thread (so the caller renders the next machine meanwhile);
+    /// whole 4 KiB blocks of zeroes are left as holes, since disk images
+    /// are mostly empty space. An error of `make` is returned as a write
+    /// error is.
+    pub fn write_sparse_with(
+        &mut self,
+        rel: &str,
+        make: impl FnOnce() -> Result<Vec<u8>> + Send + 'static,
+    ) -> Result<()> {
+        self.queue(rel, Bytes::Make(Box::new(make)), true)
+    }
+
+    fn queue(&mut self, rel: &str, bytes: Bytes, sparse: bool) -> Result<()> {
+        let (path, file) = self.create(rel)?;
+        let job = Job {
+            rel: rel.to_string(),
+            path,
+            file,
+            bytes,
+            sparse,
+        };
+        let writer = self.writer.get_or_insert_with(Writer::spawn);
+        if !writer.send(job) {
+            // The writer stopped at an error: that error is the answer.
+            self.flush()?;
+            bail!("the writer thread stopped");
+        }
         Ok(())
     }
 
-    /// Like [`Staging::write`], but leaves whole 4 KiB blocks of zeroes as
-    /// holes: disk images are mostly empty space.
-    pub fn write_sparse(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
-        let (p, mut f) = self.create(rel)?;
-        crate::image::write_sparse(&mut f, bytes)
-            .with_context(|| format!("writing {}", p.display()))?;
-        self.sums
-            .insert(rel.to_string(), hex::encode(Sha256::digest(bytes)));
-        self.bytes += bytes.len() as u64;
+    /// Waits until every queued file is written and hashed.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            for (rel, sum, len) in w.finish()? {
+                self.sums.insert(rel, sum);
+                self.bytes += len;
+            }
+        }
         Ok(())
     }
 
@@ -152,6 +262,7 @@ impl Staging {
 
     /// Writes the manifest and swaps the tree into place.
     pub fn commit(mut self) -> Result<Written> {
+        self.flush()?;
         let manifest = manifest_text(&self.sums);
         let mpath = self.path_for(MANIFEST)?;
         let mut f = OpenOptions::new()
@@ -179,7 +290,7 @@ impl Staging {
         }
         Ok(Written {
             dir: self.target.clone(),
-            files: self.sums,
+            files: std::mem::take(&mut self.sums),
             bytes: self.bytes,
         })
     }
@@ -246,7 +357,7 @@ fn sweep_dead_temp_files(dir: &Path, prefix: &str) -> Result<()> {
     };
     for e in entries.flatten() {
         let fname = e.file_name().to_string_lossy().into_owned();
-        if !crate::outdir::is_temp_name(&fname, prefix) || !e.file_type()?.is_file() {
+        if !is_temp_name(&fname, prefix) || !e.file_type()?.is_file() {
             continue;
         }
         let p = e.path();
@@ -316,4 +427,19 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prefix of a staging tree of `name` ([`Staging`]); `outdir` sweeps what a killed run left.
+pub fn staging_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Whether `fname` is a name tempfile makes with `prefix` (six letters or
+/// digits follow) or what a signal renames it to; never a user's
+/// `.out.tmp-notes`.
+pub fn is_temp_name(fname: &str, prefix: &str) -> bool {
+    fname.strip_prefix(prefix).is_some_and(|rest| {
+        let rest = rest.strip_suffix("-dying").unwrap_or(rest);
+        rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }

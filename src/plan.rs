@@ -6,15 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::assets::Tree;
-use crate::model::{Cluster, Machine};
+use crate::model::{Cidr, Cluster, Machine};
 use crate::profile::{FirewallRule, Profiles, Proto, ReleaseProfile, RoleProfile, Routed};
 use crate::secrets::Secrets;
 use crate::staking::{self, StakingPlan};
-use crate::validate::parse_cidr;
+use crate::templates::Templates;
 
 /// A file to place on the machine at first boot.
 #[derive(Debug, Clone, Serialize)]
@@ -95,7 +94,7 @@ pub struct Planner<'a> {
     cluster: &'a Cluster,
     release: &'a ReleaseProfile,
     profiles: &'a Profiles,
-    tera: tera::Tera,
+    templates: Templates,
     /// The cluster-wide context, converted once: converting the whole
     /// cluster per machine made large fleets quadratic.
     ctx: tera::Context,
@@ -106,8 +105,6 @@ pub struct Planner<'a> {
     /// /etc/hosts lists every machine, so rendering it per machine made a
     /// fleet build quadratic in tera lookups.
     shared: std::collections::HashMap<String, String>,
-    /// Names of the templates that are machine-independent.
-    independent: std::collections::HashSet<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -117,28 +114,7 @@ impl<'a> Planner<'a> {
         secrets: &'a Secrets,
         templates: Option<&Path>,
     ) -> Result<Planner<'a>> {
-        let tree = Tree::templates(templates);
-        let mut tera = tera::Tera::default();
-        let mut all = Vec::new();
-        for name in tree.list("")? {
-            let asset = tree.get(&name)?.context("template vanished")?;
-            all.push((name, asset.text));
-        }
-        let independent = all
-            .iter()
-            .filter(|(_, text)| machine_independent(text))
-            .map(|(name, _)| name.clone())
-            .collect();
-        tera.add_raw_templates(all)
-            .map_err(|e| anyhow!("{}", tera_chain(&e)))
-            .context("loading templates")?;
-        tera.register_filter("shq", shq_filter);
-        // Autoescaping is for HTML; our files are configs and scripts.
-        tera.autoescape_on(vec![]);
-        let release = profiles
-            .releases
-            .get(&cluster.release)
-            .with_context(|| format!("no profile for release {}", cluster.release))?;
+        let release = &cluster.release;
         let mut roles: BTreeMap<&str, Vec<&Machine>> = BTreeMap::new();
         for m in &cluster.machines {
             roles.entry(m.role.as_str()).or_default().push(m);
@@ -148,17 +124,17 @@ impl<'a> Planner<'a> {
             roles,
             release,
             secrets,
-            staking: staking::plan(cluster, secrets).context("serializing the chart's values")?,
+            staking: staking::plan(cluster, &secrets.wallet_passwords)
+                .context("serializing the chart's values")?,
         })?;
         Ok(Planner {
             cluster,
             release,
             profiles,
-            tera,
+            templates: Templates::new(templates),
             ctx,
             snippets: Default::default(),
             shared: Default::default(),
-            independent,
         })
     }
 
@@ -370,11 +346,8 @@ impl<'a> Planner<'a> {
         if let Some(out) = self.shared.get(name) {
             return Ok(out.clone());
         }
-        let out = self
-            .tera
-            .render(name, &self.ctx)
-            .map_err(|e| anyhow!("{}", tera_chain(&e)))?;
-        if self.independent.contains(name) {
+        let out = self.templates.render(name, &self.ctx)?;
+        if self.templates.is_machine_independent(name) {
             self.shared.insert(name.to_string(), out.clone());
         }
         Ok(out)
@@ -390,17 +363,15 @@ impl<'a> Planner<'a> {
             Some(n) => n.clone(),
             None => {
                 let n = format!("__profile_snippet_{}", self.snippets.len());
-                self.tera
-                    .add_raw_template(&n, s)
-                    .map_err(|e| anyhow!("{}", tera_chain(&e)))
+                self.templates
+                    .add_snippet(&n, s)
                     .with_context(|| format!("compiling profile value {s:?}"))?;
                 self.snippets.insert(s.to_string(), n.clone());
                 n
             }
         };
-        self.tera
-            .render(&name, &self.ctx)
-            .map_err(|e| anyhow!("{}", tera_chain(&e)))
+        self.templates
+            .render_snippet(&name, &self.ctx)
             .with_context(|| format!("expanding profile value {s:?}"))
     }
 
@@ -427,8 +398,8 @@ impl<'a> Planner<'a> {
         let from = self.expand(&r.from)?;
         let from = match from.as_str() {
             "anywhere" | "" => None,
-            "cluster" => Some(self.cluster.network.subnet.clone()),
-            cidr => match parse_cidr(cidr) {
+            "cluster" => Some(self.cluster.network.subnet.to_string()),
+            cidr => match Cidr::parse(cidr) {
                 Some(c) => Some(format!("{}/{}", c.network(), c.prefix)),
                 None => bail!("firewall rule source {cidr:?} is not anywhere, cluster or a CIDR"),
             },
@@ -446,123 +417,5 @@ impl<'a> Planner<'a> {
             from,
             comment,
         })
-    }
-}
-
-/// True when a template's output cannot depend on the machine it is
-/// rendered for: no tag names `machine` or `firewall` (the per-machine
-/// variables) or the whole context, none pulls in another template, and
-/// none calls a function whose result varies between calls. Conservative: a
-/// word in a string literal or a loop variable of that name counts too.
-fn machine_independent(src: &str) -> bool {
-    const PER_MACHINE: &[&str] = &[
-        "machine",
-        "firewall",
-        "packages",
-        "steps",
-        "step",
-        "__tera_context",
-    ];
-    const FORBIDDEN: &[&str] = &[
-        "include",
-        "import",
-        "extends",
-        "macro",
-        "block",
-        "now",
-        "get_random",
-        "get_env",
-    ];
-    let mut rest = src;
-    while let Some(open) = rest.find(['{']) {
-        let after = &rest[open + 1..];
-        let close = match after.chars().next() {
-            Some('{') => "}}",
-            Some('%') => "%}",
-            Some('#') => "#}",
-            _ => {
-                rest = after;
-                continue;
-            }
-        };
-        let Some(end) = after.find(close) else {
-            return false;
-        };
-        let tag = &after[1..end];
-        rest = &after[end + close.len()..];
-        if close == "#}" {
-            continue;
-        }
-        let bytes = tag.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            let c = bytes[i];
-            if c.is_ascii_alphabetic() || c == b'_' {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                let word = &tag[start..i];
-                let is_attr = tag[..start].trim_end().ends_with('.');
-                if FORBIDDEN.contains(&word) || (!is_attr && PER_MACHINE.contains(&word)) {
-                    return false;
-                }
-            } else {
-                i += 1;
-            }
-        }
-    }
-    true
-}
-
-/// Single-quotes a value for POSIX shells: the only quoting with no special
-/// characters inside, so no user string can break out.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn shq_filter(
-    value: &tera::Value,
-    _args: &std::collections::HashMap<String, tera::Value>,
-) -> tera::Result<tera::Value> {
-    let s = match value {
-        tera::Value::String(s) => s.clone(),
-        tera::Value::Number(n) => n.to_string(),
-        tera::Value::Bool(b) => b.to_string(),
-        other => return Err(tera::Error::msg(format!("shq: cannot quote {other}"))),
-    };
-    Ok(tera::Value::String(shell_quote(&s)))
-}
-
-/// Tera hides the useful part of an error in its source chain.
-pub(crate) fn tera_chain(e: &tera::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
-
-#[cfg(test)]
-mod tests {
-    use super::machine_independent;
-
-    #[test]
-    fn templates_reading_the_machine_are_not_shared() {
-        assert!(machine_independent(
-            "# every machine\n{% for m in cluster.machines %}{{ m.ip }} {{ m.name }}\n{% endfor %}"
-        ));
-        assert!(machine_independent("{{ roles.master.0.ip }} {# machine #}"));
-        assert!(!machine_independent("{{ machine.name }}"));
-        assert!(!machine_independent("{% if firewall.routed %}x{% endif %}"));
-        assert!(!machine_independent("{{ __tera_context }}"));
-        assert!(!machine_independent("{% include \"x\" %}"));
-        assert!(!machine_independent("{{ now() }}"));
-        assert!(!machine_independent("{{ cluster.name }"));
-        // `cluster.machine` is an attribute, not the per-machine variable.
-        assert!(machine_independent("{{ cluster.machine }}"));
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::assets::Tree;
-use crate::cluster::parse_typed;
+use crate::yaml::parse_typed;
 
 /// How many machines of a role a cluster must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]

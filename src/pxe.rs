@@ -10,8 +10,8 @@
 //! Files the user provides, never written by a build (see docs/pxe.md):
 //! `pxe/boot/{vmlinuz,initrd}` (from the ISO's `casper/`), `pxe/iso/<file>`
 //! (the release ISO, which the 20.04 netboot loads into RAM) and the boot
-//! loaders in `pxe/tftp/`. [`PROVIDED_DIRS`] names them so `verify` and
-//! `build --check` do not report them as unlisted.
+//! loaders in `pxe/tftp/`. The format's row in [`crate::package::FORMATS`]
+//! names them so `verify` and `build --check` do not report them as unlisted.
 //!
 //! The served tree (`pxe/`) is also the TFTP root: Ubuntu's signed GRUB
 //! netboot image has the prefix `/grub`, so it reads `grub/grub.cfg` from the
@@ -22,27 +22,14 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::assets::Tree;
-use crate::build::Loaded;
 use crate::diag::{Diagnostic, InputErrors};
-use crate::model::Machine;
+use crate::model::{Cluster, Machine};
 use crate::output::Staging;
-use crate::plan::tera_chain;
 use crate::render::Documents;
-
-/// Directories under the output whose files the user copies in.
-pub const PROVIDED_DIRS: [&str; 3] = ["pxe/boot/", "pxe/iso/", "pxe/tftp/"];
-
-/// Is `rel` (a path in the output) one of [`PROVIDED_DIRS`] or under one?
-/// The directory itself may be a symbolic link the user made.
-pub fn is_provided(rel: &str) -> bool {
-    PROVIDED_DIRS
-        .iter()
-        .any(|d| rel.starts_with(d) || rel == d.trim_end_matches('/'))
-}
+use crate::templates::Templates;
 
 /// Seconds a machine with a listed MAC waits before its install starts.
 const TIMEOUT_KNOWN: u32 = 5;
@@ -199,7 +186,7 @@ struct Ctx<'a> {
     initrd_name: String,
     args_before: String,
     args_after: String,
-    subnet: &'a str,
+    subnet: String,
     network: String,
     netmask: String,
     tftp_root: String,
@@ -235,28 +222,24 @@ fn kernel_args(url: &PxeUrl, iso_file: &str) -> (String, String) {
     )
 }
 
-/// Writes the pxe tree into `staging`; `docs` pairs with `machines`.
-pub fn write(
+/// Writes one machine's nocloud-net seed under `pxe/seeds/`.
+pub fn write_seed(staging: &mut Staging, m: &Machine, docs: &Documents) -> Result<()> {
+    for (name, bytes) in docs.files() {
+        staging.write(&format!("pxe/seeds/{}/{name}", m.name), bytes)?;
+    }
+    Ok(())
+}
+
+/// Writes the menus and dnsmasq.conf that list `machines`.
+pub fn write_menus(
     staging: &mut Staging,
-    loaded: &Loaded,
+    cluster: &Cluster,
     machines: &[&Machine],
-    docs: &[Documents],
     opts: &PxeOptions,
     templates: Option<&Path>,
 ) -> Result<()> {
-    let cluster = &loaded.cluster;
-    let release = loaded
-        .profiles
-        .releases
-        .get(&cluster.release)
-        .with_context(|| format!("no profile for release {}", cluster.release))?;
-    for (m, d) in machines.iter().zip(docs) {
-        for (name, bytes) in d.files() {
-            staging.write(&format!("pxe/seeds/{}/{name}", m.name), bytes)?;
-        }
-    }
-    let subnet = crate::validate::parse_cidr(&cluster.network.subnet)
-        .with_context(|| format!("subnet {}", cluster.network.subnet))?;
+    let release = &cluster.release;
+    let subnet = cluster.network.subnet;
     let kernel_name = file_name(&release.boot.kernel)?;
     let initrd_name = file_name(&release.boot.initrd)?;
     let (args_before, args_after) = kernel_args(&opts.url, &release.iso.file);
@@ -271,7 +254,7 @@ pub fn write(
         initrd_name,
         args_before,
         args_after,
-        subnet: &cluster.network.subnet,
+        subnet: subnet.to_string(),
         network: subnet.network().to_string(),
         netmask: Ipv4Addr::from(subnet.mask()).to_string(),
         tftp_root: opts.served_root.to_str().context("non-UTF-8 path")?.into(),
@@ -288,22 +271,16 @@ pub fn write(
             })
             .collect(),
     };
-    let tree = Tree::templates(templates);
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
+    let mut templates = Templates::new(templates);
     let context = tera::Context::from_serialize(&ctx)?;
     for (template, out) in [
         ("pxe/grub.cfg.tera", "pxe/grub/grub.cfg"),
         ("pxe/boot.ipxe.tera", "pxe/ipxe/boot.ipxe"),
         ("pxe/dnsmasq.conf.tera", "pxe/dnsmasq.conf"),
     ] {
-        let asset = tree
-            .get(template)?
-            .with_context(|| format!("template {template} not found"))?;
-        let text = tera
-            .render_str(&asset.text, &context)
-            .map_err(|e| anyhow!("{}", tera_chain(&e)))
-            .with_context(|| format!("rendering {}", asset.origin.display()))?;
+        let text = templates
+            .render(template, &context)
+            .with_context(|| format!("rendering {}", templates.origin(template)))?;
         staging.write(out, text.as_bytes())?;
     }
     Ok(())

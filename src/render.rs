@@ -5,8 +5,8 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cluster::DiskChoice;
 use crate::model::Cluster;
+use crate::model::Disk;
 use crate::plan::Plan;
 use crate::profile::NetworkForm;
 
@@ -327,16 +327,16 @@ pub fn netplan(cluster: &Cluster, plan: &Plan) -> Netplan {
     }
 }
 
-fn storage(disk: &DiskChoice) -> Storage {
+fn storage(disk: &Disk) -> Storage {
     let mut m = DiskMatch {
         size: None,
         serial: None,
         path: None,
     };
     match disk {
-        DiskChoice::Largest => m.size = Some("largest".into()),
-        DiskChoice::Serial(s) => m.serial = Some(serial_glob(s)),
-        DiskChoice::Path(p) => m.path = Some(p.clone()),
+        Disk::Largest => m.size = Some("largest".into()),
+        Disk::Serial(s) => m.serial = Some(serial_glob(s)),
+        Disk::Path(p) => m.path = Some(p.clone()),
     }
     Storage {
         layout: Layout {

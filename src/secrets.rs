@@ -12,9 +12,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::cluster::parse_typed;
 use crate::diag::{Diagnostic, InputErrors, Pos};
 use crate::staking;
+use crate::yaml::parse_typed;
 
 /// Length of a generated join token: MicroK8s needs at least 32 characters.
 const TOKEN_LEN: usize = 48;

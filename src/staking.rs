@@ -19,7 +19,6 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::model::{Cluster, NETWORKS};
-use crate::secrets::Secrets;
 
 /// Prysm refuses wallet passwords shorter than this.
 pub const MIN_WALLET_PASSWORD: usize = 8;
@@ -104,8 +103,9 @@ impl Serialize for Clients<'_> {
     }
 }
 
-/// The values and the install decision for a validated cluster.
-pub fn plan(cluster: &Cluster, secrets: &Secrets) -> anyhow::Result<StakingPlan> {
+/// The values and the install decision for a validated cluster, with the
+/// wallet passwords of secrets.yaml.
+pub fn plan(cluster: &Cluster, wallet_passwords: &[String]) -> anyhow::Result<StakingPlan> {
     let st = &cluster.staking;
     let root = &cluster.nfs.export_root;
     let n = cluster.nfs.validator_clients as usize;
@@ -115,7 +115,7 @@ pub fn plan(cluster: &Cluster, secrets: &Secrets) -> anyhow::Result<StakingPlan>
         .find(|m| m.role == "nfs")
         .map(|m| m.ip.to_string())
         .unwrap_or_default();
-    let passwords = (secrets.wallet_passwords.len() == n).then_some(&secrets.wallet_passwords);
+    let passwords = (wallet_passwords.len() == n).then_some(wallet_passwords);
     let clients = (1..=n)
         .map(|i| {
             let client = Client {

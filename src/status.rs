@@ -370,8 +370,8 @@ impl Ssh {
         // export root as single-quoted arguments.
         c.arg(format!(
             "sh -s -- {} {}",
-            crate::plan::shell_quote(&m.role),
-            crate::plan::shell_quote(export_root)
+            crate::templates::shell_quote(&m.role),
+            crate::templates::shell_quote(export_root)
         ));
         c
     }
@@ -518,7 +518,7 @@ fn unreachable_report(cluster: &Cluster, m: &Machine, port: u16, why: &str) -> R
         reachable: false,
         error: Some(why.to_string()),
         release: None,
-        release_expected: cluster.release.clone(),
+        release_expected: cluster.release.release.clone(),
         first_boot: FirstBoot {
             state: "unknown",
             done: None,
@@ -634,7 +634,7 @@ fn report_from(
         reachable: true,
         error: None,
         release,
-        release_expected: cluster.release.clone(),
+        release_expected: cluster.release.release.clone(),
         first_boot,
         nodes,
         chrony: sections.get("chrony").map_or_else(missing_section, chrony),

@@ -13,6 +13,7 @@ use serde_saphyr::Spanned;
 
 use crate::cluster::{ClusterFile, DiskChoice};
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
+use crate::model::Disk;
 use crate::model::{self, Cidr, Cluster, NETWORKS};
 use crate::profile::{Count, Profiles, Proto};
 use crate::staking;
@@ -62,7 +63,8 @@ pub fn validate(
         is_label(&raw.name.value),
         "a lower-case DNS label (a-z, 0-9, '-', at most 63 characters)",
     );
-    if !profiles.releases.contains_key(&raw.release.value) {
+    let release = profiles.releases.get(&raw.release.value);
+    if release.is_none() {
         let known: Vec<&str> = profiles.releases.keys().map(String::as_str).collect();
         c.err(
             &raw.release,
@@ -110,7 +112,7 @@ pub fn validate(
     }
 
     // Network.
-    let subnet = parse_cidr(&raw.network.subnet.value);
+    let subnet = Cidr::parse(&raw.network.subnet.value);
     if subnet.is_none() {
         c.err(
             &raw.network.subnet,
@@ -207,7 +209,7 @@ pub fn validate(
     }
     let mut allow_from = None;
     if let Some(f) = &raw.ssh.allow_from {
-        match parse_cidr(&f.value) {
+        match Cidr::parse(&f.value) {
             Some(cidr) => allow_from = Some(format!("{}/{}", cidr.network(), cidr.prefix)),
             None => c.err(
                 f,
@@ -398,14 +400,18 @@ pub fn validate(
             c.want(ifn, &f("interface"), is_ifname(&ifn.value), "an interface name such as \"eno1\" (at most 15 characters: letters, digits, '-', '_', '.')");
         }
         let disk = match &m.disk {
-            None => DiskChoice::Largest,
+            None => Disk::Largest,
             Some(d) => {
                 match &d.value {
                     DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)")),
                     DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {p:?}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...")),
                     _ => {}
                 }
-                d.value.clone()
+                match &d.value {
+                    DiskChoice::Largest => Disk::Largest,
+                    DiskChoice::Serial(s) => Disk::Serial(s.clone()),
+                    DiskChoice::Path(p) => Disk::Path(p.clone()),
+                }
             }
         };
         machines.push(model::Machine {
@@ -456,7 +462,7 @@ pub fn validate(
     let (track, version) = channel.expect("checked above");
     Ok(Cluster {
         name: raw.name.value.clone(),
-        release: raw.release.value.clone(),
+        release: release.expect("checked above").clone(),
         timezone: raw.timezone.value.clone(),
         locale: raw.locale.value.clone(),
         keyboard: model::Keyboard {
@@ -469,7 +475,10 @@ pub fn validate(
                 .filter(|v| !v.is_empty()),
         },
         network: model::Network {
-            subnet: format!("{}/{}", subnet.network(), subnet.prefix),
+            subnet: Cidr {
+                addr: subnet.network(),
+                prefix: subnet.prefix,
+            },
             prefix: subnet.prefix,
             gateway: gateway.expect("checked above"),
             dns,
@@ -704,17 +713,6 @@ fn check_ip_in(
         }
     }
     Some(ip)
-}
-
-/// Parses `a.b.c.d/p` with a prefix usable for a LAN (8..=30).
-pub fn parse_cidr(s: &str) -> Option<Cidr> {
-    let (a, p) = s.split_once('/')?;
-    let addr = Ipv4Addr::from_str(a).ok()?;
-    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 2 {
-        return None;
-    }
-    let prefix: u8 = p.parse().ok()?;
-    (8..=30).contains(&prefix).then_some(Cidr { addr, prefix })
 }
 
 /// Splits a snap channel into its track and (major, minor) version.

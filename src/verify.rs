@@ -2,7 +2,7 @@
 //! (did a copy or a stick go bad?), and `build --check` compares a fresh
 //! build with the tree byte for byte (has the cluster file drifted?). Both
 //! also name files present in the tree but not part of the build, except the
-//! files the user copies in for PXE ([`crate::pxe::PROVIDED_DIRS`]).
+//! files the user copies in for PXE ([`crate::package::is_provided`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -151,7 +151,7 @@ fn unlisted(dir: &Path, known: &BTreeSet<String>) -> Result<Vec<Entry>> {
                 .expect("walked below dir")
                 .to_string_lossy()
                 .into_owned();
-            if known.contains(&rel) || crate::pxe::is_provided(&rel) {
+            if known.contains(&rel) || crate::package::is_provided(&rel) {
                 continue;
             }
             out.push(Entry {

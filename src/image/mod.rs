@@ -23,6 +23,8 @@ pub use seed::{seed_image, write_seed_image};
 /// block size.
 const SPARSE_BLOCK: usize = 4096;
 
+static ZEROES: [u8; SPARSE_BLOCK] = [0; SPARSE_BLOCK];
+
 /// The timestamp used when `SOURCE_DATE_EPOCH` is unset: 2020-01-01T00:00:00Z.
 ///
 /// A fixed value rather than the clock, so that two builds of the same input
@@ -81,7 +83,9 @@ pub fn write_sparse(file: &mut File, bytes: &[u8]) -> anyhow::Result<()> {
     let mut run_start: Option<usize> = None;
     for (index, block) in bytes.chunks(SPARSE_BLOCK).enumerate() {
         let offset = index * SPARSE_BLOCK;
-        let zero = block.iter().all(|&b| b == 0);
+        // One memcmp against a zero block: a byte loop with an early exit
+        // was 6% of a fleet build.
+        let zero = block == &ZEROES[..block.len()];
         match (zero, run_start) {
             (false, None) => run_start = Some(offset),
             (true, Some(start)) => {
