@@ -408,14 +408,14 @@ fn resolve(
 fn check_release_microk8s(r: &ReleaseProfile) -> Result<()> {
     let at = r.origin.display();
     let m = &r.microk8s;
-    let Some((_, default)) = crate::validate::parse_channel(&m.default_channel) else {
+    let Some(default) = channel_version(&m.default_channel) else {
         bail!(
             "{at}: microk8s.default_channel: got {:?}; expected <track>/<risk> such as \"1.35/stable\"",
             m.default_channel
         );
     };
     if let Some(min) = &m.min_track {
-        let Some((_, min_v)) = crate::validate::parse_channel(&format!("{min}/stable")) else {
+        let Some(min_v) = channel_version(&format!("{min}/stable")) else {
             bail!("{at}: microk8s.min_track: got {min:?}; expected a track such as \"1.22\"");
         };
         if default < min_v {
@@ -426,6 +426,21 @@ fn check_release_microk8s(r: &ReleaseProfile) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// (major, minor) of a `<track>/<risk>` channel, `latest` as the newest;
+/// a profile's own check (the cluster file's channel goes through
+/// `validate::parse_channel`, which this module must not import).
+fn channel_version(channel: &str) -> Option<(u32, u32)> {
+    let (track, risk) = channel.split_once('/')?;
+    if !["stable", "candidate", "beta", "edge"].contains(&risk) {
+        return None;
+    }
+    if track == "latest" {
+        return Some((u32::MAX, u32::MAX));
+    }
+    let (major, minor) = track.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Where a profile file is read from (`embedded:…` or the overlay path).
