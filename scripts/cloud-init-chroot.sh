@@ -16,6 +16,7 @@ usage() {
 usage: cloud-init-chroot.sh build [--force]
        cloud-init-chroot.sh schema [cloud-config|network-config] FILE
        cloud-init-chroot.sh apply SEED OUTDIR [--mac MAC]... [--no-snap] [--fake-master IP]
+                                [--ssh-socket]
        cloud-init-chroot.sh path
 
 build   Build (or reuse) the trixie chroot in $MICROSEED_TEST_CACHE/trixie-cloudinit
@@ -34,6 +35,9 @@ apply   Run cloud-init's four stages on SEED (a directory holding user-data,
         once, in step order, as a boot would (steps.log); then
         microseed-status (microseed-status.txt, .rc).
         --no-snap leaves snap and microk8s out, so MicroK8s steps fail.
+        --ssh-socket enables ssh.socket instead of ssh.service (Ubuntu 22.10+
+        socket activation). systemctl starts nothing in the chroot, so the
+        socket never listens on a moved port: microseed-ssh must roll back.
         --fake-master IP answers as the master at IP while the steps run
         (a worker's join fetches and checks the master's proof; the
         machine's own copy of the master's fingerprint script answers, with
@@ -125,6 +129,7 @@ cmd_apply() {
             shift
             ;;
         --no-snap) export MS_NO_SNAP=1 ;;
+        --ssh-socket) export MS_SSH_SOCKET=1 ;;
         --fake-master)
             [[ "${1:-}" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || ms_die "--fake-master needs an IPv4 address"
             export MS_FAKE_MASTER="$1"

@@ -176,15 +176,14 @@ impl Default for Ssh {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Microk8s {
-    #[serde(default = "default_channel")]
-    pub channel: Spanned<String>,
+    /// `None`: the release profile's default channel (1.20/stable, the
+    /// guide's, on 20.04).
+    #[serde(default)]
+    pub channel: Option<Spanned<String>>,
     #[serde(default = "default_addons")]
     pub addons: Vec<Spanned<String>>,
 }
 
-fn default_channel() -> Spanned<String> {
-    sp("1.20/stable".into())
-}
 fn default_addons() -> Vec<Spanned<String>> {
     sps(&["dns", "helm3"])
 }
@@ -192,7 +191,7 @@ fn default_addons() -> Vec<Spanned<String>> {
 impl Default for Microk8s {
     fn default() -> Self {
         Microk8s {
-            channel: default_channel(),
+            channel: None,
             addons: default_addons(),
         }
     }

@@ -1,10 +1,11 @@
 //! `microseed init DIR`: a cluster file of the staking guide's network
-//! (the example cluster, with the admin's ssh key swapped in) and a new
-//! secrets file, both or neither.
+//! (the example cluster, with the admin's ssh key swapped in, and with
+//! `--release R` that release and its profile's default MicroK8s channel)
+//! and a new secrets file, both or neither.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 
 use crate::diag::{Diagnostic, InputErrors};
@@ -15,6 +16,10 @@ use crate::{errln, outln};
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
     pub dir: PathBuf,
+    /// Ubuntu release to write, with its profile's default MicroK8s
+    /// channel (default: the guide's 20.04 and 1.20/stable).
+    #[arg(long, value_name = "R")]
+    pub release: Option<String>,
     /// Public key to put in the admin's authorized keys (default: the
     /// first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,
     /// id_ecdsa_sk.pub, id_rsa.pub).
@@ -25,7 +30,7 @@ pub struct InitArgs {
 /// The reference network of the staking guide, for `init`.
 const INIT_TEMPLATE: &str = include_str!("../examples/eth2-staking/cluster.yaml");
 
-pub fn init(args: &InitArgs, json: bool) -> Result<()> {
+pub fn init(args: &InitArgs, profiles: Option<&Path>, json: bool) -> Result<()> {
     let (dir, ssh_key) = (args.dir.as_path(), args.ssh_key.as_deref());
     let cluster_path = dir.join("cluster.yaml");
     let secrets_path = dir.join("secrets.yaml");
@@ -35,10 +40,31 @@ pub fn init(args: &InitArgs, json: bool) -> Result<()> {
         }
     }
     let key = find_key(ssh_key)?;
-    let body = match &key {
+    let mut body = match &key {
         Some((_, k)) => replace_keys(INIT_TEMPLATE, k)?,
         None => replace_keys(INIT_TEMPLATE, "")?,
     };
+    if let Some(r) = args.release.as_deref() {
+        let profiles = crate::profile::Profiles::load(profiles)?;
+        let Some(p) = profiles.releases.get(r) else {
+            return Err(InputErrors(vec![Diagnostic::error(
+                Path::new("--release"),
+                Default::default(),
+                "",
+                format!(
+                    "unknown release {r:?}; expected one of {}",
+                    profiles
+                        .releases
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )])
+            .into());
+        };
+        body = set_release(&body, &p.release, &p.microk8s.default_channel)?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::output::create_new_atomic(&cluster_path, body.as_bytes(), 0o644)?;
     // Both files or neither: a cluster file alone would make the next
@@ -114,6 +140,32 @@ fn find_key(explicit: Option<&Path>) -> Result<Option<(std::path::PathBuf, Strin
         }
     }
     Ok(None)
+}
+
+/// The init template with another release and that release's default
+/// channel in place of the guide's (line by line, so the comments stay).
+fn set_release(template: &str, release: &str, channel: &str) -> Result<String> {
+    // JSON strings are YAML double-quoted scalars.
+    let q = |s: &str| serde_json::to_string(s).context("quoting");
+    let mut out = String::new();
+    let (mut releases, mut channels) = (0, 0);
+    for line in template.lines() {
+        if line.starts_with("release:") {
+            out.push_str(&format!("release: {}\n", q(release)?));
+            releases += 1;
+        } else if line.starts_with("  channel:") {
+            out.push_str(&format!("  channel: {}\n", q(channel)?));
+            channels += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    ensure!(
+        releases == 1 && channels == 1,
+        "the init template has {releases} release and {channels} channel lines; expected one each"
+    );
+    Ok(out)
 }
 
 /// Swaps the example's key list for the user's key, serialized as a YAML

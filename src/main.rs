@@ -79,7 +79,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create DIR/cluster.yaml (the staking guide's network) and DIR/secrets.yaml.
-    #[command(after_help = "Example:\n  microseed init mycluster --ssh-key ~/.ssh/id_ed25519.pub")]
+    #[command(
+        after_help = "Examples:\n  microseed init mycluster --ssh-key ~/.ssh/id_ed25519.pub\n  microseed init mycluster --release 24.04    # that release's MicroK8s channel too"
+    )]
     Init(microseed::init::InitArgs),
     /// Validate a cluster file (and its secrets file, when present).
     #[command(after_help = "Example:\n  microseed check mycluster/cluster.yaml")]
@@ -192,7 +194,7 @@ fn main() -> ExitCode {
     let json = cli.json;
     let offline = cli.offline;
     let result = match cli.command {
-        Command::Init(args) => microseed::init::init(&args, json),
+        Command::Init(args) => microseed::init::init(&args, src.profiles.as_deref(), json),
         Command::Check { cluster } => commands::check(&cluster, &src, json),
         Command::Build(mut args) => {
             args.offline = offline;

@@ -57,6 +57,8 @@ pub struct Plan {
     pub files: Vec<PlannedFile>,
     pub steps: Vec<PlannedStep>,
     pub runcmd: Vec<Vec<String>>,
+    /// How the release's installer reads `autoinstall.network`.
+    pub network_form: crate::profile::NetworkForm,
 }
 
 /// Templates of the step framework, rendered once per machine (the list)
@@ -90,6 +92,7 @@ struct ClusterCtx<'a> {
 /// Renders templates for every machine of one cluster; built once per run.
 pub struct Planner<'a> {
     cluster: &'a Cluster,
+    release: &'a ReleaseProfile,
     profiles: &'a Profiles,
     templates: Templates,
     /// The cluster-wide context, converted once: converting the whole
@@ -126,6 +129,7 @@ impl<'a> Planner<'a> {
         })?;
         Ok(Planner {
             cluster,
+            release,
             profiles,
             templates: Templates::new(templates),
             ctx,
@@ -277,6 +281,7 @@ impl<'a> Planner<'a> {
             files,
             steps,
             runcmd,
+            network_form: self.release.autoinstall.network,
         })
     }
 

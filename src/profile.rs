@@ -145,10 +145,75 @@ pub struct ReleaseProfile {
     /// The key whose signature on `SHA256SUMS` is trusted when `iso.pin` is absent.
     pub signing_key: SigningKey,
     pub boot: BootFiles,
+    /// What the release's installer reads best.
+    #[serde(default)]
+    pub autoinstall: AutoinstallForm,
+    /// The MicroK8s channels that work on this release. Absent (a profile
+    /// written before releases said so): the guide's 1.20/stable, any track.
+    #[serde(default)]
+    pub microk8s: ReleaseMicrok8s,
+    /// How the release's OpenSSH server listens.
+    #[serde(default)]
+    pub ssh: ReleaseSsh,
     /// Where this profile was read from (`embedded:…` or an overlay path),
     /// so a trust decision taken from an overlay can say so.
     #[serde(skip)]
     pub origin: std::path::PathBuf,
+}
+
+/// How the `network:` section of `autoinstall:` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkForm {
+    /// `network: {network: {version: 2, ...}}`: the 20.04 GA installer
+    /// required it; every later one still accepts it.
+    #[default]
+    Nested,
+    /// `network: {version: 2, ...}`, the documented form from 22.04.
+    Plain,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AutoinstallForm {
+    #[serde(default)]
+    pub network: NetworkForm,
+}
+
+/// A release's MicroK8s defaults and limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseMicrok8s {
+    /// Used when the cluster file names no channel, and written by
+    /// `microseed init --release`.
+    pub default_channel: String,
+    /// The oldest track that runs on this release (`major.minor`), if any
+    /// is too old.
+    #[serde(default)]
+    pub min_track: Option<String>,
+    /// Why older tracks cannot work here, for the error message.
+    #[serde(default)]
+    pub min_track_reason: Option<String>,
+}
+
+impl Default for ReleaseMicrok8s {
+    fn default() -> Self {
+        ReleaseMicrok8s {
+            default_channel: "1.20/stable".into(),
+            min_track: None,
+            min_track_reason: None,
+        }
+    }
+}
+
+/// How the release's sshd gets its listening port.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSsh {
+    /// `ssh.socket` listens instead of sshd (Ubuntu 22.10+): its port comes
+    /// from a systemd generator reading sshd_config at `daemon-reload`.
+    #[serde(default)]
+    pub socket_activated: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -257,6 +322,7 @@ impl Profiles {
             if name.ends_with(".yaml") {
                 let mut r: ReleaseProfile = load_one(&tree, &name)?;
                 r.origin = tree.get(&name)?.map(|a| a.origin).unwrap_or_default();
+                check_release_microk8s(&r)?;
                 releases.insert(r.release.clone(), r);
             }
         }
@@ -334,6 +400,47 @@ fn resolve(
         out.push(name.clone());
     }
     Ok(())
+}
+
+/// A release's MicroK8s default must be a channel, its `min_track` a
+/// track, and the default must not be older than the minimum: a cluster
+/// file that names no channel gets the default, and must pass validation.
+fn check_release_microk8s(r: &ReleaseProfile) -> Result<()> {
+    let at = r.origin.display();
+    let m = &r.microk8s;
+    let Some(default) = channel_version(&m.default_channel) else {
+        bail!(
+            "{at}: microk8s.default_channel: got {:?}; expected <track>/<risk> such as \"1.35/stable\"",
+            m.default_channel
+        );
+    };
+    if let Some(min) = &m.min_track {
+        let Some(min_v) = channel_version(&format!("{min}/stable")) else {
+            bail!("{at}: microk8s.min_track: got {min:?}; expected a track such as \"1.22\"");
+        };
+        if default < min_v {
+            bail!(
+                "{at}: microk8s.default_channel {:?} is older than min_track {min}; expected a default the release can run",
+                m.default_channel
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (major, minor) of a `<track>/<risk>` channel, `latest` as the newest;
+/// a profile's own check (the cluster file's channel goes through
+/// `validate::parse_channel`, which this module must not import).
+fn channel_version(channel: &str) -> Option<(u32, u32)> {
+    let (track, risk) = channel.split_once('/')?;
+    if !["stable", "candidate", "beta", "edge"].contains(&risk) {
+        return None;
+    }
+    if track == "latest" {
+        return Some((u32::MAX, u32::MAX));
+    }
+    let (major, minor) = track.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Where a profile file is read from (`embedded:…` or the overlay path).
@@ -486,6 +593,61 @@ mod tests {
         ]);
         assert!(
             e.contains("layers/a.yaml: layers: microk8s is applied twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_shipped_release_defaults_to_a_channel_it_can_run() {
+        let p = Profiles::load(None).expect("embedded profiles");
+        for (name, r) in &p.releases {
+            let (_, v) = crate::validate::parse_channel(&r.microk8s.default_channel)
+                .unwrap_or_else(|| panic!("{name}: default channel"));
+            if let Some(min) = &r.microk8s.min_track {
+                let (_, m) =
+                    crate::validate::parse_channel(&format!("{min}/stable")).expect("min_track");
+                assert!(v >= m, "{name}");
+            }
+        }
+        assert_eq!(p.releases["20.04"].microk8s.default_channel, "1.20/stable");
+        assert_eq!(p.releases["20.04"].autoinstall.network, NetworkForm::Nested);
+        assert!(p.releases["24.04"].ssh.socket_activated);
+        assert!(!p.releases["22.04"].ssh.socket_activated);
+    }
+
+    #[test]
+    fn a_release_profile_from_before_these_keys_still_loads_as_before() {
+        // An overlay written for 20.04 (a mirror's URLs) names none of them.
+        let focal = include_str!("../profiles/releases/20.04.yaml");
+        let old = &focal[..focal.find("autoinstall:").expect("autoinstall key")];
+        let d = overlay(&[("releases/20.04.yaml", old)]);
+        let p = Profiles::load(Some(d.path())).expect("load");
+        let r = &p.releases["20.04"];
+        assert_eq!(r.microk8s.default_channel, "1.20/stable");
+        assert!(r.microk8s.min_track.is_none() && !r.ssh.socket_activated);
+        assert_eq!(r.autoinstall.network, NetworkForm::Nested);
+    }
+
+    #[test]
+    fn a_release_whose_default_channel_it_cannot_run_is_a_profile_error() {
+        let noble = include_str!("../profiles/releases/24.04.yaml");
+        let e = error(&[(
+            "releases/24.04.yaml",
+            &noble.replace(
+                "default_channel: 1.35/stable",
+                "default_channel: 1.21/stable",
+            ),
+        )]);
+        assert!(
+            e.contains("releases/24.04.yaml: microk8s.default_channel \"1.21/stable\" is older than min_track 1.22"),
+            "{e}"
+        );
+        let e = error(&[(
+            "releases/24.04.yaml",
+            &noble.replace("min_track: \"1.22\"", "min_track: \"one\""),
+        )]);
+        assert!(
+            e.contains("microk8s.min_track: got \"one\"; expected a track"),
             "{e}"
         );
     }

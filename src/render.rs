@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::model::Cluster;
 use crate::model::Disk;
 use crate::plan::Plan;
+use crate::profile::NetworkForm;
 
 /// What the seed's `user-data` is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -152,8 +153,8 @@ pub struct Autoinstall {
     pub version: u8,
     pub locale: String,
     pub keyboard: KeyboardSection,
-    /// The doubled `network: {network: …}` form the 20.04 GA installer needs.
-    pub network: NetworkWrap,
+    /// As the release's installer reads it best (see [`NetworkSection`]).
+    pub network: NetworkSection,
     pub storage: Storage,
     pub ssh: SshSection,
     /// argv lists (never shell text): see [`late_commands`].
@@ -166,6 +167,25 @@ pub struct KeyboardSection {
     pub layout: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+}
+
+/// The `network:` section of `autoinstall:`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum NetworkSection {
+    /// `network: {network: …}`, which the 20.04 GA installer requires.
+    Nested(NetworkWrap),
+    /// `network: {version: 2, …}`, documented from 22.04.
+    Plain(Netplan),
+}
+
+impl NetworkSection {
+    pub fn new(form: NetworkForm, netplan: Netplan) -> NetworkSection {
+        match form {
+            NetworkForm::Nested => NetworkSection::Nested(NetworkWrap { network: netplan }),
+            NetworkForm::Plain => NetworkSection::Plain(netplan),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -423,9 +443,7 @@ pub fn documents(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Resu
                     layout: cluster.keyboard.layout.clone(),
                     variant: cluster.keyboard.variant.clone(),
                 },
-                network: NetworkWrap {
-                    network: netplan(cluster, plan),
-                },
+                network: NetworkSection::new(plan.network_form, netplan(cluster, plan)),
                 storage: storage(&plan.machine.disk),
                 ssh: SshSection {
                     install_server: true,

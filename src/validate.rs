@@ -224,9 +224,10 @@ pub fn validate(
 
     // MicroK8s.
     let mk = &raw.microk8s;
-    let channel = parse_channel(&mk.channel.value);
+    let chan = check_channel_fits_release(&mut c, raw, profiles);
+    let channel = parse_channel(&chan.value);
     if channel.is_none() {
-        c.err(&mk.channel, "microk8s.channel", format!("got {:?}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", mk.channel.value));
+        c.err(&chan, "microk8s.channel", format!("got {:?}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", chan.value));
     }
     for (i, ad) in mk.addons.iter().enumerate() {
         c.want(ad, &format!("microk8s.addons[{i}]"), is_addon(&ad.value), "an addon name such as \"dns\", optionally with arguments (\"metallb:10.0.0.1-10.0.0.9\")");
@@ -511,7 +512,7 @@ pub fn validate(
             allow_from,
         },
         microk8s: model::Microk8s {
-            channel: mk.channel.value.clone(),
+            channel: chan.value.clone(),
             track,
             version,
             addons: mk.addons.iter().map(|s| s.value.clone()).collect(),
@@ -539,6 +540,67 @@ pub fn validate(
         },
         machines,
     })
+}
+
+/// The MicroK8s channel the cluster runs: the file's `microk8s.channel`,
+/// else its release's default (so `release: "24.04"` alone gets a channel
+/// that works there). A track older than the release's `min_track` cannot
+/// run on it and is refused with the profile's reason, at the channel when
+/// the file names one, else at `release`. A malformed channel is left to the
+/// caller's syntax check.
+fn check_channel_fits_release(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    profiles: &Profiles,
+) -> Spanned<String> {
+    let release = profiles.releases.get(&raw.release.value);
+    let chan = match (&raw.microk8s.channel, release) {
+        (Some(ch), _) => ch.clone(),
+        (None, Some(r)) => Spanned {
+            value: r.microk8s.default_channel.clone(),
+            referenced: raw.release.referenced,
+            defined: raw.release.defined,
+        },
+        // An unknown release is reported on its own; any valid channel
+        // keeps this from adding a second, misleading error.
+        (None, None) => Spanned {
+            value: "1.20/stable".into(),
+            referenced: raw.release.referenced,
+            defined: raw.release.defined,
+        },
+    };
+    let (Some(r), Some((track, version))) = (release, parse_channel(&chan.value)) else {
+        return chan;
+    };
+    let Some(min) = r.microk8s.min_track.as_deref() else {
+        return chan;
+    };
+    // Checked when the profile is loaded.
+    let Some((_, min_v)) = parse_channel(&format!("{min}/stable")) else {
+        return chan;
+    };
+    if version < min_v {
+        let why = r
+            .microk8s
+            .min_track_reason
+            .as_deref()
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
+        let whose = if raw.microk8s.channel.is_some() {
+            ""
+        } else {
+            " (the default channel of this release's profile)"
+        };
+        c.err(
+            &chan,
+            "microk8s.channel",
+            format!(
+                "{:?}{whose} cannot run on Ubuntu {}: track {track} is older than {min}{why}; expected track {min} or later, such as {:?} (this release's default)",
+                chan.value, r.release, r.microk8s.default_channel
+            ),
+        );
+    }
+    chan
 }
 
 /// sshd must not take a port a machine's role opens in its firewall: the

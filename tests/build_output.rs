@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{Scratch, bin, pyyaml, root, run, text, tree};
+use common::{EXAMPLE, Scratch, bin, pyyaml, root, run, text, tree};
 
 const MACHINES: [&str; 3] = ["nfs", "master", "worker-1"];
 const DOCS: [&str; 3] = ["user-data", "meta-data", "network-config"];
@@ -17,11 +17,24 @@ fn build_ok(s: &Scratch, extra: &[&str]) {
     assert!(o.status.success(), "build failed: {}", text(&o).1);
 }
 
+/// The example cluster of each release beside 20.04's (examples/).
+const EXAMPLE_2204: &str = include_str!("../examples/eth2-staking-22.04/cluster.yaml");
+const EXAMPLE_2404: &str = include_str!("../examples/eth2-staking-24.04/cluster.yaml");
+
 #[test]
 fn example_documents_match_golden_files() {
-    let s = Scratch::example();
-    build_ok(&s, &[]);
-    let golden = root().join("tests/golden/eth2-staking");
+    golden_check(&Scratch::example(), "eth2-staking");
+}
+
+#[test]
+fn release_examples_match_their_golden_files() {
+    golden_check(&Scratch::new(EXAMPLE_2204), "eth2-staking-22.04");
+    golden_check(&Scratch::new(EXAMPLE_2404), "eth2-staking-24.04");
+}
+
+fn golden_check(s: &Scratch, name: &str) {
+    build_ok(s, &[]);
+    let golden = root().join("tests/golden").join(name);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     for m in MACHINES {
         for d in DOCS {
@@ -40,7 +53,7 @@ fn example_documents_match_golden_files() {
             });
             assert_eq!(
                 got, want,
-                "{m}/{d} differs from golden (UPDATE_GOLDEN=1 to accept after review)"
+                "{name}: {m}/{d} differs from golden (UPDATE_GOLDEN=1 to accept after review)"
             );
         }
     }
@@ -256,36 +269,87 @@ fn documents_read_back_by_pyyaml_as_meant() {
     }
 }
 
-/// The example and the variant seeds (22.04, disk by serial, glob and path,
-/// NIC by MAC and by name, the NFS data volume), late-commands included.
+/// Each release's seeds against the schema of that release's installer
+/// (subiquity at the matching revision; tests/fixtures/subiquity/README.md):
+/// the example of each release and the variant seeds (22.04, disk by serial,
+/// glob and path, NIC by MAC and by name, the NFS data volume), late-commands
+/// included. Every top-level key must also be one the schema names: a
+/// version-1 autoinstall with an unknown key is accepted, the key dropped
+/// with only a log line (subiquity on noble, `_enforce_top_level_keys`).
 #[test]
-fn autoinstall_is_valid_against_subiquity_schema() {
-    let example = Scratch::example();
-    build_ok(&example, &[]);
-    let variants = Scratch::new(include_str!("fixtures/subiquity/variants.yaml"));
-    build_ok(&variants, &[]);
-    // A copy kept in the project (source, commit and licence beside it), so a
-    // clone alone runs this test.
-    let schema = root().join("tests/fixtures/subiquity/autoinstall-schema.json");
-    for (s, m) in [&example, &variants]
-        .into_iter()
-        .flat_map(|s| MACHINES.map(|m| (s, m)))
-    {
-        let o = run(
-            "python3",
-            &[
-                "-c",
-                "import sys, json, yaml, jsonschema\n\
-                 schema = json.load(open(sys.argv[1]))\n\
-                 doc = yaml.safe_load(open(sys.argv[2]))['autoinstall']\n\
-                 errs = list(jsonschema.Draft7Validator(schema).iter_errors(doc))\n\
-                 [print(list(e.path), e.message) for e in errs]\n\
-                 sys.exit(1 if errs else 0)",
-                schema.to_str().expect("utf8"),
-                s.out().join(m).join("user-data").to_str().expect("utf8"),
-            ],
+fn autoinstall_is_valid_against_each_releases_subiquity_schema() {
+    let fixtures = root().join("tests/fixtures/subiquity");
+    let seeds = [
+        (Scratch::example(), "20.04", "autoinstall-schema.json"),
+        (
+            Scratch::new(EXAMPLE_2204),
+            "22.04",
+            "autoinstall-schema-22.04.json",
+        ),
+        (
+            Scratch::new(include_str!("fixtures/subiquity/variants.yaml")),
+            "22.04",
+            "autoinstall-schema-22.04.json",
+        ),
+        (
+            Scratch::new(EXAMPLE_2404),
+            "24.04",
+            "autoinstall-schema-24.04.json",
+        ),
+    ];
+    for (s, release, schema) in &seeds {
+        build_ok(s, &[]);
+        assert!(
+            std::fs::read_to_string(s.cluster())
+                .expect("cluster")
+                .contains(&format!("release: \"{release}\"")),
+            "{schema} is for {release}"
         );
-        assert!(o.status.success(), "{m}: {:?}", text(&o));
+        // A copy kept in the project (source, revision and licence beside
+        // it), so a clone alone runs this test.
+        let schema = fixtures.join(schema);
+        for m in MACHINES {
+            let o = run(
+                "python3",
+                &[
+                    "-c",
+                    "import sys, json, yaml, jsonschema\n\
+                     schema = json.load(open(sys.argv[1]))\n\
+                     doc = yaml.safe_load(open(sys.argv[2]))['autoinstall']\n\
+                     errs = list(jsonschema.Draft7Validator(schema).iter_errors(doc))\n\
+                     [print(list(e.path), e.message) for e in errs]\n\
+                     unknown = sorted(set(doc) - set(schema['properties']))\n\
+                     unknown and print('top-level keys the installer drops:', unknown)\n\
+                     sys.exit(1 if errs or unknown else 0)",
+                    schema.to_str().expect("utf8"),
+                    s.out().join(m).join("user-data").to_str().expect("utf8"),
+                ],
+            );
+            assert!(o.status.success(), "{release} {m}: {:?}", text(&o));
+        }
+    }
+}
+
+/// 20.04's installer needs the doubled `network: {network: ...}`; 22.04 and
+/// 24.04 get the documented single form, which their schemas describe.
+#[test]
+fn autoinstall_network_takes_the_form_of_each_release() {
+    for (cluster, nested) in [
+        (EXAMPLE, true),
+        (EXAMPLE_2204, false),
+        (EXAMPLE_2404, false),
+    ] {
+        let s = Scratch::new(cluster);
+        build_ok(&s, &[]);
+        let doc = pyyaml(&s.out().join("master/user-data"));
+        let net = &doc["autoinstall"]["network"];
+        let inner = if nested { &net["network"] } else { net };
+        assert_eq!(inner["version"], 2, "{net}");
+        assert_eq!(
+            inner["ethernets"]["lan0"]["addresses"][0], "172.20.10.11/20",
+            "{net}"
+        );
+        assert_eq!(net.get("version").is_none(), nested, "{net}");
     }
 }
 

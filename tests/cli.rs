@@ -153,3 +153,62 @@ fn build_json_lists_every_file_with_its_hash() {
     assert_eq!(v["files"].as_array().expect("files").len(), 12);
     assert_eq!(v["files"][0]["sha256"].as_str().expect("sha").len(), 64);
 }
+
+#[test]
+fn init_with_a_release_writes_that_release_and_its_default_channel() {
+    let d = tempfile::tempdir().expect("tmp");
+    let key = d.path().join("id.pub");
+    std::fs::write(&key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL me@laptop\n").expect("key");
+    for (release, channel) in [
+        ("20.04", "1.20/stable"),
+        ("22.04", "1.35/stable"),
+        ("24.04", "1.35/stable"),
+    ] {
+        let dir = d.path().join(release);
+        let o = bin()
+            .arg("init")
+            .arg(&dir)
+            .arg("--release")
+            .arg(release)
+            .arg("--ssh-key")
+            .arg(&key)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{:?}", text(&o));
+        let c = common::pyyaml(&dir.join("cluster.yaml"));
+        assert_eq!(c["release"], release);
+        assert_eq!(c["microk8s"]["channel"], channel);
+        // The rest is the guide's cluster, comments included.
+        let body = std::fs::read_to_string(dir.join("cluster.yaml")).expect("read");
+        assert!(
+            body.contains("# Replace with your own public key"),
+            "{body}"
+        );
+        let o = bin()
+            .arg("check")
+            .arg(dir.join("cluster.yaml"))
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{release}: {:?}", text(&o));
+    }
+}
+
+#[test]
+fn init_with_an_unknown_release_exits_2_and_writes_nothing() {
+    let d = tempfile::tempdir().expect("tmp");
+    let o = bin()
+        .env("HOME", d.path())
+        .arg("init")
+        .arg(d.path().join("c"))
+        .arg("--release")
+        .arg("18.04")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("unknown release \"18.04\"; expected one of 20.04, 22.04, 24.04"),
+        "{err}"
+    );
+    assert!(!d.path().join("c").exists());
+}

@@ -384,3 +384,118 @@ fn seed_image_is_found_by_label_on_a_loop_device_and_applied() {
     );
     common_checks(&out, "worker-1");
 }
+
+/// The 22.04 and 24.04 examples (examples/eth2-staking-*/).
+const EXAMPLE_2204: &str = include_str!("../examples/eth2-staking-22.04/cluster.yaml");
+const EXAMPLE_2404: &str = include_str!("../examples/eth2-staking-24.04/cluster.yaml");
+
+#[test]
+fn release_examples_pass_cloud_init_schema() {
+    ensure_chroot();
+    for cluster in [EXAMPLE_2204, EXAMPLE_2404] {
+        let s = built(cluster, &["--target", "cloud-image", "--format", "dir"]);
+        for m in ["nfs", "master", "worker-1"] {
+            for (kind, doc) in [
+                ("cloud-config", "user-data"),
+                ("network-config", "network-config"),
+            ] {
+                let f = s.out().join(m).join(doc);
+                let o = run(
+                    chroot_script().to_str().expect("utf8"),
+                    &["schema", kind, f.to_str().expect("utf8")],
+                );
+                assert!(o.status.success(), "{m}/{doc}: {:?}", text(&o));
+            }
+        }
+    }
+}
+
+/// 24.04's first boot applied by cloud-init: ssh moved to 2222 (opened
+/// first), MicroK8s from the release's supported track with its launch
+/// configuration, and every step done. The chroot's ufw runs on
+/// iptables-nft, the nftables backend 24.04 uses. The worker is left out to
+/// keep CI short (its join waits out retries, about a minute): its 24.04
+/// parts are the same files, and the `--worker` join per channel is
+/// tests/convergence.rs's.
+#[test]
+fn noble_first_boot_applies_and_converges_for_nfs_and_master() {
+    let s = built(
+        EXAMPLE_2404,
+        &["--target", "cloud-image", "--format", "dir"],
+    );
+    let work = tempfile::tempdir().expect("tmp");
+    for m in ["nfs", "master"] {
+        let out = apply(&s.out().join(m), &work.path().join(m));
+        common_checks(&out, m);
+        let r = out.join("root");
+        let drop_in = read(&r.join("etc/ssh/sshd_config.d/10-microseed.conf"));
+        assert!(drop_in.contains("Port 2222\n"), "{m}: {drop_in}");
+        let ufw = read(&out.join("ufw-status.txt"));
+        assert!(
+            ufw.lines()
+                .any(|l| l.starts_with("2222/tcp") && l.contains("ALLOW IN")),
+            "{m}: {ufw}"
+        );
+        assert_eq!(
+            std::fs::read_link(r.join("etc/alternatives/iptables"))
+                .expect("iptables alternative")
+                .to_string_lossy(),
+            "/usr/sbin/iptables-nft"
+        );
+        let calls = read(&out.join("fake-microk8s.calls"));
+        if m == "master" {
+            assert!(
+                calls.contains("snap install microk8s --classic --channel=1.35/stable"),
+                "{calls}"
+            );
+            assert!(r.join("etc/microk8s.yaml").exists(), "no launch config");
+        } else {
+            assert!(calls.is_empty(), "{calls}");
+        }
+        converged(&out);
+    }
+}
+
+/// With ssh.socket listening (Ubuntu 22.10+), a socket that does not come
+/// up on the new port must not leave the machine unreachable: the drop-in
+/// is removed, the socket switched back, and the step fails (to be retried)
+/// while every other step still happens. The chroot starts no units, so the
+/// socket never listens on 2222 here.
+#[test]
+fn noble_ssh_socket_not_listening_on_the_new_port_is_rolled_back() {
+    let s = built(
+        EXAMPLE_2404,
+        &["--target", "cloud-image", "--format", "dir"],
+    );
+    let work = tempfile::tempdir().expect("tmp");
+    let out = apply_with(
+        &s.out().join("nfs"),
+        &work.path().join("apply"),
+        &["--ssh-socket"],
+    );
+    let r = out.join("root");
+    assert!(
+        !r.join("etc/ssh/sshd_config.d/10-microseed.conf").exists(),
+        "the drop-in stayed although ssh.socket did not listen on 2222"
+    );
+    let steps = read(&out.join("steps.log"));
+    let switch = steps
+        .find("Running in chroot, ignoring command 'daemon-reload'")
+        .expect("no daemon-reload before the socket restart");
+    assert!(
+        steps[switch..]
+            .contains("ssh.socket is not listening on 2222; keeping the previous settings"),
+        "{steps}"
+    );
+    assert_ne!(read(&out.join("microseed-status.rc")).trim(), "0");
+    let status = read(&out.join("microseed-status.txt"));
+    for line in [
+        "packages   done",
+        "firewall   done",
+        "chrony     done",
+        "nfs        done",
+    ] {
+        assert!(status.contains(line), "{line}: {status}");
+    }
+    assert!(status.contains("ssh        failed"), "{status}");
+}

@@ -63,6 +63,32 @@ fn every_generated_script_passes_shellcheck() {
     assert!(n >= 10, "expected the roles' scripts, found {n}");
 }
 
+/// The scripts of each release beside 20.04 (24.04 has its own ssh.socket
+/// branch in microseed-ssh), with ssh moved off 22 as the 24.04 example does.
+#[test]
+fn release_examples_scripts_pass_shellcheck() {
+    for cluster in [
+        include_str!("../examples/eth2-staking-22.04/cluster.yaml"),
+        include_str!("../examples/eth2-staking-24.04/cluster.yaml"),
+    ] {
+        let r = roots(cluster);
+        for (m, root) in &r.roots {
+            for s in scripts(root) {
+                let o = run("shellcheck", &[s.to_str().expect("utf8")]);
+                assert!(o.status.success(), "{m}: {}: {}", s.display(), text(&o).0);
+            }
+        }
+        let ssh = std::fs::read_to_string(r.roots["master"].join("usr/local/sbin/microseed-ssh"))
+            .expect("microseed-ssh");
+        let socket = cluster.contains("release: \"24.04\"");
+        assert_eq!(
+            ssh.contains("systemctl restart ssh.socket"),
+            socket,
+            "{ssh}"
+        );
+    }
+}
+
 #[test]
 fn staking_scripts_pass_shellcheck_too() {
     let r = roots(&EXAMPLE.replace(
@@ -472,4 +498,120 @@ fn step_units_are_enabled_before_anything_long_or_fallible_runs() {
         assert_eq!(cc["package_upgrade"], false, "{m}");
         assert!(cc.get("packages").is_none(), "{m}");
     }
+}
+
+/// Runs 24.04's microseed-ssh (socket-activated sshd) as root in private
+/// mount and network namespaces, over an overlay of this machine's /etc
+/// (its real sshd checks the drop-in), with a stand-in `systemctl` that
+/// records its calls and, on `restart ssh.socket`, listens where a socket
+/// would: on the port `sshd -T` reports when `follows` is true (as Ubuntu's
+/// generator makes ssh.socket follow sshd_config at daemon-reload), else on
+/// 22 (a socket that missed the change). Returns (exit code, systemctl
+/// calls, whether the drop-in stayed).
+fn noble_ssh_switch(script: &Path, staged: &Path, follows: bool) -> (i32, String, bool) {
+    let t = tempfile::tempdir().expect("tmp");
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let fake = bin.join("systemctl");
+    std::fs::write(
+        &fake,
+        format!(
+            r#"#!/bin/bash
+echo "$*" >>"$CALLS"
+case "$*" in
+"is-enabled --quiet ssh.socket") exit 0 ;;
+"restart ssh.socket")
+    [ -f "$T/listener.pid" ] && kill "$(cat "$T/listener.pid")" 2>/dev/null
+    port=22
+    {follow}
+    python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); time.sleep(60)' "$port" &
+    echo $! >"$T/listener.pid"
+    sleep 0.5 ;;
+esac
+exit 0
+"#,
+            follow = if follows {
+                "port=$(/usr/sbin/sshd -T | awk '$1 == \"port\" {print $2; exit}')"
+            } else {
+                ""
+            }
+        ),
+    )
+    .expect("fake systemctl");
+    common::make_executable(&fake);
+    let o = run(
+        "unshare",
+        &[
+            "--mount",
+            "--net",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            r#"set -u
+T=$1; export T CALLS=$T/calls
+ip link set lo up
+mkdir -p "$T/upper" "$T/work"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$T/upper,workdir=$T/work" /etc
+# Only microseed's drop-in: this machine's own would not be Ubuntu's.
+rm -rf /etc/ssh/sshd_config.d && mkdir -p /etc/ssh/sshd_config.d /etc/microseed
+install -m 0600 "$3" /etc/microseed/sshd.conf
+rc=0
+PATH=$T/bin:$PATH bash "$2" >"$T/out" 2>&1 || rc=$?
+[ -f /etc/ssh/sshd_config.d/10-microseed.conf ] && echo DROPIN-KEPT
+[ -f "$T/listener.pid" ] && kill "$(cat "$T/listener.pid")" 2>/dev/null
+cat "$T/out" >&2
+exit "$rc""#,
+            "x",
+            t.path().to_str().expect("utf8"),
+            script.to_str().expect("utf8"),
+            staged.to_str().expect("utf8"),
+        ],
+    );
+    let calls = std::fs::read_to_string(t.path().join("calls")).unwrap_or_default();
+    (
+        o.status.code().unwrap_or(-1),
+        format!("{calls}--- stderr\n{}", text(&o).1),
+        text(&o).0.contains("DROPIN-KEPT"),
+    )
+}
+
+/// On 24.04 a new port reaches ssh.socket only through daemon-reload and a
+/// restart of the socket (with ssh.service stopped first, or the socket
+/// refuses to start); a socket that then does not listen on the new port
+/// means rollback, never a machine reachable on no port.
+#[test]
+fn noble_ssh_moves_the_socket_and_rolls_back_when_it_does_not_listen() {
+    let r = roots(include_str!("../examples/eth2-staking-24.04/cluster.yaml"));
+    let root = &r.roots["nfs"];
+    let script = root.join("usr/local/sbin/microseed-ssh");
+    let staged = root.join("etc/microseed/sshd.conf");
+    let (rc, calls, kept) = noble_ssh_switch(&script, &staged, true);
+    assert_eq!(rc, 0, "{calls}");
+    assert!(kept, "{calls}");
+    let order: Vec<&str> = calls.lines().take(4).collect();
+    assert_eq!(
+        order,
+        [
+            "is-enabled --quiet ssh.socket",
+            "daemon-reload",
+            "stop ssh.service",
+            "restart ssh.socket"
+        ],
+        "{calls}"
+    );
+    let (rc, calls, kept) = noble_ssh_switch(&script, &staged, false);
+    assert_eq!(rc, 1, "{calls}");
+    assert!(!kept, "the drop-in stayed with nothing on 2222: {calls}");
+    assert!(
+        calls.contains("ssh.socket is not listening on 2222; keeping the previous settings"),
+        "{calls}"
+    );
+    assert_eq!(
+        calls.matches("restart ssh.socket").count(),
+        2,
+        "the socket was not switched back: {calls}"
+    );
 }

@@ -80,3 +80,58 @@ fn jammy_layout_boots_unattended_with_ovmf() {
     let out = boot(Fixture::Jammy, "uefi");
     assert_autoinstall_and_cidata(&out, "/dev/vda4");
 }
+
+/// 24.04 through the CLI: the 24.04 example's installer image, patched per
+/// its release profile (GRUB menus only), from a stand-in of the 22.04+
+/// layout (24.04's ISO boots the same way: GRUB for BIOS and UEFI, the EFI
+/// image appended as a GPT partition), booted with SeaBIOS through GRUB's
+/// El Torito image (OVMF on this layout: jammy_layout_boots_unattended_with_ovmf).
+#[test]
+fn noble_installer_built_by_the_cli_boots_unattended_with_seabios() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(&c).expect("mkdir");
+    std::fs::write(
+        c.join("cluster.yaml"),
+        include_str!("../examples/eth2-staking-24.04/cluster.yaml"),
+    )
+    .expect("cluster");
+    std::fs::write(
+        c.join("secrets.yaml"),
+        include_str!("fixtures/secrets.yaml"),
+    )
+    .expect("secrets");
+    std::fs::set_permissions(
+        c.join("secrets.yaml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_microseed"))
+        .arg("build")
+        .arg(c.join("cluster.yaml"))
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .args(["--format", "installer", "--machine", "worker-1", "--iso"])
+        .arg(fixture(Fixture::Jammy))
+        .output()
+        .expect("run microseed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = dir.path().join("out/worker-1/installer.img");
+    let log = dir.path().join("serial.log");
+    let script = repo().join("scripts/installer-boot-test.sh");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&img)
+        .arg("bios")
+        .arg(&log)
+        .arg("400")
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    let serial = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).to_string();
+    assert!(
+        status.success() && serial.contains("STANDIN-DONE"),
+        "qemu {status}, serial console:\n{serial}"
+    );
+    let lines: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
+    assert_autoinstall_and_cidata(&lines.join("\n"), "/dev/vda4");
+}

@@ -396,3 +396,71 @@ fn a_serial_glob_that_matches_any_disk_is_rejected() {
         "udev's ID_SERIAL",
     );
 }
+
+#[test]
+fn a_channel_too_old_for_the_release_is_refused_at_the_channel() {
+    // 1.21 runs containerd's runc v1 shim, which 24.04's cgroup v2 cannot host.
+    rejects(
+        &[("release: \"20.04\"", "release: \"24.04\"")],
+        "microk8s.channel",
+        30,
+        "\"1.20/stable\" cannot run on Ubuntu 24.04: track 1.20 is older than 1.22",
+    );
+    rejects(
+        &[
+            ("release: \"20.04\"", "release: \"22.04\""),
+            ("channel: 1.20/stable", "channel: 1.21/edge"),
+        ],
+        "microk8s.channel",
+        30,
+        "expected track 1.22 or later, such as \"1.35/stable\"",
+    );
+}
+
+/// Without `microk8s.channel` a cluster gets its release's default: the
+/// guide's 1.20 on 20.04, a track that runs there on 22.04 and 24.04.
+#[test]
+fn a_cluster_without_a_channel_gets_its_releases_default() {
+    for (release, want) in [
+        ("20.04", "1.20/stable"),
+        ("22.04", "1.35/stable"),
+        ("24.04", "1.35/stable"),
+    ] {
+        let cluster = EXAMPLE
+            .replace("release: \"20.04\"", &format!("release: \"{release}\""))
+            .replace("  channel: 1.20/stable\n", "");
+        assert!(!cluster.contains("channel:"));
+        let s = Scratch::new(&cluster);
+        let o = s.build(&[]);
+        assert!(o.status.success(), "{release}: {}", text(&o).1);
+        let cc = common::first_boot(&s.out(), "master");
+        let script = cc["write_files"]
+            .as_array()
+            .expect("write_files")
+            .iter()
+            .find(|f| f["path"] == "/usr/local/sbin/microseed-microk8s")
+            .expect("install script");
+        assert!(
+            script["content"]
+                .as_str()
+                .expect("content")
+                .contains(&format!("channel='{want}'")),
+            "{release}"
+        );
+    }
+}
+
+#[test]
+fn latest_and_new_tracks_pass_on_every_release() {
+    for release in ["20.04", "22.04", "24.04"] {
+        for channel in ["latest/stable", "1.22/stable", "1.35/candidate"] {
+            let s = Scratch::new(
+                &EXAMPLE
+                    .replace("release: \"20.04\"", &format!("release: \"{release}\""))
+                    .replace("channel: 1.20/stable", &format!("channel: {channel}")),
+            );
+            let o = s.build(&[]);
+            assert!(o.status.success(), "{release} {channel}: {}", text(&o).1);
+        }
+    }
+}

@@ -161,6 +161,12 @@ do_apply() {
     if [[ -n "${MS_NO_SNAP:-}" ]]; then
         rm -f "$m/usr/bin/snap" "$m/snap/bin/microk8s" "$m/usr/local/bin/microk8s"
     fi
+    # sshd as Ubuntu 22.10+ runs it: ssh.socket listens, ssh.service is
+    # started by it.
+    if [[ -n "${MS_SSH_SOCKET:-}" ]]; then
+        in_root "$m" systemctl disable --quiet ssh.service
+        in_root "$m" systemctl enable --quiet ssh.socket
+    fi
     if [[ "$seed_kind" == dir ]]; then
         mkdir -p "$m/var/lib/cloud/seed/nocloud"
         cp "$seed"/* "$m/var/lib/cloud/seed/nocloud/"
