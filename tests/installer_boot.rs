@@ -2,7 +2,8 @@
 //! bookworm chroot; scripts/installer-boot-test.sh) and read the serial
 //! console: the kernel command line carries `autoinstall` before `---`, and a
 //! filesystem labelled CIDATA is visible to the booted system. 20.04 layout
-//! with SeaBIOS (isolinux) and OVMF (GRUB), 22.04 layout with OVMF.
+//! with SeaBIOS (isolinux) and OVMF (GRUB), 22.04 layout with OVMF, and the
+//! 24.04 image the CLI builds with both.
 //! Slow (about a minute each under software emulation).
 
 #[path = "iso_common/mod.rs"]
@@ -84,10 +85,9 @@ fn jammy_layout_boots_unattended_with_ovmf() {
 /// 24.04 through the CLI: the 24.04 example's installer image, patched per
 /// its release profile (GRUB menus only), from a stand-in of the 22.04+
 /// layout (24.04's ISO boots the same way: GRUB for BIOS and UEFI, the EFI
-/// image appended as a GPT partition), booted with SeaBIOS through GRUB's
-/// El Torito image (OVMF on this layout: jammy_layout_boots_unattended_with_ovmf).
-#[test]
-fn noble_installer_built_by_the_cli_boots_unattended_with_seabios() {
+/// image appended as a GPT partition), booted with `firmware`: SeaBIOS
+/// through GRUB's El Torito image, OVMF through the appended EFI partition.
+fn noble_installer_built_by_the_cli_boots(firmware: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let c = dir.path().join("c");
     std::fs::create_dir_all(&c).expect("mkdir");
@@ -122,7 +122,7 @@ fn noble_installer_built_by_the_cli_boots_unattended_with_seabios() {
     let status = std::process::Command::new("bash")
         .arg(&script)
         .arg(&img)
-        .arg("bios")
+        .arg(firmware)
         .arg(&log)
         .arg("400")
         .status()
@@ -130,8 +130,18 @@ fn noble_installer_built_by_the_cli_boots_unattended_with_seabios() {
     let serial = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).to_string();
     assert!(
         status.success() && serial.contains("STANDIN-DONE"),
-        "qemu {status}, serial console:\n{serial}"
+        "{firmware}: qemu {status}, serial console:\n{serial}"
     );
     let lines: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
     assert_autoinstall_and_cidata(&lines.join("\n"), "/dev/vda4");
+}
+
+#[test]
+fn noble_installer_built_by_the_cli_boots_unattended_with_seabios() {
+    noble_installer_built_by_the_cli_boots("bios");
+}
+
+#[test]
+fn noble_installer_built_by_the_cli_boots_unattended_with_ovmf() {
+    noble_installer_built_by_the_cli_boots("uefi");
 }
