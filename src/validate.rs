@@ -3,6 +3,8 @@
 //! Every value that later reaches a shell script, a config file or YAML is
 //! either constrained here or quoted where it is used. All problems are
 //! collected, not just the first, each with file, line, column and field path.
+//! One named check per concern (general, network, admin and ssh, MicroK8s,
+//! NFS, staking, machines), each with its unit tests at the end of the file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,22 +17,38 @@ use crate::cluster::{ClusterFile, DiskChoice};
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
 use crate::model::Disk;
 use crate::model::{self, Cidr, Cluster, NETWORKS};
-use crate::profile::{Count, Profiles, Proto};
+use crate::profile::{Count, Profiles, Proto, ReleaseProfile};
 use crate::staking;
 
 struct Checker<'a> {
     file: &'a Path,
     errors: Vec<Diagnostic>,
+    /// The check now running, and which check found each error (in order).
+    check: Check,
+    found: Vec<Check>,
 }
 
 fn pos<T>(s: &Spanned<T>) -> Pos {
     Pos::from_location(s.referenced)
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    fn new(file: &'a Path) -> Checker<'a> {
+        Checker {
+            file,
+            errors: Vec::new(),
+            check: Check::General,
+            found: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, d: Diagnostic) {
+        self.errors.push(d);
+        self.found.push(self.check);
+    }
+
     fn err<T>(&mut self, at: &Spanned<T>, field: impl Into<String>, msg: impl Into<String>) {
-        self.errors
-            .push(Diagnostic::error(self.file, pos(at), field, msg));
+        self.push(Diagnostic::error(self.file, pos(at), field, msg));
     }
 
     /// Checks `value` against a predicate, recording `expected` on failure.
@@ -47,16 +65,185 @@ impl Checker<'_> {
 }
 
 /// Turns the parsed file into a trusted model, or every problem found.
+/// The named checks, one per concern of the cluster file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    General,
+    Network,
+    Admin,
+    Microk8s,
+    Nfs,
+    Staking,
+    Machines,
+}
+
+/// What the network check hands on.
+struct NetworkParts {
+    subnet: Option<Cidr>,
+    gateway: Option<Ipv4Addr>,
+    dns: Vec<IpAddr>,
+}
+
+/// A channel's track and its (major, minor) version, as `parse_channel`
+/// gives them.
+type Channel = (String, (u32, u32));
+
+/// What the admin check hands on.
+struct SshParts {
+    port: u32,
+    allow_from: Option<String>,
+}
+
+/// Turns the parsed file into a trusted model, or every problem found.
+/// Each concern is one named check below, run in this order; problems are
+/// reported sorted by their place in the file.
 pub fn validate(
     file: &Path,
     raw: &ClusterFile,
     profiles: &Profiles,
 ) -> Result<Cluster, InputErrors> {
-    let mut c = Checker {
-        file,
-        errors: Vec::new(),
-    };
+    let mut c = Checker::new(file);
+    let (cluster, _) = run_checks(&mut c, raw, profiles);
+    match cluster {
+        Some(cluster) if c.errors.is_empty() => Ok(cluster),
+        _ => {
+            c.errors.sort_by_key(|d| (d.pos.line, d.pos.column));
+            Err(InputErrors(c.errors))
+        }
+    }
+}
 
+/// Runs every check; the model when nothing failed. Also returns which
+/// check found each problem, in the order found (for tests).
+fn run_checks(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    profiles: &Profiles,
+) -> (Option<Cluster>, Vec<Check>) {
+    c.check = Check::General;
+    let release = check_general(c, raw, profiles);
+    c.check = Check::Network;
+    let net = check_network(c, raw);
+    c.check = Check::Admin;
+    let ssh = check_admin(c, raw);
+    c.check = Check::Microk8s;
+    let (chan, channel) = check_microk8s(c, raw, profiles);
+    c.check = Check::Nfs;
+    check_nfs(c, raw);
+    c.check = Check::Staking;
+    check_staking(c, raw);
+    c.check = Check::Machines;
+    let (machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
+    c.check = Check::Admin;
+    if (1..=65535).contains(&ssh.port) {
+        check_ssh_port_free(c, &raw.ssh.port, profiles, by_role.keys().copied());
+    }
+    let found = c.found.clone();
+    if !c.errors.is_empty() {
+        return (None, found);
+    }
+    let (Some(release), Some(subnet), Some(gateway), Some((track, version))) =
+        (release, net.subnet, net.gateway, channel)
+    else {
+        // Every None above was reported as an error.
+        return (None, found);
+    };
+    let a = &raw.admin;
+    let mk = &raw.microk8s;
+    let n = &raw.nfs;
+    let st = &raw.staking;
+    let dns = net.dns;
+    let port = ssh.port;
+    let allow_from = ssh.allow_from;
+    let cluster = Cluster {
+        name: raw.name.value.clone(),
+        release: release.clone(),
+        timezone: raw.timezone.value.clone(),
+        locale: raw.locale.value.clone(),
+        keyboard: model::Keyboard {
+            layout: raw.keyboard.layout.value.clone(),
+            variant: raw
+                .keyboard
+                .variant
+                .as_ref()
+                .map(|v| v.value.clone())
+                .filter(|v| !v.is_empty()),
+        },
+        network: model::Network {
+            subnet: Cidr {
+                addr: subnet.network(),
+                prefix: subnet.prefix,
+            },
+            prefix: subnet.prefix,
+            gateway,
+            dns,
+            search_domains: raw
+                .network
+                .search_domains
+                .iter()
+                .map(|s| s.value.clone())
+                .collect(),
+        },
+        ntp_pools: raw
+            .ntp
+            .pools
+            .value
+            .iter()
+            .map(|s| s.value.clone())
+            .collect(),
+        admin: model::Admin {
+            username: a.username.value.clone(),
+            ssh_keys: a
+                .ssh_keys
+                .value
+                .iter()
+                .map(|k| k.value.trim().to_string())
+                .collect(),
+            password_hash: a.password_hash.as_ref().map(|h| h.value.clone()),
+        },
+        ssh: model::Ssh {
+            port: port as u16,
+            password_auth: raw.ssh.password_auth.value,
+            allow_from,
+        },
+        microk8s: model::Microk8s {
+            channel: chan.value.clone(),
+            track,
+            version,
+            addons: mk.addons.iter().map(|s| s.value.clone()).collect(),
+            caps: crate::microk8s::Capabilities::for_version(version),
+            fingerprint_port: crate::microk8s::FINGERPRINT_PORT,
+        },
+        nfs: model::Nfs {
+            export_root: n.export_root.value.trim_end_matches('/').to_string(),
+            data_volume: n.data_volume,
+            validator_clients: n.validator_clients.value,
+            uid: n.uid.value,
+            gid: n.gid.value,
+        },
+        staking: model::Staking {
+            enabled: raw.staking.enabled,
+            chart: raw.staking.chart.as_ref().map(|s| s.value.clone()),
+            network: st.network.as_ref().map(|s| s.value.clone()),
+            eth1_endpoints: st.eth1_endpoints.iter().map(|s| s.value.clone()).collect(),
+            graffiti: st
+                .graffiti
+                .as_ref()
+                .map(|s| s.value.clone())
+                .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string()),
+            genesis_state_file: st.genesis_state_file.as_ref().map(|s| s.value.clone()),
+        },
+        machines,
+    };
+    (Some(cluster), found)
+}
+
+/// Name, release, time zone, locale and keyboard; the release's profile.
+fn check_general<'p>(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    profiles: &'p Profiles,
+) -> Option<&'p ReleaseProfile> {
     c.want(
         &raw.name,
         "name",
@@ -110,8 +297,12 @@ pub fn validate(
             "an XKB variant name such as \"dvorak\"",
         );
     }
+    release
+}
 
-    // Network.
+/// The subnet, gateway, DNS servers, search domains and NTP pools.
+fn check_network(c: &mut Checker<'_>, raw: &ClusterFile) -> NetworkParts {
+    let file = c.file;
     let subnet = Cidr::parse(&raw.network.subnet.value);
     if subnet.is_none() {
         c.err(
@@ -123,7 +314,7 @@ pub fn validate(
             ),
         );
     }
-    let gateway = check_ip_in(&mut c, &raw.network.gateway, "network.gateway", subnet);
+    let gateway = check_ip_in(c, &raw.network.gateway, "network.gateway", subnet);
     let mut dns = Vec::new();
     for (i, d) in raw.network.dns.value.iter().enumerate() {
         match IpAddr::from_str(&d.value) {
@@ -141,7 +332,7 @@ pub fn validate(
         }
     }
     if raw.network.dns.value.is_empty() {
-        c.errors.push(Diagnostic::error(
+        c.push(Diagnostic::error(
             file,
             pos(&raw.network.dns),
             "network.dns",
@@ -165,15 +356,23 @@ pub fn validate(
         );
     }
     if raw.ntp.pools.value.is_empty() {
-        c.errors.push(Diagnostic::error(
+        c.push(Diagnostic::error(
             file,
             pos(&raw.ntp.pools),
             "ntp.pools",
             "empty; expected at least one NTP pool",
         ));
     }
+    NetworkParts {
+        subnet,
+        gateway,
+        dns,
+    }
+}
 
-    // Admin and ssh.
+/// The admin account and sshd: keys or a password hash, port, allow_from.
+fn check_admin(c: &mut Checker<'_>, raw: &ClusterFile) -> SshParts {
+    let file = c.file;
     let a = &raw.admin;
     c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)");
     for (i, k) in a.ssh_keys.value.iter().enumerate() {
@@ -194,7 +393,7 @@ pub fn validate(
         } else {
             pos(&a.username)
         };
-        c.errors.push(Diagnostic::error(file, at, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys"));
+        c.push(Diagnostic::error(file, at, "admin.ssh_keys", "no ssh key and no password hash: the machines would be unreachable; expected at least one key in admin.ssh_keys"));
     }
     if raw.ssh.password_auth.value && a.password_hash.is_none() {
         c.err(&raw.ssh.password_auth, "ssh.password_auth", "password login is on but admin.password_hash is not set; expected a password hash or password_auth: false");
@@ -221,10 +420,17 @@ pub fn validate(
             ),
         }
     }
+    SshParts { port, allow_from }
+}
 
-    // MicroK8s.
+/// The MicroK8s channel (fitting the release) and add-on names.
+fn check_microk8s(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    profiles: &Profiles,
+) -> (Spanned<String>, Option<Channel>) {
     let mk = &raw.microk8s;
-    let chan = check_channel_fits_release(&mut c, raw, profiles);
+    let chan = check_channel_fits_release(c, raw, profiles);
     let channel = parse_channel(&chan.value);
     if channel.is_none() {
         c.err(&chan, "microk8s.channel", format!("got {:?}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", chan.value));
@@ -232,8 +438,11 @@ pub fn validate(
     for (i, ad) in mk.addons.iter().enumerate() {
         c.want(ad, &format!("microk8s.addons[{i}]"), is_addon(&ad.value), "an addon name such as \"dns\", optionally with arguments (\"metallb:10.0.0.1-10.0.0.9\")");
     }
+    (chan, channel)
+}
 
-    // NFS.
+/// The NFS export: its path, client count and owner ids.
+fn check_nfs(c: &mut Checker<'_>, raw: &ClusterFile) {
     let n = &raw.nfs;
     c.want(
         &n.export_root,
@@ -260,6 +469,10 @@ pub fn validate(
             );
         }
     }
+}
+
+/// The staking workload's chart, network, endpoints, graffiti and files.
+fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) {
     if let Some(ch) = &raw.staking.chart {
         c.want(
             ch,
@@ -302,15 +515,26 @@ pub fn validate(
             "an absolute path on the NFS share (letters, digits, '.', '_', '-', '/')",
         );
     }
+}
 
-    // Machines.
+/// Every machine (name, role, address, MAC, interface, disk: each unique
+/// where it must be) and the roles' counts. Returns the machines and, per
+/// role, the indices of its machines.
+fn check_machines<'r>(
+    c: &mut Checker<'_>,
+    raw: &'r ClusterFile,
+    profiles: &Profiles,
+    subnet: Option<Cidr>,
+    gateway: Option<Ipv4Addr>,
+) -> (Vec<model::Machine>, BTreeMap<&'r str, Vec<usize>>) {
+    let file = c.file;
     let mut machines = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, usize> = HashMap::new();
     let mut macs: HashMap<String, usize> = HashMap::new();
     let mut by_role: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     if raw.machines.value.is_empty() {
-        c.errors.push(Diagnostic::error(
+        c.push(Diagnostic::error(
             file,
             pos(&raw.machines),
             "machines",
@@ -347,7 +571,7 @@ pub fn validate(
         } else {
             by_role.entry(m.role.value.as_str()).or_default().push(i);
         }
-        let ip = check_ip_in(&mut c, &m.ip, &f("ip"), subnet);
+        let ip = check_ip_in(c, &m.ip, &f("ip"), subnet);
         if let Some(ip) = ip {
             if Some(ip) == gateway {
                 c.err(
@@ -438,7 +662,7 @@ pub fn validate(
                     .and_then(|v| v.get(1))
                     .map(|&i| pos(&raw.machines.value[i].role))
                     .unwrap_or_else(|| pos(&raw.machines));
-                c.errors.push(Diagnostic::error(
+                c.push(Diagnostic::error(
                     file,
                     at,
                     "machines",
@@ -449,97 +673,7 @@ pub fn validate(
             }
         }
     }
-
-    if (1..=65535).contains(&port) {
-        check_ssh_port_free(&mut c, &raw.ssh.port, profiles, by_role.keys().copied());
-    }
-
-    if !c.errors.is_empty() {
-        c.errors.sort_by_key(|d| (d.pos.line, d.pos.column));
-        return Err(InputErrors(c.errors));
-    }
-    let subnet = subnet.expect("checked above");
-    let (track, version) = channel.expect("checked above");
-    Ok(Cluster {
-        name: raw.name.value.clone(),
-        release: release.expect("checked above").clone(),
-        timezone: raw.timezone.value.clone(),
-        locale: raw.locale.value.clone(),
-        keyboard: model::Keyboard {
-            layout: raw.keyboard.layout.value.clone(),
-            variant: raw
-                .keyboard
-                .variant
-                .as_ref()
-                .map(|v| v.value.clone())
-                .filter(|v| !v.is_empty()),
-        },
-        network: model::Network {
-            subnet: Cidr {
-                addr: subnet.network(),
-                prefix: subnet.prefix,
-            },
-            prefix: subnet.prefix,
-            gateway: gateway.expect("checked above"),
-            dns,
-            search_domains: raw
-                .network
-                .search_domains
-                .iter()
-                .map(|s| s.value.clone())
-                .collect(),
-        },
-        ntp_pools: raw
-            .ntp
-            .pools
-            .value
-            .iter()
-            .map(|s| s.value.clone())
-            .collect(),
-        admin: model::Admin {
-            username: a.username.value.clone(),
-            ssh_keys: a
-                .ssh_keys
-                .value
-                .iter()
-                .map(|k| k.value.trim().to_string())
-                .collect(),
-            password_hash: a.password_hash.as_ref().map(|h| h.value.clone()),
-        },
-        ssh: model::Ssh {
-            port: port as u16,
-            password_auth: raw.ssh.password_auth.value,
-            allow_from,
-        },
-        microk8s: model::Microk8s {
-            channel: chan.value.clone(),
-            track,
-            version,
-            addons: mk.addons.iter().map(|s| s.value.clone()).collect(),
-            caps: crate::microk8s::Capabilities::for_version(version),
-            fingerprint_port: crate::microk8s::FINGERPRINT_PORT,
-        },
-        nfs: model::Nfs {
-            export_root: n.export_root.value.trim_end_matches('/').to_string(),
-            data_volume: n.data_volume,
-            validator_clients: n.validator_clients.value,
-            uid: n.uid.value,
-            gid: n.gid.value,
-        },
-        staking: model::Staking {
-            enabled: raw.staking.enabled,
-            chart: raw.staking.chart.as_ref().map(|s| s.value.clone()),
-            network: st.network.as_ref().map(|s| s.value.clone()),
-            eth1_endpoints: st.eth1_endpoints.iter().map(|s| s.value.clone()).collect(),
-            graffiti: st
-                .graffiti
-                .as_ref()
-                .map(|s| s.value.clone())
-                .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string()),
-            genesis_state_file: st.genesis_state_file.as_ref().map(|s| s.value.clone()),
-        },
-        machines,
-    })
+    (machines, by_role)
 }
 
 /// The MicroK8s channel the cluster runs: the file's `microk8s.channel`,
@@ -946,4 +1080,141 @@ fn is_dev_path(s: &str) -> bool {
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_-.:/+".contains(&c))
         && !s.split('/').any(|p| p == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/eth2-staking/cluster.yaml");
+
+    /// The example with `edits` applied (each a unique text to replace):
+    /// every problem found, as (check, field), in the order found.
+    fn problems(edits: &[(&str, &str)]) -> Vec<(Check, String)> {
+        let mut text = EXAMPLE.to_string();
+        for (from, to) in edits {
+            assert_eq!(
+                text.matches(from).count(),
+                1,
+                "edit {from:?} must be unique"
+            );
+            text = text.replace(from, to);
+        }
+        let file = Path::new("cluster.yaml");
+        let raw = crate::cluster::parse(file, &text).expect("parses");
+        let profiles = Profiles::load(None).expect("embedded profiles");
+        let mut c = Checker::new(file);
+        let (cluster, found) = run_checks(&mut c, &raw, &profiles);
+        assert_eq!(cluster.is_some(), found.is_empty());
+        found
+            .into_iter()
+            .zip(c.errors.iter().map(|d| d.field.clone()))
+            .collect()
+    }
+
+    fn one(check: Check, field: &str) -> Vec<(Check, String)> {
+        vec![(check, field.to_string())]
+    }
+
+    #[test]
+    fn the_example_passes_every_check() {
+        assert_eq!(problems(&[]), vec![]);
+    }
+
+    #[test]
+    fn general_refuses_an_unknown_release_and_time_zone() {
+        assert_eq!(
+            problems(&[("release: \"20.04\"", "release: \"19.10\"")]),
+            one(Check::General, "release")
+        );
+        assert_eq!(
+            problems(&[("America/Los_Angeles", "America/Springfield")]),
+            one(Check::General, "timezone")
+        );
+    }
+
+    #[test]
+    fn network_refuses_a_gateway_outside_the_subnet_and_no_dns() {
+        assert_eq!(
+            problems(&[("gateway: 172.20.0.1", "gateway: 10.0.0.1")]),
+            one(Check::Network, "network.gateway")
+        );
+        assert_eq!(
+            problems(&[("dns: [8.8.8.8, 8.8.4.4]", "dns: []")]),
+            one(Check::Network, "network.dns")
+        );
+    }
+
+    #[test]
+    fn admin_refuses_no_way_in_and_an_ssh_port_a_role_opens() {
+        let key = EXAMPLE
+            .lines()
+            .find(|l| l.trim_start().starts_with("- ssh-ed25519"))
+            .expect("a key line");
+        assert_eq!(
+            problems(&[(key, ""), ("  ssh_keys:\n", "  ssh_keys: []\n")]),
+            one(Check::Admin, "admin.ssh_keys")
+        );
+        assert_eq!(
+            problems(&[("  port: 22\n", "  port: 16443\n")]),
+            one(Check::Admin, "ssh.port")
+        );
+    }
+
+    #[test]
+    fn microk8s_refuses_a_bad_channel_and_one_too_old_for_the_release() {
+        assert_eq!(
+            problems(&[("channel: 1.20/stable", "channel: 1.20/nightly")]),
+            one(Check::Microk8s, "microk8s.channel")
+        );
+        assert_eq!(
+            problems(&[("release: \"20.04\"", "release: \"24.04\"")]),
+            one(Check::Microk8s, "microk8s.channel")
+        );
+    }
+
+    #[test]
+    fn nfs_refuses_data_owned_by_root() {
+        assert_eq!(
+            problems(&[("uid: 1001", "uid: 0")]),
+            one(Check::Nfs, "nfs.uid")
+        );
+    }
+
+    #[test]
+    fn staking_refuses_an_unknown_network() {
+        assert_eq!(
+            problems(&[("  enabled: false\n", "  enabled: false\n  network: moon\n")]),
+            one(Check::Staking, "staking.network")
+        );
+    }
+
+    #[test]
+    fn machines_refuse_a_shared_address_and_a_second_master() {
+        assert_eq!(
+            problems(&[("ip: 172.20.10.12", "ip: 172.20.10.11")]),
+            one(Check::Machines, "machines[2].ip")
+        );
+        assert_eq!(
+            problems(&[("role: worker", "role: master")]),
+            one(Check::Machines, "machines")
+        );
+    }
+
+    #[test]
+    fn every_check_reports_in_one_run() {
+        let found: Vec<Check> = problems(&[
+            ("release: \"20.04\"", "release: \"19.10\""),
+            ("gateway: 172.20.0.1", "gateway: 10.0.0.1"),
+            ("uid: 1001", "uid: 0"),
+            ("ip: 172.20.10.12", "ip: 172.20.10.11"),
+        ])
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+        assert_eq!(
+            found,
+            vec![Check::General, Check::Network, Check::Nfs, Check::Machines]
+        );
+    }
 }
