@@ -527,20 +527,7 @@ fn iso_specs(src: &Sources, releases: &[String]) -> Result<Vec<crate::iso::IsoSp
     for r in releases {
         match profiles.releases.get(r) {
             Some(p) => picked.push(p),
-            None => bad.push(Diagnostic::error(
-                Path::new("--release"),
-                Default::default(),
-                "",
-                format!(
-                    "unknown release {r:?}; expected one of {}",
-                    profiles
-                        .releases
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
+            None => bad.push(profiles.unknown_release(r)),
         }
     }
     if !bad.is_empty() {

@@ -47,21 +47,7 @@ pub fn init(args: &InitArgs, profiles: Option<&Path>, json: bool) -> Result<()> 
     if let Some(r) = args.release.as_deref() {
         let profiles = crate::profile::Profiles::load(profiles)?;
         let Some(p) = profiles.releases.get(r) else {
-            return Err(InputErrors(vec![Diagnostic::error(
-                Path::new("--release"),
-                Default::default(),
-                "",
-                format!(
-                    "unknown release {r:?}; expected one of {}",
-                    profiles
-                        .releases
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )])
-            .into());
+            return Err(InputErrors(vec![profiles.unknown_release(r)]).into());
         };
         body = set_release(&body, &p.release, &p.microk8s.default_channel)?;
     }

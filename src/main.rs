@@ -113,32 +113,7 @@ enum Command {
     Flash(commands::FlashArgs),
     /// Ask every machine over ssh whether its first boot converged.
     #[command(after_help = STATUS_HELP)]
-    Status {
-        cluster: PathBuf,
-        /// Ask only this machine (repeatable).
-        #[arg(long = "machine", value_name = "NAME")]
-        machines: Vec<String>,
-        /// Poll until every machine has converged and every node is Ready,
-        /// or TIMEOUT (e.g. 90s, 30m, 2h) has passed.
-        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
-              default_missing_value = "30m", value_parser = microseed::status::parse_duration)]
-        wait: Option<std::time::Duration>,
-        /// Time between polls with --wait.
-        #[arg(long, value_name = "DURATION", default_value = "5s",
-              value_parser = microseed::status::parse_duration)]
-        interval: std::time::Duration,
-        /// ssh configuration file to use instead of ~/.ssh/config (ssh -F).
-        #[arg(long, value_name = "FILE")]
-        ssh_config: Option<PathBuf>,
-        /// NAME was rebuilt: forget its recorded host key and record the
-        /// one it presents now (repeatable).
-        #[arg(long, value_name = "NAME")]
-        accept_new_host_key: Vec<String>,
-        /// Seconds ssh may take to connect to a machine.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10,
-              value_parser = clap::value_parser!(u32).range(1..=600))]
-        connect_timeout: u32,
-    },
+    Status(microseed::status::StatusArgs),
     /// Print one document of one machine to stdout.
     #[command(
         after_help = "Example:\n  microseed render mycluster/cluster.yaml worker-1 network-config"
@@ -213,30 +188,11 @@ fn main() -> ExitCode {
             args.offline = offline;
             commands::flash(&src, &args, json)
         }
-        Command::Status {
-            cluster,
-            machines,
-            wait,
-            interval,
-            ssh_config,
-            accept_new_host_key,
-            connect_timeout,
-        } => {
-            let args = microseed::status::StatusArgs {
-                cluster,
-                machines,
-                wait,
-                interval,
-                ssh_config,
-                accept_new_host_key,
-                connect_timeout,
-            };
-            match microseed::status::run(&src, &args, json) {
-                Ok(0) => Ok(()),
-                Ok(code) => return ExitCode::from(code),
-                Err(e) => Err(e),
-            }
-        }
+        Command::Status(args) => match microseed::status::run(&src, &args, json) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Render {
             cluster,
             machine,

@@ -275,6 +275,24 @@ pub struct Profiles {
 }
 
 impl Profiles {
+    /// `--release R` names no release profile: the error, listing those
+    /// that exist.
+    pub fn unknown_release(&self, r: &str) -> crate::diag::Diagnostic {
+        crate::diag::Diagnostic::error(
+            Path::new("--release"),
+            Default::default(),
+            "",
+            format!(
+                "unknown release {r:?}; expected one of {}",
+                self.releases
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    }
+
     pub fn load(overlay: Option<&Path>) -> Result<Profiles> {
         let tree = Tree::profiles(overlay);
         let common: RoleProfile = load_one(&tree, "common.yaml")?;

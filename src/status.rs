@@ -40,17 +40,33 @@ const MARK: &str = "@@microseed-probe ";
 /// bounded to 20 s) before ssh is killed and the machine counted unreachable.
 const PROBE_LIMIT: Duration = Duration::from_secs(120);
 
-/// What `status` was asked for on the command line.
+/// What `status` was asked for on the command line (the clap arguments).
+#[derive(clap::Args, Debug)]
 pub struct StatusArgs {
+    /// The cluster file; known_hosts is kept beside it.
     pub cluster: PathBuf,
+    /// Ask only this machine (repeatable).
+    #[arg(long = "machine", value_name = "NAME")]
     pub machines: Vec<String>,
-    /// `--wait`: poll until done or this long has passed.
-    pub wait: Option<Duration>,
-    pub interval: Duration,
-    /// Passed to ssh as `-F FILE` (instead of `~/.ssh/config`).
+    /// Poll until every machine has converged and every node is Ready,
+    /// or TIMEOUT (e.g. 90s, 30m, 2h) has passed.
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "30m", value_parser = parse_duration)]
+    pub wait: Option<std::time::Duration>,
+    /// Time between polls with --wait.
+    #[arg(long, value_name = "DURATION", default_value = "5s",
+          value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// ssh configuration file to use instead of ~/.ssh/config (ssh -F).
+    #[arg(long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
-    /// Machines whose recorded host key is dropped before connecting.
+    /// NAME was rebuilt: forget its recorded host key and record the
+    /// one it presents now (repeatable).
+    #[arg(long, value_name = "NAME")]
     pub accept_new_host_key: Vec<String>,
+    /// Seconds ssh may take to connect to a machine.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=600))]
     pub connect_timeout: u32,
 }
 
