@@ -697,7 +697,7 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
     };
     let image = if source.is_dir() {
         if args.machine.is_some() {
-            return Err(flash_input(
+            return Err(crate::diag::option_error(
                 "--machine",
                 "--machine goes with a cluster file; SOURCE is already a machine's output directory",
             ));
@@ -705,7 +705,7 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
         flash::image_in(source, args.format)?
     } else {
         let Some(name) = &args.machine else {
-            return Err(flash_input(
+            return Err(crate::diag::option_error(
                 "--machine",
                 "SOURCE is a cluster file: name the machine with --machine (or give its output directory, e.g. out/worker-1)",
             ));
@@ -792,14 +792,4 @@ pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
         outln!("{}: safe to remove", plan.device.path.display())?;
     }
     Ok(())
-}
-
-fn flash_input(field: &str, msg: &str) -> anyhow::Error {
-    InputErrors(vec![Diagnostic::error(
-        Path::new(field),
-        Default::default(),
-        "",
-        msg.to_string(),
-    )])
-    .into()
 }

@@ -120,3 +120,15 @@ pub fn nearest<'a>(got: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
+
+/// An invalid command-line option (no file position): exits 2 like any
+/// input error, named by the option.
+pub fn option_error(option: &str, msg: &str) -> anyhow::Error {
+    InputErrors(vec![Diagnostic::error(
+        Path::new(option),
+        Pos::default(),
+        "",
+        msg.to_string(),
+    )])
+    .into()
+}

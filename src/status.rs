@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::build::{self, MissingSecrets, Sources};
-use crate::diag::{Diagnostic, InputErrors};
+use crate::diag::option_error;
 use crate::model::{Cluster, Machine};
 use crate::{errln, outln};
 
@@ -181,7 +181,7 @@ pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
     let cluster = &loaded.cluster;
     for name in &args.accept_new_host_key {
         if cluster.machine(name).is_none() {
-            return Err(input_error(
+            return Err(option_error(
                 "--accept-new-host-key",
                 &format!(
                     "no machine named {name:?}; the cluster has {}",
@@ -193,7 +193,7 @@ pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
     if let Some(f) = &args.ssh_config
         && !f.is_file()
     {
-        return Err(input_error(
+        return Err(option_error(
             "--ssh-config",
             &format!("{}: no such file", f.display()),
         ));
@@ -270,16 +270,6 @@ pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
 
 fn names(cluster: &Cluster) -> Vec<&str> {
     cluster.machines.iter().map(|m| m.name.as_str()).collect()
-}
-
-fn input_error(field: &str, msg: &str) -> anyhow::Error {
-    InputErrors(vec![Diagnostic::error(
-        Path::new(field),
-        Default::default(),
-        "",
-        msg.to_string(),
-    )])
-    .into()
 }
 
 /// `known_hosts` beside the cluster file: the cluster's own trust, apart

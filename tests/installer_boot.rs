@@ -13,21 +13,28 @@ use common::*;
 
 fn boot(fx: Fixture, firmware: &str) -> String {
     let (dir, img, report) = patched(fx);
-    let log = dir.path().join("serial.log");
+    let out = boot_image(&img, firmware, dir.path(), &format!("{fx:?}"));
+    eprintln!("{fx:?}/{firmware}: {report:?}\n{out}");
+    out
+}
+
+/// Boots `img` under `firmware` (scripts/installer-boot-test.sh), logging to
+/// `dir`; the serial console's STANDIN- lines once the stand-in finished.
+fn boot_image(img: &std::path::Path, firmware: &str, dir: &std::path::Path, what: &str) -> String {
+    let log = dir.join("serial.log");
     let script = repo().join("scripts/installer-boot-test.sh");
     let status = std::process::Command::new("bash")
         .arg(&script)
-        .arg(&img)
+        .arg(img)
         .arg(firmware)
         .arg(&log)
         .arg("400")
         .status()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     let serial = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).to_string();
-    let lines: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
     assert!(
         status.success() && serial.contains("STANDIN-DONE"),
-        "{fx:?}/{firmware}: qemu {status}, serial console:\n{}",
+        "{what}/{firmware}: qemu {status}, serial console:\n{}",
         serial
             .chars()
             .rev()
@@ -37,7 +44,7 @@ fn boot(fx: Fixture, firmware: &str) -> String {
             .rev()
             .collect::<String>()
     );
-    eprintln!("{fx:?}/{firmware}: {report:?}\n{}", lines.join("\n"));
+    let lines: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
     lines.join("\n")
 }
 
@@ -117,23 +124,8 @@ fn noble_installer_built_by_the_cli_boots(firmware: &str) {
         .expect("run microseed");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let img = dir.path().join("out/worker-1/installer.img");
-    let log = dir.path().join("serial.log");
-    let script = repo().join("scripts/installer-boot-test.sh");
-    let status = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(&img)
-        .arg(firmware)
-        .arg(&log)
-        .arg("400")
-        .status()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    let serial = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).to_string();
-    assert!(
-        status.success() && serial.contains("STANDIN-DONE"),
-        "{firmware}: qemu {status}, serial console:\n{serial}"
-    );
-    let lines: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
-    assert_autoinstall_and_cidata(&lines.join("\n"), "/dev/vda4");
+    let out = boot_image(&img, firmware, dir.path(), "noble (CLI)");
+    assert_autoinstall_and_cidata(&out, "/dev/vda4");
 }
 
 #[test]
