@@ -7,24 +7,24 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::diag::{Diagnostic, InputErrors};
+use crate::documents::{self, Documents, Target};
 use crate::model::{Cluster, Machine};
 use crate::output::{Staging, Written};
 use crate::plan::Planner;
 use crate::profile::Profiles;
-use crate::render::{self, Documents, Target};
 use crate::secrets::{self, Secrets};
-use crate::{cluster, package, validate};
+use crate::{package, schema, validate};
 
 /// Where to read profiles and templates from, and how strict to be.
 #[derive(Debug, Clone, Default)]
-pub struct Sources {
+pub struct GlobalOptions {
     pub profiles: Option<PathBuf>,
     pub templates: Option<PathBuf>,
     pub strict: bool,
 }
 
 /// A cluster file that passed validation, with what it needs to render.
-pub struct Loaded {
+pub struct ClusterInputs {
     pub file: PathBuf,
     pub cluster: Cluster,
     pub profiles: Profiles,
@@ -47,10 +47,10 @@ pub enum MissingSecrets {
 }
 
 /// Reads and validates the cluster file and its secrets.
-pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loaded> {
+pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result<ClusterInputs> {
     let text = crate::input::read_text(file, "cluster file")?;
     let profiles = Profiles::load(src.profiles.as_deref())?;
-    let raw = cluster::parse(file, &text)?;
+    let raw = schema::parse(file, &text)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
     let mut warnings = Vec::new();
@@ -83,7 +83,7 @@ pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loade
             }
         }
     };
-    Ok(Loaded {
+    Ok(ClusterInputs {
         file: file.to_path_buf(),
         cluster,
         profiles,
@@ -96,7 +96,7 @@ pub fn load(file: &Path, src: &Sources, missing: MissingSecrets) -> Result<Loade
 
 /// Picks the machines to build: all, or the named subset, each once, in the
 /// order first named (unknown names are input errors).
-pub fn select<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Machine>> {
+pub fn select<'a>(loaded: &'a ClusterInputs, names: &[String]) -> Result<Vec<&'a Machine>> {
     if names.is_empty() {
         return Ok(loaded.cluster.machines.iter().collect());
     }
@@ -135,8 +135,8 @@ pub fn select<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Machin
 
 /// Renders the documents of the given machines.
 pub fn render_machines(
-    loaded: &Loaded,
-    src: &Sources,
+    loaded: &ClusterInputs,
+    src: &GlobalOptions,
     machines: &[&Machine],
     target: Target,
 ) -> Result<Vec<Documents>> {
@@ -147,7 +147,7 @@ pub fn render_machines(
         .collect()
 }
 
-fn planner<'a>(loaded: &'a Loaded, src: &Sources) -> Result<Planner<'a>> {
+fn planner<'a>(loaded: &'a ClusterInputs, src: &GlobalOptions) -> Result<Planner<'a>> {
     let secrets = loaded
         .secrets
         .as_ref()
@@ -162,14 +162,14 @@ fn planner<'a>(loaded: &'a Loaded, src: &Sources) -> Result<Planner<'a>> {
 
 fn render_one(
     planner: &mut Planner<'_>,
-    loaded: &Loaded,
+    loaded: &ClusterInputs,
     m: &Machine,
     target: Target,
 ) -> Result<Documents> {
     let plan = planner
         .plan(m)
         .with_context(|| format!("planning {}", m.name))?;
-    render::documents(&loaded.cluster, &plan, target)
+    documents::for_machine(&loaded.cluster, &plan, target)
         .with_context(|| format!("rendering {}", m.name))
 }
 
@@ -187,7 +187,11 @@ pub struct BuildRequest<'a> {
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
-pub fn build(loaded: &Loaded, src: &Sources, req: &BuildRequest<'_>) -> Result<Written> {
+pub fn build(
+    loaded: &ClusterInputs,
+    src: &GlobalOptions,
+    req: &BuildRequest<'_>,
+) -> Result<Written> {
     let machines = select(loaded, req.machines)?;
     let run = package::Run {
         cluster: &loaded.cluster,

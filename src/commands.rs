@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::build::{self, BuildRequest, Format, MissingSecrets, Sources};
+use crate::build::{self, BuildRequest, Format, GlobalOptions, MissingSecrets};
 use crate::diag::{Diagnostic, InputErrors};
+use crate::documents::Target;
 use crate::outdir::{self, Input};
 use crate::package::{self, installer::InstallerOptions};
 use crate::pxe::{PxeOptions, PxeUrl};
-use crate::render::Target;
 use crate::secrets;
 use crate::serve::Serve;
 use crate::verify;
@@ -114,7 +114,7 @@ fn warn_all(diags: &[Diagnostic]) {
     }
 }
 
-pub fn check(cluster: &Path, src: &Sources, json: bool) -> Result<()> {
+pub fn check(cluster: &Path, src: &GlobalOptions, json: bool) -> Result<()> {
     let loaded = build::load(cluster, src, MissingSecrets::Skip)?;
     warn_all(&loaded.warnings);
     if json {
@@ -193,7 +193,7 @@ pub struct BuildArgs {
 /// What `build` reads, which OUT must stay clear of.
 fn build_inputs(
     args: &BuildArgs,
-    src: &Sources,
+    src: &GlobalOptions,
     installer: Option<&InstallerOptions>,
 ) -> Vec<Input> {
     let dir = match args.cluster.parent() {
@@ -224,7 +224,7 @@ fn build_inputs(
     inputs
 }
 
-pub fn build(src: &Sources, args: &BuildArgs, json: bool) -> Result<()> {
+pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
     let (cluster, out, machines, target, pxe_url, check) = (
         args.cluster.as_path(),
         args.out.as_path(),
@@ -435,7 +435,7 @@ pub fn serve(dir: &Path, bind: &str, json: bool) -> Result<()> {
 
 pub fn render(
     cluster: &Path,
-    src: &Sources,
+    src: &GlobalOptions,
     machine: &str,
     document: &str,
     target: Target,
@@ -517,7 +517,7 @@ fn installer_options(args: &BuildArgs, formats: &[Format]) -> Result<Option<Inst
 }
 
 /// The release profiles to act on: `--release` names, or every release.
-fn iso_specs(src: &Sources, releases: &[String]) -> Result<Vec<crate::iso::IsoSpec>> {
+fn iso_specs(src: &GlobalOptions, releases: &[String]) -> Result<Vec<crate::iso::IsoSpec>> {
     let profiles = crate::profile::Profiles::load(src.profiles.as_deref())?;
     let mut bad = Vec::new();
     let mut picked = Vec::new();
@@ -552,7 +552,7 @@ fn iso_specs(src: &Sources, releases: &[String]) -> Result<Vec<crate::iso::IsoSp
 
 /// `iso fetch`: fills the cache with each release's verified ISO.
 pub fn iso_fetch(
-    src: &Sources,
+    src: &GlobalOptions,
     releases: &[String],
     cache_dir: Option<&Path>,
     offline: bool,
@@ -603,7 +603,7 @@ pub fn iso_fetch(
 }
 
 /// `iso list`: what the cache holds and whether an offline build can use it.
-pub fn iso_list(src: &Sources, cache_dir: Option<&Path>, json: bool) -> Result<()> {
+pub fn iso_list(src: &GlobalOptions, cache_dir: Option<&Path>, json: bool) -> Result<()> {
     let cache = cache_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(crate::iso::default_cache_dir);
@@ -676,7 +676,7 @@ pub struct FlashArgs {
 
 /// `flash`: checks, asks, writes, reads back; "safe to remove" only after
 /// the device's bytes hash to the manifest's digest.
-pub fn flash(src: &Sources, args: &FlashArgs, json: bool) -> Result<()> {
+pub fn flash(src: &GlobalOptions, args: &FlashArgs, json: bool) -> Result<()> {
     use crate::flash;
     let sys = flash::SysRoot::from_env();
     if args.list {

@@ -164,7 +164,7 @@ fn replace_keys(template: &str, key: &str) -> Result<String> {
             if key.is_empty() {
                 out.push_str("  ssh_keys: []\n");
             } else {
-                let scalar = crate::render::yaml(&vec![key])?;
+                let scalar = crate::documents::yaml(&vec![key])?;
                 out.push_str("  ssh_keys:\n");
                 for l in scalar.lines() {
                     out.push_str("    ");

@@ -1,8 +1,8 @@
 //! microseed: one cluster file in, a seed per machine out.
 //!
-//! Stages, each a module with a small surface: [`cluster`] (text to typed
-//! file) -> [`validate`] (typed file to [`model`]) -> [`plan`] (role profile
-//! applied, file bodies rendered through [`templates`]) -> [`render`] (YAML
+//! Stages, each a module with a small surface: [`schema`] (text to the
+//! typed file format) -> [`validate`] (typed file to [`model`]) -> [`plan`] (role profile
+//! applied, file bodies rendered through [`templates`]) -> [`documents`] (YAML
 //! documents) -> [`package`] (one module per output format, chosen by one
 //! table) into [`output`] (the staged tree) with a manifest.
 //! [`build`] strings the stages together; [`commands`] is the CLI's side.
@@ -11,9 +11,9 @@
 pub mod assets;
 pub mod build;
 pub mod cleanup;
-pub mod cluster;
 pub mod commands;
 pub mod diag;
+pub mod documents;
 pub mod flash;
 pub mod image;
 pub mod init;
@@ -27,7 +27,7 @@ pub mod package;
 pub mod plan;
 pub mod profile;
 pub mod pxe;
-pub mod render;
+pub mod schema;
 pub mod secrets;
 pub mod serve;
 pub mod staking;

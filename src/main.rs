@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use microseed::build::Sources;
+use microseed::build::GlobalOptions;
 use microseed::commands;
-use microseed::render::Target;
+use microseed::documents::Target;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -161,7 +161,7 @@ enum IsoCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let src = Sources {
+    let src = GlobalOptions {
         profiles: cli.profiles,
         templates: cli.templates,
         strict: cli.strict,

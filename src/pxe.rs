@@ -26,9 +26,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::diag::{Diagnostic, InputErrors};
+use crate::documents::Documents;
 use crate::model::{Cluster, Machine};
 use crate::output::Staging;
-use crate::render::Documents;
 use crate::templates::Templates;
 
 /// Seconds a machine with a listed MAC waits before its install starts.

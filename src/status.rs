@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::build::{self, MissingSecrets, Sources};
+use crate::build::{self, GlobalOptions, MissingSecrets};
 use crate::diag::option_error;
 use crate::model::{Cluster, Machine};
 use crate::{errln, outln};
@@ -172,7 +172,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// `microseed status`: returns the exit code (0, [`EXIT_NOT_CONVERGED`] or
 /// [`EXIT_UNREACHABLE`]); errors are for bad input and broken tools.
-pub fn run(src: &Sources, args: &StatusArgs, json: bool) -> Result<u8> {
+pub fn run(src: &GlobalOptions, args: &StatusArgs, json: bool) -> Result<u8> {
     let loaded = build::load(&args.cluster, src, MissingSecrets::Skip)?;
     for w in &loaded.warnings {
         errln!("{w}");

@@ -13,11 +13,11 @@ use std::str::FromStr;
 
 use serde_saphyr::Spanned;
 
-use crate::cluster::{ClusterFile, DiskChoice};
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
 use crate::model::Disk;
 use crate::model::{self, Cidr, Cluster, NETWORKS};
 use crate::profile::{Count, Profiles, Proto, ReleaseProfile};
+use crate::schema::{ClusterFile, DiskChoice};
 use crate::staking;
 
 struct Checker<'a> {
@@ -1101,7 +1101,7 @@ mod tests {
             text = text.replace(from, to);
         }
         let file = Path::new("cluster.yaml");
-        let raw = crate::cluster::parse(file, &text).expect("parses");
+        let raw = crate::schema::parse(file, &text).expect("parses");
         let profiles = Profiles::load(None).expect("embedded profiles");
         let mut c = Checker::new(file);
         let (cluster, found) = run_checks(&mut c, &raw, &profiles);

@@ -236,10 +236,10 @@ fn documents_read_back_by_pyyaml_as_meant() {
     for m in &loaded.cluster.machines {
         let plan = planner.plan(m).expect("plan");
         let meant_cc =
-            serde_json::to_value(microseed::render::cloud_config(&loaded.cluster, &plan))
+            serde_json::to_value(microseed::documents::cloud_config(&loaded.cluster, &plan))
                 .expect("json");
-        let meant_net =
-            serde_json::to_value(microseed::render::netplan(&loaded.cluster, &plan)).expect("json");
+        let meant_net = serde_json::to_value(microseed::documents::netplan(&loaded.cluster, &plan))
+            .expect("json");
         let ud = pyyaml(&s.out().join(&m.name).join("user-data"));
         assert_eq!(
             ud["autoinstall"]["user-data"], meant_cc,

@@ -40,7 +40,7 @@ fn peak_rss_kib() -> i64 {
 fn parse_cluster(text: &str) -> Result<(), TestCaseError> {
     let file = Path::new("cluster.yaml");
     let start = Instant::now();
-    let result = microseed::cluster::parse(file, text)
+    let result = microseed::schema::parse(file, text)
         .and_then(|raw| microseed::validate::validate(file, &raw, profiles()).map(|_| ()));
     let took = start.elapsed();
     prop_assert!(took < PER_CASE, "took {took:?}");

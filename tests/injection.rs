@@ -104,7 +104,7 @@ fn yaml_specials_as_names_read_back_as_strings() {
         let ai = &ud["autoinstall"];
         assert_eq!(ai["user-data"]["hostname"], special, "hostname {special}");
         assert_eq!(ai["keyboard"]["layout"], special, "layout {special}");
-        // A serial becomes a glob over udev's ID_SERIAL (render::serial_glob).
+        // A serial becomes a glob over udev's ID_SERIAL (documents::serial_glob).
         assert_eq!(
             ai["storage"]["layout"]["match"]["serial"],
             format!("*{special}*"),

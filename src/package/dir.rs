@@ -4,9 +4,9 @@
 use anyhow::Result;
 
 use super::{Packager, Run, Spec};
+use crate::documents::Documents;
 use crate::model::Machine;
 use crate::output::Staging;
-use crate::render::Documents;
 
 pub const SPEC: Spec = Spec {
     name: "dir",

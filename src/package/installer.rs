@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{Packager, Run, Spec};
+use crate::documents::Documents;
 use crate::model::Machine;
 use crate::output::Staging;
 use crate::profile::ReleaseProfile;
-use crate::render::Documents;
 
 pub const SPEC: Spec = Spec {
     name: "installer",

@@ -18,9 +18,9 @@ use std::sync::LazyLock;
 
 use anyhow::Result;
 
+use crate::documents::Documents;
 use crate::model::{Cluster, Machine};
 use crate::output::Staging;
-use crate::render::Documents;
 
 /// The output formats, in the order they run (and `--help` lists them).
 pub static FORMATS: [Spec; 4] = [dir::SPEC, seed_img::SPEC, installer::SPEC, pxe::SPEC];

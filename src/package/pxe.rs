@@ -5,10 +5,10 @@
 use anyhow::{Context, Result};
 
 use super::{Packager, Run, Spec};
+use crate::documents::Documents;
 use crate::model::Machine;
 use crate::output::Staging;
 use crate::pxe::PxeOptions;
-use crate::render::Documents;
 
 pub const SPEC: Spec = Spec {
     name: "pxe",

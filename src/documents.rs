@@ -431,7 +431,7 @@ pub fn late_commands(cluster: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Vec<S
 }
 
 /// Renders the three documents of one machine.
-pub fn documents(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Result<Documents> {
+pub fn for_machine(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Result<Documents> {
     let cc = cloud_config(cluster, plan);
     let user_data = match target {
         Target::CloudImage => format!("#cloud-config\n{}", yaml(&cc)?),
