@@ -137,6 +137,24 @@ fn missing_cluster_file_is_an_input_error() {
 }
 
 #[test]
+fn offline_status_is_refused_before_any_ssh_is_tried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = bin()
+        .args(["--offline", "status", "examples/vm-lab/cluster.yaml"])
+        .env("PATH", dir.path()) // no ssh anywhere: a try would fail otherwise
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("--offline: error: status reaches every machine over ssh"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+#[test]
 fn build_json_lists_every_file_with_its_hash() {
     let s = common::Scratch::example();
     let o = bin()
