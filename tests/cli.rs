@@ -1,6 +1,6 @@
 //! The command line a user meets first: init, help, completions, exit codes.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

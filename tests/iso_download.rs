@@ -6,9 +6,8 @@
 //! keys made with `gpg` in a temporary GNUPGHOME; the shipped Ubuntu key is
 //! checked against a real Ubuntu SHA256SUMS signature.
 
-mod common;
-#[path = "iso_common/mod.rs"]
-mod iso_common;
+use crate::common;
+use crate::iso_common;
 
 use microseed::iso::{FetchOptions, IsoSpec, Trust, TrustedKey, ensure_iso, list_cache};
 use sha2::{Digest, Sha256};
