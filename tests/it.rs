@@ -35,3 +35,27 @@ mod staking_values;
 mod status;
 mod validation;
 mod verify;
+
+/// With `autotests = false` a file in tests/ that no `mod` line names is
+/// never compiled, so its tests would silently not run: fail instead.
+#[test]
+fn every_test_file_is_a_module_of_this_binary_or_its_own_target() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let me = std::fs::read_to_string(root.join("tests/it.rs")).expect("tests/it.rs");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let mut orphans = Vec::new();
+    for e in std::fs::read_dir(root.join("tests")).expect("tests/") {
+        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".rs") else {
+            continue;
+        };
+        let own_target = manifest.contains(&format!("path = \"tests/{name}\""));
+        if stem != "it" && !own_target && !me.contains(&format!("\nmod {stem};\n")) {
+            orphans.push(name);
+        }
+    }
+    assert!(
+        orphans.is_empty(),
+        "tests/ files no target compiles (add `mod NAME;` to tests/it.rs): {orphans:?}"
+    );
+}
