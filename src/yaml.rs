@@ -132,7 +132,7 @@ fn describe(
             B::Aliases { .. } | B::Anchors { .. } => {
                 "too many anchors or aliases (`&name`, `*name`); write the values out instead".to_string()
             }
-            _ => "the file expands to far more values than any cluster file holds (through aliases or sheer size); expected a cluster description of a few KiB".to_string(),
+            _ => "the file expands to far more values than microseed ever reads from one (through aliases or sheer size); expected a few KiB of YAML".to_string(),
         },
         E::AliasReplayCounterOverflow { .. }
         | E::AliasReplayLimitExceeded { .. }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -171,7 +172,7 @@ fn cases() -> Vec<Case> {
             line: 0,
             column: 0,
             field: "",
-            says: "expands to far more values than any cluster file holds",
+            says: "expands to far more values than microseed ever reads",
         },
         Case {
             name: "recursive alias",
@@ -622,14 +623,100 @@ fn cluster_file_that_is_not_a_regular_file_is_refused_at_once() {
     }
 }
 
+/// What the secrets file's refusals must never say: they belong to the
+/// cluster file (or to no file at all).
+const NOT_FOR_SECRETS: &[&str] = &["cluster description", "cluster file", "already exists"];
+
+/// A name, what puts the bad entry at a path, and what the refusal says.
+type Breaker<'a> = (&'a str, &'a dyn Fn(&Path), &'a str);
+
 #[test]
 fn secrets_file_that_is_not_a_regular_file_is_refused() {
-    let s = Scratch::example();
-    std::fs::remove_file(s.dir.path().join("secrets.yaml")).expect("rm");
-    std::fs::create_dir(s.dir.path().join("secrets.yaml")).expect("mkdir");
-    let o = s.build(&[]);
-    let (_, err) = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("the secrets file is a directory"), "{err}");
-    assert!(!s.out().exists());
+    let make: &[Breaker] = &[
+        (
+            "directory",
+            &|p| std::fs::create_dir(p).expect("mkdir"),
+            "the secrets file is a directory; expected a regular YAML file",
+        ),
+        (
+            "FIFO",
+            &|p| {
+                let c = std::ffi::CString::new(p.to_str().expect("utf8")).expect("cstr");
+                // SAFETY: a valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            },
+            "the secrets file is a FIFO (named pipe)",
+        ),
+        (
+            "huge file",
+            &|p| {
+                std::fs::File::create(p)
+                    .and_then(|f| f.set_len(64 * 1024 * 1024))
+                    .expect("sparse file");
+            },
+            "the secrets file is larger than 1024 KiB; expected a few lines",
+        ),
+        (
+            "dangling symlink",
+            &|p| std::os::unix::fs::symlink("gone/secrets.yaml", p).expect("symlink"),
+            "the secrets file is a symbolic link to gone/secrets.yaml, which does not exist",
+        ),
+    ];
+    for (name, make, says) in make {
+        let s = Scratch::example();
+        let secrets = s.dir.path().join("secrets.yaml");
+        std::fs::remove_file(&secrets).expect("rm");
+        make(&secrets);
+        let (o, _) = build_timed(&s);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{}: error: ", secrets.display())),
+            "{name}: does not name the file: {err}"
+        );
+        assert!(err.contains(says), "{name}: {err}");
+        for wrong in NOT_FOR_SECRETS {
+            assert!(!err.contains(wrong), "{name} says {wrong:?}: {err}");
+        }
+        assert!(!s.out().exists(), "{name}: output written");
+        // Nothing replaced the user's entry with a fresh secrets file.
+        let meta = secrets.symlink_metadata().expect("still there");
+        assert!(!meta.is_file() || meta.len() > 1024, "{name}: replaced");
+    }
+}
+
+#[test]
+fn ssh_key_file_that_is_not_a_regular_file_is_refused_in_its_own_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keydir = dir.path().join("id_ed25519.pub");
+    std::fs::create_dir(&keydir).expect("mkdir");
+    let huge = dir.path().join("huge.pub");
+    std::fs::File::create(&huge)
+        .and_then(|f| f.set_len(64 * 1024 * 1024))
+        .expect("sparse file");
+    for (key, says) in [
+        (
+            &keydir,
+            "the ssh public key file is a directory; expected a regular file holding one public key line",
+        ),
+        (
+            &huge,
+            "the ssh public key file is larger than 1024 KiB; expected one public key line",
+        ),
+    ] {
+        let target = dir.path().join("c");
+        let o = bin()
+            .arg("init")
+            .arg(&target)
+            .arg("--ssh-key")
+            .arg(key)
+            .env("HOME", dir.path())
+            .output()
+            .expect("run");
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains("YAML") && !err.contains("cluster"), "{err}");
+        assert!(!target.join("cluster.yaml").exists());
+    }
 }
