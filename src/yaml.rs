@@ -492,7 +492,7 @@ fn field_at_line(field: &str, text: &str, line: u64) -> String {
     }
 }
 
-/// Character offsets of each line start, for turning offsets into positions.
+/// The line and column (1-based) of byte `offset` in `text`.
 fn pos_of(text: &str, offset: usize) -> Pos {
     let before = &text[..offset];
     let line = before.matches('\n').count() as u64 + 1;
