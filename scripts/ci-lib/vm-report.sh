@@ -1,7 +1,9 @@
 #!/bin/bash
 # Runs inside the test VM (installed as /usr/local/sbin/microseed-report by
 # recipe-bookworm-vm.sh, started by microseed-report.service after
-# cloud-final): writes a sectioned report to $1 (ttyS1), then powers off.
+# cloud-final): writes a sectioned report to $1 (ttyS1), then powers off
+# (with microseed.test.stay-up on the kernel command line it stays up, for
+# `microseed status` in the acceptance run's shared-network phase).
 # Sections: lines "===== NAME =====", the report framed by
 # "===== BEGIN microseed-report =====" and "===== END microseed-report =====".
 # Parsed by scripts/ci-lib/report.sh; keep names stable.
@@ -19,9 +21,12 @@ run() {
 # --no-block at first boot; the image's stand-in microk8s refuses the first
 # add-on enables and the first join): wait, bounded, until microseed-status
 # says converged, keeping the first snapshot that shows a failing step.
+# microseed.test.converge-polls=N: machines booted together wait on each
+# other (the worker's join on the master), so they may need longer.
+polls=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^microseed\.test\.converge-polls=\([0-9][0-9]*\)$/\1/p')
 failing=""
 if [ -x /usr/local/sbin/microseed-status ]; then
-    for _ in $(seq 1 "${MS_CONVERGE_POLLS:-60}"); do
+    for _ in $(seq 1 "${polls:-${MS_CONVERGE_POLLS:-60}}"); do
         snap="$(/usr/local/sbin/microseed-status 2>&1)" && break
         if [ -z "$failing" ] && grep -q 'failed' <<<"$snap"; then
             failing="$snap"
@@ -110,6 +115,8 @@ sec "agent certificate sha256"
 openssl x509 -outform der -in /var/snap/microk8s/current/certs/server.crt 2>&1 | sha256sum
 sec "fake master"
 cat /var/log/fake-master.log 2>&1
+sec "fake cluster agent"
+cat /var/log/fake-cluster-agent.log 2>&1
 sec "fake-microk8s verified"
 cat /var/log/fake-microk8s.calls.verified 2>&1
 sec "fake-microk8s.calls"
@@ -128,5 +135,8 @@ cat /proc/uptime
 echo
 echo "===== END microseed-report ====="
 sync
+if grep -qw microseed.test.stay-up /proc/cmdline; then
+    exit 0
+fi
 # poweroff.target through systemd's private socket (no logind/D-Bus needed).
 systemctl start --no-block poweroff.target
