@@ -10,6 +10,8 @@ set -euo pipefail
 . "$MS_LIB_DIR/recipe-bookworm-vm.sh"
 # shellcheck source=ci-lib/report.sh
 . "$MS_LIB_DIR/report.sh"
+# shellcheck source=ci-lib/cluster-phase.sh
+. "$MS_LIB_DIR/cluster-phase.sh"
 
 MS_BOOT_TIMEOUT="${MS_BOOT_TIMEOUT:-600}"
 # Three machines plus the master's power-cut boot (about 300 s here).
@@ -17,7 +19,7 @@ MS_TOTAL_TIMEOUT="${MS_TOTAL_TIMEOUT:-2100}"
 
 usage() {
     cat <<'EOF'
-usage: acceptance.sh [--out DIR] SEED_IMG_DIR
+usage: acceptance.sh [--out DIR] [--cluster FILE --ssh-key KEY] SEED_IMG_DIR
        acceptance.sh build [--force]
        acceptance.sh boot SEED_IMG MAC WORKDIR
 
@@ -34,6 +36,14 @@ scripts/ci-lib/acceptance-<role>.sh REPORT. Results, reports and console logs
 land in --out DIR (default: a new /tmp/microseed-acceptance.XXXXXX).
 MS_REUSE_REPORTS=1 re-checks complete reports already in --out DIR without
 booting (for editing checks and hooks).
+
+With --cluster FILE (the cluster file the seeds were built from) and
+--ssh-key KEY (a private key whose public half is among its admin.ssh_keys),
+the machines boot together on one bridge after the master's power-cut boot,
+the worker joins the master VM, and the run ends with `microseed status`
+against them (MICROSEED_BIN, default target/release/microseed): --wait
+must see everything converged, then a failing step and a stopped machine
+must give their rows and exit codes (scripts/ci-lib/cluster-phase.sh).
 
 build   build (or reuse) the VM in $MICROSEED_TEST_CACHE/bookworm-vm
 boot    one boot: writes WORKDIR/console.log and WORKDIR/report.txt
@@ -190,16 +200,19 @@ machine_role() {
 }
 
 cmd_run() {
-    local out="" seeds="" args=("$@")
+    local out="" seeds="" cluster="" key="" args=("$@")
     while [[ $# -gt 0 ]]; do
         case "$1" in
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
+        --cluster) cluster="$(realpath -e "${2:?--cluster needs a file}")"; shift 2 ;;
+        --ssh-key) key="$(realpath -e "${2:?--ssh-key needs a file}")"; shift 2 ;;
         -*) ms_die "unknown option $1" ;;
         *) [[ -z "$seeds" ]] || { usage >&2; exit 2; }; seeds="$1"; shift ;;
         esac
     done
     [[ -n "$seeds" ]] || { usage >&2; exit 2; }
     [[ -d "$seeds" ]] || ms_die "SEED_IMG_DIR $seeds is not a directory"
+    [[ -n "$cluster" && -n "$key" || -z "$cluster$key" ]] || ms_die "--cluster and --ssh-key go together"
     ms_need_root
     if [[ -z "${MS_ACCEPTANCE_BOUNDED:-}" ]]; then
         local rc=0
@@ -238,6 +251,11 @@ cmd_run() {
     [[ -n "$any" ]] || ms_die "no $seeds/<machine>/seed.img found"
 
     local pass=0 fail=0 role ip host hook rc
+    if [[ -n "$cluster" ]]; then
+        cluster_boot "$seeds" "$out" "$machines" | tee -a "$out/results.txt" "$out/cluster-checks.txt"
+        MS_MASTER_REPORT="$out/$(awk '$2 == "master" { print $1; exit }' "$machines")/report.txt"
+        export MS_MASTER_REPORT
+    fi
     # shellcheck disable=SC2094 # machines.txt is only read in this loop
     while read -r name role ip host <&3; do
         local SEED_MACS="" SEED_ADDRS="" SEED_GATEWAY="" SEED_HOSTNAME=""
@@ -248,6 +266,14 @@ cmd_run() {
         : >"$work/checks.txt"
         if [[ -n "${MS_REUSE_REPORTS:-}" ]] && grep -q '^===== END microseed-report =====' "$work/report.txt" 2>/dev/null; then
             ms_log "$name: reusing $work/report.txt (MS_REUSE_REPORTS)"
+        elif [[ -n "$cluster" ]]; then
+            if ! grep -q '^===== END microseed-report =====' "$work/report.txt" 2>/dev/null; then
+                echo "not ok - $name: booted on the shared network, wrote a complete report" | tee -a "$out/results.txt"
+                ms_warn "$name: console tail ($work/console.log)"
+                tail -n 60 "$work/console.log" | tr -d '\r' >&2
+                fail=$((fail + 1))
+                continue
+            fi
         elif [[ "$role" == master && "${MS_POWERCUT:-1}" == 1 ]] && ! powercut_boot "$seeds/$name/seed.img" "$mac" "$work" </dev/null; then
             echo "not ok - $name: power cut mid first boot, then a boot that resumes" | tee -a "$out/results.txt"
             fail=$((fail + 1))
@@ -281,6 +307,13 @@ cmd_run() {
         pass=$((pass + $(grep -c '^ok - ' "$work/checks.txt" || true)))
         fail=$((fail + $(grep -c '^not ok - ' "$work/checks.txt" || true)))
     done 3<"$machines"
+    if [[ -n "$cluster" ]]; then
+        MS_CHECK_FAIL=0 MS_CHECK_PASS=0
+        cluster_status_checks "$out" "$machines" "$cluster" "$key" | tee -a "$out/results.txt" "$out/cluster-checks.txt"
+        cluster_vms_down
+        pass=$((pass + $(grep -c '^ok - ' "$out/cluster-checks.txt" || true)))
+        fail=$((fail + $(grep -c '^not ok - ' "$out/cluster-checks.txt" || true)))
+    fi
     echo "acceptance: $pass passed, $fail failed" | tee -a "$out/results.txt"
     ((fail == 0))
 }

@@ -73,9 +73,15 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     cp examples/vm-lab/cluster.yaml "$out/cluster.yaml"
     cp tests/fixtures/secrets.yaml "$out/secrets.yaml"
     chmod 600 "$out/secrets.yaml"
+    # A key made for this run, among the admin's keys: the run ends with
+    # `microseed status` logging in to the booted machines with it.
+    ssh-keygen -q -t ed25519 -N '' -C microseed-acceptance -f "$out/admin-key"
+    sed -i "/^  ssh_keys:\$/a\\    - $(cat "$out/admin-key.pub")" "$out/cluster.yaml"
+    grep -qF "$(cut -d' ' -f2 "$out/admin-key.pub")" "$out/cluster.yaml"
     acc_rc=0
     cargo run --release --quiet -- build "$out/cluster.yaml" -o "$out/seeds" --target cloud-image --format dir,seed-img \
-        && scripts/acceptance.sh "$out/seeds" || acc_rc=$?
+        && MICROSEED_BIN=target/release/microseed scripts/acceptance.sh \
+            --cluster "$out/cluster.yaml" --ssh-key "$out/admin-key" "$out/seeds" || acc_rc=$?
     tier_rc=0
     finish_tier "$tier_pid" || tier_rc=$?
     [ "$acc_rc" = 0 ] || { log "acceptance FAILED (rc=$acc_rc)"; exit 1; }
