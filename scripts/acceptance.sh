@@ -252,7 +252,9 @@ cmd_run() {
 
     local pass=0 fail=0 role ip host hook rc
     if [[ -n "$cluster" ]]; then
-        cluster_boot "$seeds" "$out" "$machines" | tee -a "$out/results.txt" "$out/cluster-checks.txt"
+        # Not in a pipeline: the VMs' and the namespace's pids must stay in this shell.
+        cluster_boot "$seeds" "$out" "$machines" >"$out/cluster-boot.txt"
+        tee -a "$out/results.txt" "$out/cluster-checks.txt" <"$out/cluster-boot.txt"
         MS_MASTER_REPORT="$out/$(awk '$2 == "master" { print $1; exit }' "$machines")/report.txt"
         export MS_MASTER_REPORT
     fi
@@ -309,7 +311,9 @@ cmd_run() {
     done 3<"$machines"
     if [[ -n "$cluster" ]]; then
         MS_CHECK_FAIL=0 MS_CHECK_PASS=0
-        cluster_status_checks "$out" "$machines" "$cluster" "$key" | tee -a "$out/results.txt" "$out/cluster-checks.txt"
+        cluster_status_checks "$out" "$machines" "$cluster" "$key" >"$out/cluster-status.txt" ||
+            echo "not ok - microseed status checks crashed" >>"$out/cluster-status.txt"
+        tee -a "$out/results.txt" "$out/cluster-checks.txt" <"$out/cluster-status.txt"
         cluster_vms_down
         pass=$((pass + $(grep -c '^ok - ' "$out/cluster-checks.txt" || true)))
         fail=$((fail + $(grep -c '^not ok - ' "$out/cluster-checks.txt" || true)))

@@ -102,7 +102,7 @@ cluster_boot() {
             "$MS_LIB_DIR/qemu-ns.sh" "$vm" "$work" "$seeds/$name/seed.img" "${SEED_MACS%% *}" \
             </dev/null >"$work/qemu.log" 2>&1 &
         MS_VM_PID[$name]=$!
-        ms_on_exit "kill ${MS_VM_PID[$name]} 2>/dev/null"
+        ms_on_exit "kill -KILL ${MS_VM_PID[$name]} 2>/dev/null"
     done 3<"$machines"
 
     local waiting
@@ -213,7 +213,7 @@ print(c["admin"]["username"], (c.get("ssh") or {}).get("port", 22))' "$cluster")
         ssh_master "sudo -n sh -c 'echo 1000 >/var/lib/fake-microk8s/enable-failures && rm -f /var/lib/microseed/done/addons && systemctl start --no-block microseed-addons.service'" \
             >"$st/fail-step.log" 2>&1 || ms_warn "could not make the add-ons step fail (see $st/fail-step.log)"
         for _ in $(seq 40); do
-            ssh_master sudo -n microseed-status >"$st/fail-step.status" 2>&1
+            ssh_master sudo -n microseed-status >"$st/fail-step.status" 2>&1 || true
             grep -qE '^addons +failed' "$st/fail-step.status" && break
             sleep 3
         done
@@ -227,8 +227,11 @@ print(c["admin"]["username"], (c.get("ssh") or {}).get("port", 22))' "$cluster")
 
     # 3. A stopped machine: the worker's VM killed.
     if [[ -n "$worker" ]]; then
-        kill "${MS_VM_PID[$worker]}" 2>/dev/null
-        wait "${MS_VM_PID[$worker]}" 2>/dev/null
+        # SIGKILL: unshare --fork blocks TERM while it waits; --kill-child
+        # then kills qemu, as pulling the plug would.
+        kill -KILL "${MS_VM_PID[$worker]}" 2>/dev/null || true
+        wait "${MS_VM_PID[$worker]}" 2>/dev/null || true
+        sleep 2
         run_status stopped --json
         ms_check "stopped machine: status exits 4 (a machine could not be asked; wins over 3)" test "$rc" = 4
         ms_check "stopped machine: $worker row unreachable, with ssh's reason" \
@@ -251,7 +254,7 @@ print(c["admin"]["username"], (c.get("ssh") or {}).get("port", 22))' "$cluster")
 cluster_vms_down() {
     local name
     for name in "${!MS_VM_PID[@]}"; do
-        kill "${MS_VM_PID[$name]}" 2>/dev/null || true
+        kill -KILL "${MS_VM_PID[$name]}" 2>/dev/null || true
     done
     for name in "${!MS_VM_PID[@]}"; do
         wait "${MS_VM_PID[$name]}" 2>/dev/null || true
