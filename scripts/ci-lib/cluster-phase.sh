@@ -71,7 +71,9 @@ cluster_boot() {
             rc=0
             MS_EXTRA_APPEND=microseed.test.poweroff-at-enable cmd_boot "$seeds/$name/seed.img" "${SEED_MACS%% *}" "$out/$name" </dev/null || rc=$?
             cp "$out/$name/console.log" "$out/$name/console-powercut.log" 2>/dev/null || true
-            if ((rc == 0)) || [[ ! -f "$out/$name/overlay.qcow2" ]]; then
+            # Cut, not timed out: the stand-in says so on the console.
+            if ((rc == 0)) || [[ ! -f "$out/$name/overlay.qcow2" ]] ||
+                ! grep -q 'cutting the power' "$out/$name/console-powercut.log"; then
                 echo "not ok - $name: the power was cut mid first boot (the stand-in cuts it at the first add-on enable)"
             else
                 echo "ok - $name: the power was cut mid first boot (the stand-in cuts it at the first add-on enable)"
