@@ -44,6 +44,8 @@ the worker joins the master VM, and the run ends with `microseed status`
 against them (MICROSEED_BIN, default target/release/microseed): --wait
 must see everything converged, then a failing step and a stopped machine
 must give their rows and exit codes (scripts/ci-lib/cluster-phase.sh).
+The boots together are bounded by MS_CLUSTER_BOOT_TIMEOUT (1500 s), all of
+it by the run's bound.
 
 build   build (or reuse) the VM in $MICROSEED_TEST_CACHE/bookworm-vm
 boot    one boot: writes WORKDIR/console.log and WORKDIR/report.txt
