@@ -71,9 +71,11 @@ cluster_boot() {
             rc=0
             MS_EXTRA_APPEND=microseed.test.poweroff-at-enable cmd_boot "$seeds/$name/seed.img" "${SEED_MACS%% *}" "$out/$name" </dev/null || rc=$?
             cp "$out/$name/console.log" "$out/$name/console-powercut.log" 2>/dev/null || true
-            # Cut, not timed out: the stand-in says so on the console.
+            # Cut, not timed out: the kernel powered the VM off before any
+            # report (the stand-in's own word goes to the journal; its marker
+            # on the disk is checked by acceptance-master.sh).
             if ((rc == 0)) || [[ ! -f "$out/$name/overlay.qcow2" ]] ||
-                ! grep -q 'cutting the power' "$out/$name/console-powercut.log"; then
+                ! grep -q 'reboot: Power down' "$out/$name/console-powercut.log"; then
                 echo "not ok - $name: the power was cut mid first boot (the stand-in cuts it at the first add-on enable)"
             else
                 echo "ok - $name: the power was cut mid first boot (the stand-in cuts it at the first add-on enable)"
