@@ -53,7 +53,7 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
     let raw = schema::parse(file, &text)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
-    let mut warnings = Vec::new();
+    let mut warnings = validate::short_serial_warnings(file, &raw);
     let mut created = false;
     let secrets = if secrets_path.exists() {
         let wallets = cluster
