@@ -1,8 +1,10 @@
 //! The install phase's own steps (autoinstall `late-commands`): what the
 //! seed writes into the installed system because not every installer revision
 //! carries it, run here under `sh` against a scratch target and read back by
-//! the consumers (netplan, PyYAML, shellcheck). The installer's own run of
-//! them is scripts/subiquity-tier.sh (subiquity --dry-run).
+//! the consumers (netplan, PyYAML, shellcheck, cloud-init's config merge);
+//! the storage step against real LVM and ext4 in a VM whose kernel has
+//! device-mapper (scripts/lvm-vm.sh). The installer's own run of them is
+//! scripts/subiquity-tier.sh (subiquity --dry-run).
 
 use crate::common;
 
