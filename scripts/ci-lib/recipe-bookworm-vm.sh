@@ -10,6 +10,7 @@ MS_BOOKWORM_INCLUDE=systemd,systemd-sysv,udev,cloud-init,python3-cffi-backend,ne
 
 ms_bookworm_recipe_files() {
     printf '%s\n' "$MS_LIB_DIR/recipe-bookworm-vm.sh" "$MS_LIB_DIR/vm-report.sh" "$MS_LIB_DIR/vm-fake-master.sh" \
+        "$MS_LIB_DIR/vm-noble-ssh.sh" \
         "$MS_REPO_DIR/tests/fixtures/fakes/microk8s" "$MS_REPO_DIR/tests/fixtures/fakes/snap" \
         "$MS_REPO_DIR/tests/fixtures/fakes/apt-get"
 }
@@ -109,6 +110,31 @@ EOF
     mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
     ln -sfn /etc/systemd/system/microseed-test-fake-master.service \
         "$r/etc/systemd/system/multi-user.target.wants/microseed-test-fake-master.service"
+    # Ubuntu 24.04's socket-activated OpenSSH, on boots with
+    # microseed.test.ubuntu=24.04 only (see vm-noble-ssh.sh): a generator
+    # standing in for noble's sshd-socket-generator, and a unit that switches
+    # ssh.service to ssh.socket before cloud-init runs.
+    install -D -m 755 "$MS_LIB_DIR/vm-noble-ssh.sh" "$r/usr/local/sbin/microseed-test-noble-ssh"
+    install -D -m 755 "$MS_LIB_DIR/vm-noble-ssh.sh" "$r/etc/systemd/system-generators/microseed-test-noble-ssh-generator"
+    cat >"$r/etc/systemd/system/microseed-test-noble-ssh.service" <<'EOF'
+[Unit]
+Description=microseed tests: OpenSSH socket-activated, as on Ubuntu 24.04
+ConditionKernelCommandLine=microseed.test.ubuntu=24.04
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target cloud-init-local.service ssh.service ssh.socket
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/microseed-test-noble-ssh
+
+[Install]
+WantedBy=sysinit.target
+EOF
+    mkdir -p "$r/etc/systemd/system/sysinit.target.wants"
+    ln -sfn /etc/systemd/system/microseed-test-noble-ssh.service \
+        "$r/etc/systemd/system/sysinit.target.wants/microseed-test-noble-ssh.service"
     # Ordered after cloud-final (WantedBy=cloud-final). Also wanted by
     # multi-user.target without default dependencies (no ordering cycle), so a
     # boot where cloud-init is disabled still reports and powers off.
