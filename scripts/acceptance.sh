@@ -39,6 +39,8 @@ Another release boots with microseed.test.ubuntu=RELEASE, which makes the
 image behave like that release where the seeds depend on it (24.04:
 socket-activated OpenSSH, see scripts/ci-lib/vm-noble-ssh.sh), and every
 machine is then also checked by scripts/ci-lib/acceptance-RELEASE.sh.
+MS_CONVERGE_POLLS=N lets the VM's report wait N polls (default 60, about 3 s
+each) for convergence, for a heavily loaded host.
 
 build   build (or reuse) the VM in $MICROSEED_TEST_CACHE/bookworm-vm
 boot    one boot: writes WORKDIR/console.log and WORKDIR/report.txt
@@ -144,6 +146,7 @@ boot_words() {
         words+=("microseed.test.fake-master=$master_ip")
     fi
     [[ "$(ms_release)" == 20.04 ]] || words+=("microseed.test.ubuntu=$(ms_release)")
+    [[ -z "${MS_CONVERGE_POLLS:-}" ]] || words+=("microseed.test.converge-polls=$MS_CONVERGE_POLLS")
     echo "${words[*]}"
 }
 

@@ -128,6 +128,7 @@ Before=sysinit.target cloud-init-local.service ssh.service ssh.socket
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/sbin/microseed-test-noble-ssh
+TimeoutStartSec=120
 
 [Install]
 WantedBy=sysinit.target
@@ -149,7 +150,9 @@ Wants=basic.target
 Type=oneshot
 ExecStart=/usr/local/sbin/microseed-report /dev/ttyS1
 StandardOutput=journal+console
-TimeoutStartSec=300
+# The convergence wait is bounded by its polls and the boot by
+# MS_BOOT_TIMEOUT; a unit timeout shorter than the wait loses the report.
+TimeoutStartSec=1800
 
 [Install]
 WantedBy=cloud-final.service multi-user.target

@@ -62,8 +62,12 @@ EOF
     } >"$d/addresses.conf"
     ;;
 *)
-    systemctl --no-reload disable ssh.service
-    systemctl --no-reload enable ssh.socket
+    # The links `systemctl disable ssh.service; systemctl enable ssh.socket`
+    # leave, made directly: on Debian those commands also run update-rc.d
+    # for /etc/init.d/ssh, minutes under emulation on a loaded machine.
+    rm -f /etc/systemd/system/multi-user.target.wants/ssh.service /etc/systemd/system/sshd.service
+    mkdir -p /etc/systemd/system/sockets.target.wants
+    ln -sfn /lib/systemd/system/ssh.socket /etc/systemd/system/sockets.target.wants/ssh.socket
     systemctl --no-block stop ssh.service
     systemctl --no-block start ssh.socket
     echo "microseed-test-noble-ssh: ssh.socket enabled, ssh.service disabled (as on Ubuntu 24.04)"

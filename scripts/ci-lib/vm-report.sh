@@ -20,8 +20,11 @@ run() {
 # add-on enables and the first join): wait, bounded, until microseed-status
 # says converged, keeping the first snapshot that shows a failing step.
 failing=""
+# On a loaded host a boot can need more polls: microseed.test.converge-polls=N
+# on the kernel command line (scripts/acceptance.sh passes MS_CONVERGE_POLLS).
+polls=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^microseed\.test\.converge-polls=\([0-9][0-9]*\)$/\1/p')
 if [ -x /usr/local/sbin/microseed-status ]; then
-    for _ in $(seq 1 "${MS_CONVERGE_POLLS:-60}"); do
+    for _ in $(seq 1 "${polls:-${MS_CONVERGE_POLLS:-60}}"); do
         snap="$(/usr/local/sbin/microseed-status 2>&1)" && break
         if [ -z "$failing" ] && grep -q 'failed' <<<"$snap"; then
             failing="$snap"
