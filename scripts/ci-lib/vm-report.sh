@@ -142,7 +142,7 @@ sec "tcp listeners"
 ss -Htlnp 2>&1
 sec "ssh journal"
 journalctl -b -o short-monotonic --no-pager -u microseed-test-noble-ssh.service -u microseed-firewall.service \
-    -u microseed-ssh.service -u ssh.socket -u ssh.service 2>&1 | tail -n 60
+    -u microseed-ssh.service -u ssh.socket -u ssh.service 2>&1 | grep -v 'Rules updated' | tail -n 150
 sec "launch configuration"
 # Mode and owner of the MicroK8s launch configuration (1.27+), the length of
 # its persistent token and whether it is the seed's join token: never the token.
