@@ -563,16 +563,25 @@ pub fn iso_fetch(
         .unwrap_or_else(crate::iso::default_cache_dir);
     let specs = iso_specs(src, releases)?;
     let mut done = Vec::new();
+    let mut failed = Vec::new();
+    // One release's failure (a moved mirror, a full disk) must not keep the
+    // others out of the cache: go on, then say what failed.
     for spec in &specs {
-        let got = crate::iso::ensure_iso(
+        let got = match crate::iso::ensure_iso(
             spec,
             &cache,
             &crate::iso::FetchOptions {
                 offline,
                 progress: !json,
             },
-        )
-        .with_context(|| format!("fetching the ISO of release {}", spec.release))?;
+        ) {
+            Ok(got) => got,
+            Err(e) => {
+                errln!("error: fetching the ISO of release {}: {e:#}", spec.release);
+                failed.push(json!({"release": spec.release, "error": format!("{e:#}")}));
+                continue;
+            }
+        };
         if !json {
             outln!(
                 "{} {}: {} ({} bytes, sha256 {}, {})",
@@ -596,8 +605,22 @@ pub fn iso_fetch(
     if json {
         outln!(
             "{}",
-            json!({"ok": true, "cache": cache.display().to_string(), "isos": done})
+            json!({"ok": failed.is_empty(), "cache": cache.display().to_string(),
+                   "isos": done, "failed": failed})
         )?;
+    }
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed
+            .iter()
+            .filter_map(|f| f["release"].as_str())
+            .collect();
+        return Err(Reported(format!(
+            "{} of {} releases not fetched: {}",
+            failed.len(),
+            specs.len(),
+            names.join(", ")
+        ))
+        .into());
     }
     Ok(())
 }

@@ -68,8 +68,9 @@ struct Cli {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Make any network use an error: the installer ISO must already be in
-    /// the cache (see `microseed iso fetch`).
+    /// Make any download an error: the installer ISO must already be in the
+    /// cache (see `microseed iso fetch`). `status`, which needs ssh to the
+    /// machines, refuses it.
     #[arg(long, global = true)]
     offline: bool,
     #[command(subcommand)]
@@ -188,6 +189,13 @@ fn main() -> ExitCode {
             args.offline = offline;
             commands::flash(&src, &args, json)
         }
+        // status exists to reach the machines over ssh: --offline cannot
+        // mean anything for it, and ignoring the flag would surprise.
+        Command::Status(_) if offline => Err(microseed::diag::option_error(
+            "--offline",
+            "status reaches every machine over ssh, which is network use; \
+             --offline applies to downloads (build, flash, iso fetch)",
+        )),
         Command::Status(args) => match microseed::status::run(&src, &args, json) {
             Ok(0) => Ok(()),
             Ok(code) => return ExitCode::from(code),

@@ -2,7 +2,7 @@
 //! byte determinism, atomic replacement, permissions, the manifest, and what
 //! PyYAML and subiquity's schema make of the documents.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

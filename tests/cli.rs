@@ -1,6 +1,6 @@
 //! The command line a user meets first: init, help, completions, exit codes.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -133,6 +133,24 @@ fn missing_cluster_file_is_an_input_error() {
         text(&o)
             .1
             .contains("/nonexistent/cluster.yaml: error: cannot read the cluster file")
+    );
+}
+
+#[test]
+fn offline_status_is_refused_before_any_ssh_is_tried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = bin()
+        .args(["--offline", "status", "examples/vm-lab/cluster.yaml"])
+        .env("PATH", dir.path()) // no ssh anywhere: a try would fail otherwise
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("--offline: error: status reaches every machine over ssh"),
+        "{:?}",
+        text(&o)
     );
 }
 

@@ -5,7 +5,7 @@
 //! snap/microk8s and apt's network access (no network here); nothing else
 //! is faked, so `cloud-init status` must be done with no errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

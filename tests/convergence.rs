@@ -3,7 +3,7 @@
 //! project's stand-in `microk8s` (tests/fixtures/fakes/microk8s), which
 //! models each channel's token, join and status rules, for every channel.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

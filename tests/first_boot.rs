@@ -3,7 +3,7 @@
 //! sshd. The step scripts run against the stand-in `microk8s` in
 //! tests/convergence.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

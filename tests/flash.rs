@@ -4,9 +4,8 @@
 //! (`MICROSEED_FLASH_SYSROOT`) says which is removable, mounted or the
 //! system disk; the real mount tables are checked too, which one test pins.
 
-mod common;
-#[path = "iso_common/mod.rs"]
-mod iso_common;
+use crate::common;
+use crate::iso_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! named, or comes out the other end exactly as written, as PyYAML (what
 //! cloud-init uses) and bash read it.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! with file:line:col and the field at fault, write nothing, and never show
 //! the parser's own vocabulary.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

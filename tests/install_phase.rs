@@ -4,7 +4,7 @@
 //! the consumers (netplan, PyYAML, shellcheck). The installer's own run of
 //! them is scripts/subiquity-tier.sh (subiquity --dry-run).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

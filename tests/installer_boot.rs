@@ -6,8 +6,7 @@
 //! 24.04 image the CLI builds with both.
 //! Slow (about a minute each under software emulation).
 
-#[path = "iso_common/mod.rs"]
-mod common;
+use crate::iso_common as common;
 
 use common::*;
 

@@ -2,9 +2,8 @@
 //! (given with --iso, or downloaded for the release into the cache) and the
 //! stick image carries exactly the machine's built seed.
 
-mod common;
-#[path = "iso_common/mod.rs"]
-mod iso_common;
+use crate::common;
+use crate::iso_common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,8 +3,7 @@
 //! checked with the tools a person would use: xorriso, sfdisk, sgdisk, blkid,
 //! mtools. Missing tools fail the tests (scripts/deps/installer.apt lists them).
 
-#[path = "iso_common/mod.rs"]
-mod common;
+use crate::iso_common as common;
 
 use common::*;
 use microseed::iso::{DEFAULT_BOOT_CONFIGS, make_installer_image};

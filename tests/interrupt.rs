@@ -6,7 +6,7 @@
 //! processes; the build is held at a known point by the test hook
 //! `MICROSEED_TEST_PAUSE=staged` (once every machine's seed is staged).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

@@ -6,9 +6,8 @@
 //! keys made with `gpg` in a temporary GNUPGHOME; the shipped Ubuntu key is
 //! checked against a real Ubuntu SHA256SUMS signature.
 
-mod common;
-#[path = "iso_common/mod.rs"]
-mod iso_common;
+use crate::common;
+use crate::iso_common;
 
 use microseed::iso::{FetchOptions, IsoSpec, Trust, TrustedKey, ensure_iso, list_cache};
 use sha2::{Digest, Sha256};
@@ -459,6 +458,34 @@ fn a_sha256sums_disagreeing_with_the_pin_is_an_error_naming_both() {
 }
 
 #[test]
+fn a_cached_iso_is_kept_when_the_mirror_disagrees_with_the_pin() {
+    // The cached file does not match the pin, and the mirror's SHA256SUMS
+    // disagrees too: nothing could replace the file, so it must survive.
+    let s = serve_plain(Mode::Good);
+    let pin = "cd".repeat(32);
+    let spec = spec(
+        &s.base,
+        Trust::Pinned {
+            sha256: pin.clone(),
+            origin: "profiles/releases/20.04.yaml".into(),
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join(&spec.file), b"the user's own copy").unwrap();
+    let msg = format!(
+        "{:#}",
+        ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err()
+    );
+    assert!(msg.contains(&pin) && msg.contains("pins"), "{msg}");
+    assert_eq!(
+        std::fs::read(cache.path().join(&spec.file)).unwrap(),
+        b"the user's own copy",
+        "the cached file was deleted although nothing could replace it"
+    );
+    assert_eq!(s.iso_requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
 fn a_cached_iso_truncated_since_it_was_verified_is_refused_offline_and_refetched_online() {
     let s = serve_plain(Mode::Good);
     let cache = tempfile::tempdir().unwrap();
@@ -650,6 +677,33 @@ fn the_shipped_ubuntu_key_verifies_a_real_ubuntu_sha256sums_signature() {
     assert!(msg.contains("BAD signature"), "{msg}");
 }
 
+/// Every shipped release profile, with its pin taken away, trusts exactly
+/// the key that signs Ubuntu's real SHA256SUMS: a wrong key file or
+/// fingerprint in any profile fails here, not on a user's first unpinned
+/// fetch.
+#[test]
+fn every_shipped_release_profile_names_the_key_that_signs_ubuntus_sha256sums() {
+    let root = common::root();
+    let sums = std::fs::read(root.join("tests/fixtures/ubuntu/20.04-SHA256SUMS")).unwrap();
+    let sig = std::fs::read(root.join("tests/fixtures/ubuntu/20.04-SHA256SUMS.gpg")).unwrap();
+    let profiles = microseed::profile::Profiles::load(None).unwrap();
+    assert!(
+        profiles.releases.len() >= 3,
+        "{:?}",
+        profiles.releases.keys()
+    );
+    for (name, release) in &profiles.releases {
+        let mut unpinned = release.clone();
+        unpinned.iso.pin = None;
+        let spec = IsoSpec::for_release(&unpinned, None).unwrap();
+        let Trust::Signed(key) = &spec.trust else {
+            panic!("release {name}: no pin, yet not trusted by signature");
+        };
+        microseed::iso::trust::verify_detached(&sums, &sig, key, name)
+            .unwrap_or_else(|e| panic!("release {name}: {e:#}"));
+    }
+}
+
 // --- The command line: `iso fetch`, `iso list`, `--offline build` ---
 
 /// A release profile overlay for 20.04 pointing at `base`, pinned to
@@ -738,6 +792,17 @@ fn iso_fetch_fills_the_cache_and_an_offline_build_uses_it_with_the_network_gone(
     assert_eq!(f["status"], "verified", "{v}");
     assert_eq!(f["sha256"], digest.as_str());
     assert!(f["size"].as_u64().unwrap() > 0);
+    // The releases with nothing cached are listed too, so a user sees before
+    // leaving for the rack which offline builds would fail.
+    let missing: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "missing")
+        .flat_map(|e| e["releases"].as_array().unwrap())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(missing, ["22.04", "24.04"], "{v}");
 
     // At the rack: the mirror is unreachable (a closed port), and --offline.
     let gone = overlay(s.dir.path(), "http://127.0.0.1:9", Some(&digest), None);
@@ -777,6 +842,58 @@ fn iso_fetch_fills_the_cache_and_an_offline_build_uses_it_with_the_network_gone(
         common::text(&o).0.contains("mismatch"),
         "{}",
         common::text(&o).0
+    );
+}
+
+/// One release whose mirror is unreachable does not keep the others out of
+/// the cache: `iso fetch` goes on, then names what failed and exits non-zero.
+#[test]
+fn iso_fetch_goes_on_past_a_release_that_fails_and_names_it() {
+    let iso = std::fs::read(iso_common::fixture(iso_common::Fixture::Focal)).unwrap();
+    let files = HashMap::from([("/SHA256SUMS".to_string(), sums_for(NAME, &iso).into_bytes())]);
+    let srv = serve(Mode::Good, NAME, iso, files);
+    let digest = srv.digest();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = overlay(dir.path(), &srv.base, Some(&digest), None);
+    // 22.04's mirror is a closed local port (never the real one).
+    let shipped =
+        std::fs::read_to_string(common::root().join("profiles/releases/22.04.yaml")).unwrap();
+    std::fs::write(
+        profiles.join("releases/22.04.yaml"),
+        shipped.replace("https://releases.ubuntu.com/22.04.5", "http://127.0.0.1:9"),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let o = microseed(
+        &profiles,
+        &[
+            "iso",
+            "fetch",
+            "--json",
+            "--release",
+            "22.04",
+            "--release",
+            "20.04",
+            "--cache-dir",
+            c,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", common::text(&o).1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["isos"][0]["release"], "20.04", "{v}");
+    assert_eq!(v["failed"][0]["release"], "22.04", "{v}");
+    assert!(
+        cache.join(NAME).is_file(),
+        "20.04 was not fetched after 22.04 failed"
+    );
+    assert!(
+        common::text(&o)
+            .1
+            .contains("1 of 2 releases not fetched: 22.04"),
+        "{}",
+        common::text(&o).1
     );
 }
 

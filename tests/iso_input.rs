@@ -3,9 +3,8 @@
 //! `autoinstall`) is refused naming what was found, for both ISO layouts,
 //! and files that are not ISOs get accurate messages. Nothing is written.
 
-mod common;
-#[path = "iso_common/mod.rs"]
-mod iso_common;
+use crate::common;
+use crate::iso_common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! ends every printing command quietly with a failure status, and a machine
 //! named twice is built once.
 
-mod common;
+use crate::common;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};

@@ -5,9 +5,8 @@
 //! the PXE files the user copied in survive every rebuild. Mounts are real
 //! tmpfs mounts in a private mount namespace (`unshare --mount`).
 
-mod common;
-#[path = "iso_common/mod.rs"]
-mod iso_common;
+use crate::common;
+use crate::iso_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

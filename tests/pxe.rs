@@ -3,7 +3,7 @@
 //! iPXE script (checked by inspection), a dnsmasq config dnsmasq accepts, and
 //! the `--pxe-url` flag's validation.
 
-mod common;
+use crate::common;
 
 use common::{PXE_URL, Scratch, pxe_cluster, run, text, tree};
 

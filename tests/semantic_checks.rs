@@ -4,7 +4,7 @@
 //! members, against the consumer where one exists (libcrypt for hashes, the
 //! shipped role profiles for ports).
 
-mod common;
+use crate::common;
 
 use common::{EXAMPLE, Scratch, pyyaml, root, run, text};
 

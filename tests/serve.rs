@@ -1,7 +1,7 @@
 //! `microseed serve`: the built tree over HTTP on loopback, byte for byte,
 //! read-only, and never a file outside the tree however the path is spelled.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

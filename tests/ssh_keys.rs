@@ -5,7 +5,7 @@
 //! default (`sshd -T`, PubkeyAcceptedAlgorithms), refuse DSA saying why, and
 //! say what to do with a certificate. `init --ssh-key` follows the same rule.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@
 //! those template lines and back through PyYAML. The staking script runs
 //! under bash against a stand-in `microk8s` to show when it installs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

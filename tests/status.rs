@@ -16,7 +16,7 @@
 //! account on the host. Needs root (CI runs as root); without it the tests
 //! fail saying so.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

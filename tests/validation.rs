@@ -1,7 +1,7 @@
 //! One case per validation rule: each bad cluster file exits 2, names the
 //! file, line, column and field, says what was expected, and writes nothing.
 
-mod common;
+use crate::common;
 
 use common::{EXAMPLE, Scratch, text};
 

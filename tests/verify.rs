@@ -2,7 +2,7 @@
 //! build against OUT): what each names, their exit codes, and that `--check`
 //! never touches OUT.
 
-mod common;
+use crate::common;
 
 use common::{EXAMPLE, PXE_URL, Scratch, bin, pxe_cluster, text, tree};
 

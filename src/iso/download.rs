@@ -189,6 +189,9 @@ pub fn ensure_iso(spec: &IsoSpec, cache_dir: &Path, opts: &FetchOptions) -> Resu
                 spec.release
             );
         }
+        // Ask the mirror first: when it disagrees with the pin nothing will
+        // replace the file, and the user keeps it to inspect.
+        mirror_agrees_with_pin(spec, &mut net)?;
         crate::errln!("warning: {problem}; deleting it and downloading it again");
         fs::remove_file(&p.iso)
             .with_context(|| format!("removing the corrupt {}", p.iso.display()))?;
@@ -206,22 +209,7 @@ pub fn ensure_iso(spec: &IsoSpec, cache_dir: &Path, opts: &FetchOptions) -> Resu
             spec.release
         );
     }
-    if let Trust::Pinned { sha256, origin } = &spec.trust {
-        // The mirror's own SHA256SUMS must agree with the pin: a disagreement
-        // means a wrong pin or a wrong mirror, and either needs a human.
-        let sums = net.get(&spec.sha256sums_url)?;
-        let sums = String::from_utf8_lossy(&sums);
-        let listed = find_digest(&sums, &spec.file)
-            .with_context(|| format!("{} has no line for {}", spec.sha256sums_url, spec.file))?;
-        ensure!(
-            &listed == sha256,
-            "{} says {} has sha256 {listed}, but the release profile pins {sha256} \
-             ({origin}); refusing to download: either the mirror serves another file or \
-             the pin is wrong",
-            spec.sha256sums_url,
-            spec.file
-        );
-    }
+    mirror_agrees_with_pin(spec, &mut net)?;
     let client = net.client()?;
     let (actual, size) = download(client, spec, &p, &expected, &verified_by, opts.progress)?;
     write_marker(&p.marker, &actual, size)?;
@@ -232,6 +220,33 @@ pub fn ensure_iso(spec: &IsoSpec, cache_dir: &Path, opts: &FetchOptions) -> Resu
         verified_by,
         downloaded: true,
     })
+}
+
+/// For a pinned release, the mirror's own SHA256SUMS must agree with the pin
+/// (asked once per fetch): a disagreement means a wrong pin or a wrong
+/// mirror, and either needs a human. An unpinned release has nothing to
+/// compare.
+fn mirror_agrees_with_pin(spec: &IsoSpec, net: &mut Net) -> Result<()> {
+    let Trust::Pinned { sha256, origin } = &spec.trust else {
+        return Ok(());
+    };
+    if net.pin_checked {
+        return Ok(());
+    }
+    let sums = net.get(&spec.sha256sums_url)?;
+    let sums = String::from_utf8_lossy(&sums);
+    let listed = find_digest(&sums, &spec.file)
+        .with_context(|| format!("{} has no line for {}", spec.sha256sums_url, spec.file))?;
+    ensure!(
+        &listed == sha256,
+        "{} says {} has sha256 {listed}, but the release profile pins {sha256} \
+         ({origin}); refusing to download: either the mirror serves another file or \
+         the pin is wrong",
+        spec.sha256sums_url,
+        spec.file
+    );
+    net.pin_checked = true;
+    Ok(())
 }
 
 /// The digest the ISO must have and a phrase saying who vouches for it.
@@ -302,6 +317,8 @@ struct Net {
     offline: bool,
     release: String,
     client: Option<reqwest::blocking::Client>,
+    /// The mirror's SHA256SUMS was found to agree with the pin.
+    pin_checked: bool,
 }
 
 impl Net {
@@ -310,6 +327,7 @@ impl Net {
             offline,
             release: release.to_string(),
             client: None,
+            pin_checked: false,
         }
     }
 
@@ -513,6 +531,7 @@ pub struct CacheEntry {
     /// hash to what its release says (changed since it was verified, or never
     /// the right file). `unverified`: nothing to check it against offline.
     /// `partial`: an interrupted download. `unknown`: no release names it.
+    /// `missing`: a release's ISO is not in the cache (size 0).
     pub status: &'static str,
     pub sha256: Option<String>,
     pub expected: Option<String>,
@@ -521,7 +540,8 @@ pub struct CacheEntry {
 }
 
 /// Every ISO (and partial download) in `cache_dir`, each re-hashed and
-/// checked against its release without any network use.
+/// checked against its release without any network use, then a `missing`
+/// row for each release whose ISO is not there.
 pub fn list_cache(cache_dir: &Path, specs: &[IsoSpec]) -> Result<Vec<CacheEntry>> {
     let mut names = Vec::new();
     match fs::read_dir(cache_dir) {
@@ -541,9 +561,9 @@ pub fn list_cache(cache_dir: &Path, specs: &[IsoSpec]) -> Result<Vec<CacheEntry>
     }
     names.sort();
     let mut out = Vec::new();
-    for name in names {
-        let path = cache_dir.join(&name);
-        let iso_name = name.strip_suffix(".part").unwrap_or(&name);
+    for name in &names {
+        let path = cache_dir.join(name);
+        let iso_name = name.strip_suffix(".part").unwrap_or(name);
         let mine: Vec<&IsoSpec> = specs.iter().filter(|s| s.file == iso_name).collect();
         let releases = mine.iter().map(|s| s.release.clone()).collect();
         let mut entry = CacheEntry {
@@ -592,6 +612,33 @@ pub fn list_cache(cache_dir: &Path, specs: &[IsoSpec]) -> Result<Vec<CacheEntry>
             }
         }
         out.push(entry);
+    }
+    // A release with nothing cached is what an offline rebuild trips on:
+    // say so before the rack, not at it.
+    for spec in specs {
+        if names.iter().any(|n| n == &spec.file) {
+            continue;
+        }
+        if let Some(e) = out
+            .iter_mut()
+            .find(|e| e.status == "missing" && e.file == spec.file)
+        {
+            e.releases.push(spec.release.clone());
+            continue;
+        }
+        out.push(CacheEntry {
+            file: spec.file.clone(),
+            releases: vec![spec.release.clone()],
+            size: 0,
+            status: "missing",
+            sha256: None,
+            expected: None,
+            detail: format!(
+                "not cached: an offline build for release {} fails; `microseed iso fetch \
+                 --release {}` fills it",
+                spec.release, spec.release
+            ),
+        });
     }
     Ok(out)
 }
