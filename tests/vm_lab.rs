@@ -4,7 +4,7 @@
 //! cloud-init) finds in them what its checks compare the VM against, so a
 //! `--quick` run still catches a lab that no longer matches its checks.
 
-mod common;
+use crate::common;
 
 use common::{Scratch, pyyaml, root, run, text};
 
