@@ -78,7 +78,8 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
         && scripts/acceptance.sh "$out/seeds" || acc_rc=$?
     # Ubuntu 24.04 beside 20.04: the 24.04 lab's master (ssh.socket on 2222,
     # MicroK8s 1.35), the image switched to 24.04's socket-activated OpenSSH;
-    # one boot, no power cut (about 5 to 8 minutes here). More machines:
+    # one boot, no power cut (about 5 minutes where a 20.04 first boot takes
+    # 3.5 to 5.5). More machines:
     # MICROSEED_ACCEPTANCE_2404="master worker-1 nfs".
     log "acceptance: the Ubuntu 24.04 lab (${MICROSEED_ACCEPTANCE_2404:-master})"
     mkdir "$out/2404"
