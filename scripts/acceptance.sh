@@ -36,6 +36,13 @@ scripts/ci-lib/acceptance-<role>.sh REPORT. Results, reports and console logs
 land in --out DIR (default: a new /tmp/microseed-acceptance.XXXXXX).
 MS_REUSE_REPORTS=1 re-checks complete reports already in --out DIR without
 booting (for editing checks and hooks).
+MS_RELEASE (default 20.04) is the Ubuntu release the seeds were built for.
+Another release boots with microseed.test.ubuntu=RELEASE, which makes the
+image behave like that release where the seeds depend on it (24.04:
+socket-activated OpenSSH, see scripts/ci-lib/vm-noble-ssh.sh), and every
+machine is then also checked by scripts/ci-lib/acceptance-RELEASE.sh.
+MS_CONVERGE_POLLS=N lets the VM's report wait N polls (default 60, about 3 s
+each) for convergence, for a heavily loaded host.
 
 With --cluster FILE (the cluster file the seeds were built from) and
 --ssh-key KEY (a private key whose public half is among its admin.ssh_keys),
@@ -131,7 +138,7 @@ cmd_boot() {
 # then the same disk booted again, which must converge and report.
 powercut_boot() {
     local rc=0
-    MS_EXTRA_APPEND=microseed.test.poweroff-at-enable cmd_boot "$@" || rc=$?
+    MS_EXTRA_APPEND="microseed.test.poweroff-at-enable${MS_RELEASE_WORD:+ $MS_RELEASE_WORD}" cmd_boot "$@" || rc=$?
     cp "$3/console.log" "$3/console-powercut.log" 2>/dev/null || true
     if ((rc == 0)); then
         ms_warn "the power-cut boot completed its report: the power was never cut"
@@ -139,18 +146,23 @@ powercut_boot() {
     fi
     grep -q 'cutting the power' "$3/console-powercut.log" ||
         ms_warn "the power-cut boot's console does not show the cut (see $3/console-powercut.log)"
-    MS_RESUME=1 cmd_boot "$@"
+    MS_RESUME=1 MS_EXTRA_APPEND="${MS_RELEASE_WORD:-}" cmd_boot "$@"
 }
 
 # boot_words ROLE MACHINES_FILE: kernel command line words for a boot. A
 # worker boots alone, so the image's stand-in answers for its master.
 boot_words() {
-    local master_ip
+    local master_ip words=()
     master_ip="$(awk '$2 == "master" { print $3; exit }' "$2")"
     if [[ "$1" == worker && -n "$master_ip" ]]; then
-        echo "microseed.test.fake-master=$master_ip"
+        words+=("microseed.test.fake-master=$master_ip")
     fi
+    [[ "$(ms_release)" == 20.04 ]] || words+=("microseed.test.ubuntu=$(ms_release)")
+    [[ -z "${MS_CONVERGE_POLLS:-}" ]] || words+=("microseed.test.converge-polls=$MS_CONVERGE_POLLS")
+    echo "${words[*]}"
 }
+
+ms_release() { echo "${MS_RELEASE:-20.04}"; }
 
 status_done() { grep -q '^status: done' <<<"$1" && grep -q '^rc=0$' <<<"$1"; }
 
@@ -262,7 +274,7 @@ cmd_run() {
     fi
     # shellcheck disable=SC2094 # machines.txt is only read in this loop
     while read -r name role ip host <&3; do
-        local SEED_MACS="" SEED_ADDRS="" SEED_GATEWAY="" SEED_HOSTNAME=""
+        local SEED_MACS="" SEED_ADDRS="" SEED_GATEWAY="" SEED_HOSTNAME="" SEED_SSH_PORT=22
         # shellcheck disable=SC1090
         . "$out/$name.env"
         local mac="${SEED_MACS%% *}" work="$out/$name"
@@ -278,7 +290,8 @@ cmd_run() {
                 fail=$((fail + 1))
                 continue
             fi
-        elif [[ "$role" == master && "${MS_POWERCUT:-1}" == 1 ]] && ! powercut_boot "$seeds/$name/seed.img" "$mac" "$work" </dev/null; then
+        elif [[ "$role" == master && "${MS_POWERCUT:-1}" == 1 ]] &&
+            ! MS_RELEASE_WORD="$(boot_words master "$machines")" powercut_boot "$seeds/$name/seed.img" "$mac" "$work" </dev/null; then
             echo "not ok - $name: power cut mid first boot, then a boot that resumes" | tee -a "$out/results.txt"
             fail=$((fail + 1))
             continue
@@ -289,7 +302,8 @@ cmd_run() {
             continue
         fi
         export MS_MACHINE="$name" MS_ROLE="$role" MS_IP="$ip" MS_HOSTNAME="$SEED_HOSTNAME" \
-            MS_ADDRS="$SEED_ADDRS" MS_GATEWAY="$SEED_GATEWAY" MS_MACHINES_FILE="$machines"
+            MS_ADDRS="$SEED_ADDRS" MS_GATEWAY="$SEED_GATEWAY" MS_MACHINES_FILE="$machines" \
+            MS_SSH_PORT="$SEED_SSH_PORT" MS_RELEASE="${MS_RELEASE:-20.04}"
         MS_CHECK_FAIL=0 MS_CHECK_PASS=0
         generic_checks "$work/report.txt" "$machines" | tee -a "$out/results.txt" "$work/checks.txt" ||
             echo "not ok - $name: generic checks crashed" | tee -a "$out/results.txt" "$work/checks.txt"
@@ -302,6 +316,15 @@ cmd_run() {
             fi
         elif [[ "$role" != none ]]; then
             echo "not ok - $name: no hook for role $role ($hook)" | tee -a "$out/results.txt" "$work/checks.txt"
+        fi
+        # What this release changes on every machine (acceptance-24.04.sh).
+        hook="$MS_LIB_DIR/acceptance-$(ms_release).sh"
+        if [[ -x "$hook" ]]; then
+            rc=0
+            "$hook" "$work/report.txt" | tee -a "$out/results.txt" "$work/checks.txt" || rc=$?
+            if ((rc != 0)) && ! grep -q '^not ok - ' "$work/checks.txt"; then
+                echo "not ok - $name: release hook $hook exited $rc" | tee -a "$out/results.txt" "$work/checks.txt"
+            fi
         fi
         if grep -q '^not ok - ' "$work/checks.txt" && [[ -s "$work/console.log" ]]; then
             ms_warn "$name failed checks; datasource section and console tail follow"

@@ -14,6 +14,7 @@
 #  - the join verified the certificate of the master it reached: the
 #    in-VM stand-in's (serial boots) or, with MS_MASTER_REPORT (the
 #    shared-network phase), the master VM's, from that VM's report;
+#  - the join says --worker on 1.23+ channels and not before;
 #  - ufw is active and allows 10250 (tcp).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -60,6 +61,18 @@ pinned_or_old() {
     fi
 }
 ms_check "worker: the join string pins that certificate (1.21+), or microseed checked it (1.20)" pinned_or_old
+# 1.23+ (the 24.04 default 1.35 among them): a worker node, never a
+# datastore (dqlite) member, so the join says --worker; 1.20-1.22 have no
+# such option.
+track_minor="$(grep -E '^snap install .*microk8s' <<<"$calls" | grep -oE -- '--channel[= ]1\.[0-9]+' | head -n 1 | sed 's/.*1\.//')"
+joins_as_worker() {
+    if ((${track_minor:-0} >= 23)); then
+        grep -qE '^microk8s join [^ ]+ --worker$' <<<"$calls"
+    elif grep -qE '^microk8s join .*--worker' <<<"$calls"; then
+        return 1
+    fi
+}
+ms_check "worker: the join says --worker exactly when the channel has it (1.23+; here 1.${track_minor:-?})" joins_as_worker
 install_then_join() { awk '/^snap install .*microk8s/ && !s { s = NR } /^microk8s join / { j = NR } END { exit !(s && j && s < j) }' <<<"$calls"; }
 ms_check "worker: snap install before join" install_then_join
 journal="$(ms_section "$r" "microseed journal")"
