@@ -53,7 +53,7 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
     let raw = schema::parse(file, &text)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
-    let mut warnings = Vec::new();
+    let mut warnings = validate::short_serial_warnings(file, &raw);
     let mut created = false;
     // Anything at the path, even a link to nowhere, is the user's secrets
     // file: read it (and refuse it clearly), never write a new one there.
@@ -143,9 +143,10 @@ pub fn render_machines(
     target: Target,
 ) -> Result<Vec<Documents>> {
     let mut planner = planner(loaded, src)?;
+    let mut bodies = documents::SharedBodies::default();
     machines
         .iter()
-        .map(|m| render_one(&mut planner, loaded, m, target))
+        .map(|m| render_one(&mut planner, &mut bodies, loaded, m, target))
         .collect()
 }
 
@@ -164,6 +165,7 @@ fn planner<'a>(loaded: &'a ClusterInputs, src: &GlobalOptions) -> Result<Planner
 
 fn render_one(
     planner: &mut Planner<'_>,
+    bodies: &mut documents::SharedBodies,
     loaded: &ClusterInputs,
     m: &Machine,
     target: Target,
@@ -171,7 +173,7 @@ fn render_one(
     let plan = planner
         .plan(m)
         .with_context(|| format!("planning {}", m.name))?;
-    documents::for_machine(&loaded.cluster, &plan, target)
+    documents::for_machine(&loaded.cluster, &plan, target, bodies)
         .with_context(|| format!("rendering {}", m.name))
 }
 
@@ -209,13 +211,14 @@ pub fn build(
         .map(|f| (f.spec().start)(&run))
         .collect::<Result<Vec<_>>>()?;
     let mut planner = planner(loaded, src)?;
+    let mut bodies = documents::SharedBodies::default();
     let mut staging = Staging::new(req.out)?;
     // Render and hand over one machine at a time: holding every machine's
     // documents first made peak memory grow with the fleet (a 1,000-machine
     // build held ~40 MB of user-data). A format that needs them all after
     // the loop keeps its own copy.
     for m in &machines {
-        let d = render_one(&mut planner, loaded, m, req.target)?;
+        let d = render_one(&mut planner, &mut bodies, loaded, m, req.target)?;
         for p in &mut packagers {
             p.machine(&run, m, &d, &mut staging)?;
         }

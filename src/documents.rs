@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::Cluster;
 use crate::model::Disk;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedFile};
 use crate::profile::NetworkForm;
 
 /// What the seed's `user-data` is for.
@@ -233,6 +233,16 @@ pub fn yaml<T: Serialize>(v: &T) -> anyhow::Result<String> {
 
 /// The first-boot cloud-config of one machine.
 pub fn cloud_config(cluster: &Cluster, plan: &Plan) -> CloudConfig {
+    cloud_config_with(cluster, plan, |_, f| f.content.clone())
+}
+
+/// [`cloud_config`] with each write_files body chosen by `content` (given
+/// the file's index in the plan and the file).
+fn cloud_config_with(
+    cluster: &Cluster,
+    plan: &Plan,
+    content: impl Fn(usize, &PlannedFile) -> String,
+) -> CloudConfig {
     let a = &cluster.admin;
     CloudConfig {
         // No `preserve_hostname`: cloud-init's default (false) applies, and
@@ -266,9 +276,10 @@ pub fn cloud_config(cluster: &Cluster, plan: &Plan) -> CloudConfig {
         write_files: plan
             .files
             .iter()
-            .map(|f| WriteFile {
+            .enumerate()
+            .map(|(i, f)| WriteFile {
                 path: f.path.clone(),
-                content: f.content.clone(),
+                content: content(i, f),
                 owner: "root:root".into(),
                 permissions: f.mode.clone(),
             })
@@ -398,6 +409,34 @@ pub fn datasource_dropin() -> anyhow::Result<String> {
     ))
 }
 
+/// The cloud-init drop-in that keeps cloud-init from rendering a network of
+/// its own on the installed system: `network: {config: disabled}`.
+#[derive(Debug, Serialize)]
+struct NetworkDropIn {
+    network: NetworkSwitch,
+}
+
+#[derive(Debug, Serialize)]
+struct NetworkSwitch {
+    config: &'static str,
+}
+
+/// The installed system's network drop-in,
+/// `/etc/cloud/cloud.cfg.d/99-microseed-network.cfg`.
+pub fn network_dropin() -> anyhow::Result<String> {
+    // subiquity 23.10 to 24.04.x hand the installed network to cloud-init
+    // (`90-installer-network.cfg`) when the live system's cloud-init has
+    // NETPLAN_CONFIG_ROOT_READ_ONLY; cloud-init would then render a second
+    // netplan at first boot. The late-command's netplan is the only one, so
+    // cloud-init's network rendering stays off on every revision.
+    Ok(format!(
+        "# microseed: the network is /etc/netplan/00-installer-config.yaml, written at install\n{}",
+        yaml(&NetworkDropIn {
+            network: NetworkSwitch { config: "disabled" },
+        })?
+    ))
+}
+
 const TARGET_FILES_SH: &str = include_str!("install/target-files.sh");
 const STORAGE_SH: &str = include_str!("install/storage.sh");
 
@@ -416,6 +455,7 @@ pub fn late_commands(cluster: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Vec<S
         plan.machine.name.clone(),
         net,
         datasource_dropin()?,
+        network_dropin()?,
     ];
     let data_volume = plan.machine.role == "nfs" && cluster.nfs.data_volume;
     let storage = vec![
@@ -430,10 +470,165 @@ pub fn late_commands(cluster: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Vec<S
     Ok(vec![files, storage])
 }
 
-/// Renders the three documents of one machine.
-pub fn for_machine(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Result<Documents> {
-    let cc = cloud_config(cluster, plan);
-    let user_data = match target {
+/// Serialized bodies shared by every machine of a run (see
+/// [`PlannedFile::shared`]), kept from one machine to the next.
+///
+/// A fleet's /etc/hosts lists every machine, so each user-data carries the
+/// same tens of kilobytes; serializing them again for every machine was the
+/// largest cost of a fleet build after hashing. A shared body is serialized
+/// as a short placeholder instead, and the placeholder replaced by the bytes
+/// serde-saphyr made of the real body for the first machine. That is
+/// byte-identical to serializing the whole document because a scalar's
+/// serialized form depends only on its value and on where it stands (the
+/// target's document shape and the text before it on its line), which is
+/// the key; and the first machine proves the placeholder and the body leave
+/// the text around them alike, or the document is serialized whole.
+pub struct SharedBodies {
+    known: Vec<SharedBody>,
+    /// Bodies shorter than this are serialized with their document: the
+    /// first machine pays one more document serialization per body, which
+    /// a small body never earns back (a 2-machine build has a dozen shared
+    /// bodies of a few hundred bytes and was 40% slower spliced).
+    min_len: usize,
+}
+
+impl Default for SharedBodies {
+    fn default() -> SharedBodies {
+        // /etc/hosts passes it from about 100 machines on.
+        SharedBodies {
+            known: Vec::new(),
+            min_len: 4096,
+        }
+    }
+}
+
+struct SharedBody {
+    target: Target,
+    /// The text before the value on its line (`    content: `).
+    line_prefix: String,
+    content: String,
+    /// What serde-saphyr wrote for `content` there.
+    yaml: String,
+}
+
+impl SharedBodies {
+    fn find(&self, target: Target, line_prefix: &str, content: &str) -> Option<&str> {
+        self.known
+            .iter()
+            .find(|b| b.target == target && b.line_prefix == line_prefix && b.content == content)
+            .map(|b| b.yaml.as_str())
+    }
+}
+
+/// Placeholders for shared bodies: this, then the file's index, then `-x`.
+/// No serializer quotes or folds it.
+const PLACEHOLDER: &str = "microseed-shared-body-";
+
+fn placeholder(i: usize) -> String {
+    format!("{PLACEHOLDER}{i}-x")
+}
+
+/// Where each of `count` placeholders stands in `text`, in file order;
+/// `None` unless each occurs exactly once (a body or a value that happens
+/// to hold the text makes the document be serialized whole). One SIMD pass:
+/// `str::find` per placeholder was 5% of a fleet build.
+fn placeholders_in(text: &str, shared: &[usize]) -> Option<Vec<usize>> {
+    let mut at: Vec<Option<usize>> = vec![None; shared.len()];
+    for pos in memchr::memmem::find_iter(text.as_bytes(), PLACEHOLDER) {
+        let rest = &text[pos + PLACEHOLDER.len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let i: usize = rest[..digits].parse().ok()?;
+        if !rest[digits..].starts_with("-x") {
+            return None;
+        }
+        let slot = at.get_mut(shared.iter().position(|&s| s == i)?)?;
+        if slot.replace(pos).is_some() {
+            return None;
+        }
+    }
+    at.into_iter().collect()
+}
+
+/// The user-data of one machine, shared bodies serialized once per run.
+fn user_data_sharing(
+    cluster: &Cluster,
+    plan: &Plan,
+    target: Target,
+    bodies: &mut SharedBodies,
+) -> anyhow::Result<String> {
+    // Only bodies serde-saphyr writes as block scalars: a single line may be
+    // folded or quoted, which depends on its length and position.
+    let shared: Vec<usize> = (plan.files.iter().enumerate())
+        .filter(|(_, f)| f.shared && f.content.len() >= bodies.min_len && f.content.contains('\n'))
+        .map(|(i, _)| i)
+        .collect();
+    let whole = || user_data(cluster, plan, target, cloud_config(cluster, plan));
+    if shared.is_empty() {
+        return whole();
+    }
+    // Every shared body but `keep` as its placeholder.
+    let marked = |keep: Option<usize>| {
+        cloud_config_with(cluster, plan, |i, f| {
+            if Some(i) != keep && shared.contains(&i) {
+                placeholder(i)
+            } else {
+                f.content.clone()
+            }
+        })
+    };
+    let text = user_data(cluster, plan, target, marked(None))?;
+    let Some(places) = placeholders_in(&text, &shared) else {
+        return whole();
+    };
+    let mut pieces: Vec<(usize, usize, String)> = Vec::new();
+    for (&i, &at) in shared.iter().zip(&places) {
+        let mark = placeholder(i);
+        let line_prefix = &text[text[..at].rfind('\n').map_or(0, |n| n + 1)..at];
+        let content = &plan.files[i].content;
+        let yaml = match bodies.find(target, line_prefix, content) {
+            Some(y) => y.to_string(),
+            None => {
+                let real = user_data(cluster, plan, target, marked(Some(i)))?;
+                let (before, after) = (&text[..at], &text[at + mark.len()..]);
+                if real.len() < before.len() + after.len()
+                    || !real.starts_with(before)
+                    || !real.ends_with(after)
+                {
+                    return whole();
+                }
+                let yaml = real[before.len()..real.len() - after.len()].to_string();
+                bodies.known.push(SharedBody {
+                    target,
+                    line_prefix: line_prefix.to_string(),
+                    content: content.clone(),
+                    yaml: yaml.clone(),
+                });
+                yaml
+            }
+        };
+        pieces.push((at, mark.len(), yaml));
+    }
+    pieces.sort_by_key(|p| p.0);
+    let mut out =
+        String::with_capacity(text.len() + pieces.iter().map(|p| p.2.len()).sum::<usize>());
+    let mut from = 0;
+    for (at, len, yaml) in &pieces {
+        out.push_str(&text[from..*at]);
+        out.push_str(yaml);
+        from = at + len;
+    }
+    out.push_str(&text[from..]);
+    Ok(out)
+}
+
+/// The user-data document around `cc`.
+fn user_data(
+    cluster: &Cluster,
+    plan: &Plan,
+    target: Target,
+    cc: CloudConfig,
+) -> anyhow::Result<String> {
+    Ok(match target {
         Target::CloudImage => format!("#cloud-config\n{}", yaml(&cc)?),
         Target::Installer => {
             let ai = Autoinstall {
@@ -458,7 +653,18 @@ pub fn for_machine(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Re
                 yaml(&InstallerUserData { autoinstall: ai })?
             )
         }
-    };
+    })
+}
+
+/// Renders the three documents of one machine; `bodies` carries what
+/// earlier machines of the run share with it.
+pub fn for_machine(
+    cluster: &Cluster,
+    plan: &Plan,
+    target: Target,
+    bodies: &mut SharedBodies,
+) -> anyhow::Result<Documents> {
+    let user_data = user_data_sharing(cluster, plan, target, bodies)?;
     let network_config = yaml(&netplan(cluster, plan))?;
     // A new instance-id whenever the seed's content changes makes cloud-init
     // treat a re-seeded machine as new; the same content keeps the same id.
@@ -486,7 +692,132 @@ pub fn for_machine(cluster: &Cluster, plan: &Plan, target: Target) -> anyhow::Re
 
 #[cfg(test)]
 mod tests {
-    use super::serial_glob;
+    use super::*;
+
+    /// Every machine's plan for the example cluster.
+    fn example_plans() -> (Cluster, Vec<Plan>) {
+        let text = include_str!("../examples/eth2-staking/cluster.yaml");
+        let file = std::path::Path::new("cluster.yaml");
+        let raw = crate::schema::parse(file, text).expect("parses");
+        let profiles = crate::profile::Profiles::load(None).expect("embedded profiles");
+        let cluster = crate::validate::validate(file, &raw, &profiles).expect("valid");
+        let secrets = crate::secrets::generate().expect("secrets");
+        let mut planner =
+            crate::plan::Planner::new(&cluster, &profiles, &secrets, None).expect("planner");
+        let plans = (cluster.machines.iter())
+            .map(|m| planner.plan(m).expect("plan"))
+            .collect();
+        (cluster, plans)
+    }
+
+    /// Splices every shared body, however short, so the example's small
+    /// bodies exercise the splice.
+    fn every_body() -> SharedBodies {
+        SharedBodies {
+            min_len: 0,
+            ..SharedBodies::default()
+        }
+    }
+
+    fn whole(cluster: &Cluster, plan: &Plan, target: Target) -> String {
+        user_data(cluster, plan, target, cloud_config(cluster, plan)).expect("serializes")
+    }
+
+    #[test]
+    fn a_shared_body_serialized_once_gives_the_bytes_of_serializing_it_whole() {
+        let (cluster, plans) = example_plans();
+        assert!(
+            plans.iter().all(|p| p.files.iter().any(|f| f.shared)),
+            "/etc/hosts is shared"
+        );
+        for target in [Target::Installer, Target::CloudImage] {
+            let mut bodies = every_body();
+            // Twice round: the second time every body comes from the memo.
+            for plan in plans.iter().chain(&plans) {
+                let got = user_data_sharing(&cluster, plan, target, &mut bodies).expect("ok");
+                assert_eq!(got, whole(&cluster, plan, target), "{}", plan.machine.name);
+            }
+            assert!(!bodies.known.is_empty());
+        }
+    }
+
+    /// Bodies whose block scalars need indicators (leading spaces, kept or
+    /// stripped final newlines), that YAML must quote, or that hold the
+    /// placeholder text itself (then the document is serialized whole).
+    #[test]
+    fn awkward_shared_bodies_still_give_the_whole_documents_bytes() {
+        let (cluster, plans) = example_plans();
+        let awkward = [
+            "  indented first line\nsecond\n",
+            "no final newline\nsecond",
+            "kept blank lines\n\n\n",
+            "\nstarts with a newline\n",
+            "tab\there: # not a comment\n- not a list\n--- not a document\n",
+            "ünïcödé\n\u{feff}bom inside\n",
+            "has a carriage return\r\nand a\u{7f} control\n",
+            "microseed-shared-body-0-x\nmicroseed-shared-body-1-x\n",
+            "a single line shared body",
+        ];
+        for target in [Target::Installer, Target::CloudImage] {
+            for body in awkward {
+                let mut bodies = every_body();
+                for plan in plans.iter().chain(&plans) {
+                    let mut plan = plan.clone();
+                    for f in plan.files.iter_mut().filter(|f| f.shared) {
+                        f.content = body.to_string();
+                    }
+                    let got = user_data_sharing(&cluster, &plan, target, &mut bodies).expect("ok");
+                    assert_eq!(got, whole(&cluster, &plan, target), "{body:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_bodies_of_the_threshold_are_spliced() {
+        let (cluster, plans) = example_plans();
+        let mut bodies = SharedBodies::default();
+        for plan in &plans {
+            user_data_sharing(&cluster, plan, Target::Installer, &mut bodies).expect("ok");
+        }
+        let min = SharedBodies::default().min_len;
+        assert!(bodies.known.iter().all(|b| b.content.len() >= min));
+        assert!(
+            !bodies.known.iter().any(|b| b
+                .content
+                .starts_with("# Written by microseed: every cluster")),
+            "the example's /etc/hosts is short"
+        );
+        let before = bodies.known.len();
+        let big = "10.0.0.1 a-machine-name\n".repeat(200);
+        for plan in plans.iter().chain(&plans) {
+            let mut plan = plan.clone();
+            plan.files
+                .iter_mut()
+                .filter(|f| f.path == "/etc/hosts")
+                .for_each(|f| f.content = big.clone());
+            let got =
+                user_data_sharing(&cluster, &plan, Target::Installer, &mut bodies).expect("ok");
+            assert_eq!(got, whole(&cluster, &plan, Target::Installer));
+        }
+        assert_eq!(bodies.known.len(), before + 1, "/etc/hosts, once");
+    }
+
+    #[test]
+    fn placeholders_are_found_only_when_each_occurs_once() {
+        let (a, b) = (placeholder(0), placeholder(3));
+        assert_eq!(
+            placeholders_in(&format!("x: {a}\ny: {b}\n"), &[0, 3]),
+            Some(vec![3, 32])
+        );
+        assert_eq!(placeholders_in(&format!("{a} {a} {b}"), &[0, 3]), None);
+        assert_eq!(placeholders_in(&a, &[0, 3]), None);
+        assert_eq!(
+            placeholders_in(&format!("{a} {}", placeholder(7)), &[0]),
+            None
+        );
+        assert_eq!(placeholders_in(&format!("{PLACEHOLDER}0-y"), &[0]), None);
+    }
 
     #[test]
     fn a_plain_serial_matches_inside_udevs_id_serial() {

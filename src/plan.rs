@@ -1,7 +1,7 @@
 //! Per-machine plan: the common profile, the role's layers and the role
 //! profile applied to the validated cluster. File bodies are rendered from
 //! the tera templates in `cloud-init/` here; the YAML documents around them
-//! are built later, in [`crate::render`], from typed structs.
+//! are built later, in [`crate::documents`], from typed structs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +21,11 @@ pub struct PlannedFile {
     pub path: String,
     pub content: String,
     pub mode: String,
+    /// The same body for every machine of the run (a machine-independent
+    /// template, such as /etc/hosts): [`crate::documents`] serializes it
+    /// once per run instead of once per machine.
+    #[serde(skip)]
+    pub shared: bool,
 }
 
 /// An allow rule after templating: `from: None` means from anywhere.
@@ -197,39 +202,42 @@ impl<'a> Planner<'a> {
                 if !self.when(f.when.as_deref())? {
                     continue;
                 }
-                let content = self
+                let (content, shared) = self
                     .render_file(&f.template)
                     .with_context(|| format!("rendering template {} for {}", f.template, f.path))?;
                 files.push(PlannedFile {
                     path: f.path.clone(),
                     content,
                     mode: f.mode.clone(),
+                    shared,
                 });
             }
         }
         // The step framework's own files: the list microseed-status reads
         // and one unit per step.
         if !steps.is_empty() {
-            let list = self
+            let (list, shared) = self
                 .render_file(STEP_LIST_TEMPLATE)
                 .context("rendering the step list")?;
             files.push(PlannedFile {
                 path: STEP_LIST_PATH.into(),
                 content: list,
                 mode: "0644".into(),
+                shared,
             });
         }
         let mut units = Vec::new();
         for step in &steps {
             self.ctx.insert("step", step);
             let unit = format!("microseed-{}.service", step.name);
-            let content = self
+            let (content, shared) = self
                 .render_file(STEP_UNIT_TEMPLATE)
                 .with_context(|| format!("rendering the unit of step {}", step.name))?;
             files.push(PlannedFile {
                 path: format!("/etc/systemd/system/{unit}"),
                 content,
                 mode: "0644".into(),
+                shared,
             });
             units.push(unit);
         }
@@ -341,16 +349,18 @@ impl<'a> Planner<'a> {
     }
 
     /// Renders a file template for the current machine, reusing the output
-    /// of a machine-independent template rendered for an earlier machine.
-    fn render_file(&mut self, name: &str) -> Result<String> {
+    /// of a machine-independent template rendered for an earlier machine;
+    /// true with the output when every machine gets the same.
+    fn render_file(&mut self, name: &str) -> Result<(String, bool)> {
         if let Some(out) = self.shared.get(name) {
-            return Ok(out.clone());
+            return Ok((out.clone(), true));
         }
         let out = self.templates.render(name, &self.ctx)?;
-        if self.templates.is_machine_independent(name) {
+        let shared = self.templates.is_machine_independent(name);
+        if shared {
             self.shared.insert(name.to_string(), out.clone());
         }
-        Ok(out)
+        Ok((out, shared))
     }
 
     /// Expands a short template string from a profile.
