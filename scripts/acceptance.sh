@@ -10,6 +10,8 @@ set -euo pipefail
 . "$MS_LIB_DIR/recipe-bookworm-vm.sh"
 # shellcheck source=ci-lib/report.sh
 . "$MS_LIB_DIR/report.sh"
+# shellcheck source=ci-lib/cluster-phase.sh
+. "$MS_LIB_DIR/cluster-phase.sh"
 
 MS_BOOT_TIMEOUT="${MS_BOOT_TIMEOUT:-600}"
 # Three machines plus the master's power-cut boot (about 300 s here).
@@ -17,7 +19,7 @@ MS_TOTAL_TIMEOUT="${MS_TOTAL_TIMEOUT:-2100}"
 
 usage() {
     cat <<'EOF'
-usage: acceptance.sh [--out DIR] SEED_IMG_DIR
+usage: acceptance.sh [--out DIR] [--cluster FILE --ssh-key KEY] SEED_IMG_DIR
        acceptance.sh build [--force]
        acceptance.sh boot SEED_IMG MAC WORKDIR
 
@@ -34,6 +36,23 @@ scripts/ci-lib/acceptance-<role>.sh REPORT. Results, reports and console logs
 land in --out DIR (default: a new /tmp/microseed-acceptance.XXXXXX).
 MS_REUSE_REPORTS=1 re-checks complete reports already in --out DIR without
 booting (for editing checks and hooks).
+MS_RELEASE (default 20.04) is the Ubuntu release the seeds were built for.
+Another release boots with microseed.test.ubuntu=RELEASE, which makes the
+image behave like that release where the seeds depend on it (24.04:
+socket-activated OpenSSH, see scripts/ci-lib/vm-noble-ssh.sh), and every
+machine is then also checked by scripts/ci-lib/acceptance-RELEASE.sh.
+MS_CONVERGE_POLLS=N lets the VM's report wait N polls (default 60, about 3 s
+each) for convergence, for a heavily loaded host.
+
+With --cluster FILE (the cluster file the seeds were built from) and
+--ssh-key KEY (a private key whose public half is among its admin.ssh_keys),
+the machines boot together on one bridge after the master's power-cut boot,
+the worker joins the master VM, and the run ends with `microseed status`
+against them (MICROSEED_BIN, default target/release/microseed): --wait
+must see everything converged, then a failing step and a stopped machine
+must give their rows and exit codes (scripts/ci-lib/cluster-phase.sh).
+The boots together are bounded by MS_CLUSTER_BOOT_TIMEOUT (1500 s), all of
+it by the run's bound.
 
 build   build (or reuse) the VM in $MICROSEED_TEST_CACHE/bookworm-vm
 boot    one boot: writes WORKDIR/console.log and WORKDIR/report.txt
@@ -119,7 +138,7 @@ cmd_boot() {
 # then the same disk booted again, which must converge and report.
 powercut_boot() {
     local rc=0
-    MS_EXTRA_APPEND=microseed.test.poweroff-at-enable cmd_boot "$@" || rc=$?
+    MS_EXTRA_APPEND="microseed.test.poweroff-at-enable${MS_RELEASE_WORD:+ $MS_RELEASE_WORD}" cmd_boot "$@" || rc=$?
     cp "$3/console.log" "$3/console-powercut.log" 2>/dev/null || true
     if ((rc == 0)); then
         ms_warn "the power-cut boot completed its report: the power was never cut"
@@ -127,18 +146,23 @@ powercut_boot() {
     fi
     grep -q 'cutting the power' "$3/console-powercut.log" ||
         ms_warn "the power-cut boot's console does not show the cut (see $3/console-powercut.log)"
-    MS_RESUME=1 cmd_boot "$@"
+    MS_RESUME=1 MS_EXTRA_APPEND="${MS_RELEASE_WORD:-}" cmd_boot "$@"
 }
 
 # boot_words ROLE MACHINES_FILE: kernel command line words for a boot. A
 # worker boots alone, so the image's stand-in answers for its master.
 boot_words() {
-    local master_ip
+    local master_ip words=()
     master_ip="$(awk '$2 == "master" { print $3; exit }' "$2")"
     if [[ "$1" == worker && -n "$master_ip" ]]; then
-        echo "microseed.test.fake-master=$master_ip"
+        words+=("microseed.test.fake-master=$master_ip")
     fi
+    [[ "$(ms_release)" == 20.04 ]] || words+=("microseed.test.ubuntu=$(ms_release)")
+    [[ -z "${MS_CONVERGE_POLLS:-}" ]] || words+=("microseed.test.converge-polls=$MS_CONVERGE_POLLS")
+    echo "${words[*]}"
 }
+
+ms_release() { echo "${MS_RELEASE:-20.04}"; }
 
 status_done() { grep -q '^status: done' <<<"$1" && grep -q '^rc=0$' <<<"$1"; }
 
@@ -190,16 +214,19 @@ machine_role() {
 }
 
 cmd_run() {
-    local out="" seeds="" args=("$@")
+    local out="" seeds="" cluster="" key="" args=("$@")
     while [[ $# -gt 0 ]]; do
         case "$1" in
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
+        --cluster) cluster="$(realpath -e "${2:?--cluster needs a file}")"; shift 2 ;;
+        --ssh-key) key="$(realpath -e "${2:?--ssh-key needs a file}")"; shift 2 ;;
         -*) ms_die "unknown option $1" ;;
         *) [[ -z "$seeds" ]] || { usage >&2; exit 2; }; seeds="$1"; shift ;;
         esac
     done
     [[ -n "$seeds" ]] || { usage >&2; exit 2; }
     [[ -d "$seeds" ]] || ms_die "SEED_IMG_DIR $seeds is not a directory"
+    [[ -n "$cluster" && -n "$key" || -z "$cluster$key" ]] || ms_die "--cluster and --ssh-key go together"
     ms_need_root
     if [[ -z "${MS_ACCEPTANCE_BOUNDED:-}" ]]; then
         local rc=0
@@ -238,9 +265,16 @@ cmd_run() {
     [[ -n "$any" ]] || ms_die "no $seeds/<machine>/seed.img found"
 
     local pass=0 fail=0 role ip host hook rc
+    if [[ -n "$cluster" ]]; then
+        # Not in a pipeline: the VMs' and the namespace's pids must stay in this shell.
+        cluster_boot "$seeds" "$out" "$machines" >"$out/cluster-boot.txt"
+        tee -a "$out/results.txt" "$out/cluster-checks.txt" <"$out/cluster-boot.txt"
+        MS_MASTER_REPORT="$out/$(awk '$2 == "master" { print $1; exit }' "$machines")/report.txt"
+        export MS_MASTER_REPORT
+    fi
     # shellcheck disable=SC2094 # machines.txt is only read in this loop
     while read -r name role ip host <&3; do
-        local SEED_MACS="" SEED_ADDRS="" SEED_GATEWAY="" SEED_HOSTNAME=""
+        local SEED_MACS="" SEED_ADDRS="" SEED_GATEWAY="" SEED_HOSTNAME="" SEED_SSH_PORT=22
         # shellcheck disable=SC1090
         . "$out/$name.env"
         local mac="${SEED_MACS%% *}" work="$out/$name"
@@ -248,7 +282,16 @@ cmd_run() {
         : >"$work/checks.txt"
         if [[ -n "${MS_REUSE_REPORTS:-}" ]] && grep -q '^===== END microseed-report =====' "$work/report.txt" 2>/dev/null; then
             ms_log "$name: reusing $work/report.txt (MS_REUSE_REPORTS)"
-        elif [[ "$role" == master && "${MS_POWERCUT:-1}" == 1 ]] && ! powercut_boot "$seeds/$name/seed.img" "$mac" "$work" </dev/null; then
+        elif [[ -n "$cluster" ]]; then
+            if ! grep -q '^===== END microseed-report =====' "$work/report.txt" 2>/dev/null; then
+                echo "not ok - $name: booted on the shared network, wrote a complete report" | tee -a "$out/results.txt"
+                ms_warn "$name: console tail ($work/console.log)"
+                tail -n 60 "$work/console.log" | tr -d '\r' >&2
+                fail=$((fail + 1))
+                continue
+            fi
+        elif [[ "$role" == master && "${MS_POWERCUT:-1}" == 1 ]] &&
+            ! MS_RELEASE_WORD="$(boot_words master "$machines")" powercut_boot "$seeds/$name/seed.img" "$mac" "$work" </dev/null; then
             echo "not ok - $name: power cut mid first boot, then a boot that resumes" | tee -a "$out/results.txt"
             fail=$((fail + 1))
             continue
@@ -259,7 +302,8 @@ cmd_run() {
             continue
         fi
         export MS_MACHINE="$name" MS_ROLE="$role" MS_IP="$ip" MS_HOSTNAME="$SEED_HOSTNAME" \
-            MS_ADDRS="$SEED_ADDRS" MS_GATEWAY="$SEED_GATEWAY" MS_MACHINES_FILE="$machines"
+            MS_ADDRS="$SEED_ADDRS" MS_GATEWAY="$SEED_GATEWAY" MS_MACHINES_FILE="$machines" \
+            MS_SSH_PORT="$SEED_SSH_PORT" MS_RELEASE="${MS_RELEASE:-20.04}"
         MS_CHECK_FAIL=0 MS_CHECK_PASS=0
         generic_checks "$work/report.txt" "$machines" | tee -a "$out/results.txt" "$work/checks.txt" ||
             echo "not ok - $name: generic checks crashed" | tee -a "$out/results.txt" "$work/checks.txt"
@@ -273,6 +317,15 @@ cmd_run() {
         elif [[ "$role" != none ]]; then
             echo "not ok - $name: no hook for role $role ($hook)" | tee -a "$out/results.txt" "$work/checks.txt"
         fi
+        # What this release changes on every machine (acceptance-24.04.sh).
+        hook="$MS_LIB_DIR/acceptance-$(ms_release).sh"
+        if [[ -x "$hook" ]]; then
+            rc=0
+            "$hook" "$work/report.txt" | tee -a "$out/results.txt" "$work/checks.txt" || rc=$?
+            if ((rc != 0)) && ! grep -q '^not ok - ' "$work/checks.txt"; then
+                echo "not ok - $name: release hook $hook exited $rc" | tee -a "$out/results.txt" "$work/checks.txt"
+            fi
+        fi
         if grep -q '^not ok - ' "$work/checks.txt" && [[ -s "$work/console.log" ]]; then
             ms_warn "$name failed checks; datasource section and console tail follow"
             ms_section "$work/report.txt" datasource >&2
@@ -281,6 +334,15 @@ cmd_run() {
         pass=$((pass + $(grep -c '^ok - ' "$work/checks.txt" || true)))
         fail=$((fail + $(grep -c '^not ok - ' "$work/checks.txt" || true)))
     done 3<"$machines"
+    if [[ -n "$cluster" ]]; then
+        MS_CHECK_FAIL=0 MS_CHECK_PASS=0
+        cluster_status_checks "$out" "$machines" "$cluster" "$key" >"$out/cluster-status.txt" ||
+            echo "not ok - microseed status checks crashed" >>"$out/cluster-status.txt"
+        tee -a "$out/results.txt" "$out/cluster-checks.txt" <"$out/cluster-status.txt"
+        cluster_vms_down
+        pass=$((pass + $(grep -c '^ok - ' "$out/cluster-checks.txt" || true)))
+        fail=$((fail + $(grep -c '^not ok - ' "$out/cluster-checks.txt" || true)))
+    fi
     echo "acceptance: $pass passed, $fail failed" | tee -a "$out/results.txt"
     ((fail == 0))
 }

@@ -2,7 +2,8 @@
 # The installer's own check of microseed's seeds: runs Ubuntu's installer,
 # subiquity, in its --dry-run mode at every revision the bundle in
 # ../shared/tools/subiquity/ holds, on every role's seed from the example and
-# on variant seeds (tests/fixtures/subiquity/variants.yaml), and judges the
+# on the 22.04 example's and on variant seeds
+# (tests/fixtures/subiquity/variants*.yaml), and judges the
 # installed system after microseed's late-commands (scripts/subiquity-verdict.py).
 #
 #   scripts/subiquity-tier.sh            # needs a harness built by --setup
@@ -47,22 +48,35 @@ build() {  # cluster-file out
     "$bin" build "$work/$2/cluster.yaml" -o "$work/$2/seeds" --format dir > /dev/null
 }
 build examples/eth2-staking/cluster.yaml example
+build examples/eth2-staking-22.04/cluster.yaml example-2204
 build tests/fixtures/subiquity/variants.yaml variants
+build tests/fixtures/subiquity/variants-20.04.yaml variants-2004
 
 # seed  host name  expected disk  storage mode  machine config  revisions
 # A seed runs at the revisions of its release's installers: 20.04 media
 # carried 20.04.3 (GA) and later ones; 22.04 seeds use the single
 # `network:` form, which the 20.04 GA installer cannot read (its netplan
-# generate fails), so they run at 22.07.2 only.
+# generate fails), so they run at 22.07.2 only. The 20.04 variants (short
+# serial, MAC renamed, ID_SERIAL glob, disk path) run at 20.04.3, the
+# revision that crashed on a short serial; 22.07.2 reads the same disk and
+# NIC matches in the 22.04 variants.
 simple=$H/sq-22.07.2/examples/simple.json
 twodisk=$H/machine-2disk-2nic.json
 focal="20.04.3,22.07.2"
+ga="20.04.3"
 jammy="22.07.2"
 runs=(
     "example/seeds/nfs nfs /dev/sda root $simple $focal"
     "example/seeds/master master /dev/sda root $simple $focal"
     "example/seeds/worker-1 worker-1 /dev/sda root $simple $focal"
+    "example-2204/seeds/nfs nfs /dev/sda root $simple $jammy"
+    "example-2204/seeds/master master /dev/sda root $simple $jammy"
+    "example-2204/seeds/worker-1 worker-1 /dev/sda root $simple $jammy"
+    "variants-2004/seeds/nfs nfs /dev/sdb data $twodisk $ga"
+    "variants-2004/seeds/master master /dev/sdb root $twodisk $ga"
+    "variants-2004/seeds/worker-1 worker-1 /dev/sdb root $twodisk $ga"
     "variants/seeds/nfs nfs /dev/sdb data $twodisk $jammy"
+    "variants/seeds/master master /dev/sdb root $twodisk $jammy"
     "variants/seeds/worker-1 worker-1 /dev/sdb root $twodisk $jammy"
 )
 fail=0

@@ -10,6 +10,9 @@ them, per revision, from what the dry-run left behind:
     autoinstall schema (22.07.2), every first-boot key unchanged;
   - the target's netplan (after late-commands) equals autoinstall.network as
     the installer's cloud-init extracted it, and `netplan generate` takes it;
+  - the target's /etc/netplan holds only that file, and its cloud.cfg.d
+    hands no network to cloud-init; the revision's cloud-init, merging that
+    cloud.cfg.d, renders no network of its own;
   - the target's /etc/hostname is the machine's name;
   - that revision's cloud-init, given the target's cloud.cfg.d, ignores a
     CIDATA device (20.04.3: and the same device does win without the drop-in);
@@ -33,7 +36,7 @@ CI = {'20.04.3': ('venv36', 'ci-20.1'), '22.07.2': ('venv38', 'ci-22.2')}
 # then runs NoCloud's get_data with a CIDATA "stick" offered as a device.
 PROBE = r'''
 import json, os, sys, tempfile
-from cloudinit import helpers, util
+from cloudinit import helpers, net, util
 from cloudinit.sources import DataSourceNoCloud as m
 cfgdir, cloud_dir, use_dropin = sys.argv[1], sys.argv[2], sys.argv[3] == '1'
 cfg = {}
@@ -54,6 +57,7 @@ ok = ds.get_data()
 ud = ds.userdata_raw.decode() if isinstance(ds.userdata_raw, bytes) else ds.userdata_raw
 print(json.dumps({'found': ok, 'stick_won': 'stick: true' in (ud or ''), 'labels_scanned': asked,
                   'datasource_list': cfg.get('datasource_list'),
+                  'network_disabled': net.is_disabled_cfg(cfg.get('network')),
                   'fs_label': cfg.get('datasource', {}).get('NoCloud', {}).get('fs_label', 'ABSENT')}))
 '''
 
@@ -100,6 +104,17 @@ def check(rev, sec):
             bad.append('netplan generate: ' + r.stderr.strip())
         else:
             say('netplan generate (target netplan): ok')
+    # One netplan on the target (netplan merges every file), and no network
+    # handed to cloud-init (24.04's 90-installer-network.cfg).
+    left = sorted(os.listdir(os.path.join(target, 'etc/netplan')))
+    if left != ['00-installer-config.yaml']:
+        bad.append('target /etc/netplan holds %r, not only the seed\'s file' % left)
+    cfgd_files = sorted(os.listdir(os.path.join(target, 'etc/cloud/cloud.cfg.d')))
+    handed = [f for f in cfgd_files if f in ('90-installer-network.cfg', '50-curtin-networking.cfg')]
+    if handed:
+        bad.append('target cloud.cfg.d still hands the network to cloud-init: %r' % handed)
+    else:
+        say('target: one netplan file; cloud.cfg.d %s' % ' '.join(cfgd_files))
     hn = os.path.join(target, 'etc/hostname')
     got_hn = open(hn).read() if os.path.exists(hn) else None
     if got_hn != hostname + '\n':
@@ -120,6 +135,12 @@ def check(rev, sec):
         return json.loads(r.stdout.strip().splitlines()[-1])
     p = probe(True)
     if p is not None:
+        # After the late-command, this revision's cloud-init renders no
+        # network of its own over the target netplan.
+        if not p['network_disabled']:
+            bad.append('merged cloud.cfg.d: cloud-init network rendering not disabled')
+        else:
+            say('merged cloud.cfg.d (this revision\'s cloud-init): network rendering disabled')
         if p['fs_label'] is not None:
             bad.append('merged cloud.cfg.d: datasource.NoCloud.fs_label = %r' % p['fs_label'])
         if rev == '20.04.3':

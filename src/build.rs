@@ -48,14 +48,16 @@ pub enum MissingSecrets {
 
 /// Reads and validates the cluster file and its secrets.
 pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result<ClusterInputs> {
-    let text = crate::input::read_text(file, "cluster file")?;
+    let text = crate::input::read_text(file, crate::input::CLUSTER_FILE)?;
     let profiles = Profiles::load(src.profiles.as_deref())?;
     let raw = schema::parse(file, &text)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
-    let mut warnings = Vec::new();
+    let mut warnings = validate::short_serial_warnings(file, &raw);
     let mut created = false;
-    let secrets = if secrets_path.exists() {
+    // Anything at the path, even a link to nowhere, is the user's secrets
+    // file: read it (and refuse it clearly), never write a new one there.
+    let secrets = if secrets_path.symlink_metadata().is_ok() {
         let wallets = cluster
             .staking
             .enabled

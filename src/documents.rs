@@ -409,6 +409,34 @@ pub fn datasource_dropin() -> anyhow::Result<String> {
     ))
 }
 
+/// The cloud-init drop-in that keeps cloud-init from rendering a network of
+/// its own on the installed system: `network: {config: disabled}`.
+#[derive(Debug, Serialize)]
+struct NetworkDropIn {
+    network: NetworkSwitch,
+}
+
+#[derive(Debug, Serialize)]
+struct NetworkSwitch {
+    config: &'static str,
+}
+
+/// The installed system's network drop-in,
+/// `/etc/cloud/cloud.cfg.d/99-microseed-network.cfg`.
+pub fn network_dropin() -> anyhow::Result<String> {
+    // subiquity 23.10 to 24.04.x hand the installed network to cloud-init
+    // (`90-installer-network.cfg`) when the live system's cloud-init has
+    // NETPLAN_CONFIG_ROOT_READ_ONLY; cloud-init would then render a second
+    // netplan at first boot. The late-command's netplan is the only one, so
+    // cloud-init's network rendering stays off on every revision.
+    Ok(format!(
+        "# microseed: the network is /etc/netplan/00-installer-config.yaml, written at install\n{}",
+        yaml(&NetworkDropIn {
+            network: NetworkSwitch { config: "disabled" },
+        })?
+    ))
+}
+
 const TARGET_FILES_SH: &str = include_str!("install/target-files.sh");
 const STORAGE_SH: &str = include_str!("install/storage.sh");
 
@@ -427,6 +455,7 @@ pub fn late_commands(cluster: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Vec<S
         plan.machine.name.clone(),
         net,
         datasource_dropin()?,
+        network_dropin()?,
     ];
     let data_volume = plan.machine.role == "nfs" && cluster.nfs.data_volume;
     let storage = vec![

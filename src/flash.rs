@@ -898,8 +898,11 @@ pub fn ask(question: &str) -> Result<String> {
     if !stdin_is_tty() {
         bail!("stdin is not a terminal, so nobody can confirm; pass --yes to flash from a script");
     }
-    eprint!("{question} ");
-    std::io::stderr().flush().ok();
+    // Not eprint!: a closed stderr must not panic (the answer still counts).
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question} ");
+    let _ = err.flush();
+    drop(err);
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim().to_string())

@@ -107,7 +107,7 @@ fn find_key(explicit: Option<&Path>) -> Result<Option<(std::path::PathBuf, Strin
     };
     for p in candidates {
         if p.is_file() || explicit.is_some() {
-            let text = crate::input::read_text(&p, "ssh public key file")?;
+            let text = crate::input::read_text(&p, crate::input::SSH_PUBLIC_KEY)?;
             let line = text
                 .lines()
                 .find(|l| !l.trim().is_empty())

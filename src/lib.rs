@@ -8,6 +8,9 @@
 //! [`build`] strings the stages together; [`commands`] is the CLI's side.
 //! `docs/architecture.md` draws the data flow and says which module owns
 //! what and where each kind of change goes.
+// Output goes through outln!/errln! (commands.rs), which end quietly on a
+// closed stdout or stderr; print!/eprint! would panic there.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 pub mod assets;
 pub mod build;
 pub mod cleanup;

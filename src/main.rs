@@ -1,5 +1,8 @@
 //! Command-line entry point: parses arguments and calls into the library.
 //! Exit codes: 0 success, 1 failure, 2 bad input (nothing written).
+// Output goes through outln!/errln! (commands.rs), which end quietly on a
+// closed stdout or stderr; print!/eprint! would panic there.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

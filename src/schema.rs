@@ -331,7 +331,7 @@ fn check_version(file: &Path, text: &str) -> Result<(), InputErrors> {
         Ok(probe) => probe,
         Err(err) if is_structural(err.without_snippet()) => {
             let pos = err.location().map(Pos::from_location).unwrap_or_default();
-            let (field, message) = plain(err.without_snippet(), String::new(), text, pos);
+            let (pos, field, message) = plain(err.without_snippet(), String::new(), text, pos);
             return Err(InputErrors(vec![Diagnostic::error(
                 file, pos, field, message,
             )]));

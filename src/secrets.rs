@@ -100,7 +100,7 @@ pub fn load(
             format!("cannot read the secrets file: {e}"),
         )])
     };
-    let text = crate::input::read_text(path, "secrets file")?;
+    let text = crate::input::read_text(path, crate::input::SECRETS_FILE)?;
     let meta = std::fs::metadata(path).map_err(io_err)?;
     let raw: RawSecrets = parse_typed(path, &text)?;
     let mut errors = Vec::new();

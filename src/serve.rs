@@ -17,8 +17,10 @@
 //! while machines install: a fixed pool of worker threads with a bounded
 //! queue (503 beyond it), a request line and header size limit (414, 431),
 //! a deadline for the whole request head and for each read (slow or idle
-//! clients get 408 and are dropped), and a write timeout for clients that
-//! stop reading. One request per connection (`Connection: close`).
+//! clients get 408 and are dropped), a write timeout for clients that stop
+//! reading, and a minimum transfer rate for clients that read too slowly
+//! (see [`Limits::min_rate`]). One request per connection
+//! (`Connection: close`).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -48,6 +50,21 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// Longest wait for any single read or write on the connection.
     pub io_timeout: Duration,
+    /// Bytes a second a client must take a response at, on average, once
+    /// `rate_grace` has passed; 0 turns the rule off. A client reading
+    /// slower is dropped, freeing its worker.
+    ///
+    /// A minimum rate rather than a deadline growing with the file's size:
+    /// such a deadline (grace + size / rate) would let a client sit on a
+    /// worker doing nothing for nearly all of it (hours, for an ISO) before
+    /// it reads a byte, whereas the rate is checked before every write, so a
+    /// client falling behind is dropped as soon as it does. `io_timeout`
+    /// still bounds each write, so a client that read fast and then stops
+    /// cannot live on the credit it built up.
+    pub min_rate: u64,
+    /// How long a response may take before `min_rate` applies (connection
+    /// start-up, TCP slow start, a client that is briefly busy).
+    pub rate_grace: Duration,
 }
 
 impl Default for Limits {
@@ -59,6 +76,11 @@ impl Default for Limits {
             max_head: 32 * 1024,
             head_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
+            // 16 workers sharing a 100 Mbit/s LAN still get about 750 KiB/s
+            // each: 64 KiB/s is far below any real netboot client, and a
+            // client that keeps it up is downloading, not stalling.
+            min_rate: 64 * 1024,
+            rate_grace: Duration::from_secs(30),
         }
     }
 }
@@ -361,23 +383,62 @@ fn respond(root: &Path, limits: &Limits, stream: &mut TcpStream) {
             if method == "HEAD" {
                 return log(200, 0, finish(stream, &head));
             }
-            // std::io::copy sends a file to a socket with sendfile(2).
             let result = stream
                 .write_all(&head)
-                .and_then(|()| std::io::copy(&mut file.take(len), stream))
-                .and_then(|sent| {
-                    if sent == len {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::other("file shrank while being sent"))
-                    }
-                })
+                .and_then(|()| send_file(stream, &file, len, limits))
                 .and_then(|()| stream.flush());
             log(200, len, result)
         }
         Ok(None) => log(404, 0, finish(stream, &simple(404, "not found", &[]))),
         Err(()) => log(403, 0, finish(stream, &simple(403, "forbidden", &[]))),
     }
+}
+
+/// Sends `len` bytes of `file` with sendfile(2), dropping a client that
+/// takes them slower than `limits.min_rate` (after `limits.rate_grace`) or
+/// stalls for `limits.io_timeout`: each write may block only until the
+/// moment the client would fall behind.
+fn send_file(
+    stream: &mut TcpStream,
+    file: &File,
+    len: u64,
+    limits: &Limits,
+) -> std::io::Result<()> {
+    let start = Instant::now();
+    let mut offset = 0u64;
+    while offset < len {
+        let mut left = limits.io_timeout;
+        if limits.min_rate > 0 {
+            let due =
+                limits.rate_grace + Duration::from_secs_f64(offset as f64 / limits.min_rate as f64);
+            left = left.min(due.saturating_sub(start.elapsed()));
+        }
+        if left.is_zero() {
+            return Err(too_slow(limits));
+        }
+        stream.set_write_timeout(Some(left))?;
+        // At most 1 MiB a call, so the deadline is checked often.
+        let chunk = (len - offset).min(1 << 20) as usize;
+        match rustix::fs::sendfile(&*stream, file, Some(&mut offset), chunk) {
+            Ok(0) => return Err(std::io::Error::other("file shrank while being sent")),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return Err(too_slow(limits)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn too_slow(limits: &Limits) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "client read slower than {} KiB/s or stalled for {} s; dropped",
+            limits.min_rate / 1024,
+            limits.io_timeout.as_secs()
+        ),
+    )
 }
 
 fn content_type(rel: &Path) -> &'static str {

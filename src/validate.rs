@@ -1082,6 +1082,34 @@ fn is_dev_path(s: &str) -> bool {
         && !s.split('/').any(|p| p == "..")
 }
 
+/// Below this many characters a plain serial is likely to occur inside
+/// another disk's `ID_SERIAL` too.
+const SHORT_SERIAL: usize = 6;
+
+/// Warnings (never errors) for plain serials so short that the `*S*` glob
+/// microseed emits (documents::serial_glob) may match another disk: the
+/// installer takes the first match and wipes it.
+pub fn short_serial_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    let mut w = Vec::new();
+    for (i, m) in raw.machines.value.iter().enumerate() {
+        let Some(d) = &m.disk else { continue };
+        if let DiskChoice::Serial(s) = &d.value
+            && !s.contains(['*', '?', '['])
+            && s.chars().count() < SHORT_SERIAL
+        {
+            w.push(Diagnostic::warning(
+                file,
+                pos(d),
+                format!("machines[{i}].disk.serial"),
+                format!(
+                    "{s:?} is short: it is matched anywhere inside udev's ID_SERIAL (as *{s}*), so it may also match another disk, which the installer would wipe; give the full ID_SERIAL (`udevadm info --query=property --name=/dev/sdX | grep ID_SERIAL`) or a glob of it"
+                ),
+            ));
+        }
+    }
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

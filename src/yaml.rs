@@ -52,45 +52,72 @@ pub fn parse_typed<T: for<'de> Deserialize<'de>>(
         // Spanned<T> adds a `.value` step that means nothing to the user.
         let field = field.replace(".value", "");
         let field = if field == "." { String::new() } else { field };
-        let (field, message) = plain(err.without_snippet(), field, text, pos);
+        let (pos, field, message) = plain(err.without_snippet(), field, text, pos);
         InputErrors(vec![Diagnostic::error(file, pos, field, message)])
     })
 }
 
 /// Says what went wrong in the user's terms: the parser's own wording names
-/// its API (`DuplicateKeyPolicy`, `from_str_multiple`) or internals
-/// (`budget breached: Nodes {..}`), which tells a user nothing.
+/// its API (`DuplicateKeyPolicy`, `from_str_multiple`), its internals
+/// (`budget breached: Nodes {..}`, `expected sequence start`) or YAML's
+/// grammar (`plain scalar`, `block indentation`), which tells a user nothing.
+/// Returns the position to report (the parser's, or a better one found in
+/// the text: where a tab sits, where an unclosed quote opens), the field
+/// path and the message.
 pub(crate) fn plain(
     err: &serde_saphyr::Error,
     field: String,
     text: &str,
     pos: Pos,
-) -> (String, String) {
+) -> (Pos, String, String) {
+    // serde_path_to_error marks a key it has not read yet with `?`: that is
+    // no field a user can find, so name the mapping holding it instead.
+    let at_key = field.ends_with('?');
+    describe(err, without_placeholder(&field), at_key, text, pos)
+}
+
+/// `network.?` -> `network`, `?` -> `` (the file as a whole).
+fn without_placeholder(field: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in field.split('.') {
+        if part == "?" || part.is_empty() {
+            continue;
+        }
+        out.push(part);
+    }
+    out.join(".")
+}
+
+/// `at_key`: the error came while reading a key of the mapping `field`.
+fn describe(
+    err: &serde_saphyr::Error,
+    field: String,
+    at_key: bool,
+    text: &str,
+    pos: Pos,
+) -> (Pos, String, String) {
     use serde_saphyr::Error as E;
     use serde_saphyr::budget::BudgetBreach as B;
-    // serde_path_to_error marks a key it has not matched yet with `?`.
-    let parent = field
-        .strip_suffix('?')
-        .map(|p| p.trim_end_matches('.').to_string());
     let msg = match err {
-        E::AliasError { error, .. } => return plain(error.without_snippet(), field, text, pos),
+        E::AliasError { error, .. } => return describe(error.without_snippet(), field, at_key, text, pos),
         E::SerdeMissingField { field: key, .. } => {
-            let at = field.trim_end_matches('?').trim_end_matches('.');
-            let field = if at.is_empty() {
+            let field = if field.is_empty() {
                 key.to_string()
             } else {
-                format!("{at}.{key}")
+                format!("{field}.{key}")
             };
-            return (field, format!("missing; expected a `{key}:` key here"));
+            return (pos, field, format!("missing; expected a `{key}:` key here"));
         }
         E::DuplicateMappingKey { key, .. } => {
             let key = key.clone().unwrap_or_else(|| "this key".into());
-            let field = match parent {
-                Some(p) if p.is_empty() => key.clone(),
-                Some(p) => format!("{p}.{key}"),
-                None => field,
+            // Found while reading the key: the path names the mapping.
+            let field = match at_key {
+                true if field.is_empty() => key.clone(),
+                true => format!("{field}.{key}"),
+                false => field,
             };
             return (
+                pos,
                 field,
                 format!("`{key}` is given twice in the same mapping; expected each key once (delete one of them)"),
             );
@@ -105,7 +132,7 @@ pub(crate) fn plain(
             B::Aliases { .. } | B::Anchors { .. } => {
                 "too many anchors or aliases (`&name`, `*name`); write the values out instead".to_string()
             }
-            _ => "the file expands to far more values than any cluster file holds (through aliases or sheer size); expected a cluster description of a few KiB".to_string(),
+            _ => "the file expands to far more values than microseed ever reads from one (through aliases or sheer size); expected a few KiB of YAML".to_string(),
         },
         E::AliasReplayCounterOverflow { .. }
         | E::AliasReplayLimitExceeded { .. }
@@ -119,10 +146,14 @@ pub(crate) fn plain(
         }
         E::InvalidUtf8Input => "the file is not valid UTF-8 text; save it as UTF-8".to_string(),
         E::InvalidScalar { ty, .. } => {
-            let got = scalar_at(text, pos);
-            match field_range(&field).or_else(|| number_range(ty)) {
-                Some(range) => format!("got {got}; expected {range}"),
-                None => format!("got {got}; expected a {ty}"),
+            let expected = field_range(&field)
+                .or_else(|| number_range(ty))
+                .map_or_else(|| format!("a {ty}"), str::to_string);
+            match continued_value(text, pos) {
+                Some((value, next)) => format!(
+                    "got {value:?}: line {next} is indented more than this key, so YAML reads it as the rest of this value; expected {expected} (indent line {next} like the keys around it)"
+                ),
+                None => format!("got {}; expected {expected}", scalar_at(text, pos)),
             }
         }
         E::SerdeUnknownField {
@@ -140,9 +171,475 @@ pub(crate) fn plain(
             };
             format!("unknown key `{key}`; expected {list}{hint}")
         }
-        _ => explain(&err.without_snippet().to_string()),
+        E::Unexpected { expected, .. } => wrong_shape(expected, &field, text, pos),
+        E::TaggedScalarCannotDeserializeIntoString { .. }
+        | E::TaggedEnumMismatch { .. }
+        | E::InvalidBinaryBase64 { .. }
+        | E::BinaryNotUtf8 { .. } => {
+            "YAML tags such as `!!int` or `!!binary` are not supported here; write the value without the tag".to_string()
+        }
+        E::ExternallyTaggedEnumExpectedScalarOrMapping { .. }
+        | E::ExpectedStringKeyForExternallyTaggedEnum { .. }
+        | E::UnexpectedValueForUnitEnumVariant { .. } => format!(
+            "got {}; expected one word such as `largest`, or one `key: value` line",
+            shape_at(text, pos)
+        ),
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
+            let hint = nearest(variant, expected)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            format!("got {variant:?}; expected one of {}{hint}", expected.join(", "))
+        }
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | E::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => format!("got {}; expected {}", ungrammar(unexpected), ungrammar(expected)),
+        E::MergeValueNotMapOrSeqOfMaps { .. } | E::MergeKeyNotAllowed { .. } => {
+            "a merge key (`<<:`) must be followed by an alias to a mapping, such as `<<: *defaults`".to_string()
+        }
+        E::Message { msg, .. } if msg.starts_with("duplicate field `") => {
+            let key = msg.split('`').nth(1).unwrap_or("this key");
+            format!("`{key}` is given twice (directly or through a `<<:` merge); expected each key once")
+        }
+        E::NullIntoString { .. } => "empty; expected a value after the `:`".to_string(),
+        E::Eof { .. } => "the file ends too early; expected more".to_string(),
+        _ => return syntax(&err.without_snippet().to_string(), field, text, pos),
     };
-    (field, msg)
+    (pos, field, msg)
+}
+
+/// What stands at `pos`, in words: a list, a mapping, or the value quoted.
+fn shape_at(text: &str, pos: Pos) -> String {
+    let line = line_at(text, pos.line);
+    let rest: String = line
+        .chars()
+        .skip(pos.column.saturating_sub(1) as usize)
+        .collect();
+    // Reported at the `:` of a key with nothing after it.
+    let rest = rest.strip_prefix(':').unwrap_or(&rest).trim_start();
+    if rest.starts_with('[') || rest.starts_with("- ") || rest == "-" {
+        return "a list".into();
+    }
+    if rest.starts_with('{') || looks_like_key(rest) {
+        return "a `key: value` mapping".into();
+    }
+    if rest.is_empty() || rest.starts_with('#') {
+        // The value is on the lines below, if they are indented more (a
+        // list may also sit at the key's own indentation).
+        let indent = line.len() - line.trim_start().len();
+        let below = text
+            .lines()
+            .skip(pos.line as usize)
+            .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|l| (l.len() - l.trim_start().len(), l.trim_start()));
+        return match below {
+            Some((i, l)) if i >= indent && (l.starts_with("- ") || l == "-") => "a list".into(),
+            Some((i, l)) if i > indent && looks_like_key(l) => "a `key: value` mapping".into(),
+            _ => "nothing".into(),
+        };
+    }
+    scalar_at(text, pos)
+}
+
+/// Whether a line starts with `name:` followed by a space or its end.
+fn looks_like_key(s: &str) -> bool {
+    let s = s.split(" #").next().unwrap_or("");
+    match s.find(':') {
+        Some(i) => {
+            let after = &s[i + 1..];
+            i > 0
+                && !s[..i].contains([' ', '"', '\'', '[', '{'])
+                && (after.is_empty() || after.starts_with(' ') || after.starts_with('\t'))
+        }
+        None => false,
+    }
+}
+
+/// The parser found another shape than the field takes (a plain value where
+/// a list belongs, a list where one value belongs...).
+fn wrong_shape(expected: &str, field: &str, text: &str, pos: Pos) -> String {
+    let got = shape_at(text, pos);
+    let key = field.rsplit('.').next().unwrap_or(field);
+    let key = key.split('[').next().unwrap_or(key);
+    match expected {
+        "sequence start" => {
+            format!("got {got}; expected a list, such as `[a, b]` or `- a` lines indented below")
+        }
+        "mapping start" | "empty mapping start" => {
+            if key.is_empty() {
+                format!("got {got}; expected `key: value` lines")
+            } else if field.ends_with(']') {
+                format!("got {got}; expected `key: value` lines for this entry of `{key}`")
+            } else {
+                format!("got {got}; expected `key: value` lines indented below `{key}:`")
+            }
+        }
+        "non-scalar key" => format!("got {got} as a key; expected a key name such as `name:`"),
+        "string scalar" | "scalar" | "str expected" | "value" | "single YAML node" => {
+            // A key that is a list or mapping (`? [a]`) reaches here with
+            // the mapping as the field.
+            if looks_like_complex_key(text, pos) {
+                format!("got {got} as a key; expected a key name such as `name:`")
+            } else {
+                format!("got {got}; expected a single value, not a list or mapping")
+            }
+        }
+        _ => format!("got {got}; this field does not take a value of that shape"),
+    }
+}
+
+/// Whether `pos` sits right after a `? ` explicit-key indicator.
+fn looks_like_complex_key(text: &str, pos: Pos) -> bool {
+    let line = line_at(text, pos.line);
+    let before: String = line
+        .chars()
+        .take(pos.column.saturating_sub(1) as usize)
+        .collect();
+    before.trim_end().ends_with('?') && before.trim() == "?"
+}
+
+fn line_at(text: &str, line: u64) -> &str {
+    text.lines()
+        .nth(line.saturating_sub(1) as usize)
+        .unwrap_or("")
+}
+
+/// Errors from the YAML scanner and parser (bad indentation, a stray tab, an
+/// unclosed quote or bracket...), matched on the parser's wording (the
+/// version is pinned in Cargo.lock; a new wording fails the jargon tests).
+fn syntax(raw: &str, field: String, text: &str, pos: Pos) -> (Pos, String, String) {
+    let msg = explain(raw);
+    let has = |s: &str| msg.contains(s);
+    if has("tab") && !has("table") {
+        let at = tab_near(text, pos).unwrap_or(pos);
+        return (
+            at,
+            field,
+            "a tab character; YAML indentation must be spaces (replace the tab with spaces)"
+                .to_string(),
+        );
+    }
+    if has("trailing content after double-quoted") || has("trailing content after single-quoted") {
+        let quote = if has("double") { '"' } else { '\'' };
+        return quoted(quote, true, field, text, pos);
+    }
+    if has("unclosed quote") {
+        // Reported where the quote opens (or, failing that, at the end).
+        let open = match char_at(text, pos) {
+            Some('"' | '\'') => Some(pos),
+            _ => opening_quote(text, pos, None).map(|(p, _)| p),
+        };
+        if let Some((open, quote)) = open.and_then(|p| Some((p, char_at(text, p)?))) {
+            let field = field_at_line(&field, text, open.line);
+            let msg = format!(
+                "this `{quote}` opens a quoted value that is never closed; expected a closing `{quote}` at the end of the value"
+            );
+            return (open, field, msg);
+        }
+        let msg =
+            "a quoted value is never closed; expected a closing quote at the end of the value";
+        return (pos, field, msg.to_string());
+    }
+    // A `[` or `{` left open on an earlier line makes the parser read on
+    // and stumble later: point at the bracket, not the stumble.
+    if let Some((open, bracket)) = unclosed_bracket(text, pos).filter(|(p, _)| p.line < pos.line) {
+        let close = if bracket == '{' { '}' } else { ']' };
+        let field = field_at_line(&field, text, open.line);
+        let msg = format!(
+            "this `{bracket}` is not closed on its line, so the lines below were read as part of it (up to line {}); expected a matching `{close}`",
+            pos.line
+        );
+        return (open, field, msg);
+    }
+    let plain = if has("BOM") {
+        "a byte order mark (U+FEFF, invisible in most editors) in the middle of the file; expected one only at the very start, if at all (delete it)".to_string()
+    } else if has("mapping values are not allowed") || has("illegal placement of ':'") {
+        "a `key: value` pair where none can start; check this line's indentation against the line above, or quote a value that holds `: `".to_string()
+    } else if has("did not find expected key") {
+        "this line does not line up with the keys above it; expected `key: value` lines at the same indentation as their siblings".to_string()
+    } else if has("did not find expected '-' indicator") {
+        "this line does not line up with the list above it; expected `- item` lines at the same indentation".to_string()
+    } else if has("invalid indentation") || has("wrongly indented") {
+        "this line's indentation matches no level above it; indent it like its siblings".to_string()
+    } else if has("expected ',' or ']'") || has("flow sequence") {
+        "this `[ ]` list is not closed properly; expected `,` between items and a closing `]`"
+            .to_string()
+    } else if has("expected ',' or '}'") || has("flow mapping") {
+        "this `{ }` mapping is not closed properly; expected `,` between entries and a closing `}`"
+            .to_string()
+    } else if let Some(open) = msg.strip_prefix("unclosed bracket '") {
+        let open = open.chars().next().unwrap_or('[');
+        let close = if open == '{' { '}' } else { ']' };
+        format!("a `{open}` is never closed; expected a matching `{close}`")
+    } else if has("mismatched bracket") || has("misplaced bracket") {
+        "a bracket here does not match the one that opened: `[` closes with `]`, `{` with `}`"
+            .to_string()
+    } else if has("unknown escape")
+        || has("hexadecimal")
+        || has("surrogate")
+        || has("Unicode character escape")
+    {
+        "an unknown `\\` escape inside a double-quoted value; write `\\\\` for a backslash, or use single quotes".to_string()
+    } else if has("comment") {
+        "a comment (`#`) here must be separated from the value by a space, and cannot interrupt a value running over several lines".to_string()
+    } else if has("did not find expected node content") || has("unexpected end of plain") {
+        "expected a value here".to_string()
+    } else if has("unexpected EOF") || has("unexpected eof") || has("end of input") {
+        "the file ends in the middle of a value, list or mapping; expected it to be completed"
+            .to_string()
+    } else if has("tag") || has("handle") {
+        "YAML tags (`!name`, `!!type`) are not supported here; write the value without the tag"
+            .to_string()
+    } else if has("directive") {
+        "YAML directives (`%YAML`, `%TAG`) are not supported; delete the line".to_string()
+    } else if has("anchor or alias") {
+        "an anchor (`&`) or alias (`*`) needs a name right after it".to_string()
+    } else if has("block scalar") {
+        "a `|` or `>` text block must be followed by a line break and its lines indented below"
+            .to_string()
+    } else if has("document") {
+        "a document marker (`---` or `...`) here; expected one YAML document, without markers inside values".to_string()
+    } else if has("'-'") || has("\"-\"") || has("block sequence entries") {
+        "a `- ` list item where none can start; check this line's indentation, or write `[a, b]` lists as plain items".to_string()
+    } else if has("expected whitespace") {
+        "expected a space here (after `-`, `:`, `?`, a tag or an anchor)".to_string()
+    } else if has("':'") {
+        "a `:` here must be followed by a space".to_string()
+    } else if has("unexpected character") {
+        "a character YAML reserves (`@` or a backquote) cannot start a value; quote the value"
+            .to_string()
+    } else if has("simple key") || has("mapping keys are not allowed") {
+        "a key here cannot be read (too long, or spread over several lines); expected `key: value` on one line".to_string()
+    } else {
+        // Unknown to this release: keep the parser's words, minus the
+        // grammar terms that would only confuse.
+        format!("not valid YAML here: {}", ungrammar(&msg))
+    };
+    (pos, field, plain)
+}
+
+/// The parser's words with YAML-grammar terms replaced by everyday ones.
+fn ungrammar(msg: &str) -> String {
+    msg.replace("plain scalar", "value")
+        .replace("quoted scalar", "quoted value")
+        .replace("scalar", "value")
+        .replace("block sequence", "list")
+        .replace("flow sequence", "list")
+        .replace("sequence", "list")
+        .replace("block mapping", "mapping")
+        .replace("flow mapping", "mapping")
+        .replace("deserialize", "read")
+}
+
+/// A quoted value that does not end where it should. With `closed`, the
+/// parser saw its closing quote just before `pos` and text after it.
+fn quoted(quote: char, closed: bool, field: String, text: &str, pos: Pos) -> (Pos, String, String) {
+    let Some((open, close)) = opening_quote(text, pos, closed.then_some(quote)) else {
+        let msg = format!(
+            "a `{quote}` quoted value is not closed properly; expected a matching `{quote}` at the end of the value"
+        );
+        return (pos, field, msg);
+    };
+    let field = field_at_line(&field, text, open.line);
+    match close {
+        Some(close) if close.line == open.line => (
+            pos,
+            field,
+            format!(
+                "text after the closing `{quote}`; expected the end of the line or a ` #` comment (put the whole value inside the quotes)"
+            ),
+        ),
+        Some(close) => (
+            open,
+            field,
+            format!(
+                "this `{quote}` opens a quoted value that is not closed on its line (the next `{quote}` is at line {}, column {}); expected a closing `{quote}` at the end of the value",
+                close.line, close.column
+            ),
+        ),
+        None => (
+            open,
+            field,
+            format!(
+                "this `{quote}` opens a quoted value that is never closed; expected a closing `{quote}` at the end of the value"
+            ),
+        ),
+    }
+}
+
+/// The field to name for an error found at `line`: the path serde was in,
+/// plus the key the line itself names, when that is deeper.
+fn field_at_line(field: &str, text: &str, line: u64) -> String {
+    let l = line_at(text, line).trim_start();
+    let l = l.strip_prefix("- ").unwrap_or(l);
+    let key = l.split_once(':').map(|(k, _)| k.trim()).filter(|k| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    match key {
+        Some(k) if field.is_empty() => k.to_string(),
+        Some(k) if field != k && !field.ends_with(&format!(".{k}")) => format!("{field}.{k}"),
+        _ => field.to_string(),
+    }
+}
+
+/// The line and column (1-based) of byte `offset` in `text`.
+fn pos_of(text: &str, offset: usize) -> Pos {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() as u64 + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    Pos {
+        line,
+        column: text[start..offset].chars().count() as u64 + 1,
+    }
+}
+
+/// The byte offset of `pos` in `text` (the end when past it).
+fn offset_of(text: &str, pos: Pos) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == pos.line {
+            return offset
+                + l.char_indices()
+                    .nth(pos.column.saturating_sub(1) as usize)
+                    .map_or(l.len(), |(b, _)| b);
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
+fn char_at(text: &str, pos: Pos) -> Option<char> {
+    text[offset_of(text, pos)..].chars().next()
+}
+
+/// Finds the quote that opened the quoted value the parser was reading when
+/// it stopped at `pos`, and its closing quote if `closing` says one stands
+/// before `pos`. Inside a double-quoted value every `"` is escaped and
+/// inside a single-quoted one every `'` is doubled, so walking back from the
+/// end, the first lone quote is the opening one.
+fn opening_quote(text: &str, pos: Pos, closing: Option<char>) -> Option<(Pos, Option<Pos>)> {
+    let end = offset_of(text, pos).min(text.len());
+    let bytes = text.as_bytes();
+    let (quote, close, mut i) = match closing {
+        Some(q) => {
+            let c = text[..end].rfind(q)?;
+            (q as u8, Some(c), c)
+        }
+        None => {
+            // Unclosed at the end of the input: the last quote that is not
+            // escaped, of either kind, opened it.
+            let i = text[..end].rfind(['"', '\''])?;
+            (bytes[i], None, i + 1)
+        }
+    };
+    while i > 0 {
+        i -= 1;
+        if bytes[i] != quote {
+            continue;
+        }
+        if quote == b'"' {
+            let slashes = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+            if slashes % 2 == 1 {
+                continue;
+            }
+        } else if i > 0 && bytes[i - 1] == b'\'' {
+            i -= 1;
+            continue;
+        }
+        return Some((pos_of(text, i), close.map(|c| pos_of(text, c))));
+    }
+    None
+}
+
+/// The first tab at or after `pos` (the parser reports a tab after a plain
+/// value at the end of that value, which may be lines before the tab), or
+/// failing that, the last one before it.
+fn tab_near(text: &str, pos: Pos) -> Option<Pos> {
+    let at = offset_of(text, pos);
+    text[at..]
+        .find('\t')
+        .map(|i| at + i)
+        .or_else(|| text[..at].rfind('\t'))
+        .map(|i| pos_of(text, i))
+}
+
+/// The outermost `[` or `{` still open at `pos`, found by a rough scan that
+/// skips comments and quoted values (enough to point at a forgotten `]`).
+fn unclosed_bracket(text: &str, pos: Pos) -> Option<(Pos, char)> {
+    let end = offset_of(text, pos);
+    let mut open: Vec<(usize, char)> = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    let mut chars = text[..end].char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if comment {
+            comment = c != '\n';
+        } else if let Some(q) = quote {
+            if c == '\\' && q == '"' {
+                chars.next();
+            } else if c == q {
+                if q == '\'' && chars.peek().map(|&(_, n)| n) == Some('\'') {
+                    chars.next();
+                } else {
+                    quote = None;
+                }
+            }
+        } else {
+            match c {
+                '#' if prev.is_whitespace() => comment = true,
+                '"' | '\'' if prev.is_whitespace() || "[{,:-".contains(prev) => quote = Some(c),
+                '[' | '{' => open.push((i, c)),
+                ']' | '}' => {
+                    open.pop();
+                }
+                _ => {}
+            }
+        }
+        prev = c;
+    }
+    open.first().map(|&(i, c)| (pos_of(text, i), c))
+}
+
+/// A plain value that runs on to more-indented lines below (`version: 1`
+/// with the next key indented by mistake): the value YAML reads, and the
+/// first line that continues it.
+fn continued_value(text: &str, pos: Pos) -> Option<(String, u64)> {
+    let line = line_at(text, pos.line);
+    let indent = line.len() - line.trim_start().len();
+    let first: String = line
+        .chars()
+        .skip(pos.column.saturating_sub(1) as usize)
+        .collect();
+    let first = first.split(" #").next().unwrap_or("").trim();
+    if first.is_empty() || first.starts_with(['[', '{', '"', '\'', '|', '>', '&', '*', '!']) {
+        return None;
+    }
+    let mut value = first.to_string();
+    let mut next = None;
+    for (i, l) in text.lines().enumerate().skip(pos.line as usize) {
+        let body = l.trim_start();
+        if body.is_empty() {
+            break;
+        }
+        if l.len() - body.len() <= indent || body.starts_with('#') {
+            break;
+        }
+        next.get_or_insert(i as u64 + 1);
+        value.push(' ');
+        value.push_str(body.split(" #").next().unwrap_or("").trim_end());
+    }
+    next.map(|n| (value, n))
 }
 
 /// Whether an error is about the YAML stream as a whole (not about a key
@@ -165,10 +662,7 @@ pub(crate) fn is_structural(err: &serde_saphyr::Error) -> bool {
 
 /// The plain scalar the parser stopped at, for quoting it back to the user.
 fn scalar_at(text: &str, pos: Pos) -> String {
-    let line = text
-        .lines()
-        .nth(pos.line.saturating_sub(1) as usize)
-        .unwrap_or("");
+    let line = line_at(text, pos.line);
     let rest: String = line
         .chars()
         .skip(pos.column.saturating_sub(1) as usize)

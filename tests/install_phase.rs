@@ -1,8 +1,10 @@
 //! The install phase's own steps (autoinstall `late-commands`): what the
 //! seed writes into the installed system because not every installer revision
 //! carries it, run here under `sh` against a scratch target and read back by
-//! the consumers (netplan, PyYAML, shellcheck). The installer's own run of
-//! them is scripts/subiquity-tier.sh (subiquity --dry-run).
+//! the consumers (netplan, PyYAML, shellcheck, cloud-init's config merge);
+//! the storage step against real LVM and ext4 in a VM whose kernel has
+//! device-mapper (scripts/lvm-vm.sh). The installer's own run of them is
+//! scripts/subiquity-tier.sh (subiquity --dry-run).
 
 use crate::common;
 
@@ -112,7 +114,139 @@ fn target_files_command_writes_the_seeds_hostname_netplan_and_datasource_into_th
             serde_json::json!({"datasource": {"NoCloud": {"fs_label": null}}}),
             "{m}"
         );
+        let net = pyyaml(&etc.join("cloud/cloud.cfg.d/99-microseed-network.cfg"));
+        assert_eq!(
+            net,
+            serde_json::json!({"network": {"config": "disabled"}}),
+            "{m}"
+        );
     }
+}
+
+/// cloud-init's own reading of a target's `cloud.cfg.d` (every drop-in merged
+/// as cloud-init merges them; trixie's cloud-init 25.1 from
+/// scripts/cloud-init-chroot.sh): whether it would render a network, and the
+/// datasource settings that result.
+fn cloud_init_merged(cfg_d: &Path) -> serde_json::Value {
+    let b = run(
+        root()
+            .join("scripts/cloud-init-chroot.sh")
+            .to_str()
+            .expect("utf8"),
+        &["build"],
+    );
+    assert!(b.status.success(), "cloud-init chroot: {:?}", text(&b));
+    let p = run(
+        root()
+            .join("scripts/cloud-init-chroot.sh")
+            .to_str()
+            .expect("utf8"),
+        &["path"],
+    );
+    let chroot = text(&p).0.trim().to_string();
+    let probe = "import json\n\
+        from cloudinit import net, util\n\
+        cfg = util.read_conf_d('/mnt')\n\
+        print(json.dumps({'network_disabled': net.is_disabled_cfg(cfg.get('network')), \
+        'network': cfg.get('network'), 'datasource': cfg.get('datasource'), \
+        'datasource_list': cfg.get('datasource_list')}))\n";
+    // A private mount namespace: the bind exists only for this command.
+    let o = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" \"$2/mnt\" && exec chroot \"$2\" python3 -c \"$3\"",
+            "sh",
+        ])
+        .arg(cfg_d)
+        .arg(&chroot)
+        .arg(probe)
+        .output()
+        .expect("unshare");
+    assert!(o.status.success(), "cloud-init probe: {:?}", text(&o));
+    serde_json::from_str(text(&o).0.trim()).expect("probe json")
+}
+
+/// Whatever an installer revision left on the target, the late-command leaves
+/// one netplan (the seed's) and cloud-init's network rendering off: 24.04's
+/// subiquity hands the network to cloud-init (`90-installer-network.cfg`)
+/// when the live cloud-init has NETPLAN_CONFIG_ROOT_READ_ONLY, and 22.07.2
+/// writes a separate Wi-Fi netplan; either would merge with the seed's.
+#[test]
+fn target_files_command_leaves_one_netplan_and_cloud_init_networking_off_on_every_revision() {
+    let s = built(VARIANTS);
+    let cmds = late_commands(&s, "nfs");
+    let t = tempfile::tempdir().expect("tmp");
+    let etc = t.path().join("etc");
+    let np = etc.join("netplan");
+    let cc = etc.join("cloud/cloud.cfg.d");
+    std::fs::create_dir_all(&np).expect("netplan dir");
+    std::fs::create_dir_all(&cc).expect("cloud.cfg.d");
+    let dhcp = "network:\n  version: 2\n  ethernets:\n    ens3:\n      dhcp4: true\n";
+    // 20.04.3 / 22.07.2: their own netplan, and cloud-init networking off.
+    std::fs::write(np.join("00-installer-config.yaml"), dhcp).expect("w");
+    std::fs::write(
+        np.join("00-installer-config-wifi.yaml"),
+        "network:\n  version: 2\n  wifis:\n    wlp2s0:\n      dhcp4: true\n      access-points:\n        home: {password: secret123}\n",
+    )
+    .expect("w");
+    // cloud-init's rendering (a re-used target) and 24.04's hand-over.
+    std::fs::write(np.join("50-cloud-init.yaml"), dhcp).expect("w");
+    std::fs::write(cc.join("90-installer-network.cfg"), dhcp).expect("w");
+    std::fs::write(
+        cc.join("subiquity-disable-cloudinit-networking.cfg"),
+        "network: {config: disabled}\n",
+    )
+    .expect("w");
+    std::fs::write(
+        cc.join("99-installer.cfg"),
+        "datasource_list: [None]\ndatasource:\n  None:\n    userdata_raw: \"#cloud-config\\n\"\n",
+    )
+    .expect("w");
+    let o = run_in_target(named(&cmds, "microseed-target-files"), t.path());
+    assert!(o.status.success(), "{:?}", text(&o));
+    for f in [
+        "00-installer-config-wifi.yaml",
+        "50-cloud-init.yaml",
+        "90-installer-network.cfg",
+    ] {
+        assert!(
+            text(&o).0.contains(&format!("{f} (")),
+            "removal of {f} not reported: {:?}",
+            text(&o)
+        );
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&np)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["00-installer-config.yaml"]);
+    let ud = pyyaml(&s.out().join("nfs").join("user-data"));
+    assert_eq!(
+        pyyaml(&np.join("00-installer-config.yaml"))["network"],
+        ud["autoinstall"]["network"],
+        "the seed's network replaced the installer's"
+    );
+    let g = run(
+        "netplan",
+        &["generate", "--root-dir", t.path().to_str().expect("utf8")],
+    );
+    assert!(g.status.success(), "netplan generate: {:?}", text(&g));
+    assert!(!cc.join("90-installer-network.cfg").exists());
+    let merged = cloud_init_merged(&cc);
+    assert_eq!(merged["network_disabled"], true, "{merged}");
+    assert_eq!(
+        merged["datasource"]["NoCloud"],
+        serde_json::json!({"fs_label": null}),
+        "{merged}"
+    );
+    assert_eq!(
+        merged["datasource_list"],
+        serde_json::json!(["None"]),
+        "{merged}"
+    );
 }
 
 #[test]
@@ -220,4 +354,265 @@ fn disk_serial_is_emitted_as_a_glob_over_udevs_id_serial() {
         serde_json::json!({"path": "/dev/sdb"})
     );
     assert_eq!(layout("nfs")["name"], "lvm");
+}
+
+/// One case of the storage late-command against real LVM
+/// (scripts/ci-lib/lvm-guest.sh reads these files).
+struct LvmCase {
+    name: &'static str,
+    /// The volume group's size (the PV's), GiB.
+    pv_gib: u32,
+    /// The root LV the installer made, GiB.
+    lv_gib: u32,
+    lv_name: &'static str,
+    /// Mount the target as /dev/dm-N rather than by its LVM name.
+    via_dm: bool,
+    /// The late-command as the seed carries it.
+    cmd: Vec<String>,
+}
+
+type Report = std::collections::BTreeMap<String, Vec<String>>;
+
+/// Runs the cases in one VM boot (scripts/lvm-vm.sh: the test machines'
+/// kernel has no device-mapper, the VM's Debian kernel has) and returns the
+/// report, `CASE.KEY` -> values.
+fn run_lvm_cases(cases: &[LvmCase]) -> Report {
+    let uid = run("id", &["-u"]);
+    assert_eq!(
+        text(&uid).0.trim(),
+        "0",
+        "the real-LVM storage test needs root (loop-free VM, namespaces): run the tests as root (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let cdir = dir.path().join("cases");
+    for (i, c) in cases.iter().enumerate() {
+        let d = cdir.join(format!("{:02}-{}", i, c.name));
+        std::fs::create_dir_all(&d).expect("case dir");
+        assert_eq!(&c.cmd[..2], ["sh", "-c"], "{}: {:?}", c.name, c.cmd);
+        std::fs::write(d.join("pv"), c.pv_gib.to_string()).expect("pv");
+        std::fs::write(d.join("lv"), c.lv_gib.to_string()).expect("lv");
+        std::fs::write(d.join("name"), c.lv_name).expect("name");
+        std::fs::write(d.join("script"), &c.cmd[2]).expect("script");
+        let mut args = c.cmd[3..].join("\n");
+        args.push('\n');
+        assert!(
+            c.cmd[3..].iter().all(|a| !a.contains('\n')),
+            "one argument per line"
+        );
+        std::fs::write(d.join("args"), args).expect("args");
+        if c.via_dm {
+            std::fs::write(d.join("via_dm"), "").expect("via_dm");
+        }
+    }
+    let out = dir.path().join("out");
+    let o = Command::new(root().join("scripts/lvm-vm.sh"))
+        .arg(&cdir)
+        .arg(&out)
+        .output()
+        .expect("spawn lvm-vm.sh");
+    assert!(
+        o.status.success(),
+        "the LVM VM did not complete (device-mapper needs the VM's kernel; see its console): {:?}",
+        text(&o)
+    );
+    let report = std::fs::read_to_string(out.join("report.txt")).expect("report");
+    let mut r = Report::new();
+    for l in report.lines() {
+        let l = l.trim_end_matches('\r');
+        if let Some((k, v)) = l.split_once('=') {
+            r.entry(k.to_string()).or_default().push(v.to_string());
+        }
+    }
+    let dm = r.get("DM").map(|v| v.join(" ")).unwrap_or_default();
+    assert!(
+        dm.contains("Driver version"),
+        "no device-mapper driver in the VM: {dm:?}"
+    );
+    r
+}
+
+fn one(r: &Report, case: &str, key: &str) -> String {
+    let k = format!("{case}.{key}");
+    match r.get(&k).map(Vec::as_slice) {
+        Some([v]) => v.clone(),
+        other => panic!("{k}: expected one value, got {other:?}\n{r:#?}"),
+    }
+}
+
+fn num(r: &Report, case: &str, key: &str) -> u64 {
+    one(r, case, key)
+        .parse()
+        .unwrap_or_else(|e| panic!("{case}.{key}: {e}"))
+}
+
+fn output(r: &Report, case: &str) -> String {
+    r.get(&format!("{case}.out"))
+        .map(|v| v.join("\n"))
+        .unwrap_or_default()
+}
+
+const GIB: u64 = 1 << 30;
+
+/// The storage late-command on real LVM, laid out as subiquity 20.04.3 does
+/// (`ubuntu-vg`, a 4 GiB `ubuntu-lv` mounted as the target): root mode grows
+/// root over the whole volume group and ext4 follows online; data mode grows
+/// a small root to its size, or leaves a larger one, and adds an ext4 `data`
+/// volume with an fstab line that mounts; a volume group too small is refused
+/// before anything changes, naming the size needed; a target on another
+/// volume is refused.
+#[test]
+fn storage_command_sizes_real_lvm_volumes_as_the_seed_says() {
+    let example = built(common::EXAMPLE);
+    let variants = built(VARIANTS);
+    let root_cmd = named(&late_commands(&example, "master"), "microseed-storage").clone();
+    let data_cmd = named(&late_commands(&variants, "nfs"), "microseed-storage").clone();
+    assert_eq!(&root_cmd[4..], ["root", "/data", "30"]);
+    assert_eq!(&data_cmd[4..], ["data", "/data", "30"]);
+    let case = |name, pv_gib, lv_gib, lv_name, via_dm, cmd: &Vec<String>| LvmCase {
+        name,
+        pv_gib,
+        lv_gib,
+        lv_name,
+        via_dm,
+        cmd: cmd.clone(),
+    };
+    let r = run_lvm_cases(&[
+        case("root", 12, 4, "ubuntu-lv", false, &root_cmd),
+        case("data", 44, 4, "ubuntu-lv", false, &data_cmd),
+        case("data-root-larger", 44, 35, "ubuntu-lv", true, &data_cmd),
+        case("data-vg-small", 20, 4, "ubuntu-lv", false, &data_cmd),
+        case("other-lv", 12, 4, "other", false, &root_cmd),
+    ]);
+    for c in [
+        "00-root",
+        "01-data",
+        "02-data-root-larger",
+        "03-data-vg-small",
+        "04-other-lv",
+    ] {
+        assert_eq!(one(&r, c, "setup"), "0", "{c}: setup: {r:#?}");
+        assert_eq!(one(&r, c, "fsck_rc"), "0", "{c}: e2fsck -fn after: {r:#?}");
+    }
+
+    // root: every extent to root, and the mounted filesystem grew with it.
+    let c = "00-root";
+    assert_eq!(one(&r, c, "rc"), "0", "{}", output(&r, c));
+    let lv = num(&r, c, "lv.ubuntu-lv");
+    assert_eq!(
+        lv,
+        num(&r, c, "vg_size"),
+        "{c}: root LV is not the whole VG"
+    );
+    assert_eq!(num(&r, c, "vg_free"), 0);
+    assert!(lv > 11 * GIB, "{c}: root LV {lv}");
+    let fs = num(&r, c, "root_fs");
+    assert!(
+        fs > lv / 100 * 97,
+        "{c}: ext4 {fs} bytes on a {lv}-byte LV: not resized"
+    );
+
+    // data, small root: root grown to 30 GiB, `data` takes the rest.
+    let c = "01-data";
+    assert_eq!(one(&r, c, "rc"), "0", "{}", output(&r, c));
+    assert_eq!(num(&r, c, "lv.ubuntu-lv"), 30 * GIB);
+    assert!(num(&r, c, "root_fs") > 29 * GIB, "{c}: root ext4 not grown");
+    let data = num(&r, c, "lv.data");
+    assert_eq!(
+        data + 30 * GIB,
+        num(&r, c, "vg_size"),
+        "{c}: data is not the rest"
+    );
+    assert_eq!(num(&r, c, "vg_free"), 0);
+    assert_eq!(one(&r, c, "data_blkid"), "LABEL=data TYPE=ext4 ");
+    assert_eq!(
+        one(&r, c, "fstab_last"),
+        "/dev/mapper/ubuntu--vg-data /data ext4 defaults 0 2"
+    );
+    assert_eq!(one(&r, c, "data_dir_in_target"), "yes");
+    assert_eq!(
+        one(&r, c, "verify_rc"),
+        "0",
+        "findmnt --verify: {:?}",
+        r.get(&format!("{c}.verify"))
+    );
+    let mounted = one(&r, c, "data_mount");
+    assert!(
+        mounted.starts_with("/dev/mapper/ubuntu--vg-data ext4 "),
+        "{c}: the fstab line mounted {mounted:?}"
+    );
+
+    // data, root already larger (and mounted by its kernel name): left as is.
+    let c = "02-data-root-larger";
+    assert_eq!(one(&r, c, "rc"), "0", "{}", output(&r, c));
+    assert_eq!(num(&r, c, "lv.ubuntu-lv"), 35 * GIB);
+    assert_eq!(num(&r, c, "lv.data") + 35 * GIB, num(&r, c, "vg_size"));
+    assert_eq!(one(&r, c, "data_blkid"), "LABEL=data TYPE=ext4 ");
+
+    // data on a VG too small: refused with the size needed, nothing changed.
+    let c = "03-data-vg-small";
+    assert_ne!(one(&r, c, "rc"), "0", "{}", output(&r, c));
+    let msg = output(&r, c);
+    assert!(
+        msg.contains("needs at least 31 GiB in ubuntu-vg")
+            && msg.contains("nfs.data_volume: false"),
+        "{c}: {msg}"
+    );
+    assert_eq!(num(&r, c, "lv.ubuntu-lv"), 4 * GIB, "{c}: root changed");
+    assert!(
+        !r.contains_key(&format!("{c}.lv.data")),
+        "{c}: data LV made"
+    );
+    assert!(
+        !one(&r, c, "fstab_last").contains("data"),
+        "{c}: fstab changed"
+    );
+
+    // A target on another volume: refused, nothing changed.
+    let c = "04-other-lv";
+    assert_ne!(one(&r, c, "rc"), "0", "{}", output(&r, c));
+    assert!(
+        output(&r, c).contains("not on ubuntu-vg/ubuntu-lv"),
+        "{c}: {}",
+        output(&r, c)
+    );
+    assert_eq!(num(&r, c, "lv.other"), 4 * GIB);
+    assert!(num(&r, c, "vg_free") > 7 * GIB);
+}
+
+/// A plain serial of a few characters becomes `*S*`, which may match inside
+/// another disk's ID_SERIAL: the build warns, at the value's place in the
+/// cluster file, and still builds; a full serial or a glob is not warned about.
+#[test]
+fn a_short_plain_serial_is_warned_about_at_its_place_in_the_cluster_file() {
+    let short = VARIANTS.replace("disk: {serial: WD-WCC7K0TESTSER}", "disk: {serial: K0T}");
+    assert_ne!(short, VARIANTS);
+    let s = Scratch::new(&short);
+    let o = s.build(&["--format", "dir"]);
+    let err = text(&o).1;
+    assert!(o.status.success(), "{err}");
+    let line = short
+        .lines()
+        .position(|l| l.contains("serial: K0T"))
+        .expect("line")
+        + 1;
+    assert!(
+        err.contains("warning")
+            && err.contains("machines[0].disk.serial")
+            && err.contains("\"K0T\" is short")
+            && err.contains(&format!(":{line}:")),
+        "{err}"
+    );
+    let o = Scratch::new(VARIANTS).build(&["--format", "dir"]);
+    assert!(o.status.success());
+    assert!(!text(&o).1.contains("is short"), "{}", text(&o).1);
+}
+
+#[test]
+fn the_lvm_test_vm_scripts_pass_shellcheck() {
+    let o = Command::new("shellcheck")
+        .args(["-x", "lvm-vm.sh", "ci-lib/lvm-guest.sh"])
+        .current_dir(root().join("scripts"))
+        .output()
+        .expect("shellcheck");
+    assert!(o.status.success(), "{}", text(&o).0);
 }

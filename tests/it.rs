@@ -35,6 +35,7 @@ mod staking_values;
 mod status;
 mod validation;
 mod verify;
+mod vm_lab;
 
 /// With `autotests = false` a file in tests/ that no `mod` line names is
 /// never compiled, so its tests would silently not run: fail instead.

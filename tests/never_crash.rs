@@ -5,7 +5,9 @@
 use crate::common;
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{Scratch, bin, text};
 
@@ -20,13 +22,67 @@ fn closed_pipe() -> Stdio {
     Stdio::from(write)
 }
 
+/// Runs `cmd` with stdout a closed pipe; a command still running after a
+/// minute (`serve` that did not notice, say) fails the test instead of
+/// stalling it.
 fn run_into_closed_pipe(mut cmd: Command) -> (Option<i32>, String) {
-    let o = cmd
+    use std::io::Read;
+    let mut child = cmd
         .stdout(closed_pipe())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .expect("run microseed");
-    (o.status.code(), text(&o).1)
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).ok();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{cmd:?} still running a minute after stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), reader.join().expect("stderr reader"))
+}
+
+/// A fake sysfs/procfs (`MICROSEED_FLASH_SYSROOT`) with one removable,
+/// unmounted disk, so `flash --list` has a line to print.
+fn fake_sysroot(root: &Path) {
+    let b = root.join("sys/block/sdz");
+    std::fs::create_dir_all(b.join("device")).expect("mkdir");
+    std::fs::create_dir_all(root.join("sys/class/block")).expect("mkdir");
+    std::fs::create_dir_all(root.join("proc/self")).expect("mkdir");
+    for (file, body) in [
+        ("dev", "8:400\n"),
+        ("size", "2097152\n"),
+        ("removable", "1\n"),
+        ("ro", "0\n"),
+        ("device/vendor", "ACME\n"),
+        ("device/model", "Test Stick\n"),
+        ("device/serial", "SN-1\n"),
+    ] {
+        std::fs::write(b.join(file), body).expect("write");
+    }
+    std::os::unix::fs::symlink("../../block/sdz", root.join("sys/class/block/sdz"))
+        .expect("symlink");
+    std::fs::write(
+        root.join("proc/self/mountinfo"),
+        "21 1 0:20 / /proc rw,nosuid - proc proc rw\n",
+    )
+    .expect("write");
+    std::fs::write(
+        root.join("proc/swaps"),
+        "Filename\tType\tSize\tUsed\tPriority\n",
+    )
+    .expect("write");
 }
 
 #[test]
@@ -36,6 +92,18 @@ fn closed_stdout_ends_every_command_quietly_with_failure() {
     let cluster = s.cluster().display().to_string();
     let out = s.out().display().to_string();
     let init_dir = s.dir.path().join("fresh").display().to_string();
+    let cache = s.dir.path().join("cache");
+    std::fs::create_dir(&cache).expect("mkdir");
+    let cache = cache.display().to_string();
+    let sysroot = s.dir.path().join("sysroot");
+    fake_sysroot(&sysroot);
+    // Every machine unreachable at once, without touching the network.
+    let ssh_config = s.dir.path().join("ssh_config");
+    std::fs::write(&ssh_config, "Host *\n  ProxyCommand false\n").expect("write");
+    let ssh_config = ssh_config.display().to_string();
+    let tree = s.dir.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    let tree = tree.display().to_string();
     let cases: Vec<Vec<&str>> = vec![
         vec!["build", &cluster, "-o", &out],
         vec!["build", &cluster, "-o", &out, "--json"],
@@ -48,10 +116,21 @@ fn closed_stdout_ends_every_command_quietly_with_failure() {
         vec!["completions", "bash"],
         vec!["completions", "zsh"],
         vec!["init", &init_dir],
+        vec!["iso", "list", "--cache-dir", &cache],
+        vec!["iso", "list", "--cache-dir", &cache, "--json"],
+        vec!["flash", "--list"],
+        vec!["flash", "--list", "--json"],
+        vec!["status", &cluster, "--ssh-config", &ssh_config],
+        vec!["status", &cluster, "--ssh-config", &ssh_config, "--json"],
+        // serve announces its address on stdout before serving: a closed
+        // stdout must end it then, not leave a server nobody was told of.
+        vec!["serve", &tree, "--bind", "127.0.0.1:0"],
     ];
     for args in cases {
         let mut cmd = bin();
-        cmd.args(&args).env("HOME", s.dir.path());
+        cmd.args(&args)
+            .env("HOME", s.dir.path())
+            .env("MICROSEED_FLASH_SYSROOT", &sysroot);
         let (code, err) = run_into_closed_pipe(cmd);
         assert_eq!(code, Some(1), "{args:?}: stderr {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");

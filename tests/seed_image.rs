@@ -350,7 +350,7 @@ fn source_date_epoch_in_child(value: Option<&str>) -> String {
     command
         .args([
             "--exact",
-            "source_date_epoch_probe",
+            "seed_image::source_date_epoch_probe",
             "--nocapture",
             "--test-threads=1",
         ])

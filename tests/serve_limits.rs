@@ -18,6 +18,8 @@ fn limits() -> Limits {
         max_head: 4096,
         head_timeout: Duration::from_secs(1),
         io_timeout: Duration::from_secs(1),
+        min_rate: 0,
+        rate_grace: Duration::from_secs(1),
     }
 }
 
@@ -162,4 +164,72 @@ fn connections_beyond_the_workers_and_queue_get_503() {
     // Once they are gone (the server sees EOF), service resumes.
     std::thread::sleep(Duration::from_millis(300));
     still_serves(addr);
+}
+
+/// Clients that read a large file steadily but slowly (each write still
+/// progresses well within `io_timeout`) fill every worker; the minimum
+/// transfer rate drops them, so a fresh client is served in bounded time
+/// instead of waiting out their downloads (over a minute each here).
+#[test]
+fn slow_readers_of_a_large_file_do_not_hold_the_pool() {
+    const BIG: u64 = 64 << 20;
+    let limits = Limits {
+        workers: 2,
+        queue: 4,
+        io_timeout: Duration::from_secs(5),
+        min_rate: 4 << 20,
+        rate_grace: Duration::from_secs(1),
+        ..limits()
+    };
+    let (dir, addr) = start(limits.clone());
+    std::fs::File::create(dir.path().join("big"))
+        .and_then(|f| f.set_len(BIG))
+        .expect("sparse file");
+    // A fast client gets all of it: the rate rule cuts no honest download.
+    let mut fast = TcpStream::connect(addr).expect("connect");
+    fast.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut whole = Vec::new();
+    fast.read_to_end(&mut whole).expect("read");
+    assert!(
+        whole.len() as u64 > BIG,
+        "fast client got {} bytes",
+        whole.len()
+    );
+    let slow: Vec<_> = (0..limits.workers)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("send");
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            // Reading has begun: this client holds a worker.
+            let mut first = [0u8; 1];
+            s.read_exact(&mut first).expect("first byte");
+            std::thread::spawn(move || {
+                // 64 KiB every 100 ms: about 640 KiB/s, a minute and more
+                // for the whole file.
+                let mut buf = vec![0u8; 64 << 10];
+                let mut got = 1u64;
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return got,
+                        Ok(n) => got += n as u64,
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    still_serves(addr);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "fresh client waited {took:?}"
+    );
+    for reader in slow {
+        let got = reader.join().expect("slow reader");
+        assert!(got < BIG, "a slow reader got the whole file ({got} bytes)");
+    }
 }

@@ -41,11 +41,13 @@ fn rejects(edits: &[(&str, &str)], field: &str, line: u64, says: &str) {
 
 #[test]
 fn yaml_syntax_error_points_at_the_line() {
+    // The parser reads on to the next `"` (line 5) and stops there; the
+    // report points where the unclosed quote opens.
     rejects(
         &[("name: eth2", "name: \"eth2")],
-        "",
-        5,
-        "double-quoted scalar",
+        "name",
+        4,
+        "this `\"` opens a quoted value that is not closed on its line",
     );
 }
 

@@ -18,7 +18,10 @@
 #  - with the power-cut boot (MS_POWERCUT, default on), the stand-in's
 #    marker that it cut the power at the first add-on enable, so the
 #    converged report comes from a boot that resumed half-done steps;
-#  - ufw is active and allows 16443 and 25000 (tcp).
+#  - on a 1.27+ channel, the launch configuration /etc/microk8s.yaml (root
+#    only) whose persistent token is the seed's join token;
+#  - ufw is active and allows 16443 and 25000 (tcp), and ssh on the seed's
+#    port (MS_SSH_PORT).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=report.sh
@@ -47,6 +50,17 @@ ms_check "master: journal shows the retry" ms_section_has "$r" "microseed journa
 if [[ "${MS_POWERCUT:-1}" == 1 ]]; then
     ms_check "master: the power was cut mid first boot (stand-in marker), then it resumed" \
         ms_section_has "$r" "fake-microk8s state" '^powered-off$'
+fi
+# 1.27+ (a current track, the 24.04 default): the snap reads the launch
+# configuration at install, so the persistent token is there before MicroK8s.
+track_minor="$(grep -E '^snap install .*microk8s' <<<"$calls" | grep -oE -- '--channel[= ]1\.[0-9]+' | head -n 1 | sed 's/.*1\.//')"
+if ((${track_minor:-0} >= 27)); then
+    ms_check "master: launch configuration /etc/microk8s.yaml, mode 600 root:root" \
+        ms_section_has "$r" "launch configuration" '^600 root:root$'
+    ms_check "master: its persistentClusterToken is the seed's join token (32+ characters)" \
+        ms_section_has "$r" "launch configuration" '^persistentClusterToken is the join token: yes$'
+    ms_check "master: persistentClusterToken has 32+ characters" \
+        ms_section_has "$r" "launch configuration" '^persistentClusterToken length: (3[2-9]|[4-9][0-9])$'
 fi
 ms_check "master: ufw allows 16443/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])16443([ ,/]|$)'
 ms_check "master: ufw allows 25000/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])25000([ ,/]|$)'

@@ -39,7 +39,7 @@ ms_check "nfs: exportfs -v lists the exports" test -n "$listed"
 ms_check "nfs: ufw allows 2049/tcp" ms_section_has "$r" "ufw status verbose" '^2049(/tcp)?[[:space:]]+ALLOW'
 subnet="${MS_SUBNET:-172.20.0.0/20}"
 ms_check "nfs: ufw allows exactly ssh from anywhere and NFS from the subnet" \
-    ms_ufw_exactly "$r" "22/tcp Anywhere
+    ms_ufw_exactly "$r" "${MS_SSH_PORT:-22}/tcp Anywhere
 2049/tcp $subnet"
 ms_check "nfs: microseed-status converged" ms_section_has "$r" microseed-status '^microseed: converged '
 ms_check "nfs: microseed-status exited 0" ms_section_has "$r" microseed-status '^rc=0$'

@@ -11,6 +11,10 @@
 #    least 32 alphanumerics; MASTER_IP is the IP of the machine with role
 #    master in SEED_IMG_DIR when there is one, else any IPv4 address;
 #  - snap install microk8s happened before the join;
+#  - the join verified the certificate of the master it reached: the
+#    in-VM stand-in's (serial boots) or, with MS_MASTER_REPORT (the
+#    shared-network phase), the master VM's, from that VM's report;
+#  - the join says --worker on 1.23+ channels and not before;
 #  - ufw is active and allows 10250 (tcp).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
@@ -37,8 +41,15 @@ ms_check "worker: microk8s join ${master_ip:-<ip>}:25000/<32+ alnum token>[/<fin
 # the (stand-in) master presents, and on 1.21+ the stand-in microk8s checked
 # it against that agent before taking the token.
 agent_fp="$(ms_section "$r" "fake master" | sed -n 's/.*agent certificate sha256 \([0-9a-f]\{64\}\).*/\1/p' | head -n 1)"
+served_by="the stand-in master"
+# The shared-network phase (cluster-phase.sh): the worker joined the real
+# master VM, whose report gives its agent certificate's fingerprint.
+if [[ -z "$agent_fp" && -n "${MS_MASTER_REPORT:-}" && -r "$MS_MASTER_REPORT" ]]; then
+    agent_fp="$(ms_section "$MS_MASTER_REPORT" "agent certificate sha256" | grep -oE '^[0-9a-f]{64}' | head -n 1)"
+    served_by="the master VM"
+fi
 journal_join="$(ms_section "$r" "microseed journal")"
-ms_check "worker: the stand-in master served its certificate" test -n "$agent_fp"
+ms_check "worker: $served_by served its certificate" test -n "$agent_fp"
 ms_check "worker: the join verified the master's certificate (${agent_fp:0:16}...)" \
     grep -qF "certificate sha256 ${agent_fp:0:16}" <<<"$journal_join"
 pinned_or_old() {
@@ -50,6 +61,18 @@ pinned_or_old() {
     fi
 }
 ms_check "worker: the join string pins that certificate (1.21+), or microseed checked it (1.20)" pinned_or_old
+# 1.23+ (the 24.04 default 1.35 among them): a worker node, never a
+# datastore (dqlite) member, so the join says --worker; 1.20-1.22 have no
+# such option.
+track_minor="$(grep -E '^snap install .*microk8s' <<<"$calls" | grep -oE -- '--channel[= ]1\.[0-9]+' | head -n 1 | sed 's/.*1\.//')"
+joins_as_worker() {
+    if ((${track_minor:-0} >= 23)); then
+        grep -qE '^microk8s join [^ ]+ --worker$' <<<"$calls"
+    elif grep -qE '^microk8s join .*--worker' <<<"$calls"; then
+        return 1
+    fi
+}
+ms_check "worker: the join says --worker exactly when the channel has it (1.23+; here 1.${track_minor:-?})" joins_as_worker
 install_then_join() { awk '/^snap install .*microk8s/ && !s { s = NR } /^microk8s join / { j = NR } END { exit !(s && j && s < j) }' <<<"$calls"; }
 ms_check "worker: snap install before join" install_then_join
 journal="$(ms_section "$r" "microseed journal")"

@@ -3,9 +3,16 @@
 # Runs as PID 1 of fresh mount/net/pid namespaces (scripts/acceptance.sh):
 # qemu from the bookworm chroot VMDIR/root, no route out (empty net
 # namespace, slirp restrict=on). Mounts vanish with the namespace.
+# MS_TAP=IFNAME: the NIC is that existing tap device instead (the
+# shared-network phase, cluster-phase.sh: run in its net namespace);
+# MS_SMP: vCPUs (default 2).
 set -euo pipefail
 vm="$1" work="$2" seed="$3" mac="$4"
 r="$vm/root"
+netdev="user,id=n0,restrict=on"
+if [[ -n "${MS_TAP:-}" ]]; then
+    netdev="tap,id=n0,ifname=$MS_TAP,script=no,downscript=no"
+fi
 
 mount --make-rprivate /
 mount -t proc proc "$r/proc"
@@ -17,11 +24,11 @@ mount --bind "$work" "$r/tmp/ms/work"
 touch "$r/tmp/ms/seed/seed.img"
 mount --bind -o ro "$seed" "$r/tmp/ms/seed/seed.img"
 
-exec chroot "$r" qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot \
+exec chroot "$r" qemu-system-x86_64 -accel tcg -m 2048 -smp "${MS_SMP:-2}" -nographic -no-reboot \
     -monitor none \
     -kernel /tmp/ms/vm/vmlinuz -initrd /tmp/ms/vm/initrd.img \
     -append "root=/dev/vda rw console=ttyS0${MS_EXTRA_APPEND:+ $MS_EXTRA_APPEND}" \
     -drive file=/tmp/ms/work/overlay.qcow2,format=qcow2,if=virtio \
     -drive file=/tmp/ms/seed/seed.img,format=raw,if=virtio,readonly=on \
-    -netdev user,id=n0,restrict=on -device "virtio-net-pci,netdev=n0,mac=$mac" \
+    -netdev "$netdev" -device "virtio-net-pci,netdev=n0,mac=$mac" \
     -serial file:/tmp/ms/work/console.log -serial file:/tmp/ms/work/report.txt

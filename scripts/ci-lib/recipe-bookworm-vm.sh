@@ -10,6 +10,8 @@ MS_BOOKWORM_INCLUDE=systemd,systemd-sysv,udev,cloud-init,python3-cffi-backend,ne
 
 ms_bookworm_recipe_files() {
     printf '%s\n' "$MS_LIB_DIR/recipe-bookworm-vm.sh" "$MS_LIB_DIR/vm-report.sh" "$MS_LIB_DIR/vm-fake-master.sh" \
+        "$MS_LIB_DIR/vm-cluster-agent.py" \
+        "$MS_LIB_DIR/vm-noble-ssh.sh" \
         "$MS_REPO_DIR/tests/fixtures/fakes/microk8s" "$MS_REPO_DIR/tests/fixtures/fakes/snap" \
         "$MS_REPO_DIR/tests/fixtures/fakes/apt-get"
 }
@@ -109,6 +111,51 @@ EOF
     mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
     ln -sfn /etc/systemd/system/microseed-test-fake-master.service \
         "$r/etc/systemd/system/multi-user.target.wants/microseed-test-fake-master.service"
+    # The shared-network phase (cluster-phase.sh): the worker joins the real
+    # master VM, whose stand-in cluster agent judges the token.
+    install -D -m 755 "$MS_LIB_DIR/vm-cluster-agent.py" "$r/usr/local/sbin/microseed-test-cluster-agent"
+    cat >"$r/etc/systemd/system/microseed-test-cluster-agent.service" <<'EOF'
+[Unit]
+Description=microseed tests: a stand-in MicroK8s cluster agent on 25000 (joins judged by the stand-in microk8s)
+ConditionKernelCommandLine=microseed.test.join-agent
+After=network.target
+
+[Service]
+ExecStart=/usr/local/sbin/microseed-test-cluster-agent
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    ln -sfn /etc/systemd/system/microseed-test-cluster-agent.service \
+        "$r/etc/systemd/system/multi-user.target.wants/microseed-test-cluster-agent.service"
+    # Ubuntu 24.04's socket-activated OpenSSH, on boots with
+    # microseed.test.ubuntu=24.04 only (see vm-noble-ssh.sh): a generator
+    # standing in for noble's sshd-socket-generator, and a unit that switches
+    # ssh.service to ssh.socket before cloud-init runs.
+    install -D -m 755 "$MS_LIB_DIR/vm-noble-ssh.sh" "$r/usr/local/sbin/microseed-test-noble-ssh"
+    install -D -m 755 "$MS_LIB_DIR/vm-noble-ssh.sh" "$r/etc/systemd/system-generators/microseed-test-noble-ssh-generator"
+    cat >"$r/etc/systemd/system/microseed-test-noble-ssh.service" <<'EOF'
+[Unit]
+Description=microseed tests: OpenSSH socket-activated, as on Ubuntu 24.04
+ConditionKernelCommandLine=microseed.test.ubuntu=24.04
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target cloud-init-local.service ssh.service ssh.socket
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/microseed-test-noble-ssh
+TimeoutStartSec=120
+
+[Install]
+WantedBy=sysinit.target
+EOF
+    mkdir -p "$r/etc/systemd/system/sysinit.target.wants"
+    ln -sfn /etc/systemd/system/microseed-test-noble-ssh.service \
+        "$r/etc/systemd/system/sysinit.target.wants/microseed-test-noble-ssh.service"
     # Ordered after cloud-final (WantedBy=cloud-final). Also wanted by
     # multi-user.target without default dependencies (no ordering cycle), so a
     # boot where cloud-init is disabled still reports and powers off.
@@ -123,7 +170,9 @@ Wants=basic.target
 Type=oneshot
 ExecStart=/usr/local/sbin/microseed-report /dev/ttyS1
 StandardOutput=journal+console
-TimeoutStartSec=300
+# The convergence wait is bounded by its polls and the boot by
+# MS_BOOT_TIMEOUT; a unit timeout shorter than the wait loses the report.
+TimeoutStartSec=1800
 
 [Install]
 WantedBy=cloud-final.service multi-user.target

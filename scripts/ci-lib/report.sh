@@ -65,11 +65,12 @@ ms_ufw_exactly() {
 }
 
 # ms_microk8s_rules SUBNET: the allow rules a MicroK8s master or worker must
-# have (ms_ufw_allowed form): ssh and the beacon's p2p ports from anywhere,
-# MicroK8s ports (Calico VXLAN included) from the cluster subnet only.
+# have (ms_ufw_allowed form): ssh (on the seed's port, MS_SSH_PORT) and the
+# beacon's p2p ports from anywhere, MicroK8s ports (Calico VXLAN included)
+# from the cluster subnet only.
 ms_microk8s_rules() {
     local p
-    echo "22/tcp Anywhere"
+    echo "${MS_SSH_PORT:-22}/tcp Anywhere"
     for p in 16443/tcp 10250/tcp 10255/tcp 25000/tcp 12379/tcp 10257/tcp 10259/tcp 19001/tcp 4789/udp; do
         echo "$p $1"
     done

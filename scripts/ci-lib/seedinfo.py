@@ -8,6 +8,9 @@ as shell assignments (safe to eval):
   SEED_ADDRS      static IPv4 addresses as ADDR/PREFIX (space separated)
   SEED_GATEWAY    IPv4 default gateway (gateway4, a 0.0.0.0/0 or "default"
                   route, or a v1 subnet gateway)
+  SEED_SSH_PORT   the sshd port microseed moves ssh to: the "Port" line of
+                  the staged /etc/microseed/sshd.conf in user-data's
+                  write_files (22 when there is none)
 
 Reads network-config v2 (netplan; with or without a top-level "network:")
 and v1. Reads YAML the way cloud-init does (PyYAML safe_load).
@@ -34,6 +37,21 @@ def prefixed(addr, netmask=None):
     if netmask:
         return "%s/%d" % (addr, ipaddress.IPv4Network("0.0.0.0/%s" % netmask).prefixlen)
     return "%s/32" % addr
+
+
+def ssh_port(user):
+    # An installer seed carries the first-boot config under autoinstall.
+    inner = (user.get("autoinstall") or {}).get("user-data")
+    if isinstance(inner, dict):
+        user = inner
+    for f in user.get("write_files") or []:
+        if not isinstance(f, dict) or f.get("path") != "/etc/microseed/sshd.conf":
+            continue
+        for line in str(f.get("content") or "").splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0].lower() == "port":
+                return words[1]
+    return "22"
 
 
 def main(d):
@@ -82,6 +100,7 @@ def main(d):
         "SEED_MACS": " ".join(macs),
         "SEED_ADDRS": " ".join(addrs),
         "SEED_GATEWAY": gw,
+        "SEED_SSH_PORT": ssh_port(user),
     }
     for k, v in out.items():
         print("%s=%s" % (k, shlex.quote(v)))

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Runs inside the test VM (installed as /usr/local/sbin/microseed-report by
 # recipe-bookworm-vm.sh, started by microseed-report.service after
-# cloud-final): writes a sectioned report to $1 (ttyS1), then powers off.
+# cloud-final): writes a sectioned report to $1 (ttyS1), then powers off
+# (with microseed.test.stay-up on the kernel command line it stays up, for
+# `microseed status` in the acceptance run's shared-network phase).
 # Sections: lines "===== NAME =====", the report framed by
 # "===== BEGIN microseed-report =====" and "===== END microseed-report =====".
 # Parsed by scripts/ci-lib/report.sh; keep names stable.
@@ -19,9 +21,15 @@ run() {
 # --no-block at first boot; the image's stand-in microk8s refuses the first
 # add-on enables and the first join): wait, bounded, until microseed-status
 # says converged, keeping the first snapshot that shows a failing step.
+# microseed.test.converge-polls=N: machines booted together wait on each
+# other (the worker's join on the master), so they may need longer.
+polls=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^microseed\.test\.converge-polls=\([0-9][0-9]*\)$/\1/p')
 failing=""
+# On a loaded host a boot can need more polls: microseed.test.converge-polls=N
+# on the kernel command line (scripts/acceptance.sh passes MS_CONVERGE_POLLS).
+polls=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^microseed\.test\.converge-polls=\([0-9][0-9]*\)$/\1/p')
 if [ -x /usr/local/sbin/microseed-status ]; then
-    for _ in $(seq 1 "${MS_CONVERGE_POLLS:-60}"); do
+    for _ in $(seq 1 "${polls:-${MS_CONVERGE_POLLS:-60}}"); do
         snap="$(/usr/local/sbin/microseed-status 2>&1)" && break
         if [ -z "$failing" ] && grep -q 'failed' <<<"$snap"; then
             failing="$snap"
@@ -110,6 +118,8 @@ sec "agent certificate sha256"
 openssl x509 -outform der -in /var/snap/microk8s/current/certs/server.crt 2>&1 | sha256sum
 sec "fake master"
 cat /var/log/fake-master.log 2>&1
+sec "fake cluster agent"
+cat /var/log/fake-cluster-agent.log 2>&1
 sec "fake-microk8s verified"
 cat /var/log/fake-microk8s.calls.verified 2>&1
 sec "fake-microk8s.calls"
@@ -121,6 +131,38 @@ sec "fake-apt.calls"
 cat /var/log/fake-apt.calls 2>&1
 sec "timezone"
 readlink /etc/localtime
+# Who listens for ssh, and since when (the 24.04 checks: ssh.socket on the
+# cluster's port, switched only after the firewall allowed it).
+sec "ssh units"
+for u in ssh.socket ssh.service; do
+    echo "$u is-enabled: $(systemctl is-enabled "$u" 2>&1)"
+    echo "$u is-active: $(systemctl is-active "$u" 2>&1)"
+done
+systemctl show -p Listen ssh.socket 2>&1
+sec "ssh.socket drop-ins"
+for f in /run/systemd/generator/ssh.socket.d/* /etc/systemd/system/ssh.socket.d/*; do
+    [ -e "$f" ] || continue
+    echo "--- $f"
+    cat "$f"
+done
+sec "tcp listeners"
+ss -Htlnp 2>&1
+sec "ssh journal"
+journalctl -b -o short-monotonic --no-pager -u microseed-test-noble-ssh.service -u microseed-firewall.service \
+    -u microseed-ssh.service -u ssh.socket -u ssh.service 2>&1 | grep -v 'Rules updated' | tail -n 150
+sec "launch configuration"
+# Mode and owner of the MicroK8s launch configuration (1.27+), the length of
+# its persistent token and whether it is the seed's join token: never the token.
+if [ -e /etc/microk8s.yaml ]; then
+    stat -c '%a %U:%G' /etc/microk8s.yaml
+    pt=$(sed -n 's/^persistentClusterToken: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/microk8s.yaml)
+    echo "persistentClusterToken length: ${#pt}"
+    if [ -n "$pt" ] && [ "$pt" = "$(cat /etc/microseed/join-token 2>/dev/null)" ]; then
+        echo "persistentClusterToken is the join token: yes"
+    else
+        echo "persistentClusterToken is the join token: no"
+    fi
+fi
 sec "failed units"
 systemctl --failed --no-legend --plain 2>&1
 sec "uptime"
@@ -128,5 +170,8 @@ cat /proc/uptime
 echo
 echo "===== END microseed-report ====="
 sync
+if grep -qw microseed.test.stay-up /proc/cmdline; then
+    exit 0
+fi
 # poweroff.target through systemd's private socket (no logind/D-Bus needed).
 systemctl start --no-block poweroff.target

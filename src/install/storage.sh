@@ -13,12 +13,18 @@ if ! mountpoint -q "$t"; then
 fi
 vg=ubuntu-vg
 lv=$vg/ubuntu-lv
+lvdev=/dev/mapper/ubuntu--vg-ubuntu--lv
 src=$(findmnt -n -o SOURCE "$t")
-if [ "$src" != /dev/mapper/ubuntu--vg-ubuntu--lv ]; then
+# The same device whatever name the target was mounted by (/dev/mapper/...,
+# /dev/ubuntu-vg/..., /dev/dm-N): compare device numbers.
+if [ ! -b "$src" ] || [ ! -b "$lvdev" ] ||
+    [ "$(stat -L -c %t:%T "$src")" != "$(stat -L -c %t:%T "$lvdev")" ]; then
     echo "microseed: $t is on $src, not on $lv: cannot size it" >&2
     exit 1
 fi
-free() { vgs --noheadings --units b --nosuffix -o vg_free "$vg" | tr -d ' '; }
+bytes() { tr -d ' '; }
+free() { vgs --noheadings --units b --nosuffix -o vg_free "$vg" | bytes; }
+gib=1073741824
 case "$1" in
 root)
     if [ "$(free)" -gt 0 ]; then
@@ -26,8 +32,17 @@ root)
     fi
     ;;
 data)
-    size=$(lvs --noheadings --units b --nosuffix -o lv_size "$lv" | tr -d ' ')
-    if [ "$size" -lt $(($3 * 1073741824)) ]; then
+    size=$(lvs --noheadings --units b --nosuffix -o lv_size "$lv" | bytes)
+    want=$(($3 * gib))
+    [ "$size" -gt "$want" ] && want=$size
+    # Checked before anything changes: root at its size plus a data volume
+    # worth having (1 GiB at least) must fit, or the disk is too small.
+    have=$((size + $(free)))
+    if [ "$have" -lt $((want + gib)) ]; then
+        echo "microseed: the NFS data volume needs at least $(((want + gib + gib - 1) / gib)) GiB in $vg (root $(((want + gib - 1) / gib)) GiB + data at least 1 GiB), but $vg has $((have / gib)) GiB: use a larger disk, or nfs.data_volume: false (the export then lives on root)" >&2
+        exit 1
+    fi
+    if [ "$size" -lt "$want" ]; then
         lvextend --resizefs -L "$3G" "$lv"
     fi
     lvcreate -y -n data -l 100%FREE "$vg"
