@@ -528,7 +528,12 @@ case "$*" in
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(); time.sleep(60)' "$port" &
     echo $! >"$T/listener.pid"
-    sleep 0.5 ;;
+    # systemd's restart returns once the socket listens: so does this one
+    # (a fixed sleep lost the race on a loaded machine).
+    for _ in $(seq 100); do
+        [ -n "$(ss -Htln "sport = :$port")" ] && break
+        sleep 0.1
+    done ;;
 esac
 exit 0
 "#,
