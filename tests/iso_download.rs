@@ -204,6 +204,17 @@ fn spec(base: &str, trust: Trust) -> IsoSpec {
     }
 }
 
+/// A spec pinned to `pin`, which the server's files need not match.
+fn pinned_to(base: &str, pin: &str) -> IsoSpec {
+    spec(
+        base,
+        Trust::Pinned {
+            sha256: pin.to_string(),
+            origin: "profiles/releases/20.04.yaml".into(),
+        },
+    )
+}
+
 fn pinned(s: &Server) -> IsoSpec {
     spec(
         &s.base,
@@ -433,13 +444,7 @@ fn offline_with_an_empty_cache_says_how_to_fill_it_and_sends_nothing() {
 fn a_sha256sums_disagreeing_with_the_pin_is_an_error_naming_both() {
     let s = serve_plain(Mode::Good);
     let pin = "ab".repeat(32);
-    let spec = spec(
-        &s.base,
-        Trust::Pinned {
-            sha256: pin.clone(),
-            origin: "profiles/releases/20.04.yaml".into(),
-        },
-    );
+    let spec = pinned_to(&s.base, &pin);
     let cache = tempfile::tempdir().unwrap();
     let msg = format!(
         "{:#}",
@@ -463,13 +468,7 @@ fn a_cached_iso_is_kept_when_the_mirror_disagrees_with_the_pin() {
     // disagrees too: nothing could replace the file, so it must survive.
     let s = serve_plain(Mode::Good);
     let pin = "cd".repeat(32);
-    let spec = spec(
-        &s.base,
-        Trust::Pinned {
-            sha256: pin.clone(),
-            origin: "profiles/releases/20.04.yaml".into(),
-        },
-    );
+    let spec = pinned_to(&s.base, &pin);
     let cache = tempfile::tempdir().unwrap();
     std::fs::write(cache.path().join(&spec.file), b"the user's own copy").unwrap();
     let msg = format!(
