@@ -149,6 +149,17 @@ powercut_boot() {
     MS_RESUME=1 MS_EXTRA_APPEND="${MS_RELEASE_WORD:-}" cmd_boot "$@"
 }
 
+# run_hook KIND HOOK NAME WORKDIR OUTDIR: a role's or release's checks on
+# NAME's report, their lines added to the results; a hook that fails
+# without saying which check failed is a failure of its own.
+run_hook() {
+    local kind="$1" hook="$2" name="$3" work="$4" out="$5" rc=0
+    "$hook" "$work/report.txt" | tee -a "$out/results.txt" "$work/checks.txt" || rc=$?
+    if ((rc != 0)) && ! grep -q '^not ok - ' "$work/checks.txt"; then
+        echo "not ok - $name: $kind hook $hook exited $rc" | tee -a "$out/results.txt" "$work/checks.txt"
+    fi
+}
+
 # boot_words ROLE MACHINES_FILE: kernel command line words for a boot. A
 # worker boots alone, so the image's stand-in answers for its master.
 boot_words() {
@@ -309,22 +320,14 @@ cmd_run() {
             echo "not ok - $name: generic checks crashed" | tee -a "$out/results.txt" "$work/checks.txt"
         hook="$MS_LIB_DIR/acceptance-$role.sh"
         if [[ -x "$hook" ]]; then
-            rc=0
-            "$hook" "$work/report.txt" | tee -a "$out/results.txt" "$work/checks.txt" || rc=$?
-            if ((rc != 0)) && ! grep -q '^not ok - ' "$work/checks.txt"; then
-                echo "not ok - $name: role hook $hook exited $rc" | tee -a "$out/results.txt" "$work/checks.txt"
-            fi
+            run_hook role "$hook" "$name" "$work" "$out"
         elif [[ "$role" != none ]]; then
             echo "not ok - $name: no hook for role $role ($hook)" | tee -a "$out/results.txt" "$work/checks.txt"
         fi
         # What this release changes on every machine (acceptance-24.04.sh).
         hook="$MS_LIB_DIR/acceptance-$(ms_release).sh"
         if [[ -x "$hook" ]]; then
-            rc=0
-            "$hook" "$work/report.txt" | tee -a "$out/results.txt" "$work/checks.txt" || rc=$?
-            if ((rc != 0)) && ! grep -q '^not ok - ' "$work/checks.txt"; then
-                echo "not ok - $name: release hook $hook exited $rc" | tee -a "$out/results.txt" "$work/checks.txt"
-            fi
+            run_hook release "$hook" "$name" "$work" "$out"
         fi
         if grep -q '^not ok - ' "$work/checks.txt" && [[ -s "$work/console.log" ]]; then
             ms_warn "$name failed checks; datasource section and console tail follow"
