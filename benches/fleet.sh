@@ -54,7 +54,7 @@ log "working in $work ($fstype)"
 # The stand-in Ubuntu 20.04 installer ISO (built once, then cached).
 iso_dir=/var/cache/microseed-test/standin-iso
 log "stand-in ISO"
-scripts/fixtures/standin-iso.sh "$iso_dir"
+scripts/recipes/standin-iso.sh "$iso_dir"
 iso="$iso_dir/ubuntu2004-standin.iso"
 
 # gen_cluster N FILE: master, nfs and N-2 workers in 10.0.0.0/16.

@@ -4,13 +4,13 @@
 # assert from the report the VM writes. See usage().
 set -euo pipefail
 
-# shellcheck source=ci-lib/common.sh
-. "$(dirname "$0")/ci-lib/common.sh"
-# shellcheck source=ci-lib/recipe-bookworm-vm.sh
-. "$MS_LIB_DIR/recipe-bookworm-vm.sh"
-# shellcheck source=ci-lib/report.sh
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+# shellcheck source=recipes/recipe-bookworm-vm.sh
+. "$MS_SCRIPTS_DIR/recipes/recipe-bookworm-vm.sh"
+# shellcheck source=lib/report.sh
 . "$MS_LIB_DIR/report.sh"
-# shellcheck source=ci-lib/cluster-phase.sh
+# shellcheck source=lib/cluster-phase.sh
 . "$MS_LIB_DIR/cluster-phase.sh"
 
 MS_BOOT_TIMEOUT="${MS_BOOT_TIMEOUT:-600}"
@@ -32,15 +32,15 @@ Each machine is booted once (timeout ${MS_BOOT_TIMEOUT}s; the whole run is
 bounded by ${MS_TOTAL_TIMEOUT}s), the master twice: first with its power cut
 at its first add-on enable, then its disk booted again (MS_POWERCUT=0 skips
 that) and checked: generic assertions here, then
-scripts/ci-lib/acceptance-<role>.sh REPORT. Results, reports and console logs
+scripts/checks/acceptance-<role>.sh REPORT. Results, reports and console logs
 land in --out DIR (default: a new /tmp/microseed-acceptance.XXXXXX).
 MS_REUSE_REPORTS=1 re-checks complete reports already in --out DIR without
 booting (for editing checks and hooks).
 MS_RELEASE (default 20.04) is the Ubuntu release the seeds were built for.
 Another release boots with microseed.test.ubuntu=RELEASE, which makes the
 image behave like that release where the seeds depend on it (24.04:
-socket-activated OpenSSH, see scripts/ci-lib/vm-noble-ssh.sh), and every
-machine is then also checked by scripts/ci-lib/acceptance-RELEASE.sh.
+socket-activated OpenSSH, see scripts/vm/vm-noble-ssh.sh), and every
+machine is then also checked by scripts/checks/acceptance-RELEASE.sh.
 MS_CONVERGE_POLLS=N lets the VM's report wait N polls (default 60, about 3 s
 each) for convergence, for a heavily loaded host.
 
@@ -50,7 +50,7 @@ the machines boot together on one bridge after the master's power-cut boot,
 the worker joins the master VM, and the run ends with `microseed status`
 against them (MICROSEED_BIN, default target/release/microseed): --wait
 must see everything converged, then a failing step and a stopped machine
-must give their rows and exit codes (scripts/ci-lib/cluster-phase.sh).
+must give their rows and exit codes (scripts/lib/cluster-phase.sh).
 The boots together are bounded by MS_CLUSTER_BOOT_TIMEOUT (1500 s), all of
 it by the run's bound.
 
@@ -117,7 +117,7 @@ cmd_boot() {
     : >"$work/report.txt"
     ms_log "booting $(basename "$(dirname "$seed")") (mac $mac), timeout ${MS_BOOT_TIMEOUT}s"
     ms_timeout "$MS_BOOT_TIMEOUT" unshare --mount --net --pid --ipc --fork --kill-child -- \
-        "$MS_LIB_DIR/qemu-ns.sh" "$vm" "$work" "$seed" "$mac" || rc=$?
+        "$MS_SCRIPTS_DIR/vm/qemu-ns.sh" "$vm" "$work" "$seed" "$mac" || rc=$?
     echo "$((SECONDS - t0))" >"$work/boot-seconds"
     if ((rc == 124 || rc == 137)); then
         ms_warn "boot timed out after ${MS_BOOT_TIMEOUT}s"
@@ -318,14 +318,14 @@ cmd_run() {
         MS_CHECK_FAIL=0 MS_CHECK_PASS=0
         generic_checks "$work/report.txt" "$machines" | tee -a "$out/results.txt" "$work/checks.txt" ||
             echo "not ok - $name: generic checks crashed" | tee -a "$out/results.txt" "$work/checks.txt"
-        hook="$MS_LIB_DIR/acceptance-$role.sh"
+        hook="$MS_SCRIPTS_DIR/checks/acceptance-$role.sh"
         if [[ -x "$hook" ]]; then
             run_hook role "$hook" "$name" "$work" "$out"
         elif [[ "$role" != none ]]; then
             echo "not ok - $name: no hook for role $role ($hook)" | tee -a "$out/results.txt" "$work/checks.txt"
         fi
         # What this release changes on every machine (acceptance-24.04.sh).
-        hook="$MS_LIB_DIR/acceptance-$(ms_release).sh"
+        hook="$MS_SCRIPTS_DIR/checks/acceptance-$(ms_release).sh"
         if [[ -x "$hook" ]]; then
             run_hook release "$hook" "$name" "$work" "$out"
         fi

@@ -95,7 +95,7 @@ rm -rf "$work/out"
 # ---- installer images: reflink or copy, file or stream -----------------------
 command -v xorriso >/dev/null || die "missing xorriso (scripts/deps/installer.apt)"
 iso_dir=/var/cache/microseed-test/standin-iso
-scripts/fixtures/standin-iso.sh "$iso_dir"
+scripts/recipes/standin-iso.sh "$iso_dir"
 iso="$work/standin-full.iso"
 head -c "${BENCH_ISO_MB:-1200}M" /dev/zero >"$work/filler"
 xorriso -indev "$iso_dir/ubuntu2004-standin.iso" -outdev "stdio:$iso" \

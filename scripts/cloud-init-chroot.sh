@@ -4,12 +4,12 @@
 # (cloud-init 25.x). See usage() and tests/fixtures/sample-seed/.
 set -euo pipefail
 
-# shellcheck source=ci-lib/common.sh
-. "$(dirname "$0")/ci-lib/common.sh"
-# shellcheck source=ci-lib/recipe-trixie-cloudinit.sh
-. "$MS_LIB_DIR/recipe-trixie-cloudinit.sh"
-# shellcheck source=ci-lib/recipe-bookworm-vm.sh
-. "$MS_LIB_DIR/recipe-bookworm-vm.sh"
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+# shellcheck source=recipes/recipe-trixie-cloudinit.sh
+. "$MS_SCRIPTS_DIR/recipes/recipe-trixie-cloudinit.sh"
+# shellcheck source=recipes/recipe-bookworm-vm.sh
+. "$MS_SCRIPTS_DIR/recipes/recipe-bookworm-vm.sh"
 
 usage() {
     cat <<'EOF'
@@ -21,7 +21,7 @@ usage: cloud-init-chroot.sh build [--force]
 
 build   Build (or reuse) the trixie chroot in $MICROSEED_TEST_CACHE/trixie-cloudinit
         (default cache /var/cache/microseed-test). Rebuilt only when missing or
-        when scripts/ci-lib/recipe-trixie-cloudinit.sh changed.
+        when scripts/recipes/recipe-trixie-cloudinit.sh changed.
 schema  Validate FILE with cloud-init 25.x in the chroot; kind defaults to
         cloud-config ("cloud-init schema -c FILE --annotate"); network-config
         runs "cloud-init schema -t network-config -c FILE". Exit code passed through.
@@ -55,7 +55,7 @@ cmd_build() {
     ms_need_root
     dest="$(cache_root)"
     ms_lock trixie-cloudinit
-    if [[ "$force" != "--force" ]] && ms_cache_fresh "$dest" "$MS_LIB_DIR/recipe-trixie-cloudinit.sh"; then
+    if [[ "$force" != "--force" ]] && ms_cache_fresh "$dest" "$MS_SCRIPTS_DIR/recipes/recipe-trixie-cloudinit.sh"; then
         ms_log "trixie chroot up to date: $dest"
         ms_unlock
         return 0
@@ -66,13 +66,13 @@ cmd_build() {
     ms_on_exit "ms_umount_tree '$dest'"
     local t0=$SECONDS
     ms_build_trixie_cloudinit "$dest"
-    ms_cache_stamp "$dest" "$MS_LIB_DIR/recipe-trixie-cloudinit.sh"
+    ms_cache_stamp "$dest" "$MS_SCRIPTS_DIR/recipes/recipe-trixie-cloudinit.sh"
     ms_unlock
     ms_log "built $dest in $((SECONDS - t0)) s"
 }
 
 ensure_built() {
-    if ! ms_cache_fresh "$(cache_root)" "$MS_LIB_DIR/recipe-trixie-cloudinit.sh"; then
+    if ! ms_cache_fresh "$(cache_root)" "$MS_SCRIPTS_DIR/recipes/recipe-trixie-cloudinit.sh"; then
         ms_log "trixie chroot missing or stale: building it first"
         cmd_build
     fi
@@ -81,7 +81,7 @@ ensure_built() {
 }
 
 ns_run() {
-    unshare --mount --uts --net --ipc --pid --fork --kill-child -- "$MS_LIB_DIR/chroot-ns.sh" "$@"
+    unshare --mount --uts --net --ipc --pid --fork --kill-child -- "$MS_SCRIPTS_DIR/vm/chroot-ns.sh" "$@"
 }
 
 cmd_schema() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # lvm-vm.sh CASES_DIR OUTDIR: runs the storage late-command's cases
-# (scripts/ci-lib/lvm-guest.sh says what a case is) against real LVM in a
+# (scripts/vm/lvm-guest.sh says what a case is) against real LVM in a
 # Debian VM, and writes OUTDIR/report.txt (CASE.KEY=VALUE lines) and
 # OUTDIR/console.log. Exit 0 when the report is complete (END), whatever the
 # cases found: tests/install_phase.rs judges them.
@@ -15,8 +15,8 @@
 # sparse file (48 GiB apparent, a few hundred MiB written) deleted afterwards;
 # qemu runs in empty network and mount namespaces, as the acceptance run's.
 set -euo pipefail
-# shellcheck source=ci-lib/common.sh
-. "$(dirname "$0")/ci-lib/common.sh"
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 [[ $# -eq 2 ]] || ms_die "usage: lvm-vm.sh CASES_DIR OUTDIR"
 ms_need_root
@@ -36,7 +36,7 @@ work="$(mktemp -d /var/tmp/microseed-lvm.XXXXXX)"
 ms_on_exit "rm -rf '$work'"
 pay="$work/payload"
 mkdir -p "$pay/rootfs" "$pay/lvm" "$pay/cases"
-install -m 755 "$MS_LIB_DIR/lvm-guest.sh" "$pay/guest.sh"
+install -m 755 "$MS_SCRIPTS_DIR/vm/lvm-guest.sh" "$pay/guest.sh"
 install -m 644 "$MS_REPO_DIR/tests/fixtures/lvm/lvm.conf" "$pay/lvm/lvm.conf"
 cp -r "$cases/." "$pay/cases/"
 # The host's lvm2 and the libraries it brings that the guest lacks.

@@ -6,8 +6,8 @@
 # /dev/vdb) instead of the GPT one (/dev/vdb1).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-# shellcheck source=common.sh
-. "$(dirname "$0")/common.sh"
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
 
 plain=""
 if [[ "${1:-}" == --plain ]]; then
@@ -20,4 +20,4 @@ mkdir -p "$out/seeds/worker"
 "$MS_LIB_DIR/make-seed-img.sh" "$src" "$out/seeds/worker/seed.img" $plain
 cp "$src/meta-data" "$src/network-config" "$out/seeds/worker/"
 echo worker >"$out/seeds/worker/role"
-exec "$MS_REPO_DIR/scripts/acceptance.sh" --out "$out/results" "$out/seeds"
+exec "$MS_SCRIPTS_DIR/acceptance.sh" --out "$out/results" "$out/seeds"

@@ -4,7 +4,7 @@
 # ../shared/tools/subiquity/ holds, on every role's seed from the example and
 # on the 22.04 example's and on variant seeds
 # (tests/fixtures/subiquity/variants*.yaml), and judges the
-# installed system after microseed's late-commands (scripts/subiquity-verdict.py).
+# installed system after microseed's late-commands (scripts/checks/subiquity-verdict.py).
 #
 #   scripts/subiquity-tier.sh            # needs a harness built by --setup
 #   scripts/subiquity-tier.sh --setup    # build the harness first (root)
@@ -91,7 +91,7 @@ for r in "${runs[@]}"; do
     TARGET_MOUNT_POINT=$wd/target-20.04.3 SQ_MACHINE_CONFIG=$mc \
         "$tool" "$work/$seed/user-data" "$wd/out" > "$wd/tool.log" 2>&1 || true
     echo "== $seed (disk $disk, storage $mode, $(basename "$mc"), subiquity $SQ_VERSIONS)"
-    if python3 scripts/subiquity-verdict.py "$wd/tool.log" "$wd/out" "$wd/target-20.04.3" "$host" "$disk" "$mode" "$H"; then
+    if python3 scripts/checks/subiquity-verdict.py "$wd/tool.log" "$wd/out" "$wd/target-20.04.3" "$host" "$disk" "$mode" "$H"; then
         :
     else
         fail=1

@@ -357,7 +357,7 @@ fn disk_serial_is_emitted_as_a_glob_over_udevs_id_serial() {
 }
 
 /// One case of the storage late-command against real LVM
-/// (scripts/ci-lib/lvm-guest.sh reads these files).
+/// (scripts/vm/lvm-guest.sh reads these files).
 struct LvmCase {
     name: &'static str,
     /// The volume group's size (the PV's), GiB.
@@ -610,7 +610,7 @@ fn a_short_plain_serial_is_warned_about_at_its_place_in_the_cluster_file() {
 #[test]
 fn the_lvm_test_vm_scripts_pass_shellcheck() {
     let o = Command::new("shellcheck")
-        .args(["-x", "lvm-vm.sh", "ci-lib/lvm-guest.sh"])
+        .args(["-x", "lvm-vm.sh", "vm/lvm-guest.sh"])
         .current_dir(root().join("scripts"))
         .output()
         .expect("shellcheck");

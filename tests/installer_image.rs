@@ -1,5 +1,5 @@
 //! The installer image patcher against stand-in Ubuntu ISOs (20.04 and 22.04
-//! layouts, built from Debian's packages by scripts/fixtures/standin-iso.sh),
+//! layouts, built from Debian's packages by scripts/recipes/standin-iso.sh),
 //! checked with the tools a person would use: xorriso, sfdisk, sgdisk, blkid,
 //! mtools. Missing tools fail the tests (scripts/deps/installer.apt lists them).
 

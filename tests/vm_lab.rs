@@ -1,6 +1,6 @@
 //! The VM labs (examples/vm-lab*) that scripts/test.sh boots in the VM
 //! acceptance run: they build for the cloud-image target, and the
-//! acceptance's own seed reader (scripts/ci-lib/seedinfo.py, PyYAML as
+//! acceptance's own seed reader (scripts/lib/seedinfo.py, PyYAML as
 //! cloud-init) finds in them what its checks compare the VM against, so a
 //! `--quick` run still catches a lab that no longer matches its checks.
 
@@ -13,7 +13,7 @@ const LAB_2404: &str = include_str!("../examples/vm-lab-24.04/cluster.yaml");
 
 /// seedinfo.py's assignments for one machine's seed directory.
 fn seedinfo(dir: &std::path::Path) -> String {
-    let script = root().join("scripts/ci-lib/seedinfo.py");
+    let script = root().join("scripts/lib/seedinfo.py");
     let o = run(
         "python3",
         &[

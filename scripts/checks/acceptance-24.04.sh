@@ -5,7 +5,7 @@
 # MS_RELEASE=24.04, after the role's hook; the boot had
 # microseed.test.ubuntu=24.04, so the image ran OpenSSH as noble does
 # (ssh.socket enabled, ssh.service disabled, the socket's ports read from
-# sshd's config at daemon-reload: scripts/ci-lib/vm-noble-ssh.sh).
+# sshd's config at daemon-reload: scripts/vm/vm-noble-ssh.sh).
 # Environment: MS_MACHINE, MS_SSH_PORT (the port the seed moves ssh to).
 # Expects (issue 15: OpenSSH's socket activation on 24.04; a wrong move
 # locks the user out):
@@ -20,8 +20,8 @@
 #  - the ssh step is done.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-# shellcheck source=report.sh
-. "$(dirname "$0")/report.sh"
+# shellcheck source=../lib/report.sh
+. "$(dirname "$0")/../lib/report.sh"
 r="${1:?usage: acceptance-24.04.sh REPORT}"
 m="${MS_MACHINE:-machine}"
 port="${MS_SSH_PORT:-22}"

@@ -24,8 +24,8 @@
 #    port (MS_SSH_PORT).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-# shellcheck source=report.sh
-. "$(dirname "$0")/report.sh"
+# shellcheck source=../lib/report.sh
+. "$(dirname "$0")/../lib/report.sh"
 r="${1:?usage: acceptance-master.sh REPORT}"
 
 calls="$(ms_section "$r" fake-microk8s.calls)"

@@ -12,8 +12,8 @@
 #  - ufw is active and allows 2049/tcp.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-# shellcheck source=report.sh
-. "$(dirname "$0")/report.sh"
+# shellcheck source=../lib/report.sh
+. "$(dirname "$0")/../lib/report.sh"
 r="${1:?usage: acceptance-nfs.sh REPORT}"
 
 exports="$(ms_section "$r" /etc/exports | grep -vE '^[[:space:]]*(#|$)' || true)"

@@ -18,8 +18,8 @@
 #  - ufw is active and allows 10250 (tcp).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
-# shellcheck source=report.sh
-. "$(dirname "$0")/report.sh"
+# shellcheck source=../lib/report.sh
+. "$(dirname "$0")/../lib/report.sh"
 r="${1:?usage: acceptance-worker.sh REPORT}"
 
 master_ip=""

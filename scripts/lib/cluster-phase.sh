@@ -103,7 +103,7 @@ cluster_boot() {
         MS_TAP="ms-tap-$n" MS_SMP="${MS_CLUSTER_SMP:-2}" MS_EXTRA_APPEND="$words" \
             nsenter --net="/proc/$MS_NET_PID/ns/net" -- \
             unshare --mount --pid --ipc --fork --kill-child -- \
-            "$MS_LIB_DIR/qemu-ns.sh" "$vm" "$work" "$seeds/$name/seed.img" "${SEED_MACS%% *}" \
+            "$MS_SCRIPTS_DIR/vm/qemu-ns.sh" "$vm" "$work" "$seeds/$name/seed.img" "${SEED_MACS%% *}" \
             </dev/null >"$work/qemu.log" 2>&1 &
         MS_VM_PID[$name]=$!
         ms_on_exit "kill -KILL ${MS_VM_PID[$name]} 2>/dev/null"

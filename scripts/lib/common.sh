@@ -19,10 +19,12 @@ if [[ -n "${MS_COMMON_SOURCED:-}" ]]; then
 fi
 MS_COMMON_SOURCED=1
 
+# scripts/lib (sourced helpers); its parent holds recipes/, vm/ and checks/.
 MS_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-MS_REPO_DIR="$(cd "$MS_LIB_DIR/../.." && pwd)"
+MS_SCRIPTS_DIR="$(cd "$MS_LIB_DIR/.." && pwd)"
+MS_REPO_DIR="$(cd "$MS_SCRIPTS_DIR/.." && pwd)"
 MS_PROG="$(basename "${0:-microseed-test}")"
-export MS_LIB_DIR MS_REPO_DIR
+export MS_LIB_DIR MS_SCRIPTS_DIR MS_REPO_DIR
 
 ms_log() { printf '%s: %s\n' "$MS_PROG" "$*" >&2; }
 ms_warn() { printf '%s: warning: %s\n' "$MS_PROG" "$*" >&2; }

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Helpers for reading a VM report (written by vm-report.sh) and counting
 # checks. Sourced by scripts/acceptance.sh and the role hooks
-# scripts/ci-lib/acceptance-<role>.sh.
+# scripts/checks/acceptance-<role>.sh.
 #
 #   ms_section REPORT NAME     print the body of section "===== NAME ====="
 #   ms_check DESC CMD...       run CMD; print "ok - DESC" or "not ok - DESC"

@@ -9,9 +9,9 @@
 MS_BOOKWORM_INCLUDE=systemd,systemd-sysv,udev,cloud-init,python3-cffi-backend,netplan.io,chrony,ufw,nfs-kernel-server,linux-image-amd64,ifupdown,iproute2,kmod,fusefat,qemu-system-x86,locales,openssh-server,sudo,openssl
 
 ms_bookworm_recipe_files() {
-    printf '%s\n' "$MS_LIB_DIR/recipe-bookworm-vm.sh" "$MS_LIB_DIR/vm-report.sh" "$MS_LIB_DIR/vm-fake-master.sh" \
-        "$MS_LIB_DIR/vm-cluster-agent.py" \
-        "$MS_LIB_DIR/vm-noble-ssh.sh" \
+    printf '%s\n' "$MS_SCRIPTS_DIR/recipes/recipe-bookworm-vm.sh" "$MS_SCRIPTS_DIR/vm/vm-report.sh" "$MS_SCRIPTS_DIR/vm/vm-fake-master.sh" \
+        "$MS_SCRIPTS_DIR/vm/vm-cluster-agent.py" \
+        "$MS_SCRIPTS_DIR/vm/vm-noble-ssh.sh" \
         "$MS_REPO_DIR/tests/fixtures/fakes/microk8s" "$MS_REPO_DIR/tests/fixtures/fakes/snap" \
         "$MS_REPO_DIR/tests/fixtures/fakes/apt-get"
 }
@@ -90,8 +90,8 @@ EOF
     printf 'LABEL=root / ext4 rw,errors=remount-ro 0 1\n' >"$r/etc/fstab"
     rm -rf "$r/var/lib/cloud/"*
 
-    install -D -m 755 "$MS_LIB_DIR/vm-report.sh" "$r/usr/local/sbin/microseed-report"
-    install -D -m 755 "$MS_LIB_DIR/vm-fake-master.sh" "$r/usr/local/sbin/microseed-test-fake-master"
+    install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-report.sh" "$r/usr/local/sbin/microseed-report"
+    install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-fake-master.sh" "$r/usr/local/sbin/microseed-test-fake-master"
     # A worker boots alone: with microseed.test.fake-master=IP on the kernel
     # command line, this stands in for the master at IP (its fingerprint
     # socket and cluster agent certificate), so the worker's join goes the
@@ -113,7 +113,7 @@ EOF
         "$r/etc/systemd/system/multi-user.target.wants/microseed-test-fake-master.service"
     # The shared-network phase (cluster-phase.sh): the worker joins the real
     # master VM, whose stand-in cluster agent judges the token.
-    install -D -m 755 "$MS_LIB_DIR/vm-cluster-agent.py" "$r/usr/local/sbin/microseed-test-cluster-agent"
+    install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-cluster-agent.py" "$r/usr/local/sbin/microseed-test-cluster-agent"
     cat >"$r/etc/systemd/system/microseed-test-cluster-agent.service" <<'EOF'
 [Unit]
 Description=microseed tests: a stand-in MicroK8s cluster agent on 25000 (joins judged by the stand-in microk8s)
@@ -134,8 +134,8 @@ EOF
     # microseed.test.ubuntu=24.04 only (see vm-noble-ssh.sh): a generator
     # standing in for noble's sshd-socket-generator, and a unit that switches
     # ssh.service to ssh.socket before cloud-init runs.
-    install -D -m 755 "$MS_LIB_DIR/vm-noble-ssh.sh" "$r/usr/local/sbin/microseed-test-noble-ssh"
-    install -D -m 755 "$MS_LIB_DIR/vm-noble-ssh.sh" "$r/etc/systemd/system-generators/microseed-test-noble-ssh-generator"
+    install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-noble-ssh.sh" "$r/usr/local/sbin/microseed-test-noble-ssh"
+    install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-noble-ssh.sh" "$r/etc/systemd/system-generators/microseed-test-noble-ssh-generator"
     cat >"$r/etc/systemd/system/microseed-test-noble-ssh.service" <<'EOF'
 [Unit]
 Description=microseed tests: OpenSSH socket-activated, as on Ubuntu 24.04

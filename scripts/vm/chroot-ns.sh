@@ -9,10 +9,10 @@
 #       SEED_KIND dir: SEED is a directory copied to /var/lib/cloud/seed/nocloud
 #       SEED_KIND dev: LOOPDEV (/dev/loopN, read-only) holds the CIDATA filesystem
 set -euo pipefail
-# shellcheck source=common.sh
-. "$(dirname "$0")/common.sh"
-# shellcheck source=recipe-bookworm-vm.sh
-. "$MS_LIB_DIR/recipe-bookworm-vm.sh"
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+# shellcheck source=../recipes/recipe-bookworm-vm.sh
+. "$MS_SCRIPTS_DIR/recipes/recipe-bookworm-vm.sh"
 
 STAGE_TIMEOUT="${MS_STAGE_TIMEOUT:-180}"
 CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin

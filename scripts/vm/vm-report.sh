@@ -6,7 +6,7 @@
 # `microseed status` in the acceptance run's shared-network phase).
 # Sections: lines "===== NAME =====", the report framed by
 # "===== BEGIN microseed-report =====" and "===== END microseed-report =====".
-# Parsed by scripts/ci-lib/report.sh; keep names stable.
+# Parsed by scripts/lib/report.sh; keep names stable.
 out="${1:-/dev/ttyS1}"
 exec >"$out" 2>&1
 export SYSTEMD_COLORS=0 SYSTEMD_PAGER=cat SYSTEMD_URLIFY=0 TERM=dumb LC_ALL=C.UTF-8

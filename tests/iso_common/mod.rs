@@ -1,5 +1,5 @@
 //! Shared helpers for the installer-image tests: the stand-in ISO fixtures
-//! (built once by scripts/fixtures/standin-iso.sh, cached), running tools.
+//! (built once by scripts/recipes/standin-iso.sh, cached), running tools.
 #![allow(dead_code)]
 
 use microseed::iso::{DEFAULT_BOOT_CONFIGS, InstallerReport, make_installer_image};
@@ -39,7 +39,7 @@ pub fn fixture(fx: Fixture) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let dir = cache_dir().join("standin-iso");
-        let script = repo().join("scripts/fixtures/standin-iso.sh");
+        let script = repo().join("scripts/recipes/standin-iso.sh");
         let st = Command::new("bash")
             .arg(&script)
             .arg(&dir)
