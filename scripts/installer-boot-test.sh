@@ -19,9 +19,9 @@ case "$mode" in
 esac
 : > "$log"
 log="$(realpath "$log")"
-logdir="$(dirname "$log")"
 # A private mount namespace (nothing leaks to the host's mounts) and an empty
 # network namespace (nothing leaves the machine).
+# shellcheck disable=SC2016 # the inner bash expands them, from its arguments
 exec unshare --mount --net --fork -- bash -euo pipefail -c '
   root="$1"; img="$2"; log="$3"; limit="$4"; shift 4
   mount --make-rprivate /

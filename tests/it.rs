@@ -33,6 +33,7 @@ mod serve_limits;
 mod ssh_keys;
 mod staking_values;
 mod status;
+mod test_scripts;
 mod validation;
 mod verify;
 mod vm_lab;
