@@ -13,6 +13,8 @@ use fatfs::{
     Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
 };
 
+use sha2::{Digest as _, Sha256};
+
 use super::content_digest;
 
 const MIB: u64 = 1 << 20;
@@ -49,13 +51,8 @@ pub fn build_fat(files: &[(&str, &[u8])], label: &str, epoch: i64) -> anyhow::Re
     let size = fat_size(files)?;
     let len = usize::try_from(size).context("FAT image size does not fit in memory")?;
     let mut image = vec![0u8; len];
-    let volume_id = volume_id(&content_digest(
-        "microseed fat volume id",
-        files,
-        label,
-        epoch,
-    ));
-    format_into(&mut image, files, label, epoch, volume_id)?;
+    let digest = content_digest(super::SEED_DOMAIN, files, label, epoch);
+    format_into(&mut image, files, label, epoch, volume_id(&digest))?;
     Ok(image)
 }
 
@@ -91,9 +88,16 @@ pub(crate) fn fat_size(files: &[(&str, &[u8])]) -> anyhow::Result<u64> {
     }
 }
 
-/// The FAT volume id taken from a digest of everything the volume holds.
+/// The FAT volume id for content whose [`content_digest`] is `digest`: the
+/// same volume whether it stands alone or inside a seed image, whose GUIDs
+/// come from the same digest (domain-separated here, so that the id repeats
+/// no bytes of a GUID).
 pub(crate) fn volume_id(digest: &[u8; 32]) -> u32 {
-    u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
+    let id = Sha256::new()
+        .chain_update(b"microseed fat volume id")
+        .chain_update(digest)
+        .finalize();
+    u32::from_le_bytes([id[0], id[1], id[2], id[3]])
 }
 
 /// Formats `image` (all zeroes, a whole number of sectors) as FAT with

@@ -48,6 +48,10 @@ pub fn source_date_epoch() -> anyhow::Result<i64> {
     }
 }
 
+/// The [`content_digest`] domain of seed content: one digest per seed names
+/// its FAT volume and, in a seed image, its disk and partition.
+pub(crate) const SEED_DOMAIN: &str = "microseed seed";
+
 /// A digest of everything that determines an image, used to derive the
 /// identifiers (volume id, GUIDs) that tools would otherwise pick at random.
 ///

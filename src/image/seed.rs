@@ -15,7 +15,6 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use anyhow::{Context as _, ensure};
-use sha2::{Digest as _, Sha256};
 use uuid::Builder;
 
 use super::{content_digest, fat, write_sparse};
@@ -54,20 +53,9 @@ pub fn seed_image(files: &[(&str, &[u8])], epoch: i64) -> anyhow::Result<Vec<u8>
     let partition = &mut image[start..end];
     // One digest of the content names the disk, the partition and the
     // volume: hashing the files once per identifier was 8% of a fleet build.
-    let digest = content_digest("microseed seed gpt", files, SEED_LABEL, epoch);
-    let volume_digest: [u8; 32] = Sha256::new()
-        .chain_update(b"microseed fat volume id")
-        .chain_update(digest)
-        .finalize()
-        .into();
-    fat::format_into(
-        partition,
-        files,
-        SEED_LABEL,
-        epoch,
-        fat::volume_id(&volume_digest),
-    )
-    .context("building the CIDATA filesystem")?;
+    let digest = content_digest(super::SEED_DOMAIN, files, SEED_LABEL, epoch);
+    fat::format_into(partition, files, SEED_LABEL, epoch, fat::volume_id(&digest))
+        .context("building the CIDATA filesystem")?;
     set_hidden_sectors(partition, PARTITION_START_LBA)?;
 
     write_partition_table(&mut image, total_sectors, fat_sectors, &digest)?;
