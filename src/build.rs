@@ -48,22 +48,9 @@ pub enum MissingSecrets {
 
 /// Reads and validates the cluster file and its secrets.
 pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result<ClusterInputs> {
-    // The profiles are parsed on a second thread while this one reads and
-    // parses the cluster file: the two are most of a `check`'s start-up.
-    // Errors keep their order: the file unreadable, then the profiles, then
-    // the file's content.
-    let (text, profiles, raw) = std::thread::scope(|scope| {
-        let profiles = scope.spawn(|| Profiles::load(src.profiles.as_deref()));
-        let text = crate::input::read_text(file, crate::input::CLUSTER_FILE);
-        let raw = text.as_ref().ok().map(|t| schema::parse(file, t));
-        let profiles = profiles
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (text, profiles, raw)
-    });
-    let _text = text?;
-    let profiles = profiles?;
-    let raw = raw.context("the cluster file was not parsed")??;
+    let text = crate::input::read_text(file, crate::input::CLUSTER_FILE)?;
+    let profiles = Profiles::load(src.profiles.as_deref())?;
+    let raw = schema::parse(file, &text)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
     let mut warnings = validate::short_serial_warnings(file, &raw);
