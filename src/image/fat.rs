@@ -45,8 +45,8 @@ const FAT_MAX_EPOCH: i64 = 4_354_819_199;
 /// Every timestamp is `epoch` (seconds since 1970 UTC, clamped to the FAT
 /// range 1980..=2107) and the volume id is derived from the inputs, so equal
 /// inputs give byte-identical images. The size is a multiple of 64 KiB, at
-/// least 128 KiB: the smallest that holds the files with some room to spare
-/// (128 or 192 KiB for a usual seed).
+/// least 128 KiB: the smallest that holds the files and a quarter more
+/// (128 KiB for a usual seed).
 pub fn build_fat(files: &[(&str, &[u8])], label: &str, epoch: i64) -> anyhow::Result<Vec<u8>> {
     let size = fat_size(files)?;
     let len = usize::try_from(size).context("FAT image size does not fit in memory")?;

@@ -36,9 +36,9 @@ const BACKUP_GPT_SECTORS: u64 = 33;
 /// Deterministic: the disk and partition GUIDs and the FAT volume id are
 /// derived from a SHA-256 of the inputs, and every timestamp is `epoch` (see
 /// [`source_date_epoch`](super::source_date_epoch)), so equal inputs give
-/// byte-identical images. A usual seed gives an image of about 200 KiB
-/// (32 KiB of GPT and alignment, a FAT of 128 or 192 KiB, the 16.5 KiB
-/// backup GPT).
+/// byte-identical images. A usual seed gives an image of 176.5 KiB (32 KiB
+/// of GPT and alignment, a FAT of 128 KiB, the 16.5 KiB backup GPT); files
+/// over about 75 KB take a larger FAT.
 pub fn seed_image(files: &[(&str, &[u8])], epoch: i64) -> anyhow::Result<Vec<u8>> {
     let fat_bytes = fat::fat_size(files)?;
     let fat_sectors = fat_bytes / SECTOR;
