@@ -13,6 +13,8 @@ use fatfs::{
     Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
 };
 
+use sha2::{Digest as _, Sha256};
+
 use super::content_digest;
 
 const MIB: u64 = 1 << 20;
@@ -43,13 +45,14 @@ const FAT_MAX_EPOCH: i64 = 4_354_819_199;
 /// Every timestamp is `epoch` (seconds since 1970 UTC, clamped to the FAT
 /// range 1980..=2107) and the volume id is derived from the inputs, so equal
 /// inputs give byte-identical images. The size is a multiple of 64 KiB, at
-/// least 128 KiB: the smallest that holds the files with some room to spare
-/// (128 or 192 KiB for a usual seed).
+/// least 128 KiB: the smallest that holds the files and a quarter more
+/// (128 KiB for a usual seed).
 pub fn build_fat(files: &[(&str, &[u8])], label: &str, epoch: i64) -> anyhow::Result<Vec<u8>> {
     let size = fat_size(files)?;
     let len = usize::try_from(size).context("FAT image size does not fit in memory")?;
     let mut image = vec![0u8; len];
-    format_into(&mut image, files, label, epoch)?;
+    let digest = content_digest(super::SEED_DOMAIN, files, label, epoch);
+    format_into(&mut image, files, label, epoch, volume_id(&digest))?;
     Ok(image)
 }
 
@@ -60,9 +63,12 @@ pub(crate) fn fat_size(files: &[(&str, &[u8])]) -> anyhow::Result<u64> {
         .iter()
         .map(|(_, bytes)| (bytes.len() as u64).div_ceil(CLUSTER) * CLUSTER)
         .sum();
-    // Slack lets someone fix a typo in user-data on the stick itself, and
-    // covers directory clusters on FAT32 and rounding.
-    let wanted = data + data / 4 + 64 * 1024;
+    // A quarter more lets someone fix a typo in user-data on the stick
+    // itself. No more than that: a fleet build hashes and writes every byte
+    // of every image, and 64 KiB more (the slack before) made a
+    // 1,000-machine build's images 40% larger. Directory clusters on FAT32
+    // are in the overhead below.
+    let wanted = data + data / 4;
     let mut size = 2 * STEP;
     loop {
         // Boot sector, reserved sectors and the 512-entry root directory of
@@ -82,18 +88,31 @@ pub(crate) fn fat_size(files: &[(&str, &[u8])]) -> anyhow::Result<u64> {
     }
 }
 
-/// Formats `image` (all zeroes, a whole number of sectors) as FAT and writes
-/// `files` into its root directory; see [`build_fat`].
+/// The FAT volume id for content whose [`content_digest`] is `digest`: the
+/// same volume whether it stands alone or inside a seed image, whose GUIDs
+/// come from the same digest (domain-separated here, so that the id repeats
+/// no bytes of a GUID).
+pub(crate) fn volume_id(digest: &[u8; 32]) -> u32 {
+    let id = Sha256::new()
+        .chain_update(b"microseed fat volume id")
+        .chain_update(digest)
+        .finalize();
+    u32::from_le_bytes([id[0], id[1], id[2], id[3]])
+}
+
+/// Formats `image` (all zeroes, a whole number of sectors) as FAT with
+/// `volume_id` and writes `files` into its root directory; see [`build_fat`].
+/// The caller derives the id from the content, so that equal inputs give
+/// equal bytes.
 pub(crate) fn format_into(
     image: &mut [u8],
     files: &[(&str, &[u8])],
     label: &str,
     epoch: i64,
+    volume_id: u32,
 ) -> anyhow::Result<()> {
     let label_bytes = fat_label(label)?;
     check_names(files)?;
-    let digest = content_digest("microseed fat volume id", files, label, epoch);
-    let volume_id = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
 
     fatfs::format_volume(
         Cursor::new(&mut *image),

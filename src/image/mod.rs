@@ -48,6 +48,10 @@ pub fn source_date_epoch() -> anyhow::Result<i64> {
     }
 }
 
+/// The [`content_digest`] domain of seed content: one digest per seed names
+/// its FAT volume and, in a seed image, its disk and partition.
+pub(crate) const SEED_DOMAIN: &str = "microseed seed";
+
 /// A digest of everything that determines an image, used to derive the
 /// identifiers (volume id, GUIDs) that tools would otherwise pick at random.
 ///
@@ -76,8 +80,8 @@ pub(crate) fn content_digest(
 
 /// Writes the non-zero 4 KiB blocks of `bytes` and seeks over the rest; the
 /// final `set_len` gives the file its full length even if it ends in a hole.
-/// Disk images are mostly empty space: a 240 KiB seed image takes about
-/// 56 KiB on disk. Used for seed images both in a build's output and by
+/// Disk images are mostly empty space: a 176.5 KiB seed image of a
+/// 1,000-machine fleet takes 84 KiB on disk. Used for seed images both in a build's output and by
 /// [`write_seed_image`].
 pub fn write_sparse(file: &mut File, bytes: &[u8]) -> anyhow::Result<()> {
     let mut run_start: Option<usize> = None;
