@@ -51,6 +51,9 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
     let text = crate::input::read_text(file, crate::input::CLUSTER_FILE)?;
     let profiles = Profiles::load(src.profiles.as_deref())?;
     let raw = schema::parse(file, &text)?;
+    // Only the release the file names is parsed: a broken profile of it is
+    // a profile error (exit 1) like any other, found here before validation.
+    profiles.release(&raw.release.value)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
     let mut warnings = validate::short_serial_warnings(file, &raw);

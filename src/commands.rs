@@ -522,10 +522,10 @@ fn iso_specs(src: &GlobalOptions, releases: &[String]) -> Result<Vec<crate::iso:
     let mut bad = Vec::new();
     let mut picked = Vec::new();
     if releases.is_empty() {
-        picked.extend(profiles.releases.values());
+        picked.extend(profiles.all_releases()?.into_values());
     }
     for r in releases {
-        match profiles.releases.get(r) {
+        match profiles.release(r)? {
             Some(p) => picked.push(p),
             None => bad.push(profiles.unknown_release(r)),
         }

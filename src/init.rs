@@ -46,7 +46,7 @@ pub fn init(args: &InitArgs, profiles: Option<&Path>, json: bool) -> Result<()> 
     };
     if let Some(r) = args.release.as_deref() {
         let profiles = crate::profile::Profiles::load(profiles)?;
-        let Some(p) = profiles.releases.get(r) else {
+        let Some(p) = profiles.release(r)? else {
             return Err(InputErrors(vec![profiles.unknown_release(r)]).into());
         };
         body = set_release(&body, &p.release, &p.microk8s.default_channel)?;

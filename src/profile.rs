@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -261,12 +262,18 @@ pub struct BootFiles {
     pub configs: Vec<String>,
 }
 
-/// All profiles, loaded once per run.
+/// All profiles, loaded once per run; a release profile on first use.
 #[derive(Debug, Clone)]
 pub struct Profiles {
     pub common: RoleProfile,
     pub roles: BTreeMap<String, RoleProfile>,
-    pub releases: BTreeMap<String, ReleaseProfile>,
+    /// Every release a profile exists for, named by its file
+    /// (`releases/<release>.yaml`), parsed the first time it is asked for:
+    /// a run needs one release, and parsing all of them was a third of
+    /// `check`'s start-up.
+    releases: BTreeMap<String, OnceLock<ReleaseProfile>>,
+    /// Where the release profiles are read from on first use.
+    tree: Tree,
     /// Shared parts of roles, by name (`profiles/layers/<name>.yaml`).
     pub layers: BTreeMap<String, RoleProfile>,
     /// Per role, its layers in the order they apply (resolved and checked
@@ -284,13 +291,42 @@ impl Profiles {
             "",
             format!(
                 "unknown release {r:?}; expected one of {}",
-                self.releases
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.release_names().collect::<Vec<_>>().join(", ")
             ),
         )
+    }
+
+    /// The releases a profile exists for, sorted, from the file names alone.
+    pub fn release_names(&self) -> impl Iterator<Item = &str> {
+        self.releases.keys().map(String::as_str)
+    }
+
+    /// The profile of release `name` (`releases/<name>.yaml`), parsed and
+    /// checked on first use; `None` when no such file exists. A profile
+    /// that does not parse, or whose `release:` is not its file's name, is
+    /// an error naming the file.
+    pub fn release(&self, name: &str) -> Result<Option<&ReleaseProfile>> {
+        let Some(cell) = self.releases.get(name) else {
+            return Ok(None);
+        };
+        if let Some(r) = cell.get() {
+            return Ok(Some(r));
+        }
+        let r = load_release(&self.tree, name)?;
+        // Another thread may have won the race; its copy is the same file's.
+        Ok(Some(cell.get_or_init(|| r)))
+    }
+
+    /// Every release profile, by name (for commands that act on all of
+    /// them, such as `iso fetch` without `--release`).
+    pub fn all_releases(&self) -> Result<BTreeMap<&str, &ReleaseProfile>> {
+        let mut out = BTreeMap::new();
+        for name in self.release_names() {
+            if let Some(r) = self.release(name)? {
+                out.insert(name, r);
+            }
+        }
+        Ok(out)
     }
 
     pub fn load(overlay: Option<&Path>) -> Result<Profiles> {
@@ -335,15 +371,12 @@ impl Profiles {
                 .with_context(|| format!("resolving the layers of role {role}"))?;
             order.insert(role.clone(), out);
         }
-        let mut releases = BTreeMap::new();
-        for name in tree.list("releases")? {
-            if name.ends_with(".yaml") {
-                let mut r: ReleaseProfile = load_one(&tree, &name)?;
-                r.origin = tree.get(&name)?.map(|a| a.origin).unwrap_or_default();
-                check_release_microk8s(&r)?;
-                releases.insert(r.release.clone(), r);
-            }
-        }
+        let releases = tree
+            .list("releases")?
+            .iter()
+            .filter_map(|n| n.strip_prefix("releases/")?.strip_suffix(".yaml"))
+            .map(|r| (r.to_string(), OnceLock::new()))
+            .collect();
         if roles.is_empty() {
             return Err(anyhow!("no role profiles found under profiles/roles/"));
         }
@@ -353,6 +386,7 @@ impl Profiles {
             releases,
             layers,
             order,
+            tree,
         })
     }
 
@@ -420,6 +454,28 @@ fn resolve(
     Ok(())
 }
 
+/// Parses and checks `releases/<name>.yaml`. Its `release:` must be its
+/// name: the name is how a cluster file's `release:` finds it, so a copy
+/// renamed without editing (or the reverse) would otherwise describe one
+/// release under another's name.
+fn load_release(tree: &Tree, name: &str) -> Result<ReleaseProfile> {
+    let file = format!("releases/{name}.yaml");
+    let asset = tree
+        .get(&file)?
+        .with_context(|| format!("profile {file} not found"))?;
+    let mut r: ReleaseProfile = parse_asset(&asset)?;
+    r.origin = asset.origin;
+    if r.release != name {
+        bail!(
+            "{}: release: got {:?}; expected {name:?}, the file's name (a release profile is found by its file name, releases/<release>.yaml)",
+            r.origin.display(),
+            r.release
+        );
+    }
+    check_release_microk8s(&r)?;
+    Ok(r)
+}
+
 /// A release's MicroK8s default must be a channel, its `min_track` a
 /// track, and the default must not be older than the minimum: a cluster
 /// file that names no channel gets the default, and must pass validation.
@@ -473,6 +529,10 @@ fn load_one<T: for<'de> Deserialize<'de>>(tree: &Tree, name: &str) -> Result<T> 
     let asset = tree
         .get(name)?
         .with_context(|| format!("profile {name} not found"))?;
+    parse_asset(&asset)
+}
+
+fn parse_asset<T: for<'de> Deserialize<'de>>(asset: &crate::assets::Asset) -> Result<T> {
     parse_typed(&asset.origin, &asset.text)
         .map_err(|e| anyhow!("invalid profile: {e}"))
         .with_context(|| format!("loading profile {}", asset.origin.display()))
@@ -499,6 +559,14 @@ mod tests {
             "{:#}",
             Profiles::load(Some(d.path())).expect_err("load must fail")
         )
+    }
+
+    /// The error loading release `name` from an overlay of `files` (the
+    /// other profiles load).
+    fn release_error(files: &[(&str, &str)], name: &str) -> String {
+        let d = overlay(files);
+        let p = Profiles::load(Some(d.path())).expect("the other profiles load");
+        format!("{:#}", p.release(name).expect_err("the release must fail"))
     }
 
     fn ports(p: &RoleProfile) -> Vec<&str> {
@@ -618,7 +686,8 @@ mod tests {
     #[test]
     fn every_shipped_release_defaults_to_a_channel_it_can_run() {
         let p = Profiles::load(None).expect("embedded profiles");
-        for (name, r) in &p.releases {
+        let all = p.all_releases().expect("every shipped release loads");
+        for (name, r) in &all {
             let (_, v) = crate::validate::parse_channel(&r.microk8s.default_channel)
                 .unwrap_or_else(|| panic!("{name}: default channel"));
             if let Some(min) = &r.microk8s.min_track {
@@ -627,10 +696,10 @@ mod tests {
                 assert!(v >= m, "{name}");
             }
         }
-        assert_eq!(p.releases["20.04"].microk8s.default_channel, "1.20/stable");
-        assert_eq!(p.releases["20.04"].autoinstall.network, NetworkForm::Nested);
-        assert!(p.releases["24.04"].ssh.socket_activated);
-        assert!(!p.releases["22.04"].ssh.socket_activated);
+        assert_eq!(all["20.04"].microk8s.default_channel, "1.20/stable");
+        assert_eq!(all["20.04"].autoinstall.network, NetworkForm::Nested);
+        assert!(all["24.04"].ssh.socket_activated);
+        assert!(!all["22.04"].ssh.socket_activated);
     }
 
     #[test]
@@ -640,7 +709,7 @@ mod tests {
         let old = &focal[..focal.find("autoinstall:").expect("autoinstall key")];
         let d = overlay(&[("releases/20.04.yaml", old)]);
         let p = Profiles::load(Some(d.path())).expect("load");
-        let r = &p.releases["20.04"];
+        let r = p.release("20.04").expect("load").expect("20.04");
         assert_eq!(r.microk8s.default_channel, "1.20/stable");
         assert!(r.microk8s.min_track.is_none() && !r.ssh.socket_activated);
         assert_eq!(r.autoinstall.network, NetworkForm::Nested);
@@ -649,21 +718,27 @@ mod tests {
     #[test]
     fn a_release_whose_default_channel_it_cannot_run_is_a_profile_error() {
         let noble = include_str!("../profiles/releases/24.04.yaml");
-        let e = error(&[(
-            "releases/24.04.yaml",
-            &noble.replace(
-                "default_channel: 1.35/stable",
-                "default_channel: 1.21/stable",
-            ),
-        )]);
+        let e = release_error(
+            &[(
+                "releases/24.04.yaml",
+                &noble.replace(
+                    "default_channel: 1.35/stable",
+                    "default_channel: 1.21/stable",
+                ),
+            )],
+            "24.04",
+        );
         assert!(
             e.contains("releases/24.04.yaml: microk8s.default_channel \"1.21/stable\" is older than min_track 1.22"),
             "{e}"
         );
-        let e = error(&[(
-            "releases/24.04.yaml",
-            &noble.replace("min_track: \"1.22\"", "min_track: \"one\""),
-        )]);
+        let e = release_error(
+            &[(
+                "releases/24.04.yaml",
+                &noble.replace("min_track: \"1.22\"", "min_track: \"one\""),
+            )],
+            "24.04",
+        );
         assert!(
             e.contains("microk8s.min_track: got \"one\"; expected a track"),
             "{e}"
@@ -679,5 +754,65 @@ mod tests {
         );
         let e = error(&[("common.yaml", "description: c\nlayers: [microk8s]\n")]);
         assert!(e.contains("common.yaml: layers: is for roles"), "{e}");
+    }
+
+    #[test]
+    fn a_release_is_found_by_its_file_name_and_parsed_only_when_asked_for() {
+        // A site's release beside a broken one it does not use: the other
+        // file is never parsed, so runs for 20.04 or "site" are unaffected.
+        let focal = include_str!("../profiles/releases/20.04.yaml");
+        let d = overlay(&[
+            (
+                "releases/site.yaml",
+                &focal.replace("release: \"20.04\"", "release: site"),
+            ),
+            ("releases/broken.yaml", "release: [not a profile\n"),
+        ]);
+        let p = Profiles::load(Some(d.path())).expect("load parses no release");
+        let names: Vec<&str> = p.release_names().collect();
+        assert_eq!(names, ["20.04", "22.04", "24.04", "broken", "site"]);
+        let site = p.release("site").expect("load").expect("site");
+        assert_eq!(site.release, "site");
+        assert_eq!(site.origin, d.path().join("releases/site.yaml"));
+        assert!(p.release("19.10").expect("no file is no error").is_none());
+        let e = format!("{:#}", p.release("broken").expect_err("broken"));
+        assert!(e.contains("releases/broken.yaml"), "{e}");
+        // Every release at once (iso fetch) meets the broken one.
+        assert!(p.all_releases().is_err());
+    }
+
+    #[test]
+    fn a_release_profile_whose_release_is_not_its_file_name_is_an_error_naming_the_file() {
+        let focal = include_str!("../profiles/releases/20.04.yaml");
+        let e = release_error(&[("releases/focal.yaml", focal)], "focal");
+        assert!(
+            e.contains(
+                "releases/focal.yaml: release: got \"20.04\"; expected \"focal\", the file's name"
+            ),
+            "{e}"
+        );
+        // An overlay replacing a shipped release must keep its name too.
+        let e = release_error(
+            &[(
+                "releases/22.04.yaml",
+                &focal.replace("release: \"20.04\"", "release: \"22.10\""),
+            )],
+            "22.04",
+        );
+        assert!(
+            e.contains("releases/22.04.yaml: release: got \"22.10\"; expected \"22.04\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_release_error_lists_every_release_file_without_parsing_them() {
+        let d = overlay(&[("releases/site.yaml", "not: [a release profile\n")]);
+        let p = Profiles::load(Some(d.path())).expect("load");
+        let msg = p.unknown_release("19.10").message;
+        assert_eq!(
+            msg,
+            "unknown release \"19.10\"; expected one of 20.04, 22.04, 24.04, site"
+        );
     }
 }

@@ -250,9 +250,17 @@ fn check_general<'p>(
         is_label(&raw.name.value),
         "a lower-case DNS label (a-z, 0-9, '-', at most 63 characters)",
     );
-    let release = profiles.releases.get(&raw.release.value);
-    if release.is_none() {
-        let known: Vec<&str> = profiles.releases.keys().map(String::as_str).collect();
+    // `build::load` has parsed the release's profile already, so a broken
+    // one is reported there as a profile error; this covers other callers.
+    let (release, broken) = match profiles.release(&raw.release.value) {
+        Ok(r) => (r, false),
+        Err(e) => {
+            c.err(&raw.release, "release", format!("{e:#}"));
+            (None, true)
+        }
+    };
+    if release.is_none() && !broken {
+        let known: Vec<&str> = profiles.release_names().collect();
         c.err(
             &raw.release,
             "release",
@@ -687,7 +695,8 @@ fn check_channel_fits_release(
     raw: &ClusterFile,
     profiles: &Profiles,
 ) -> Spanned<String> {
-    let release = profiles.releases.get(&raw.release.value);
+    // Loaded (or reported) by `check_general` already.
+    let release = profiles.release(&raw.release.value).ok().flatten();
     let chan = match (&raw.microk8s.channel, release) {
         (Some(ch), _) => ch.clone(),
         (None, Some(r)) => Spanned {
@@ -1147,6 +1156,35 @@ mod tests {
     #[test]
     fn the_example_passes_every_check() {
         assert_eq!(problems(&[]), vec![]);
+    }
+
+    #[test]
+    fn an_unknown_release_lists_every_release_profile_and_a_broken_one_names_its_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("releases")).expect("mkdir");
+        std::fs::write(d.path().join("releases/site.yaml"), "release: [broken\n").expect("write");
+        let profiles = Profiles::load(Some(d.path())).expect("no release is parsed yet");
+        let file = Path::new("cluster.yaml");
+        let errors = |release: &str| {
+            let text = EXAMPLE.replace("release: \"20.04\"", &format!("release: {release}"));
+            let raw = crate::schema::parse(file, &text).expect("parses");
+            let e = validate(file, &raw, &profiles).expect_err("invalid");
+            assert_eq!(e.0.len(), 1, "{e}");
+            (e.0[0].field.clone(), e.0[0].message.clone())
+        };
+        let (field, msg) = errors("\"19.10\"");
+        assert_eq!(field, "release");
+        assert_eq!(
+            msg,
+            "unknown Ubuntu release \"19.10\"; expected one of 20.04, 22.04, 24.04, site"
+        );
+        let (field, msg) = errors("site");
+        assert_eq!(field, "release");
+        assert!(msg.contains("releases/site.yaml"), "{msg}");
+        // The broken file is no concern of a cluster on another release.
+        let text = EXAMPLE.to_string();
+        let raw = crate::schema::parse(file, &text).expect("parses");
+        validate(file, &raw, &profiles).expect("20.04 is valid");
     }
 
     #[test]

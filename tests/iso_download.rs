@@ -686,12 +686,9 @@ fn every_shipped_release_profile_names_the_key_that_signs_ubuntus_sha256sums() {
     let sums = std::fs::read(root.join("tests/fixtures/ubuntu/20.04-SHA256SUMS")).unwrap();
     let sig = std::fs::read(root.join("tests/fixtures/ubuntu/20.04-SHA256SUMS.gpg")).unwrap();
     let profiles = microseed::profile::Profiles::load(None).unwrap();
-    assert!(
-        profiles.releases.len() >= 3,
-        "{:?}",
-        profiles.releases.keys()
-    );
-    for (name, release) in &profiles.releases {
+    let releases = profiles.all_releases().unwrap();
+    assert!(releases.len() >= 3, "{:?}", releases.keys());
+    for (name, &release) in &releases {
         let mut unpinned = release.clone();
         unpinned.iso.pin = None;
         let spec = IsoSpec::for_release(&unpinned, None).unwrap();
