@@ -72,6 +72,27 @@ impl Tree {
         }
     }
 
+    /// Whether the overlay holds `name` (so it wins over the embedded copy).
+    pub fn overridden(&self, name: &str) -> bool {
+        self.overlay
+            .as_ref()
+            .is_some_and(|d| d.join(name).is_file())
+    }
+
+    /// Where `name` would be read from, without reading it: the overlay's
+    /// file, else `embedded:NAME`; `None` when neither has it.
+    pub fn origin(&self, name: &str) -> Option<PathBuf> {
+        if let Some(dir) = &self.overlay {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+        self.embedded
+            .get_file(name)
+            .map(|_| PathBuf::from(format!("embedded:{name}")))
+    }
+
     /// Reads one file as bytes (keys are not always text), preferring the
     /// overlay; returns its origin with it.
     pub fn get_bytes(&self, name: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {

@@ -10,257 +10,14 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::assets::Tree;
 use crate::yaml::parse_typed;
 
-/// How many machines of a role a cluster must have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Count {
-    ExactlyOne,
-    #[default]
-    Any,
-}
+pub use types::*;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleProfile {
-    pub description: String,
-    /// Layers applied before this profile, in this order, each after the
-    /// layers it names itself: what roles share is written once.
-    #[serde(default)]
-    pub layers: Vec<String>,
-    #[serde(default)]
-    pub count: Count,
-    /// Added to the error when `count` is violated (e.g. why HA is not offered).
-    #[serde(default)]
-    pub count_note: Option<String>,
-    #[serde(default)]
-    pub packages: Vec<String>,
-    #[serde(default)]
-    pub firewall: Vec<FirewallRule>,
-    /// Interfaces (ufw names, `+` as wildcard) whose traffic is allowed in
-    /// and out, such as the CNI's pod interfaces.
-    #[serde(default)]
-    pub firewall_interfaces: Vec<String>,
-    /// ufw's policy for forwarded traffic (`allow` where pods route).
-    #[serde(default)]
-    pub firewall_routed: Option<Routed>,
-    #[serde(default)]
-    pub files: Vec<FileSpec>,
-    /// First-boot work, each step run by its own systemd unit until done.
-    #[serde(default)]
-    pub steps: Vec<StepSpec>,
-    /// Further units (timers) enabled and started with the steps.
-    #[serde(default)]
-    pub enable: Vec<String>,
-    #[serde(default)]
-    pub runcmd: Vec<Step>,
-}
-
-/// One idempotent first-boot step: `run` is retried with capped backoff,
-/// on every boot, until it succeeds once; it starts only when the steps in
-/// `after` are done. Steps without a dependency between them run in
-/// parallel, so one failing never holds up another.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct StepSpec {
-    /// Unit `microseed-<name>.service`, marker `/var/lib/microseed/done/<name>`.
-    pub name: String,
-    pub description: String,
-    pub run: Vec<String>,
-    #[serde(default)]
-    pub after: Vec<String>,
-    #[serde(default)]
-    pub when: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Routed {
-    Allow,
-    Deny,
-}
-
-/// One ufw allow rule. `port` and `from` may use template expressions
-/// (`{{ ssh.port }}`); `from` is `anywhere`, `cluster` (the subnet) or a CIDR.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FirewallRule {
-    pub port: String,
-    pub proto: Proto,
-    #[serde(default = "default_from")]
-    pub from: String,
-    #[serde(default)]
-    pub comment: Option<String>,
-    #[serde(default)]
-    pub when: Option<String>,
-}
-
-fn default_from() -> String {
-    "cluster".into()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-/// A file placed on the machine, its body rendered from a template in `cloud-init/`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSpec {
-    pub path: String,
-    pub template: String,
-    #[serde(default = "default_mode")]
-    pub mode: String,
-    /// A template expression; the file is placed only when it is true.
-    #[serde(default)]
-    pub when: Option<String>,
-}
-
-fn default_mode() -> String {
-    "0644".into()
-}
-
-/// One first-boot command, as an argv list (never through a shell).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    pub run: Vec<String>,
-    #[serde(default)]
-    pub when: Option<String>,
-}
-
-/// What microseed needs to know about an Ubuntu release.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseProfile {
-    pub release: String,
-    pub codename: String,
-    pub iso: IsoSource,
-    /// The key whose signature on `SHA256SUMS` is trusted when `iso.pin` is absent.
-    pub signing_key: SigningKey,
-    pub boot: BootFiles,
-    /// What the release's installer reads best.
-    #[serde(default)]
-    pub autoinstall: AutoinstallForm,
-    /// The MicroK8s channels that work on this release. Absent (a profile
-    /// written before releases said so): the guide's 1.20/stable, any track.
-    #[serde(default)]
-    pub microk8s: ReleaseMicrok8s,
-    /// How the release's OpenSSH server listens.
-    #[serde(default)]
-    pub ssh: ReleaseSsh,
-    /// Where this profile was read from (`embedded:…` or an overlay path),
-    /// so a trust decision taken from an overlay can say so.
-    #[serde(skip)]
-    pub origin: std::path::PathBuf,
-}
-
-/// How the `network:` section of `autoinstall:` is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum NetworkForm {
-    /// `network: {network: {version: 2, ...}}`: the 20.04 GA installer
-    /// required it; every later one still accepts it.
-    #[default]
-    Nested,
-    /// `network: {version: 2, ...}`, the documented form from 22.04.
-    Plain,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AutoinstallForm {
-    #[serde(default)]
-    pub network: NetworkForm,
-}
-
-/// A release's MicroK8s defaults and limits.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseMicrok8s {
-    /// Used when the cluster file names no channel, and written by
-    /// `microseed init --release`.
-    pub default_channel: String,
-    /// The oldest track that runs on this release (`major.minor`), if any
-    /// is too old.
-    #[serde(default)]
-    pub min_track: Option<String>,
-    /// Why older tracks cannot work here, for the error message.
-    #[serde(default)]
-    pub min_track_reason: Option<String>,
-}
-
-impl Default for ReleaseMicrok8s {
-    fn default() -> Self {
-        ReleaseMicrok8s {
-            default_channel: "1.20/stable".into(),
-            min_track: None,
-            min_track_reason: None,
-        }
-    }
-}
-
-/// How the release's sshd gets its listening port.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseSsh {
-    /// `ssh.socket` listens instead of sshd (Ubuntu 22.10+): its port comes
-    /// from a systemd generator reading sshd_config at `daemon-reload`.
-    #[serde(default)]
-    pub socket_activated: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct IsoSource {
-    pub file: String,
-    pub url: String,
-    pub sha256sums_url: String,
-    /// The detached OpenPGP signature of `sha256sums_url`.
-    pub signature_url: String,
-    /// The point release's digest, taken from Ubuntu's SHA256SUMS once and
-    /// recorded here: with it a cached ISO is used with no network at all.
-    #[serde(default)]
-    pub pin: Option<Pin>,
-}
-
-/// A pinned ISO digest and where and when it was checked.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pin {
-    /// Lower-case hex sha256 of `iso.file`.
-    pub sha256: String,
-    /// Where the digest was read and how it was checked.
-    pub source: String,
-    /// The day it was checked (YYYY-MM-DD).
-    pub checked_on: String,
-}
-
-/// An OpenPGP public key shipped with the profiles (a path under `profiles/`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningKey {
-    pub file: String,
-    /// The primary key's full fingerprint (40 hex digits, spaces allowed):
-    /// only a signature by this key is accepted, whatever else the file holds.
-    pub fingerprint: String,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootFiles {
-    pub kernel: String,
-    pub initrd: String,
-    /// Boot menus whose kernel command lines get `autoinstall`.
-    pub configs: Vec<String>,
-}
+mod types;
 
 /// All profiles, loaded once per run; a release profile on first use.
 #[derive(Debug, Clone)]
@@ -460,11 +217,8 @@ fn resolve(
 /// release under another's name.
 fn load_release(tree: &Tree, name: &str) -> Result<ReleaseProfile> {
     let file = format!("releases/{name}.yaml");
-    let asset = tree
-        .get(&file)?
-        .with_context(|| format!("profile {file} not found"))?;
-    let mut r: ReleaseProfile = parse_asset(&asset)?;
-    r.origin = asset.origin;
+    let mut r: ReleaseProfile = load_one(tree, &file)?;
+    r.origin = origin(tree, &file)?;
     if r.release != name {
         bail!(
             "{}: release: got {:?}; expected {name:?}, the file's name (a release profile is found by its file name, releases/<release>.yaml)",
@@ -519,13 +273,33 @@ fn channel_version(channel: &str) -> Option<(u32, u32)> {
 
 /// Where a profile file is read from (`embedded:…` or the overlay path).
 fn origin(tree: &Tree, name: &str) -> Result<std::path::PathBuf> {
-    Ok(tree
-        .get(name)?
-        .map(|a| a.origin)
-        .unwrap_or_else(|| name.into()))
+    Ok(tree.origin(name).unwrap_or_else(|| name.into()))
 }
 
-fn load_one<T: for<'de> Deserialize<'de>>(tree: &Tree, name: &str) -> Result<T> {
+/// The shipped profiles, parsed from YAML into these types when microseed
+/// was built (build.rs) and stored as JSON, which decodes in a fraction of
+/// the time: YAML parsing was half of `check`'s own time.
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/profiles.rs"));
+
+    /// The parsed form of embedded profile `name`, if build.rs made one.
+    pub(super) fn get(name: &str) -> Option<&'static str> {
+        PARSED
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .ok()
+            .map(|i| PARSED[i].1)
+    }
+}
+
+/// Profile `name`: the overlay's file parsed as YAML when there is one,
+/// else the embedded profile as build.rs parsed it.
+fn load_one<T: serde::de::DeserializeOwned>(tree: &Tree, name: &str) -> Result<T> {
+    if !tree.overridden(name)
+        && let Some(json) = embedded::get(name)
+    {
+        return serde_json::from_str(json)
+            .with_context(|| format!("decoding the built-in profile {name}"));
+    }
     let asset = tree
         .get(name)?
         .with_context(|| format!("profile {name} not found"))?;
@@ -814,5 +588,63 @@ mod tests {
             msg,
             "unknown release \"19.10\"; expected one of 20.04, 22.04, 24.04, site"
         );
+    }
+
+    /// The JSON build.rs wrote for `name` against the YAML parsed now.
+    fn built_and_parsed<T>(tree: &Tree, name: &str) -> (serde_json::Value, serde_json::Value)
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize,
+    {
+        let json = embedded::get(name).unwrap_or_else(|| panic!("{name} was not parsed at build"));
+        let built: T = serde_json::from_str(json).expect("decodes");
+        let asset = tree.get(name).expect("read").expect("embedded");
+        let parsed: T = parse_asset(&asset).expect("the embedded YAML parses");
+        (
+            serde_json::to_value(&built).expect("json"),
+            serde_json::to_value(&parsed).expect("json"),
+        )
+    }
+
+    #[test]
+    fn every_shipped_profile_parsed_at_build_equals_its_yaml_parsed_now() {
+        let tree = Tree::profiles(None);
+        let mut checked = Vec::new();
+        for name in tree.list("").expect("list") {
+            let (built, parsed) = if name.starts_with("releases/") {
+                built_and_parsed::<ReleaseProfile>(&tree, &name)
+            } else if name == "common.yaml"
+                || name.starts_with("roles/")
+                || name.starts_with("layers/")
+            {
+                built_and_parsed::<RoleProfile>(&tree, &name)
+            } else {
+                continue;
+            };
+            assert_eq!(built, parsed, "{name}");
+            checked.push(name);
+        }
+        let all: Vec<&str> = embedded::PARSED.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            checked, all,
+            "every profile, and nothing else, parsed at build"
+        );
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "sorted for the lookup");
+        assert!(all.contains(&"roles/master.yaml") && all.contains(&"releases/20.04.yaml"));
+    }
+
+    #[test]
+    fn an_overlay_file_is_read_as_yaml_instead_of_the_built_in_profile() {
+        let d = overlay(&[(
+            "roles/nfs.yaml",
+            "description: site nfs\ncount: exactly-one\n",
+        )]);
+        let p = Profiles::load(Some(d.path())).expect("load");
+        assert_eq!(p.roles["nfs"].description, "site nfs");
+        let json = |r: &RoleProfile| serde_json::to_value(r).expect("json");
+        let built_in = Profiles::load(None).expect("built-in");
+        assert_eq!(json(&p.roles["master"]), json(&built_in.roles["master"]));
+        // A broken overlay file is parsed, and its error names it.
+        let e = error(&[("roles/nfs.yaml", "description: [x\n")]);
+        assert!(e.contains("roles/nfs.yaml"), "{e}");
     }
 }
