@@ -773,6 +773,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn documents_carry_the_sha256_of_each_file_they_hold() {
+        let (cluster, plans) = example_plans();
+        for target in [Target::Installer, Target::CloudImage] {
+            let mut bodies = SharedBodies::default();
+            for plan in &plans {
+                let docs = for_machine(&cluster, plan, target, &mut bodies).expect("renders");
+                for ((name, bytes), sum) in docs.files().into_iter().zip(docs.sha256()) {
+                    let want: [u8; 32] = Sha256::digest(bytes).into();
+                    assert_eq!(*sum, want, "{} {name} ({target:?})", plan.machine.name);
+                }
+            }
+        }
+    }
+
     /// Bodies whose block scalars need indicators (leading spaces, kept or
     /// stripped final newlines), that YAML must quote, or that hold the
     /// placeholder text itself (then the document is serialized whole).

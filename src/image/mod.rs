@@ -86,7 +86,10 @@ pub(crate) fn content_digest(
 
 /// The SHA-256 of each file, for a caller that has not hashed them.
 pub(crate) fn file_digests(files: &[(&str, &[u8])]) -> Vec<[u8; 32]> {
-    files.iter().map(|(_, d)| Sha256::digest(d).into()).collect()
+    files
+        .iter()
+        .map(|(_, d)| Sha256::digest(d).into())
+        .collect()
 }
 
 /// Writes the non-zero 4 KiB blocks of `bytes` and seeks over the rest; the
