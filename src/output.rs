@@ -36,6 +36,9 @@ struct Job {
     file: fs::File,
     bytes: Bytes,
     sparse: bool,
+    /// Its SHA-256 when the caller has it already (documents are hashed
+    /// as they are rendered); the writer thread hashes the others.
+    sha256: Option<[u8; 32]>,
 }
 
 /// A file's bytes, or the work that makes them (a disk image), done on the
@@ -73,7 +76,10 @@ impl Writer {
                     job.file.write_all(&bytes).map_err(Into::into)
                 };
                 written.with_context(|| format!("writing {}", job.path.display()))?;
-                let sum = hex::encode(Sha256::digest(&bytes));
+                let sum = match job.sha256 {
+                    Some(known) => hex::encode(known),
+                    None => hex::encode(Sha256::digest(&bytes)),
+                };
                 out.push((job.rel, sum, bytes.len() as u64));
             }
             Ok(out)
@@ -183,7 +189,14 @@ impl Staging {
     /// failure to write them is returned by a later call ([`Staging::flush`]
     /// at the latest, which [`Staging::commit`] calls).
     pub fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
-        self.queue(rel, Bytes::Ready(bytes.to_vec()), false)
+        self.queue(rel, Bytes::Ready(bytes.to_vec()), false, None)
+    }
+
+    /// [`Staging::write`] of bytes whose SHA-256 the caller computed (see
+    /// [`crate::documents::Documents::sha256`]): the manifest takes it as
+    /// it is instead of hashing the bytes again.
+    pub fn write_hashed(&mut self, rel: &str, bytes: &[u8], sha256: [u8; 32]) -> Result<()> {
+        self.queue(rel, Bytes::Ready(bytes.to_vec()), false, Some(sha256))
     }
 
     /// Like [`Staging::write`] for a disk image `make` builds, on the
@@ -196,10 +209,16 @@ impl Staging {
         rel: &str,
         make: impl FnOnce() -> Result<Vec<u8>> + Send + 'static,
     ) -> Result<()> {
-        self.queue(rel, Bytes::Make(Box::new(make)), true)
+        self.queue(rel, Bytes::Make(Box::new(make)), true, None)
     }
 
-    fn queue(&mut self, rel: &str, bytes: Bytes, sparse: bool) -> Result<()> {
+    fn queue(
+        &mut self,
+        rel: &str,
+        bytes: Bytes,
+        sparse: bool,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<()> {
         let (path, file) = self.create(rel)?;
         let job = Job {
             rel: rel.to_string(),
@@ -207,6 +226,7 @@ impl Staging {
             file,
             bytes,
             sparse,
+            sha256,
         };
         let writer = self.writer.get_or_insert_with(Writer::spawn);
         if !writer.send(job) {

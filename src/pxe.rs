@@ -224,8 +224,8 @@ fn kernel_args(url: &PxeUrl, iso_file: &str) -> (String, String) {
 
 /// Writes one machine's nocloud-net seed under `pxe/seeds/`.
 pub fn write_seed(staging: &mut Staging, m: &Machine, docs: &Documents) -> Result<()> {
-    for (name, bytes) in docs.files() {
-        staging.write(&format!("pxe/seeds/{}/{name}", m.name), bytes)?;
+    for ((name, bytes), sum) in docs.files().into_iter().zip(docs.sha256()) {
+        staging.write_hashed(&format!("pxe/seeds/{}/{name}", m.name), bytes, *sum)?;
     }
     Ok(())
 }

@@ -51,7 +51,8 @@ pub fn build_fat(files: &[(&str, &[u8])], label: &str, epoch: i64) -> anyhow::Re
     let size = fat_size(files)?;
     let len = usize::try_from(size).context("FAT image size does not fit in memory")?;
     let mut image = vec![0u8; len];
-    let digest = content_digest(super::SEED_DOMAIN, files, label, epoch);
+    let sha256 = super::file_digests(files);
+    let digest = content_digest(super::SEED_DOMAIN, files, &sha256, label, epoch);
     format_into(&mut image, files, label, epoch, volume_id(&digest))?;
     Ok(image)
 }

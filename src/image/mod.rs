@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
 pub use fat::build_fat;
-pub use seed::{seed_image, write_seed_image};
+pub use seed::{seed_image, seed_image_hashed, write_seed_image};
 
 /// Granularity of the holes [`write_sparse`] leaves; the usual filesystem
 /// block size.
@@ -54,15 +54,20 @@ pub(crate) const SEED_DOMAIN: &str = "microseed seed";
 
 /// A digest of everything that determines an image, used to derive the
 /// identifiers (volume id, GUIDs) that tools would otherwise pick at random.
+/// `sha256` holds each file's SHA-256, in `files` order: a build has them
+/// already (see [`crate::documents::Documents::sha256`]), so a file's bytes
+/// are not hashed again here.
 ///
 /// Lengths are hashed before each field so that moving bytes between a name
 /// and its contents cannot produce the same digest.
 pub(crate) fn content_digest(
     domain: &str,
     files: &[(&str, &[u8])],
+    sha256: &[[u8; 32]],
     label: &str,
     epoch: i64,
 ) -> [u8; 32] {
+    debug_assert_eq!(files.len(), sha256.len(), "one digest per file");
     let mut hasher = Sha256::new();
     let mut field = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -71,11 +76,20 @@ pub(crate) fn content_digest(
     field(domain.as_bytes());
     field(label.as_bytes());
     field(&epoch.to_le_bytes());
-    for (name, data) in files {
+    for ((name, data), sum) in files.iter().zip(sha256) {
         field(name.as_bytes());
-        field(data);
+        field(&(data.len() as u64).to_le_bytes());
+        field(sum);
     }
     hasher.finalize().into()
+}
+
+/// The SHA-256 of each file, for a caller that has not hashed them.
+pub(crate) fn file_digests(files: &[(&str, &[u8])]) -> Vec<[u8; 32]> {
+    files
+        .iter()
+        .map(|(_, d)| Sha256::digest(d).into())
+        .collect()
 }
 
 /// Writes the non-zero 4 KiB blocks of `bytes` and seeks over the rest; the

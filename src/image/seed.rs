@@ -40,6 +40,17 @@ const BACKUP_GPT_SECTORS: u64 = 33;
 /// of GPT and alignment, a FAT of 128 KiB, the 16.5 KiB backup GPT); files
 /// over about 75 KB take a larger FAT.
 pub fn seed_image(files: &[(&str, &[u8])], epoch: i64) -> anyhow::Result<Vec<u8>> {
+    seed_image_hashed(files, &super::file_digests(files), epoch)
+}
+
+/// [`seed_image`] of files whose SHA-256s the caller has (`sha256`, in
+/// `files` order), as a build does: the image's identifiers come from them.
+pub fn seed_image_hashed(
+    files: &[(&str, &[u8])],
+    sha256: &[[u8; 32]],
+    epoch: i64,
+) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(files.len() == sha256.len(), "one SHA-256 per seed file");
     let fat_bytes = fat::fat_size(files)?;
     let fat_sectors = fat_bytes / SECTOR;
     let total_sectors = PARTITION_START_LBA + fat_sectors + BACKUP_GPT_SECTORS;
@@ -53,7 +64,7 @@ pub fn seed_image(files: &[(&str, &[u8])], epoch: i64) -> anyhow::Result<Vec<u8>
     let partition = &mut image[start..end];
     // One digest of the content names the disk, the partition and the
     // volume: hashing the files once per identifier was 8% of a fleet build.
-    let digest = content_digest(super::SEED_DOMAIN, files, SEED_LABEL, epoch);
+    let digest = content_digest(super::SEED_DOMAIN, files, sha256, SEED_LABEL, epoch);
     fat::format_into(partition, files, SEED_LABEL, epoch, fat::volume_id(&digest))
         .context("building the CIDATA filesystem")?;
     set_hidden_sectors(partition, PARTITION_START_LBA)?;

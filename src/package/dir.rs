@@ -25,8 +25,8 @@ impl Packager for Dir {
         docs: &Documents,
         staging: &mut Staging,
     ) -> Result<()> {
-        for (name, bytes) in docs.files() {
-            staging.write(&format!("{}/{name}", m.name), bytes)?;
+        for ((name, bytes), sum) in docs.files().into_iter().zip(docs.sha256()) {
+            staging.write_hashed(&format!("{}/{name}", m.name), bytes, *sum)?;
         }
         Ok(())
     }

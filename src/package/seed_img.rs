@@ -29,7 +29,7 @@ impl Packager for SeedImg {
         let docs = docs.clone();
         let (epoch, name) = (run.epoch, m.name.clone());
         staging.write_sparse_with(&format!("{}/seed.img", m.name), move || {
-            crate::image::seed_image(&docs.files(), epoch)
+            crate::image::seed_image_hashed(&docs.files(), docs.sha256(), epoch)
                 .with_context(|| format!("making the seed image of {name}"))
         })
     }
