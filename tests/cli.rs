@@ -230,3 +230,53 @@ fn init_with_an_unknown_release_exits_2_and_writes_nothing() {
     );
     assert!(!d.path().join("c").exists());
 }
+
+/// A release profile is read only by the runs that use it, found by its
+/// file name: a broken one in an overlay stops those runs (exit 1, naming
+/// the file, nothing written) and no others.
+#[test]
+fn a_broken_overlay_release_fails_only_the_runs_that_use_it() {
+    let s = common::Scratch::example();
+    let profiles = s.dir.path().join("profiles");
+    std::fs::create_dir_all(profiles.join("releases")).expect("mkdir");
+    let focal = std::fs::read_to_string(common::root().join("profiles/releases/20.04.yaml"))
+        .expect("shipped 20.04");
+    // Named for one release, saying another: refused when used.
+    std::fs::write(profiles.join("releases/site.yaml"), &focal).expect("write");
+    let run = |cmd: &[&str]| {
+        bin()
+            .env("HOME", s.dir.path())
+            .arg("--profiles")
+            .arg(&profiles)
+            .args(cmd)
+            .output()
+            .expect("run")
+    };
+    let cluster = s.cluster();
+    let cluster = cluster.to_str().expect("utf-8 path");
+    let o = run(&["check", cluster]);
+    assert!(
+        o.status.success(),
+        "20.04 does not read site.yaml: {:?}",
+        text(&o)
+    );
+    let site = std::fs::read_to_string(cluster)
+        .expect("read")
+        .replace("release: \"20.04\"", "release: site");
+    std::fs::write(cluster, site).expect("write");
+    let o = run(&["build", cluster, "-o", s.out().to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains(
+            "releases/site.yaml: release: got \"20.04\"; expected \"site\", the file's name"
+        ),
+        "{err}"
+    );
+    assert!(!s.out().exists(), "nothing written");
+    // A command acting on every release meets it too.
+    let cache = s.dir.path().join("cache");
+    let o = run(&["iso", "list", "--cache-dir", cache.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("releases/site.yaml"), "{:?}", text(&o));
+}
