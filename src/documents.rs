@@ -454,13 +454,27 @@ const STORAGE_SH: &str = include_str!("install/storage.sh");
 /// installed the system. Each is `sh -c SCRIPT NAME ARG...`: values reach the
 /// script as arguments, so no user string is ever parsed as shell.
 pub fn late_commands(cluster: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Vec<String>>> {
+    late_commands_with(cluster, plan, |_, script| script.to_string())
+}
+
+/// The scripts of [`late_commands`], in order: the same text for every
+/// machine, so a fleet build serializes them once (see [`SharedBodies`]).
+const INSTALL_SCRIPTS: [&str; 2] = [TARGET_FILES_SH, STORAGE_SH];
+
+/// [`late_commands`] with `script(j, text)` standing for the `j`th of
+/// [`INSTALL_SCRIPTS`].
+fn late_commands_with(
+    cluster: &Cluster,
+    plan: &Plan,
+    script: impl Fn(usize, &'static str) -> String,
+) -> anyhow::Result<Vec<Vec<String>>> {
     let net = yaml(&NetworkWrap {
         network: netplan(cluster, plan),
     })?;
     let files = vec![
         "sh".into(),
         "-c".into(),
-        TARGET_FILES_SH.into(),
+        script(0, INSTALL_SCRIPTS[0]),
         "microseed-target-files".into(),
         plan.machine.name.clone(),
         net,
@@ -471,7 +485,7 @@ pub fn late_commands(cluster: &Cluster, plan: &Plan) -> anyhow::Result<Vec<Vec<S
     let storage = vec![
         "sh".into(),
         "-c".into(),
-        STORAGE_SH.into(),
+        script(1, INSTALL_SCRIPTS[1]),
         "microseed-storage".into(),
         if data_volume { "data" } else { "root" }.into(),
         cluster.nfs.export_root.clone(),
@@ -535,11 +549,11 @@ impl SharedBodies {
         bodies
     }
 
-    fn find(&self, target: Target, line_prefix: &str, content: &str) -> Option<&str> {
-        self.known
-            .iter()
-            .find(|b| b.target == target && b.line_prefix == line_prefix && b.content == content)
-            .map(|b| b.yaml.as_str())
+    /// The index in `known` of `content` serialized after `line_prefix`.
+    fn find(&self, target: Target, line_prefix: &str, content: &str) -> Option<usize> {
+        self.known.iter().position(|b| {
+            b.target == target && b.line_prefix == line_prefix && b.content == content
+        })
     }
 }
 
@@ -573,17 +587,37 @@ fn placeholders_in(text: &str, shared: &[usize]) -> Option<Vec<usize>> {
 }
 
 /// The user-data of one machine, shared bodies serialized once per run.
+///
+/// A shared body is a slot: `0..files` are the plan's files (their
+/// `write_files` content), `files..` the installer's late-command scripts.
 fn user_data_sharing(
     cluster: &Cluster,
     plan: &Plan,
     target: Target,
     bodies: &mut SharedBodies,
 ) -> anyhow::Result<String> {
+    let files = plan.files.len();
+    let scripts: &[&'static str] = match target {
+        Target::Installer => &INSTALL_SCRIPTS,
+        Target::CloudImage => &[],
+    };
+    let content = |slot: usize| -> &str {
+        match slot.checked_sub(files) {
+            None => &plan.files[slot].content,
+            Some(j) => scripts[j],
+        }
+    };
     // Only bodies serde-saphyr writes as block scalars: a single line may be
     // folded or quoted, which depends on its length and position.
+    let long = |text: &str| text.len() >= bodies.min_len && text.contains('\n');
     let shared: Vec<usize> = (plan.files.iter().enumerate())
-        .filter(|(_, f)| f.shared && f.content.len() >= bodies.min_len && f.content.contains('\n'))
+        .filter(|(_, f)| f.shared && long(&f.content))
         .map(|(i, _)| i)
+        .chain(
+            (0..scripts.len())
+                .filter(|&j| long(scripts[j]))
+                .map(|j| files + j),
+        )
         .collect();
     let whole = || user_data(cluster, plan, target, cloud_config(cluster, plan));
     if shared.is_empty() {
@@ -591,27 +625,36 @@ fn user_data_sharing(
     }
     // Every shared body but `keep` as its placeholder.
     let marked = |keep: Option<usize>| {
-        cloud_config_with(cluster, plan, |i, f| {
+        let cc = cloud_config_with(cluster, plan, |i, f| {
             if Some(i) != keep && shared.contains(&i) {
                 placeholder(i)
             } else {
                 f.content.clone()
             }
+        });
+        user_data_with(cluster, plan, target, cc, |j, script| {
+            let slot = files + j;
+            if Some(slot) != keep && shared.contains(&slot) {
+                placeholder(slot)
+            } else {
+                script.to_string()
+            }
         })
     };
-    let text = user_data(cluster, plan, target, marked(None))?;
+    let text = marked(None)?;
     let Some(places) = placeholders_in(&text, &shared) else {
         return whole();
     };
-    let mut pieces: Vec<(usize, usize, String)> = Vec::new();
+    // (where, placeholder length, index of the body in `bodies.known`)
+    let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
     for (&i, &at) in shared.iter().zip(&places) {
         let mark = placeholder(i);
         let line_prefix = &text[text[..at].rfind('\n').map_or(0, |n| n + 1)..at];
-        let content = &plan.files[i].content;
-        let yaml = match bodies.find(target, line_prefix, content) {
-            Some(y) => y.to_string(),
+        let content = content(i);
+        let known = match bodies.find(target, line_prefix, content) {
+            Some(k) => k,
             None => {
-                let real = user_data(cluster, plan, target, marked(Some(i)))?;
+                let real = marked(Some(i))?;
                 let (before, after) = (&text[..at], &text[at + mark.len()..]);
                 if real.len() < before.len() + after.len()
                     || !real.starts_with(before)
@@ -619,25 +662,25 @@ fn user_data_sharing(
                 {
                     return whole();
                 }
-                let yaml = real[before.len()..real.len() - after.len()].to_string();
                 bodies.known.push(SharedBody {
                     target,
                     line_prefix: line_prefix.to_string(),
-                    content: content.clone(),
-                    yaml: yaml.clone(),
+                    content: content.to_string(),
+                    yaml: real[before.len()..real.len() - after.len()].to_string(),
                 });
-                yaml
+                bodies.known.len() - 1
             }
         };
-        pieces.push((at, mark.len(), yaml));
+        pieces.push((at, mark.len(), known));
     }
     pieces.sort_by_key(|p| p.0);
+    let yaml = |k: usize| bodies.known[k].yaml.as_str();
     let mut out =
-        String::with_capacity(text.len() + pieces.iter().map(|p| p.2.len()).sum::<usize>());
+        String::with_capacity(text.len() + pieces.iter().map(|p| yaml(p.2).len()).sum::<usize>());
     let mut from = 0;
-    for (at, len, yaml) in &pieces {
-        out.push_str(&text[from..*at]);
-        out.push_str(yaml);
+    for &(at, len, k) in &pieces {
+        out.push_str(&text[from..at]);
+        out.push_str(yaml(k));
         from = at + len;
     }
     out.push_str(&text[from..]);
@@ -650,6 +693,18 @@ fn user_data(
     plan: &Plan,
     target: Target,
     cc: CloudConfig,
+) -> anyhow::Result<String> {
+    user_data_with(cluster, plan, target, cc, |_, script| script.to_string())
+}
+
+/// [`user_data`] with `script` standing for the install scripts (see
+/// [`late_commands_with`]).
+fn user_data_with(
+    cluster: &Cluster,
+    plan: &Plan,
+    target: Target,
+    cc: CloudConfig,
+    script: impl Fn(usize, &'static str) -> String,
 ) -> anyhow::Result<String> {
     Ok(match target {
         Target::CloudImage => format!("#cloud-config\n{}", yaml(&cc)?),
@@ -668,7 +723,7 @@ fn user_data(
                     authorized_keys: cluster.admin.ssh_keys.clone(),
                     allow_pw: cluster.ssh.password_auth,
                 },
-                late_commands: late_commands(cluster, plan)?,
+                late_commands: late_commands_with(cluster, plan, script)?,
                 user_data: cc,
             };
             format!(

@@ -21,9 +21,10 @@ pub struct PlannedFile {
     pub path: String,
     pub content: String,
     pub mode: String,
-    /// The same body for every machine of the run (a machine-independent
-    /// template, such as /etc/hosts): [`crate::documents`] serializes it
-    /// once per run instead of once per machine.
+    /// A body other machines of the run are likely to share (a template
+    /// that reads nothing of the machine itself, such as /etc/hosts or a
+    /// step's unit): [`crate::documents`] serializes each such text once
+    /// per run instead of once per machine.
     #[serde(skip)]
     pub shared: bool,
 }
@@ -110,6 +111,12 @@ pub struct Planner<'a> {
     /// /etc/hosts lists every machine, so rendering it per machine made a
     /// fleet build quadratic in tera lookups.
     shared: std::collections::HashMap<String, String>,
+    /// Output of templates that read some per-machine variables but not
+    /// `machine` (a step's unit reads `step`, the firewall script
+    /// `firewall`), by template name and those variables' values: machines
+    /// of one role mostly have equal values, and rendering the same text
+    /// again for each was a tenth of a fleet build.
+    by_values: std::collections::HashMap<(String, String), String>,
 }
 
 impl<'a> Planner<'a> {
@@ -140,6 +147,7 @@ impl<'a> Planner<'a> {
             ctx,
             snippets: Default::default(),
             shared: Default::default(),
+            by_values: Default::default(),
         })
     }
 
@@ -349,18 +357,35 @@ impl<'a> Planner<'a> {
     }
 
     /// Renders a file template for the current machine, reusing the output
-    /// of a machine-independent template rendered for an earlier machine;
-    /// true with the output when every machine gets the same.
+    /// of an earlier machine when the template reads nothing that differs
+    /// between the two (see [`crate::templates::per_machine_reads`]); true
+    /// with the output when other machines are likely to get the same text
+    /// ([`PlannedFile::shared`]).
     fn render_file(&mut self, name: &str) -> Result<(String, bool)> {
         if let Some(out) = self.shared.get(name) {
             return Ok((out.clone(), true));
         }
-        let out = self.templates.render(name, &self.ctx)?;
-        let shared = self.templates.is_machine_independent(name);
-        if shared {
-            self.shared.insert(name.to_string(), out.clone());
+        let key = match self.templates.per_machine_reads(name)? {
+            Some([]) => {
+                let out = self.templates.render(name, &self.ctx)?;
+                self.shared.insert(name.to_string(), out.clone());
+                return Ok((out, true));
+            }
+            Some(reads) if !reads.contains(&"machine") => {
+                // The values as JSON: equal text exactly when the values
+                // the template can see are equal.
+                let values: Vec<Option<&tera::Value>> =
+                    reads.iter().map(|v| self.ctx.get(v)).collect();
+                (name.to_string(), serde_json::to_string(&values)?)
+            }
+            _ => return Ok((self.templates.render(name, &self.ctx)?, false)),
+        };
+        if let Some(out) = self.by_values.get(&key) {
+            return Ok((out.clone(), true));
         }
-        Ok((out, shared))
+        let out = self.templates.render(name, &self.ctx)?;
+        self.by_values.insert(key, out.clone());
+        Ok((out, true))
     }
 
     /// Expands a short template string from a profile.
@@ -427,5 +452,46 @@ impl<'a> Planner<'a> {
             from,
             comment,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A planner renders a template that reads only per-machine values
+    /// such as `step` or `firewall` once per distinct value; every machine
+    /// must still get exactly the text a planner of its own renders.
+    #[test]
+    fn a_planner_reusing_renders_gives_each_machine_its_own_text() {
+        let text = include_str!("../examples/eth2-staking/cluster.yaml");
+        let file = Path::new("cluster.yaml");
+        let raw = crate::schema::parse(file, text).expect("parses");
+        let profiles = Profiles::load(None).expect("embedded profiles");
+        let cluster = crate::validate::validate(file, &raw, &profiles).expect("valid");
+        let secrets = crate::secrets::generate().expect("secrets");
+        let mut one = Planner::new(&cluster, &profiles, &secrets, None).expect("planner");
+        // Twice round: the second time every reusable text comes from the
+        // first, across roles too.
+        for m in cluster.machines.iter().chain(&cluster.machines) {
+            let reused = one.plan(m).expect("plan");
+            let mut own = Planner::new(&cluster, &profiles, &secrets, None).expect("planner");
+            let fresh = own.plan(m).expect("plan");
+            assert_eq!(reused.files.len(), fresh.files.len(), "{}", m.name);
+            for (a, b) in reused.files.iter().zip(&fresh.files) {
+                assert_eq!(a.path, b.path, "{}", m.name);
+                assert_eq!(a.content, b.content, "{} {}", m.name, a.path);
+            }
+        }
+        assert!(
+            !one.by_values.is_empty(),
+            "step units are rendered once per step"
+        );
+        let roles: std::collections::BTreeSet<&str> =
+            cluster.machines.iter().map(|m| m.role.as_str()).collect();
+        assert!(
+            roles.len() >= 2,
+            "the example has machines of several roles"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! not all at start-up: a run that renders three pxe menus or one
 //! machine's scripts parses only those (start-up was mostly parsing).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
@@ -19,8 +19,9 @@ pub struct Templates {
     loaded: HashMap<String, PathBuf>,
     /// Every template of the tree is compiled (see [`Templates::load`]).
     all_loaded: bool,
-    /// Names of the templates whose output cannot depend on the machine.
-    independent: HashSet<String>,
+    /// Per compiled template, the per-machine variables its output can
+    /// depend on (see [`per_machine_reads`]); `None`: anything.
+    reads: HashMap<String, Option<Vec<&'static str>>>,
 }
 
 impl Templates {
@@ -35,7 +36,7 @@ impl Templates {
             tera,
             loaded: HashMap::new(),
             all_loaded: false,
-            independent: HashSet::new(),
+            reads: HashMap::new(),
         }
     }
 
@@ -53,9 +54,8 @@ impl Templates {
         if pulls_in_others(&asset.text) && !self.all_loaded {
             return self.load_all();
         }
-        if machine_independent(&asset.text) {
-            self.independent.insert(name.to_string());
-        }
+        self.reads
+            .insert(name.to_string(), per_machine_reads(&asset.text));
         self.tera
             .add_raw_template(name, &asset.text)
             .map_err(|e| anyhow!("{}", chain(&e)))
@@ -68,9 +68,8 @@ impl Templates {
         let mut all = Vec::new();
         for name in self.tree.list("")? {
             let asset = self.tree.get(&name)?.context("template vanished")?;
-            if machine_independent(&asset.text) {
-                self.independent.insert(name.clone());
-            }
+            self.reads
+                .insert(name.clone(), per_machine_reads(&asset.text));
             self.loaded.insert(name.clone(), asset.origin);
             all.push((name, asset.text));
         }
@@ -98,10 +97,12 @@ impl Templates {
             .map_or_else(|| name.to_string(), |p| p.display().to_string())
     }
 
-    /// True when the template's output is the same for every machine (see
-    /// [`machine_independent`]); it must have been rendered once.
-    pub fn is_machine_independent(&self, name: &str) -> bool {
-        self.independent.contains(name)
+    /// The per-machine variables the output of template `name` can depend
+    /// on (see [`per_machine_reads`]), compiling it first; `None`: anything,
+    /// so it must be rendered for every machine.
+    pub fn per_machine_reads(&mut self, name: &str) -> Result<Option<&[&'static str]>> {
+        self.load(name)?;
+        Ok(self.reads.get(name).and_then(|r| r.as_deref()))
     }
 
     /// Compiles a short template string (a profile value) under `name`.
@@ -129,21 +130,24 @@ fn pulls_in_others(src: &str) -> bool {
     })
 }
 
+/// The variables that differ between machines, in the planner's context.
+pub const PER_MACHINE: &[&str] = &["machine", "firewall", "packages", "steps", "step"];
+
 /// True when a template's output cannot depend on the machine it is
-/// rendered for: no tag names `machine` or `firewall` (the per-machine
-/// variables) or the whole context, none pulls in another template, and
-/// none calls a function whose result varies between calls. Conservative: a
-/// word in a string literal or a loop variable of that name counts too.
+/// rendered for (see [`per_machine_reads`]).
 pub fn machine_independent(src: &str) -> bool {
-    const PER_MACHINE: &[&str] = &[
-        "machine",
-        "firewall",
-        "packages",
-        "steps",
-        "step",
-        "__tera_context",
-    ];
+    per_machine_reads(src).is_some_and(|r| r.is_empty())
+}
+
+/// Which of the [`PER_MACHINE`] variables a template's tags name: its
+/// output is a function of their values (and of the cluster-wide context),
+/// so machines with equal values get equal text. `None` when it can depend
+/// on anything: a tag names the whole context, pulls in another template,
+/// or calls a function whose result varies between calls. Conservative: a
+/// word in a string literal or a loop variable of that name counts too.
+pub fn per_machine_reads(src: &str) -> Option<Vec<&'static str>> {
     const FORBIDDEN: &[&str] = &[
+        "__tera_context",
         "include",
         "import",
         "extends",
@@ -153,6 +157,7 @@ pub fn machine_independent(src: &str) -> bool {
         "get_random",
         "get_env",
     ];
+    let mut reads: Vec<&'static str> = Vec::new();
     let mut rest = src;
     while let Some(open) = rest.find(['{']) {
         let after = &rest[open + 1..];
@@ -165,9 +170,7 @@ pub fn machine_independent(src: &str) -> bool {
                 continue;
             }
         };
-        let Some(end) = after.find(close) else {
-            return false;
-        };
+        let end = after.find(close)?;
         let tag = &after[1..end];
         rest = &after[end + close.len()..];
         if close == "#}" {
@@ -184,15 +187,22 @@ pub fn machine_independent(src: &str) -> bool {
                 }
                 let word = &tag[start..i];
                 let is_attr = tag[..start].trim_end().ends_with('.');
-                if FORBIDDEN.contains(&word) || (!is_attr && PER_MACHINE.contains(&word)) {
-                    return false;
+                if FORBIDDEN.contains(&word) {
+                    return None;
+                }
+                if !is_attr
+                    && let Some(v) = PER_MACHINE.iter().find(|v| **v == word)
+                    && !reads.contains(v)
+                {
+                    reads.push(v);
                 }
             } else {
                 i += 1;
             }
         }
     }
-    true
+    reads.sort_unstable();
+    Some(reads)
 }
 
 /// Single-quotes a value for POSIX shells: the only quoting with no special
@@ -244,6 +254,37 @@ mod tests {
         assert!(!machine_independent("{{ cluster.name }"));
         // `cluster.machine` is an attribute, not the per-machine variable.
         assert!(machine_independent("{{ cluster.machine }}"));
+    }
+
+    #[test]
+    fn a_template_depends_on_the_per_machine_variables_it_names() {
+        assert_eq!(per_machine_reads("{{ cluster.name }}"), Some(vec![]));
+        assert_eq!(
+            per_machine_reads("{{ step.name }}: {{ step.run | join(sep=\" \") }}"),
+            Some(vec!["step"])
+        );
+        assert_eq!(
+            per_machine_reads(
+                "{% for r in firewall.rules %}{{ r.port }}{% endfor %}{{ packages }}"
+            ),
+            Some(vec!["firewall", "packages"])
+        );
+        assert_eq!(
+            per_machine_reads("{{ machine.name }} {% for s in steps %}{{ s }}{% endfor %}"),
+            Some(vec!["machine", "steps"])
+        );
+        // Attributes of cluster-wide values are not the variables.
+        assert_eq!(
+            per_machine_reads("{{ cluster.step }} {{ x.machine }}"),
+            Some(vec![])
+        );
+        assert_eq!(per_machine_reads("{{ __tera_context }}"), None);
+        assert_eq!(
+            per_machine_reads("{{ step.name }}{% include \"x\" %}"),
+            None
+        );
+        assert_eq!(per_machine_reads("{{ get_random(end=9) }}"), None);
+        assert_eq!(per_machine_reads("{{ step.name }"), None, "an unclosed tag");
     }
 
     #[test]
