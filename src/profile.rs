@@ -137,6 +137,7 @@ impl Profiles {
         if roles.is_empty() {
             return Err(anyhow!("no role profiles found under profiles/roles/"));
         }
+        check_overlay_release_names(&tree, &releases)?;
         Ok(Profiles {
             common,
             roles,
@@ -207,6 +208,38 @@ fn resolve(
         resolve(tree, layers, &own, &layer.layers, path, out)?;
         path.pop();
         out.push(name.clone());
+    }
+    Ok(())
+}
+
+/// A release file of the `--profiles` overlay whose `release:` names
+/// another release: before releases were found by file name, such a file
+/// (a `focal.yaml` saying "20.04") replaced that release; now nothing would
+/// read it, and the site's changes would be dropped without a word. So
+/// every run with an overlay refuses it. Overlay files alone are parsed
+/// here (a site has a few, the built-in ones stay parsed on first use),
+/// and one that does not parse is left to the runs that use it.
+fn check_overlay_release_names(
+    tree: &Tree,
+    releases: &BTreeMap<String, OnceLock<ReleaseProfile>>,
+) -> Result<()> {
+    for name in releases.keys() {
+        let file = format!("releases/{name}.yaml");
+        if !tree.overridden(&file) {
+            continue;
+        }
+        let Ok(r) = load_one::<ReleaseProfile>(tree, &file) else {
+            continue;
+        };
+        if r.release != *name {
+            bail!(
+                "{}: release: got {:?}; expected {name:?}, the file's name (a release profile is found by its file name: rename it to releases/{}.yaml to change release {:?})",
+                origin(tree, &file)?.display(),
+                r.release,
+                r.release,
+                r.release
+            );
+        }
     }
     Ok(())
 }
@@ -339,8 +372,10 @@ mod tests {
     /// other profiles load).
     fn release_error(files: &[(&str, &str)], name: &str) -> String {
         let d = overlay(files);
-        let p = Profiles::load(Some(d.path())).expect("the other profiles load");
-        format!("{:#}", p.release(name).expect_err("the release must fail"))
+        match Profiles::load(Some(d.path())) {
+            Ok(p) => format!("{:#}", p.release(name).expect_err("the release must fail")),
+            Err(e) => format!("{e:#}"),
+        }
     }
 
     fn ports(p: &RoleProfile) -> Vec<&str> {
@@ -575,6 +610,19 @@ mod tests {
         );
         assert!(
             e.contains("releases/22.04.yaml: release: got \"22.10\"; expected \"22.04\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_overlay_release_file_named_for_another_release_fails_every_run() {
+        // Once it replaced 20.04; unread now, it must not be dropped silently.
+        let focal = include_str!("../profiles/releases/20.04.yaml");
+        let d = overlay(&[("releases/focal.yaml", focal)]);
+        let e = format!("{:#}", Profiles::load(Some(d.path())).expect_err("refused"));
+        assert!(
+            e.contains("releases/focal.yaml: release: got \"20.04\"; expected \"focal\"")
+                && e.contains("rename it to releases/20.04.yaml"),
             "{e}"
         );
     }
