@@ -239,10 +239,8 @@ fn a_broken_overlay_release_fails_only_the_runs_that_use_it() {
     let s = common::Scratch::example();
     let profiles = s.dir.path().join("profiles");
     std::fs::create_dir_all(profiles.join("releases")).expect("mkdir");
-    let focal = std::fs::read_to_string(common::root().join("profiles/releases/20.04.yaml"))
-        .expect("shipped 20.04");
-    // Named for one release, saying another: refused when used.
-    std::fs::write(profiles.join("releases/site.yaml"), &focal).expect("write");
+    // A release file that does not parse: refused when used.
+    std::fs::write(profiles.join("releases/site.yaml"), "release: [broken\n").expect("write");
     let run = |cmd: &[&str]| {
         bin()
             .env("HOME", s.dir.path())
@@ -260,23 +258,48 @@ fn a_broken_overlay_release_fails_only_the_runs_that_use_it() {
         "20.04 does not read site.yaml: {:?}",
         text(&o)
     );
-    let site = std::fs::read_to_string(cluster)
-        .expect("read")
-        .replace("release: \"20.04\"", "release: site");
-    std::fs::write(cluster, site).expect("write");
+    let original = std::fs::read_to_string(cluster).expect("read");
+    std::fs::write(
+        cluster,
+        original.replace("release: \"20.04\"", "release: site"),
+    )
+    .expect("write");
     let o = run(&["build", cluster, "-o", s.out().to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
-    let err = text(&o).1;
-    assert!(
-        err.contains(
-            "releases/site.yaml: release: got \"20.04\"; expected \"site\", the file's name"
-        ),
-        "{err}"
-    );
+    assert!(text(&o).1.contains("releases/site.yaml"), "{:?}", text(&o));
     assert!(!s.out().exists(), "nothing written");
     // A command acting on every release meets it too.
     let cache = s.dir.path().join("cache");
     let o = run(&["iso", "list", "--cache-dir", cache.to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("releases/site.yaml"), "{:?}", text(&o));
+}
+
+#[test]
+fn an_overlay_release_named_for_another_release_fails_every_run() {
+    let s = common::Scratch::example();
+    let profiles = s.dir.path().join("profiles");
+    std::fs::create_dir_all(profiles.join("releases")).expect("mkdir");
+    let focal = std::fs::read_to_string(common::root().join("profiles/releases/20.04.yaml"))
+        .expect("shipped 20.04");
+    // Once this replaced 20.04; found by file name, nothing would read it.
+    std::fs::write(profiles.join("releases/site.yaml"), &focal).expect("write");
+    let cluster = s.cluster();
+    let o = bin()
+        .env("HOME", s.dir.path())
+        .arg("--profiles")
+        .arg(&profiles)
+        .args(["build", cluster.to_str().expect("utf-8")])
+        .args(["-o", s.out().to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains(
+            "releases/site.yaml: release: got \"20.04\"; expected \"site\", the file's name"
+        ) && err.contains("rename it to releases/20.04.yaml"),
+        "{err}"
+    );
+    assert!(!s.out().exists(), "nothing written");
 }
