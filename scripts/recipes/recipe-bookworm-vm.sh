@@ -10,6 +10,7 @@ MS_BOOKWORM_INCLUDE=systemd,systemd-sysv,udev,cloud-init,python3-cffi-backend,ne
 
 ms_bookworm_recipe_files() {
     printf '%s\n' "$MS_SCRIPTS_DIR/recipes/recipe-bookworm-vm.sh" "$MS_SCRIPTS_DIR/vm/vm-report.sh" "$MS_SCRIPTS_DIR/vm/vm-fake-master.sh" \
+        "$MS_SCRIPTS_DIR/vm/vm-status-watch.sh" \
         "$MS_SCRIPTS_DIR/vm/vm-cluster-agent.py" \
         "$MS_SCRIPTS_DIR/vm/vm-noble-ssh.sh" \
         "$MS_REPO_DIR/tests/fixtures/fakes/microk8s" "$MS_REPO_DIR/tests/fixtures/fakes/snap" \
@@ -92,6 +93,24 @@ EOF
 
     install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-report.sh" "$r/usr/local/sbin/microseed-report"
     install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-fake-master.sh" "$r/usr/local/sbin/microseed-test-fake-master"
+    # The first microseed-status snapshot showing a failing step, taken from
+    # before the steps start (see vm-status-watch.sh): the report's own
+    # polling starts after cloud-final and can miss the failure window.
+    install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-status-watch.sh" "$r/usr/local/sbin/microseed-test-status-watch"
+    cat >"$r/etc/systemd/system/microseed-test-status-watch.service" <<'UNIT'
+[Unit]
+Description=microseed tests: keep the first microseed-status snapshot that shows a failing step
+After=local-fs.target
+
+[Service]
+ExecStart=/usr/local/sbin/microseed-test-status-watch
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+    ln -sfn /etc/systemd/system/microseed-test-status-watch.service \
+        "$r/etc/systemd/system/multi-user.target.wants/microseed-test-status-watch.service"
     # A worker boots alone: with microseed.test.fake-master=IP on the kernel
     # command line, this stands in for the master at IP (its fingerprint
     # socket and cluster agent certificate), so the worker's join goes the
