@@ -30,7 +30,8 @@ polls=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^microseed\.test\.converge-polls=
 if [ -x /usr/local/sbin/microseed-status ]; then
     for _ in $(seq 1 "${polls:-${MS_CONVERGE_POLLS:-60}}"); do
         snap="$(/usr/local/sbin/microseed-status 2>&1)" && break
-        if [ -z "$failing" ] && grep -q 'failed' <<<"$snap"; then
+        # A step's row says failed (as in vm-status-watch.sh).
+        if [ -z "$failing" ] && grep -qE '^[^ ]+ +failed' <<<"$snap"; then
             failing="$snap"
         fi
         sleep 3

@@ -11,6 +11,10 @@
 # the stand-in microk8s injected. This watcher is already polling when the
 # steps start. It stops at the first failing snapshot, at convergence, or
 # after 30 minutes.
+# A failing snapshot is one where a step's row says "failed", not merely
+# one that mentions a failure: a step records its error before it updates
+# its row, so for a moment a row still says "running: attempt 1" above
+# that attempt's "last error" lines (a CI run kept such a snapshot).
 out=/run/microseed-test/status-while-failing
 status=/usr/local/sbin/microseed-status
 mkdir -p "${out%/*}"
@@ -18,7 +22,7 @@ end=$((SECONDS + 1800))
 while [ "$SECONDS" -lt "$end" ]; do
     if [ -x "$status" ]; then
         snap="$("$status" 2>&1)" && exit 0
-        if grep -q 'failed' <<<"$snap"; then
+        if grep -qE '^[^ ]+ +failed' <<<"$snap"; then
             printf '%s\n' "$snap" >"$out.new" && mv -f "$out.new" "$out"
             exit 0
         fi
