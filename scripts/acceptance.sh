@@ -347,6 +347,13 @@ cmd_run() {
         fail=$((fail + $(grep -c '^not ok - ' "$out/cluster-checks.txt" || true)))
     fi
     echo "acceptance: $pass passed, $fail failed" | tee -a "$out/results.txt"
+    if ((fail == 0)); then
+        # The VMs' disks (~90 MB each, holding the test cluster's join token)
+        # serve only to look into a failure; the reports stay.
+        rm -f "$out"/*/overlay.qcow2
+    else
+        ms_log "VM disks kept for diagnosis: $out/*/overlay.qcow2"
+    fi
     ((fail == 0))
 }
 
