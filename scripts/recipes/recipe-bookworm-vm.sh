@@ -97,7 +97,7 @@ EOF
     # before the steps start (see vm-status-watch.sh): the report's own
     # polling starts after cloud-final and can miss the failure window.
     install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-status-watch.sh" "$r/usr/local/sbin/microseed-test-status-watch"
-    cat >"$r/etc/systemd/system/microseed-test-status-watch.service" <<'UNIT'
+    cat >"$r/etc/systemd/system/microseed-test-status-watch.service" <<'EOF'
 [Unit]
 Description=microseed tests: keep the first microseed-status snapshot that shows a failing step
 After=local-fs.target
@@ -107,10 +107,7 @@ ExecStart=/usr/local/sbin/microseed-test-status-watch
 
 [Install]
 WantedBy=multi-user.target
-UNIT
-    mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
-    ln -sfn /etc/systemd/system/microseed-test-status-watch.service \
-        "$r/etc/systemd/system/multi-user.target.wants/microseed-test-status-watch.service"
+EOF
     # A worker boots alone: with microseed.test.fake-master=IP on the kernel
     # command line, this stands in for the master at IP (its fingerprint
     # socket and cluster agent certificate), so the worker's join goes the
@@ -127,9 +124,6 @@ ExecStart=/usr/local/sbin/microseed-test-fake-master
 [Install]
 WantedBy=multi-user.target
 EOF
-    mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
-    ln -sfn /etc/systemd/system/microseed-test-fake-master.service \
-        "$r/etc/systemd/system/multi-user.target.wants/microseed-test-fake-master.service"
     # The shared-network phase (cluster-phase.sh): the worker joins the real
     # master VM, whose stand-in cluster agent judges the token.
     install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-cluster-agent.py" "$r/usr/local/sbin/microseed-test-cluster-agent"
@@ -147,8 +141,6 @@ RestartSec=5
 [Install]
 WantedBy=multi-user.target
 EOF
-    ln -sfn /etc/systemd/system/microseed-test-cluster-agent.service \
-        "$r/etc/systemd/system/multi-user.target.wants/microseed-test-cluster-agent.service"
     # Ubuntu 24.04's socket-activated OpenSSH, on boots with
     # microseed.test.ubuntu=24.04 only (see vm-noble-ssh.sh): a generator
     # standing in for noble's sshd-socket-generator, and a unit that switches
@@ -172,9 +164,6 @@ TimeoutStartSec=120
 [Install]
 WantedBy=sysinit.target
 EOF
-    mkdir -p "$r/etc/systemd/system/sysinit.target.wants"
-    ln -sfn /etc/systemd/system/microseed-test-noble-ssh.service \
-        "$r/etc/systemd/system/sysinit.target.wants/microseed-test-noble-ssh.service"
     # Ordered after cloud-final (WantedBy=cloud-final). Also wanted by
     # multi-user.target without default dependencies (no ordering cycle), so a
     # boot where cloud-init is disabled still reports and powers off.
@@ -196,9 +185,12 @@ TimeoutStartSec=1800
 [Install]
 WantedBy=cloud-final.service multi-user.target
 EOF
-    mkdir -p "$r/etc/systemd/system/cloud-final.service.wants" "$r/etc/systemd/system/multi-user.target.wants"
-    ln -sfn /etc/systemd/system/microseed-report.service "$r/etc/systemd/system/cloud-final.service.wants/microseed-report.service"
-    ln -sfn /etc/systemd/system/microseed-report.service "$r/etc/systemd/system/multi-user.target.wants/microseed-report.service"
+    # The image's own systemctl makes each unit's links from its [Install]
+    # section (offline: nothing runs in the chroot).
+    chroot "$r" systemctl enable --quiet microseed-test-status-watch.service \
+        microseed-test-fake-master.service microseed-test-cluster-agent.service \
+        microseed-test-noble-ssh.service microseed-report.service ||
+        ms_die "enabling the test units in $r failed"
     # Quiet serial getty on ttyS0 is fine; no login needed.
 
     local k i
