@@ -48,6 +48,18 @@ pub enum MissingSecrets {
 
 /// Reads and validates the cluster file and its secrets.
 pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result<ClusterInputs> {
+    load_checked(file, src, missing, &|_| Ok(()))
+}
+
+/// [`load`], with `check` run on the validated cluster before the secrets
+/// file is read or created: an input that depends on the cluster (an ISO
+/// of another release) is refused before anything is written.
+pub fn load_checked(
+    file: &Path,
+    src: &GlobalOptions,
+    missing: MissingSecrets,
+    check: &dyn Fn(&Cluster) -> Result<()>,
+) -> Result<ClusterInputs> {
     let text = crate::input::read_text(file, crate::input::CLUSTER_FILE)?;
     let profiles = Profiles::load(src.profiles.as_deref())?;
     let raw = schema::parse(file, &text)?;
@@ -55,6 +67,7 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
     // a profile error (exit 1) like any other, found here before validation.
     profiles.release(&raw.release.value)?;
     let cluster = validate::validate(file, &raw, &profiles)?;
+    check(&cluster)?;
     let secrets_path = secrets::path_for(file);
     let mut warnings = validate::short_serial_warnings(file, &raw);
     let mut created = false;

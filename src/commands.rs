@@ -290,7 +290,12 @@ pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
     } else {
         MissingSecrets::Create
     };
-    let loaded = build::load(cluster, src, missing)?;
+    // The ISO must be the cluster's release (its .disk/info and volume ID).
+    let iso_release = |c: &crate::model::Cluster| match (&installer, &args.iso) {
+        (Some(_), Some(iso)) => crate::iso::identity::check_release(iso, &c.release.release),
+        _ => Ok(()),
+    };
+    let loaded = build::load_checked(cluster, src, missing, &iso_release)?;
     warn_all(&loaded.warnings);
     let _lock = outdir::lock(&abs_out)?;
     if !check {

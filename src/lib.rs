@@ -16,6 +16,7 @@ pub mod build;
 pub mod cleanup;
 pub mod commands;
 pub mod diag;
+pub mod diskid;
 pub mod documents;
 pub mod flash;
 pub mod image;

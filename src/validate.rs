@@ -636,13 +636,20 @@ fn check_machines<'r>(
             Some(d) => {
                 match &d.value {
                     DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)")),
-                    DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {p:?}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...")),
                     _ => {}
                 }
                 match &d.value {
                     DiskChoice::Largest => Disk::Largest,
                     DiskChoice::Serial(s) => Disk::Serial(s.clone()),
-                    DiskChoice::Path(p) => Disk::Path(p.clone()),
+                    // Only what subiquity can match reaches the autoinstall.
+                    DiskChoice::Path(p) => match crate::diskid::parse(p) {
+                        Ok(crate::diskid::DiskPath::Kernel(k)) => Disk::Path(k),
+                        Ok(crate::diskid::DiskPath::Serial(s)) => Disk::Serial(s),
+                        Err(e) => {
+                            c.err(d, f("disk.path"), e);
+                            Disk::Largest
+                        }
+                    },
                 }
             }
         };
@@ -1081,14 +1088,6 @@ fn is_serial(s: &str) -> bool {
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_-.:*?[]".contains(&c))
         && s.bytes().any(|c| c.is_ascii_alphanumeric())
-}
-
-fn is_dev_path(s: &str) -> bool {
-    s.starts_with("/dev/")
-        && s.len() > 5
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"_-.:/+".contains(&c))
-        && !s.split('/').any(|p| p == "..")
 }
 
 /// Below this many characters a plain serial is likely to occur inside

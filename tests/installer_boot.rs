@@ -118,7 +118,7 @@ fn noble_installer_built_by_the_cli_boots(firmware: &str) {
         .arg("-o")
         .arg(dir.path().join("out"))
         .args(["--format", "installer", "--machine", "worker-1", "--iso"])
-        .arg(fixture(Fixture::Jammy))
+        .arg(fixture(Fixture::Noble))
         .output()
         .expect("run microseed");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

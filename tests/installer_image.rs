@@ -16,7 +16,7 @@ fn configs_of(layout: Fixture) -> Vec<&'static str> {
             "boot/grub/loopback.cfg",
             "isolinux/txt.cfg",
         ],
-        Fixture::Jammy => vec!["boot/grub/grub.cfg", "boot/grub/loopback.cfg"],
+        Fixture::Jammy | Fixture::Noble => vec!["boot/grub/grub.cfg", "boot/grub/loopback.cfg"],
     }
 }
 
@@ -179,7 +179,7 @@ fn partition_tables_stay_valid_with_the_seed_partition() {
                 assert!(!v.to_lowercase().contains("crc"), "sgdisk -v:\n{v}");
                 assert!(!v.contains("backup"), "sgdisk -v:\n{v}");
             }
-            Fixture::Jammy => {
+            Fixture::Jammy | Fixture::Noble => {
                 assert_eq!(report.partition.gpt_entry, Some(4), "{report:?}");
                 let v = run_ok("sgdisk", &["-v", p]);
                 assert!(v.contains("No problems found"), "sgdisk -v:\n{v}");

@@ -26,7 +26,7 @@ fn build_with_iso(s: &Scratch, iso: &Path, out: &Path) -> std::process::Output {
 #[test]
 fn an_installer_image_given_as_iso_is_refused_naming_its_seed() {
     for fx in [Fixture::Focal, Fixture::Jammy] {
-        let s = Scratch::example();
+        let s = Scratch::new(fx.example_cluster());
         let first = s.dir.path().join("first");
         let o = build_with_iso(&s, &fixture(fx), &first);
         assert!(o.status.success(), "{fx:?}: {}", text(&o).1);
@@ -63,6 +63,74 @@ fn an_installer_image_given_as_iso_is_refused_naming_its_seed() {
         );
         assert!(!again.exists());
     }
+}
+
+#[test]
+fn an_iso_of_another_release_is_refused_naming_both_before_anything_is_written() {
+    for (cluster, iso) in [
+        (Fixture::Focal, Fixture::Noble),
+        (Fixture::Noble, Fixture::Focal),
+        (Fixture::Jammy, Fixture::Noble),
+    ] {
+        let s = Scratch::new(cluster.example_cluster());
+        // No secrets yet: a refused build must not create them either.
+        std::fs::remove_file(s.dir.path().join("secrets.yaml")).expect("rm secrets");
+        let out = s.dir.path().join("out");
+        let o = build_with_iso(&s, &fixture(iso), &out);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{cluster:?} with {iso:?}: {err}");
+        let want = format!(
+            "is Ubuntu {} according to its .disk/info, but the cluster file's release is {} \
+             (.disk/info \"Ubuntu-Server {} LTS",
+            iso.release(),
+            cluster.release(),
+            iso.release()
+        );
+        assert!(err.contains(&want), "{cluster:?} with {iso:?}: {err}");
+        assert!(err.contains("--iso"), "{err}");
+        assert!(!out.exists(), "output written");
+        assert!(
+            !s.dir.path().join("secrets.yaml").exists(),
+            "secrets created for a refused build"
+        );
+    }
+    // The matching release builds.
+    let s = Scratch::new(Fixture::Noble.example_cluster());
+    let o = build_with_iso(&s, &fixture(Fixture::Noble), &s.out());
+    assert!(o.status.success(), "{}", text(&o).1);
+}
+
+#[test]
+fn an_iso_naming_no_ubuntu_release_is_refused() {
+    // The 20.04 stand-in with .disk/info and the volume ID overwritten in
+    // place (same lengths): an ISO 9660 image that is no Ubuntu release.
+    let s = Scratch::example();
+    let mut bytes = std::fs::read(fixture(Fixture::Focal)).expect("fixture");
+    for (from, to) in [
+        (
+            &b"Ubuntu-Server 20.04 LTS \"Focal"[..],
+            &b"Debian-Server 12.x5 LTS \"Focal"[..],
+        ),
+        (
+            &b"Ubuntu-Server 20.04 LTS amd64"[..],
+            &b"Debian-Server 12.x5 LTS amd64"[..],
+        ),
+    ] {
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("string in the stand-in");
+        bytes[at..at + to.len()].copy_from_slice(to);
+    }
+    let iso = s.dir.path().join("other.iso");
+    std::fs::write(&iso, &bytes).expect("write");
+    let out = s.dir.path().join("out");
+    let o = build_with_iso(&s, &iso, &out);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("names no Ubuntu release"), "{err}");
+    assert!(err.contains("Debian-Server 12.x5"), "{err}");
+    assert!(!out.exists());
 }
 
 /// Byte offset of the seed partition (the last one), per sfdisk.

@@ -466,3 +466,54 @@ fn latest_and_new_tracks_pass_on_every_release() {
         }
     }
 }
+
+#[test]
+fn a_disk_path_the_installer_cannot_match_is_refused_with_the_form_to_use() {
+    // Subiquity compares `path` with kernel names only: these would stop
+    // the install with no disk found.
+    for path in [
+        "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4",
+        "/dev/disk/by-path/pci-0000:00:17.0-ata-1",
+        "/dev/mapper/root",
+    ] {
+        rejects(
+            &[(
+                "    ip: 172.20.10.12",
+                &format!("    ip: 172.20.10.12\n    disk: {{path: {path}}}"),
+            )],
+            "machines[2].disk.path",
+            52,
+            "disk: {serial: ID_SERIAL}",
+        );
+    }
+    rejects(
+        &[(
+            "    ip: 172.20.10.12",
+            "    ip: 172.20.10.12\n    disk: {path: /dev/nvme0n1p2}",
+        )],
+        "machines[2].disk.path",
+        52,
+        "is a partition; the installer takes a whole disk: give the disk, such as /dev/nvme0n1",
+    );
+}
+
+#[test]
+fn a_by_id_disk_path_is_installed_by_the_serial_it_names() {
+    let s = Scratch::new(&EXAMPLE.replacen(
+        "    ip: 172.20.10.12",
+        "    ip: 172.20.10.12\n    disk: {path: /dev/disk/by-id/ata-WDC_WD40EFRX-68N32N0_WD-WCC7K0TESTSER}",
+        1,
+    ));
+    let o = s.build(&["--machine", "worker-1"]);
+    assert!(o.status.success(), "{}", common::text(&o).1);
+    let ud = common::pyyaml(&s.out().join("worker-1/user-data"));
+    let m = &ud["autoinstall"]["storage"]["layout"]["match"];
+    assert_eq!(
+        m["serial"], "*WDC_WD40EFRX-68N32N0_WD-WCC7K0TESTSER*",
+        "{m}"
+    );
+    assert!(
+        m.get("path").is_none(),
+        "a by-id path reached subiquity: {m}"
+    );
+}

@@ -4,9 +4,11 @@
 //! [`iso9660`] finds files in the image, [`bootcfg`] rewrites kernel command
 //! lines at equal length, [`parttable`] reads the hybrid layout and registers
 //! the seed partition, [`patch`] puts it together, [`download`] fetches and
-//! verifies the ISO into a cache, [`trust`] checks Ubuntu's signature.
+//! verifies the ISO into a cache, [`trust`] checks Ubuntu's signature,
+//! [`identity`] checks that an ISO is the cluster's release.
 pub mod bootcfg;
 pub mod download;
+pub mod identity;
 pub mod iso9660;
 pub mod parttable;
 pub mod patch;

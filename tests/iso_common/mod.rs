@@ -22,6 +22,29 @@ pub enum Fixture {
     Focal,
     /// Ubuntu 22.04's layout: GRUB only, GPT with an appended EFI partition.
     Jammy,
+    /// The 22.04 layout (24.04 kept it), saying 24.04 in `.disk/info` and
+    /// its volume ID.
+    Noble,
+}
+
+impl Fixture {
+    /// The example cluster file of the ISO's release.
+    pub fn example_cluster(self) -> &'static str {
+        match self {
+            Fixture::Focal => include_str!("../../examples/eth2-staking/cluster.yaml"),
+            Fixture::Jammy => include_str!("../../examples/eth2-staking-22.04/cluster.yaml"),
+            Fixture::Noble => include_str!("../../examples/eth2-staking-24.04/cluster.yaml"),
+        }
+    }
+
+    /// The release the ISO says it is, as a cluster file names it.
+    pub fn release(self) -> &'static str {
+        match self {
+            Fixture::Focal => "20.04",
+            Fixture::Jammy => "22.04",
+            Fixture::Noble => "24.04",
+        }
+    }
 }
 
 pub fn repo() -> PathBuf {
@@ -51,6 +74,7 @@ pub fn fixture(fx: Fixture) -> PathBuf {
     dir.join(match fx {
         Fixture::Focal => "ubuntu2004-standin.iso",
         Fixture::Jammy => "ubuntu2204-standin.iso",
+        Fixture::Noble => "ubuntu2404-standin.iso",
     })
 }
 
