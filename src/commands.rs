@@ -188,6 +188,55 @@ pub struct BuildArgs {
     /// files its manifest does not list): their contents are deleted.
     #[arg(long)]
     pub force: bool,
+    /// Mint a new join token although secrets.yaml is missing for a
+    /// cluster built before (OUT/SHA256SUMS or known_hosts exists):
+    /// machines installed with the old token must then be reinstalled.
+    #[arg(long)]
+    pub new_token: bool,
+}
+
+/// Refuses to mint a join token when `secrets.yaml` is gone but this
+/// cluster was built before: the machines already installed hold the old
+/// token, so a new one would quietly keep every rebuilt or added machine out.
+fn refuse_lost_secrets(cluster_file: &Path, out: &Path, c: &crate::model::Cluster) -> Result<()> {
+    let secrets_path = secrets::path_for(cluster_file);
+    if secrets_path.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let evidence: Vec<String> = [
+        out.join(crate::output::MANIFEST),
+        crate::status::known_hosts_path(cluster_file),
+    ]
+    .into_iter()
+    .filter(|p| p.symlink_metadata().is_ok())
+    .map(|p| p.display().to_string())
+    .collect();
+    if evidence.is_empty() {
+        return Ok(());
+    }
+    let master = c
+        .machines
+        .iter()
+        .find(|m| m.role == "master")
+        .map_or("MASTER".to_string(), |m| m.ip.to_string());
+    Err(InputErrors(vec![Diagnostic::error(
+        &secrets_path,
+        Default::default(),
+        "",
+        format!(
+            "missing, but this cluster was built before ({} exists): the installed machines \
+             hold its join token, and a new one would keep every rebuilt or added machine out. \
+             Recover the token from the master: `ssh -p {port} {user}@{master} sudo cat \
+             /etc/microseed/join-token`, then write {path} (mode 0600) as two lines, \
+             `version: 1` and `join_token: TOKEN`. Or pass --new-token to mint a new one on \
+             purpose and reinstall every machine",
+            evidence.join(" and "),
+            port = c.ssh.port,
+            user = c.admin.username,
+            path = secrets_path.display(),
+        ),
+    )])
+    .into())
 }
 
 /// What `build` reads, which OUT must stay clear of.
@@ -290,12 +339,19 @@ pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
     } else {
         MissingSecrets::Create
     };
-    // The ISO must be the cluster's release (its .disk/info and volume ID).
-    let iso_release = |c: &crate::model::Cluster| match (&installer, &args.iso) {
-        (Some(_), Some(iso)) => crate::iso::identity::check_release(iso, &c.release.release),
-        _ => Ok(()),
+    // Checked once the cluster is valid and before any secret is made: the
+    // ISO must be the cluster's release (its .disk/info and volume ID), and a
+    // lost secrets file must not pass quietly.
+    let before_secrets = |c: &crate::model::Cluster| {
+        if let (Some(_), Some(iso)) = (&installer, &args.iso) {
+            crate::iso::identity::check_release(iso, &c.release.release)?;
+        }
+        if missing == MissingSecrets::Create && !args.new_token {
+            refuse_lost_secrets(cluster, out, c)?;
+        }
+        Ok(())
     };
-    let loaded = build::load_checked(cluster, src, missing, &iso_release)?;
+    let loaded = build::load_checked(cluster, src, missing, &before_secrets)?;
     warn_all(&loaded.warnings);
     let _lock = outdir::lock(&abs_out)?;
     if !check {

@@ -1090,6 +1090,32 @@ fn is_serial(s: &str) -> bool {
         && s.bytes().any(|c| c.is_ascii_alphanumeric())
 }
 
+/// The public key every example ships (`admin@example`): its private half
+/// belongs to nobody who builds a cluster.
+const EXAMPLE_KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL";
+
+/// A warning for each admin key copied from the examples: with only that
+/// key, nobody can log in to the installed machines.
+pub fn example_key_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    raw.admin
+        .ssh_keys
+        .value
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.value.split_whitespace().nth(1) == Some(EXAMPLE_KEY))
+        .map(|(i, k)| {
+            Diagnostic::warning(
+                file,
+                pos(k),
+                format!("admin.ssh_keys[{i}]"),
+                "this is the examples' key (admin@example), not yours: nobody can log in with \
+                 it; replace it with your own public key (`cat ~/.ssh/id_ed25519.pub`, or make \
+                 one with `ssh-keygen -t ed25519`)",
+            )
+        })
+        .collect()
+}
+
 /// Below this many characters a plain serial is likely to occur inside
 /// another disk's `ID_SERIAL` too.
 const SHORT_SERIAL: usize = 6;

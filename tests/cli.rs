@@ -303,3 +303,69 @@ fn an_overlay_release_named_for_another_release_fails_every_run() {
     );
     assert!(!s.out().exists(), "nothing written");
 }
+
+#[test]
+fn a_lost_secrets_file_is_not_replaced_quietly_for_a_cluster_built_before() {
+    let s = common::Scratch::example();
+    let o = s.build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let sums = std::fs::read(s.out().join("SHA256SUMS")).expect("sums");
+    let secrets = s.dir.path().join("secrets.yaml");
+    std::fs::remove_file(&secrets).expect("rm secrets");
+
+    // OUT/SHA256SUMS shows the cluster was built: no new token.
+    let o = s.build(&[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for says in [
+        "missing, but this cluster was built before",
+        "SHA256SUMS exists",
+        "ssh -p 22 ubuntu@172.20.10.11 sudo cat /etc/microseed/join-token",
+        "--new-token",
+    ] {
+        assert!(err.contains(says), "no {says:?} in: {err}");
+    }
+    assert!(!secrets.exists(), "a secrets file was made");
+    assert_eq!(
+        std::fs::read(s.out().join("SHA256SUMS")).expect("sums"),
+        sums,
+        "the earlier output changed"
+    );
+
+    // known_hosts (from `status`) shows it too, whatever OUT is named.
+    std::fs::write(s.dir.path().join("known_hosts"), "").expect("known_hosts");
+    let o = bin()
+        .arg("build")
+        .arg(s.cluster())
+        .arg("-o")
+        .arg(s.dir.path().join("elsewhere"))
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("known_hosts exists"), "{err}");
+
+    // On purpose: a new token, said so.
+    let o = s.build(&["--new-token"]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("with a new join token"), "{err}");
+    let new = std::fs::read_to_string(&secrets).expect("new secrets");
+    assert!(
+        !new.contains(
+            common::SECRETS
+                .lines()
+                .find(|l| l.starts_with("join_token"))
+                .expect("token line")
+        )
+    );
+}
+
+#[test]
+fn a_first_build_mints_its_token_without_asking() {
+    let s = common::Scratch::example();
+    std::fs::remove_file(s.dir.path().join("secrets.yaml")).expect("rm secrets");
+    let o = s.build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(s.dir.path().join("secrets.yaml").exists());
+}
