@@ -500,13 +500,22 @@ pub fn render(
     machine: &str,
     document: &str,
     target: Target,
+    json: bool,
 ) -> Result<()> {
     let loaded = build::load(cluster, src, MissingSecrets::Require)?;
     warn_all(&loaded.warnings);
     let picked = build::select(&loaded, &[machine.to_string()])?;
     let docs = build::render_machines(&loaded, src, &picked, target)?;
     let text = docs[0].get(document).context("unknown document")?;
-    crate::commands::write_stdout(format_args!("{text}"))?;
+    if json {
+        // The document as a string: scripts get the exact bytes a seed holds.
+        outln!(
+            "{}",
+            json!({"ok": true, "machine": machine, "document": document, "text": text})
+        )?;
+    } else {
+        crate::commands::write_stdout(format_args!("{text}"))?;
+    }
     Ok(())
 }
 

@@ -60,24 +60,68 @@ with static addresses, chrony, ufw and unattended joins baked in.",
 )]
 struct Cli {
     /// Read role and release profiles from DIR, falling back to the built-in ones.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     profiles: Option<PathBuf>,
     /// Read templates from DIR, falling back to the built-in ones.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     templates: Option<PathBuf>,
     /// Treat warnings (such as a group-readable secrets file) as errors.
-    #[arg(long, global = true)]
+    #[arg(long)]
     strict: bool,
     /// Print machine-readable JSON on stdout instead of text.
-    #[arg(long, global = true)]
+    #[arg(long)]
     json: bool,
     /// Make any download an error: the installer ISO must already be in the
-    /// cache (see `microseed iso fetch`). `status`, which needs ssh to the
-    /// machines, refuses it.
-    #[arg(long, global = true)]
+    /// cache (see `microseed iso fetch`).
+    #[arg(long)]
     offline: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+// Each subcommand takes, after its name, exactly the flags that apply to it
+// (so its --help offers nothing it would refuse); the same flags before the
+// subcommand name are still read, for scripts written that way.
+
+/// `--profiles DIR`.
+#[derive(clap::Args, Default)]
+struct ProfilesFlag {
+    /// Read role and release profiles from DIR, falling back to the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    profiles: Option<PathBuf>,
+}
+
+/// `--templates DIR`, for the commands that render seeds.
+#[derive(clap::Args, Default)]
+struct TemplatesFlag {
+    /// Read templates from DIR, falling back to the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+}
+
+/// `--strict`, for the commands that read the secrets file.
+#[derive(clap::Args, Default)]
+struct StrictFlag {
+    /// Treat warnings (such as a group-readable secrets file) as errors.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// `--json`.
+#[derive(clap::Args, Default)]
+struct JsonFlag {
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--offline`, for the commands that may download.
+#[derive(clap::Args, Default)]
+struct OfflineFlag {
+    /// Make any download an error: the installer ISO must already be in the
+    /// cache (see `microseed iso fetch`).
+    #[arg(long)]
+    offline: bool,
 }
 
 #[derive(Subcommand)]
@@ -86,15 +130,43 @@ enum Command {
     #[command(
         after_help = "Examples:\n  microseed init mycluster --ssh-key ~/.ssh/id_ed25519.pub\n  microseed init mycluster --release 24.04    # that release's MicroK8s channel too"
     )]
-    Init(microseed::init::InitArgs),
+    Init {
+        #[command(flatten)]
+        args: microseed::init::InitArgs,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        j: JsonFlag,
+    },
     /// Validate a cluster file (and its secrets file, when present).
     #[command(after_help = "Example:\n  microseed check mycluster/cluster.yaml")]
-    Check { cluster: PathBuf },
+    Check {
+        cluster: PathBuf,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        s: StrictFlag,
+        #[command(flatten)]
+        j: JsonFlag,
+    },
     /// Build every machine's seed into OUT, replacing it atomically.
     #[command(
         after_help = "Examples:\n  microseed build mycluster/cluster.yaml -o out\n  microseed build mycluster/cluster.yaml -o out --machine worker-1 --machine worker-2\n  microseed build mycluster/cluster.yaml -o vms --target cloud-image\n  microseed build mycluster/cluster.yaml -o out --format dir,pxe --pxe-url http://172.20.10.5:8080\n  microseed build mycluster/cluster.yaml -o out --check   # exit 1 if out has drifted\n  microseed build mycluster/cluster.yaml -o out --format installer --iso ubuntu-20.04.6-live-server-amd64.iso"
     )]
-    Build(commands::BuildArgs),
+    Build {
+        #[command(flatten)]
+        args: commands::BuildArgs,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        t: TemplatesFlag,
+        #[command(flatten)]
+        s: StrictFlag,
+        #[command(flatten)]
+        j: JsonFlag,
+        #[command(flatten)]
+        o: OfflineFlag,
+    },
     /// Serve DIR (usually OUT/pxe) read-only over HTTP for netbooting.
     #[command(
         after_help = "Examples:\n  microseed serve out/pxe\n  microseed serve out/pxe --bind 172.20.10.5:8080\n\nOne log line per request on stderr: <client-ip> <method> <path> <status> <bytes> [machine=<name>]."
@@ -104,20 +176,48 @@ enum Command {
         /// Address and port to listen on (port 0 picks a free one).
         #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
         bind: String,
+        #[command(flatten)]
+        j: JsonFlag,
     },
     /// Re-hash every file OUT/SHA256SUMS lists; name changed, missing and unlisted files.
     #[command(
         after_help = "Examples:\n  microseed verify out\n  microseed verify /media/usb --json\n\nExit codes: 0 all files match, 1 any file changed, missing or unlisted."
     )]
-    Verify { out: PathBuf },
+    Verify {
+        out: PathBuf,
+        #[command(flatten)]
+        j: JsonFlag,
+    },
     /// Write a machine's installer (or seed image) to a USB stick or SD card, then read it back.
     #[command(
         after_help = "Examples:\n  microseed flash --list\n  microseed flash out/worker-1 /dev/sdb\n  microseed flash mycluster/cluster.yaml /dev/sdb --machine worker-1   # streamed from the cached ISO\n  microseed flash out/worker-1 /dev/sdc --format seed-img --yes\n\nOnly a whole, removable, unmounted disk is accepted; a fixed disk needs --force\nand its name typed at the terminal. Exit codes: 0 written and verified (\"safe to\nremove\"), 1 refused, failed or interrupted, 2 invalid input."
     )]
-    Flash(commands::FlashArgs),
+    Flash {
+        #[command(flatten)]
+        args: commands::FlashArgs,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        t: TemplatesFlag,
+        #[command(flatten)]
+        s: StrictFlag,
+        #[command(flatten)]
+        j: JsonFlag,
+        #[command(flatten)]
+        o: OfflineFlag,
+    },
     /// Ask every machine over ssh whether its first boot converged.
     #[command(after_help = STATUS_HELP)]
-    Status(microseed::status::StatusArgs),
+    Status {
+        #[command(flatten)]
+        args: microseed::status::StatusArgs,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        s: StrictFlag,
+        #[command(flatten)]
+        j: JsonFlag,
+    },
     /// Print one document of one machine to stdout.
     #[command(
         after_help = "Example:\n  microseed render mycluster/cluster.yaml worker-1 network-config"
@@ -129,6 +229,14 @@ enum Command {
         document: String,
         #[arg(long, value_enum, default_value = "installer")]
         target: Target,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        t: TemplatesFlag,
+        #[command(flatten)]
+        s: StrictFlag,
+        #[command(flatten)]
+        j: JsonFlag,
     },
     /// Fill and inspect the installer ISO cache (for offline rebuilds).
     #[command(subcommand)]
@@ -153,6 +261,12 @@ enum IsoCommand {
         /// Where ISOs are cached.
         #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        j: JsonFlag,
+        #[command(flatten)]
+        o: OfflineFlag,
     },
     /// List the cache: each ISO re-hashed, verified or not, its size.
     #[command(after_help = "Examples:\n  microseed iso list\n  microseed iso list --json")]
@@ -160,56 +274,126 @@ enum IsoCommand {
         /// Where ISOs are cached.
         #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        j: JsonFlag,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let src = GlobalOptions {
-        profiles: cli.profiles,
-        templates: cli.templates,
-        strict: cli.strict,
-    };
-    let json = cli.json;
-    let offline = cli.offline;
+    // A flag counts whether it came before the subcommand or after it.
+    let top = (
+        cli.profiles,
+        cli.templates,
+        cli.strict,
+        cli.json,
+        cli.offline,
+    );
+    let src =
+        |p: Option<ProfilesFlag>, t: Option<TemplatesFlag>, s: Option<StrictFlag>| GlobalOptions {
+            profiles: p.and_then(|p| p.profiles).or(top.0.clone()),
+            templates: t.and_then(|t| t.templates).or(top.1.clone()),
+            strict: top.2 || s.is_some_and(|s| s.strict),
+        };
+    let json_of = |j: &JsonFlag| top.3 || j.json;
+    let offline_of = |o: &OfflineFlag| top.4 || o.offline;
+    let mut json = top.3;
     let result = match cli.command {
-        Command::Init(args) => microseed::init::init(&args, src.profiles.as_deref(), json),
-        Command::Check { cluster } => commands::check(&cluster, &src, json),
-        Command::Build(mut args) => {
-            args.offline = offline;
-            commands::build(&src, &args, json)
+        Command::Init { args, p, j } => {
+            json = json_of(&j);
+            let src = src(Some(p), None, None);
+            microseed::init::init(&args, src.profiles.as_deref(), json)
+        }
+        Command::Check { cluster, p, s, j } => {
+            json = json_of(&j);
+            commands::check(&cluster, &src(Some(p), None, Some(s)), json)
+        }
+        Command::Build {
+            mut args,
+            p,
+            t,
+            s,
+            j,
+            o,
+        } => {
+            json = json_of(&j);
+            args.offline = offline_of(&o);
+            commands::build(&src(Some(p), Some(t), Some(s)), &args, json)
         }
         Command::Iso(IsoCommand::Fetch {
             releases,
             cache_dir,
-        }) => commands::iso_fetch(&src, &releases, cache_dir.as_deref(), offline, json),
-        Command::Iso(IsoCommand::List { cache_dir }) => {
-            commands::iso_list(&src, cache_dir.as_deref(), json)
+            p,
+            j,
+            o,
+        }) => {
+            json = json_of(&j);
+            let offline = offline_of(&o);
+            commands::iso_fetch(
+                &src(Some(p), None, None),
+                &releases,
+                cache_dir.as_deref(),
+                offline,
+                json,
+            )
         }
-        Command::Serve { dir, bind } => commands::serve(&dir, &bind, json),
-        Command::Verify { out } => commands::verify(&out, json),
-        Command::Flash(mut args) => {
-            args.offline = offline;
-            commands::flash(&src, &args, json)
+        Command::Iso(IsoCommand::List { cache_dir, p, j }) => {
+            json = json_of(&j);
+            commands::iso_list(&src(Some(p), None, None), cache_dir.as_deref(), json)
+        }
+        Command::Serve { dir, bind, j } => {
+            json = json_of(&j);
+            commands::serve(&dir, &bind, json)
+        }
+        Command::Verify { out, j } => {
+            json = json_of(&j);
+            commands::verify(&out, json)
+        }
+        Command::Flash {
+            mut args,
+            p,
+            t,
+            s,
+            j,
+            o,
+        } => {
+            json = json_of(&j);
+            args.offline = offline_of(&o);
+            commands::flash(&src(Some(p), Some(t), Some(s)), &args, json)
         }
         // status exists to reach the machines over ssh: --offline cannot
-        // mean anything for it, and ignoring the flag would surprise.
-        Command::Status(_) if offline => Err(microseed::diag::option_error(
+        // mean anything for it, and ignoring the flag would surprise. Only
+        // the form before the subcommand reaches here; `status --offline`
+        // is not one of status's flags at all.
+        Command::Status { .. } if top.4 => Err(microseed::diag::option_error(
             "--offline",
             "status reaches every machine over ssh, which is network use; \
              --offline applies to downloads (build, flash, iso fetch)",
         )),
-        Command::Status(args) => match microseed::status::run(&src, &args, json) {
-            Ok(0) => Ok(()),
-            Ok(code) => return ExitCode::from(code),
-            Err(e) => Err(e),
-        },
+        Command::Status { args, p, s, j } => {
+            json = json_of(&j);
+            match microseed::status::run(&src(Some(p), None, Some(s)), &args, json) {
+                Ok(0) => Ok(()),
+                Ok(code) => return ExitCode::from(code),
+                Err(e) => Err(e),
+            }
+        }
         Command::Render {
             cluster,
             machine,
             document,
             target,
-        } => commands::render(&cluster, &src, &machine, &document, target),
+            p,
+            t,
+            s,
+            j,
+        } => {
+            json = json_of(&j);
+            let src = src(Some(p), Some(t), Some(s));
+            commands::render(&cluster, &src, &machine, &document, target, json)
+        }
         Command::Completions { shell } => commands::completions(shell, &mut Cli::command()),
     };
     commands::exit(result, json)

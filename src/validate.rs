@@ -273,9 +273,31 @@ fn check_general<'p>(
     }
     if chrono_tz::Tz::from_str(&raw.timezone.value).is_err() {
         let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
-        let hint = nearest(&raw.timezone.value, &names)
-            .map(|n| format!("; did you mean {n:?}?"))
-            .unwrap_or_default();
+        // "Berlin" is a city: offer the zones named after it before spelling
+        // neighbours of the whole name.
+        let got = raw.timezone.value.trim().replace(' ', "_");
+        let cities: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| {
+                n.rsplit('/')
+                    .next()
+                    .is_some_and(|city| n.contains('/') && city.eq_ignore_ascii_case(&got))
+            })
+            .filter(|n| !n.starts_with("posix/") && !n.starts_with("right/"))
+            .collect();
+        let hint = match cities.as_slice() {
+            [] => nearest(&raw.timezone.value, &names).map(|n| format!("; did you mean {n:?}?")),
+            [one] => Some(format!("; did you mean {one:?}?")),
+            many => Some(format!(
+                "; did you mean one of {}?",
+                many.iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+        .unwrap_or_default();
         c.err(
             &raw.timezone,
             "timezone",
@@ -608,7 +630,8 @@ fn check_machines<'r>(
                     ),
                 );
             } else if is_mac(&mv.value) {
-                let norm = mv.value.to_ascii_lowercase();
+                // 52-54-00-… (Windows' form) is the same address.
+                let norm = mv.value.to_ascii_lowercase().replace('-', ":");
                 if let Some(prev) = macs.insert(norm.clone(), i) {
                     c.err(
                         mv,
@@ -995,6 +1018,24 @@ pub fn check_ssh_key(s: &str) -> Result<(), String> {
         sshd would refuse it and lock you out; make a new key with `ssh-keygen -t ed25519` \
         and use its .pub file";
     let line = s.trim();
+    // Two common slips, caught before the parser's terse errors. The value
+    // is never quoted back: a pasted private key must not reach a log.
+    if line.contains("PRIVATE KEY") {
+        return Err(
+            "this is a PRIVATE key (the value is not shown): take it out of the \
+            cluster file now and use the public key beside it (the same file name with .pub, \
+            such as ~/.ssh/id_ed25519.pub)"
+                .into(),
+        );
+    }
+    if !line.contains(char::is_whitespace)
+        && (line.starts_with('/') || line.starts_with('~') || line.starts_with("./"))
+    {
+        return Err(format!(
+            "{line:?} is a path to a key file, not a key: paste the line the file holds \
+             (`cat {line}`), such as \"ssh-ed25519 AAAA... you@host\""
+        ));
+    }
     if line.contains('\n') || line.contains('\r') {
         return Err(format!("contains a line break; {EXPECTED}"));
     }
@@ -1057,8 +1098,9 @@ fn is_export_path(s: &str) -> bool {
 }
 
 fn is_mac(s: &str) -> bool {
-    let parts: Vec<&str> = s.split(':').collect();
-    parts.len() == 6
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    !(s.contains(':') && s.contains('-'))
+        && parts.len() == 6
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
@@ -1068,7 +1110,7 @@ fn is_mac(s: &str) -> bool {
 /// (multicast) address, which no network card has.
 fn is_unicast_mac(s: &str) -> bool {
     let first = u8::from_str_radix(&s[..2], 16).unwrap_or(1);
-    first & 1 == 0 && s.split(':').any(|p| p != "00")
+    first & 1 == 0 && s.split([':', '-']).any(|p| p != "00")
 }
 
 fn is_ifname(s: &str) -> bool {

@@ -167,9 +167,10 @@ fn unlisted(dir: &Path, known: &BTreeSet<String>) -> Result<Vec<Entry>> {
 /// file that is not ok plus a summary.
 pub fn print(entries: &[Entry], json: bool, what: &str) -> Result<()> {
     if json {
+        // One shape for every --json: an object with `ok`.
         return crate::outln!(
             "{}",
-            serde_json::to_string(entries).expect("entries serialize")
+            serde_json::json!({"ok": all_ok(entries), "files": entries})
         );
     }
     for e in entries.iter().filter(|e| e.status != Status::Ok) {

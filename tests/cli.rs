@@ -369,3 +369,100 @@ fn a_first_build_mints_its_token_without_asking() {
     assert!(o.status.success(), "{}", text(&o).1);
     assert!(s.dir.path().join("secrets.yaml").exists());
 }
+
+#[test]
+fn render_json_is_an_object_holding_the_documents_exact_text() {
+    let s = common::Scratch::example();
+    let plain = bin()
+        .args(["render"])
+        .arg(s.cluster())
+        .args(["worker-1", "network-config"])
+        .output()
+        .expect("run");
+    assert!(plain.status.success(), "{}", text(&plain).1);
+    let o = bin()
+        .args(["--json", "render"])
+        .arg(s.cluster())
+        .args(["worker-1", "network-config"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", text(&o).1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("render --json is JSON");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["machine"], "worker-1");
+    assert_eq!(v["document"], "network-config");
+    assert_eq!(v["text"].as_str().expect("text"), text(&plain).0);
+}
+
+#[test]
+fn each_subcommands_help_offers_only_the_flags_it_takes() {
+    let help = |args: &[&str]| {
+        let o = bin().args(args).arg("--help").output().expect("run");
+        assert!(o.status.success(), "{args:?}: {}", text(&o).1);
+        text(&o).0
+    };
+    let status = help(&["status"]);
+    assert!(
+        !status.contains("--offline"),
+        "status offers --offline: {status}"
+    );
+    assert!(!status.contains("--templates"), "{status}");
+    assert!(
+        status.contains("--json") && status.contains("--profiles"),
+        "{status}"
+    );
+    for cmd in [&["serve"][..], &["verify"]] {
+        let h = help(cmd);
+        for flag in ["--offline", "--profiles", "--templates", "--strict"] {
+            assert!(!h.contains(flag), "{cmd:?} offers {flag}: {h}");
+        }
+        assert!(h.contains("--json"), "{cmd:?}: {h}");
+    }
+    let completions = help(&["completions"]);
+    assert!(!completions.contains("--json"), "{completions}");
+    let build = help(&["build"]);
+    for flag in [
+        "--offline",
+        "--profiles",
+        "--templates",
+        "--strict",
+        "--json",
+    ] {
+        assert!(build.contains(flag), "build lacks {flag}: {build}");
+    }
+    assert!(help(&["iso", "fetch"]).contains("--offline"));
+    assert!(!help(&["iso", "list"]).contains("--offline"));
+
+    // A flag a subcommand does not take is refused by name, after it or
+    // (for --offline and status) before it.
+    let o = bin()
+        .arg("status")
+        .arg(common::root().join("examples/vm-lab/cluster.yaml"))
+        .arg("--offline")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--offline"), "{:?}", text(&o));
+}
+
+#[test]
+fn flags_count_before_or_after_the_subcommand() {
+    let s = common::Scratch::example();
+    for args in [
+        vec![
+            "--json".to_string(),
+            "check".into(),
+            s.cluster().display().to_string(),
+        ],
+        vec![
+            "check".to_string(),
+            s.cluster().display().to_string(),
+            "--json".into(),
+        ],
+    ] {
+        let o = bin().args(&args).output().expect("run");
+        assert!(o.status.success(), "{args:?}: {}", text(&o).1);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(v["ok"], true, "{args:?}");
+    }
+}

@@ -87,7 +87,7 @@ fn fake_sysroot(root: &Path) {
 
 #[test]
 fn closed_stdout_ends_every_command_quietly_with_failure() {
-    let s = Scratch::example();
+    let s = Scratch::new(&common::example_with_own_key());
     assert!(s.build(&[]).status.success());
     let cluster = s.cluster().display().to_string();
     let out = s.out().display().to_string();

@@ -517,3 +517,85 @@ fn a_by_id_disk_path_is_installed_by_the_serial_it_names() {
         "a by-id path reached subiquity: {m}"
     );
 }
+
+#[test]
+fn a_city_as_timezone_suggests_its_zone() {
+    rejects(
+        &[("timezone: America/Los_Angeles", "timezone: Berlin")],
+        "timezone",
+        6,
+        "did you mean \"Europe/Berlin\"?",
+    );
+}
+
+#[test]
+fn a_mac_with_dashes_is_read_as_the_same_address() {
+    let s = Scratch::new(&EXAMPLE.replacen(
+        "    ip: 172.20.10.12",
+        "    ip: 172.20.10.12\n    mac: 52-54-00-AB-CD-EF",
+        1,
+    ));
+    let o = s.build(&["--machine", "worker-1"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let net = common::pyyaml(&s.out().join("worker-1/network-config"));
+    assert!(
+        net.to_string()
+            .contains("\"macaddress\":\"52:54:00:ab:cd:ef\""),
+        "{net}"
+    );
+    rejects(
+        &[(
+            "    ip: 172.20.10.12",
+            "    ip: 172.20.10.12\n    mac: 52-54-00:ab:cd:ef",
+        )],
+        "machines[2].mac",
+        52,
+        "expected a MAC address such as 52:54:00:12:34:56",
+    );
+}
+
+#[test]
+fn a_key_file_path_or_a_private_key_in_ssh_keys_says_what_it_is() {
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL admin@example";
+    rejects(
+        &[(key, "~/.ssh/id_ed25519.pub")],
+        "admin.ssh_keys[0]",
+        23,
+        "is a path to a key file, not a key: paste the line the file holds (`cat ~/.ssh/id_ed25519.pub`)",
+    );
+    let private = "\"-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ SECRETBODY -----END OPENSSH PRIVATE KEY-----\"";
+    rejects(
+        &[(key, private)],
+        "admin.ssh_keys[0]",
+        23,
+        "this is a PRIVATE key (the value is not shown)",
+    );
+    let s = Scratch::new(&EXAMPLE.replacen(key, private, 1));
+    let (_, err) = text(&s.build(&[]));
+    assert!(
+        !err.contains("SECRETBODY"),
+        "the private key was echoed: {err}"
+    );
+}
+
+#[test]
+fn the_examples_key_is_warned_about_and_ones_own_is_not() {
+    let o = common::bin()
+        .arg("check")
+        .arg(Scratch::example().cluster())
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(":23:7: warning: admin.ssh_keys[0]: this is the examples' key"),
+        "{err}"
+    );
+    let o = common::bin()
+        .arg("check")
+        .arg(Scratch::new(&common::example_with_own_key()).cluster())
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert!(o.status.success() && !err.contains("warning"), "{err}");
+}

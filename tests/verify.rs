@@ -23,9 +23,11 @@ fn verify(s: &Scratch, json: bool) -> (Option<i32>, String, String) {
 }
 
 fn statuses(json: &str) -> Vec<(String, String)> {
-    let v: serde_json::Value = serde_json::from_str(json).expect("json list");
-    v.as_array()
-        .expect("a list")
+    let v: serde_json::Value = serde_json::from_str(json).expect("json object");
+    let files = v["files"].as_array().expect("a files list");
+    let all_ok = files.iter().all(|e| e["status"] == "ok");
+    assert_eq!(v["ok"], all_ok, "`ok` disagrees with the files: {v}");
+    files
         .iter()
         .map(|e| {
             (

@@ -8,6 +8,18 @@ use std::process::{Command, Output};
 
 pub const EXAMPLE: &str = include_str!("../../examples/eth2-staking/cluster.yaml");
 pub const SECRETS: &str = include_str!("../fixtures/secrets.yaml");
+/// A public key of the tests' own (its private half was never kept), for
+/// runs that must not draw the warning the examples' key gets.
+pub const OWN_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAF7EwQjYU9t1QvlLIjVCWu9Gf3he2BGXWluvXqjoR4l tester@microseed";
+
+/// The example with the examples' key replaced by [`OWN_KEY`].
+pub fn example_with_own_key() -> String {
+    let example_key = EXAMPLE
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- ssh-ed25519 "))
+        .expect("the example's key");
+    EXAMPLE.replacen(&format!("ssh-ed25519 {example_key}"), OWN_KEY, 1)
+}
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_microseed"))
