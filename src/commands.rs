@@ -1,6 +1,7 @@
 //! What each subcommand does, in terms of the library; printing and exit
 //! codes live here so the stages stay quiet and testable.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -239,6 +240,50 @@ fn refuse_lost_secrets(cluster_file: &Path, out: &Path, c: &crate::model::Cluste
     .into())
 }
 
+/// After `build --check`, on stderr: which differences matter to machines
+/// already installed. A machine added to the cluster changes every other
+/// machine's /etc/hosts and nothing else of theirs: say so, with the lines
+/// to add by hand, so nobody reinstalls a running master for it.
+fn explain_drift(fresh: &Path, out: &Path, entries: &[verify::Entry]) {
+    let hosts = verify::hosts_only_changes(fresh, out, entries);
+    let mut groups: Vec<(&[String], &[String], Vec<&str>)> = Vec::new();
+    for h in &hosts {
+        match groups
+            .iter_mut()
+            .find(|(a, r, _)| *a == h.add.as_slice() && *r == h.remove.as_slice())
+        {
+            Some(g) => g.2.push(&h.machine),
+            None => groups.push((&h.add, &h.remove, vec![&h.machine])),
+        }
+    }
+    for (add, remove, machines) in groups {
+        let mut what = String::new();
+        if !add.is_empty() {
+            what += &format!(" add `{}`", add.join("`, `"));
+        }
+        if !remove.is_empty() {
+            if !what.is_empty() {
+                what += " and";
+            }
+            what += &format!(" remove `{}`", remove.join("`, `"));
+        }
+        errln!(
+            "note: {}: only /etc/hosts differs, so installed machines need no reinstall; on \
+             each,{what} in /etc/hosts by hand (MicroK8s 1.24-1.27 masters refuse a joiner \
+             whose name they cannot resolve)",
+            machines.join(", ")
+        );
+    }
+    let new: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| e.status == verify::Status::Missing)
+        .filter_map(|e| e.path.split_once('/').map(|(m, _)| m))
+        .collect();
+    for m in new {
+        errln!("note: {m} is new: install it from the rebuilt output");
+    }
+}
+
 /// What `build` reads, which OUT must stay clear of.
 fn build_inputs(
     args: &BuildArgs,
@@ -378,6 +423,7 @@ pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
         build::build(&loaded, src, &request(&fresh))?;
         let entries = verify::compare(&fresh, out)?;
         verify::print(&entries, json, &format!("check {}", out.display()))?;
+        explain_drift(&fresh, out, &entries);
         if !verify::all_ok(&entries) {
             return Err(Reported(format!(
                 "{} differs from what {} builds now",

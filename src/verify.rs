@@ -184,3 +184,93 @@ pub fn print(entries: &[Entry], json: bool, what: &str) -> Result<()> {
         crate::outln!("{what}: {bad} of {} files differ", entries.len())
     }
 }
+
+/// A machine whose rebuilt user-data differs from the installed one only
+/// in `/etc/hosts` lines: a machine was added, removed or moved elsewhere
+/// in the cluster. It needs no reinstall, only these lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostsOnly {
+    pub machine: String,
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+/// user-data is a few hundred KiB at most; an out tree's file may be anything.
+const USER_DATA_MAX: u64 = 16 << 20;
+
+/// For `build --check`: the machines whose only change is `/etc/hosts`.
+pub fn hosts_only_changes(fresh: &Path, out: &Path, entries: &[Entry]) -> Vec<HostsOnly> {
+    let read = |p: &Path| -> Option<String> {
+        use std::io::Read;
+        let f = fs::File::open(p).ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut s = String::new();
+        f.take(USER_DATA_MAX).read_to_string(&mut s).ok()?;
+        Some(s)
+    };
+    entries
+        .iter()
+        .filter(|e| e.status == Status::Changed)
+        .filter_map(|e| Some((e.path.strip_suffix("/user-data")?, e)))
+        .filter(|(m, _)| !m.contains('/'))
+        .filter_map(|(machine, e)| {
+            let new = read(&fresh.join(&e.path))?;
+            let old = read(&out.join(&e.path))?;
+            let (add, remove) = (only_in(&new, &old), only_in(&old, &new));
+            let hostsish = |ls: &Vec<String>| ls.iter().all(|l| is_hosts_line(l));
+            (!(add.is_empty() && remove.is_empty()) && hostsish(&add) && hostsish(&remove)).then(
+                || HostsOnly {
+                    machine: machine.to_string(),
+                    add,
+                    remove,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The lines of `a` that `b` lacks, counted as a multiset, trimmed.
+fn only_in(a: &str, b: &str) -> Vec<String> {
+    let mut have: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in b.lines() {
+        *have.entry(l.trim()).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for l in a.lines() {
+        match have.get_mut(l.trim()) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => out.push(l.trim().to_string()),
+        }
+    }
+    out
+}
+
+/// `172.20.10.13 worker-2`: an /etc/hosts line as hosts.tera writes them.
+fn is_hosts_line(l: &str) -> bool {
+    let mut w = l.split_whitespace();
+    let (Some(ip), Some(name), None) = (w.next(), w.next(), w.next()) else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hosts_lines_count_as_a_hosts_only_change() {
+        let old = "a: 1\n        172.20.10.11 master\n";
+        let new = "a: 1\n        172.20.10.11 master\n        172.20.10.13 worker-2\n";
+        assert_eq!(only_in(new, old), vec!["172.20.10.13 worker-2"]);
+        assert!(only_in(old, new).is_empty());
+        assert!(is_hosts_line("172.20.10.13 worker-2"));
+        assert!(!is_hosts_line("address: 172.20.10.13"));
+        assert!(!is_hosts_line("- 172.20.10.13/20"));
+    }
+}

@@ -204,3 +204,40 @@ fn verify_of_a_directory_without_a_manifest_is_bad_input() {
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains("SHA256SUMS"));
 }
+
+#[test]
+fn check_after_adding_a_worker_says_installed_machines_need_only_a_hosts_line() {
+    let s = Scratch::example();
+    let o = s.build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let grown = common::EXAMPLE.replacen(
+        "    ip: 172.20.10.12\n",
+        "    ip: 172.20.10.12\n  - name: worker-2\n    role: worker\n    ip: 172.20.10.13\n",
+        1,
+    );
+    std::fs::write(s.cluster(), grown).expect("write");
+    let (code, _, err) = check(&s, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "note: master, nfs, worker-1: only /etc/hosts differs, so installed machines need \
+             no reinstall; on each, add `172.20.10.13 worker-2` in /etc/hosts by hand"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("note: worker-2 is new"), "{err}");
+
+    // A change that is not only /etc/hosts draws no such note.
+    std::fs::write(
+        s.cluster(),
+        common::EXAMPLE.replacen(
+            "timezone: America/Los_Angeles",
+            "timezone: Europe/Berlin",
+            1,
+        ),
+    )
+    .expect("write");
+    let (code, _, err) = check(&s, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("only /etc/hosts differs"), "{err}");
+}
