@@ -178,7 +178,7 @@ pub fn check_contents(out: &Path, abs: &Path, force: bool) -> Result<()> {
                to replace them anyway";
     let listed = match crate::verify::read_manifest(abs) {
         Ok(l) => l,
-        Err(_) if !abs.join(MANIFEST).exists() => {
+        Err(_) if fs::symlink_metadata(abs.join(MANIFEST)).is_err() => {
             return Err(refuse(
                 out,
                 format!(
@@ -216,6 +216,57 @@ pub fn check_contents(out: &Path, abs: &Path, force: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks, just before the swap, that what the user copied into OUT's
+/// provided directories (the PXE boot files) is what the staged tree
+/// carried over: a file added or replaced since would be lost with the
+/// old tree.
+pub fn check_carried(out: &Path, abs: &Path, staged: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut changed = Vec::new();
+    for dir in crate::package::provided_dirs() {
+        let rel = dir.trim_end_matches('/');
+        let mut stack = vec![PathBuf::from(rel)];
+        while let Some(r) = stack.pop() {
+            let Ok(old) = fs::symlink_metadata(abs.join(&r)) else {
+                continue;
+            };
+            let same = match fs::symlink_metadata(staged.join(&r)) {
+                Ok(new) if old.is_dir() => new.is_dir(),
+                Ok(new) if old.file_type().is_symlink() => {
+                    new.file_type().is_symlink()
+                        && fs::read_link(abs.join(&r)).ok() == fs::read_link(staged.join(&r)).ok()
+                }
+                Ok(new) => (new.dev(), new.ino()) == (old.dev(), old.ino()),
+                Err(_) => false,
+            };
+            if !same {
+                changed.push(r.display().to_string());
+                continue;
+            }
+            if old.is_dir() {
+                let entries = fs::read_dir(abs.join(&r))
+                    .with_context(|| format!("listing {}", abs.join(&r).display()))?;
+                for e in entries {
+                    let e = e.with_context(|| format!("listing {}", abs.join(&r).display()))?;
+                    stack.push(r.join(e.file_name()));
+                }
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    changed.sort();
+    Err(refuse(
+        out,
+        format!(
+            "changed during the build ({} added or replaced since it was carried into the new \
+             output); the swap would delete that: build again",
+            changed.join(", ")
+        ),
+    ))
 }
 
 /// Every non-directory entry under `dir`, relative; symlinks not followed.
@@ -377,9 +428,16 @@ pub fn check_tree(abs: &Path) -> Result<CheckTree> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
     let guard = crate::cleanup::register(dir.path());
+    crate::output::mark_leftover(dir.path())
+        .with_context(|| format!("creating {}", dir.path().display()))?;
     Ok(CheckTree { dir, _guard: guard })
 }
 
+/// Removes the trees killed runs left beside OUT: a name microseed gives
+/// (staging or `--check`, maybe `-dying`) is not enough, the tree must hold
+/// microseed's marker; a user's `.out.tmp-backup` is left alone. A tree
+/// that cannot be removed is warned about (it holds secrets), not an error:
+/// this run writes elsewhere and must not fail for it.
 fn sweep(parent: &Path, name: &str) -> Result<()> {
     let prefixes = [staging_prefix(name), check_prefix(name)];
     let ours = |fname: &str| prefixes.iter().any(|p| is_temp_name(fname, p));
@@ -392,10 +450,10 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
     for e in entries {
         let e = e.with_context(|| format!("listing {}", parent.display()))?;
         let fname = e.file_name().to_string_lossy().into_owned();
-        if !ours(&fname) {
+        let p = e.path();
+        if !ours(&fname) || !crate::output::is_leftover(&p) {
             continue;
         }
-        let p = e.path();
         let mounts = match &mounts {
             Some(m) => m,
             None => mounts.insert(mount_points()?),
@@ -407,18 +465,14 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
             );
             continue;
         }
-        let removed = if e.file_type()?.is_dir() {
-            fs::remove_dir_all(&p)
-        } else {
-            fs::remove_file(&p)
-        };
-        removed.with_context(|| {
-            format!(
-                "removing {}, left by an interrupted run (it holds seeds, so the join token)",
+        match crate::cleanup::remove_tree(&p) {
+            Ok(()) => crate::errln!("removed {}, left by an interrupted run", p.display()),
+            Err(err) => crate::errln!(
+                "warning: cannot remove {}, left by an earlier run: {err}; it holds seeds, so \
+                 the join token: delete it by hand",
                 p.display()
-            )
-        })?;
-        crate::errln!("removed {}, left by an interrupted run", p.display());
+            ),
+        }
     }
     Ok(())
 }

@@ -14,6 +14,31 @@ use sha2::{Digest, Sha256};
 
 pub const MANIFEST: &str = "SHA256SUMS";
 
+/// A file at the root of every tree microseed stages beside OUT (and of a
+/// previous output while it is removed): what tells a tree a killed run
+/// left from a user's own `.out.tmp-backup`, which only looks like one.
+pub const LEFTOVER_MARKER: &str = ".microseed-leftover";
+
+/// Marks `dir` as microseed's own, for [`is_leftover`].
+pub fn mark_leftover(dir: &Path) -> std::io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(LEFTOVER_MARKER))
+        .and_then(|mut f| {
+            f.write_all(b"left by microseed; the next build of this output removes it\n")
+        })
+}
+
+/// Whether `dir` (not followed if a symlink) is a tree microseed marked.
+pub fn is_leftover(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+        && fs::symlink_metadata(dir.join(LEFTOVER_MARKER)).is_ok_and(|m| m.is_file())
+}
+
 /// An output tree being built.
 pub struct Staging {
     /// Hashes and writes files on a second thread while the caller renders
@@ -142,6 +167,8 @@ impl Staging {
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
         let guard = crate::cleanup::register(dir.path());
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
+        mark_leftover(dir.path())
+            .with_context(|| format!("creating {}", dir.path().display()))?;
         Ok(Staging {
             dir,
             _guard: guard,
@@ -280,8 +307,10 @@ impl Staging {
         self.bytes += len;
     }
 
-    /// Writes the manifest and swaps the tree into place.
-    pub fn commit(mut self) -> Result<Written> {
+    /// Writes the manifest and swaps the tree into place. `before_swap`
+    /// runs last, with the staged tree's path, and may refuse: the checks on
+    /// OUT must hold at the swap, not only when the build started.
+    pub fn commit(mut self, before_swap: impl FnOnce(&Path) -> Result<()>) -> Result<Written> {
         self.flush()?;
         let manifest = manifest_text(&self.sums);
         let mpath = self.path_for(MANIFEST)?;
@@ -292,8 +321,17 @@ impl Staging {
             .open(&mpath)?;
         f.write_all(manifest.as_bytes())?;
         self.bytes += manifest.len() as u64;
+        crate::cleanup::pause_point("before-swap");
+        before_swap(self.dir.path())?;
+        let marker = self.dir.path().join(LEFTOVER_MARKER);
+        fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
         sync_tree(self.dir.path())?;
-        if self.target.exists() {
+        let written = Written {
+            dir: self.target.clone(),
+            files: std::mem::take(&mut self.sums),
+            bytes: self.bytes,
+        };
+        if fs::symlink_metadata(&self.target).is_ok() {
             rustix::fs::renameat_with(
                 rustix::fs::CWD,
                 self.dir.path(),
@@ -302,17 +340,51 @@ impl Staging {
                 rustix::fs::RenameFlags::EXCHANGE,
             )
             .with_context(|| format!("swapping the new output into {}", self.target.display()))?;
-            // The TempDir now holds the previous output; dropping it removes it.
+            // The staging path now holds the previous output.
+            self.remove_previous()?;
         } else {
-            let staged = self.dir.keep();
-            fs::rename(&staged, &self.target)
+            // On failure the TempDir still owns the tree and removes it.
+            fs::rename(self.dir.path(), &self.target)
                 .with_context(|| format!("moving the output into {}", self.target.display()))?;
+            let _ = self.dir.keep();
         }
-        Ok(Written {
-            dir: self.target.clone(),
-            files: std::mem::take(&mut self.sums),
-            bytes: self.bytes,
-        })
+        Ok(written)
+    }
+
+    /// Removes the previous output, swapped to the staging path. Its
+    /// removal failing is an error: it holds the previous seeds, so the
+    /// join token, and must not sit there unnoticed.
+    fn remove_previous(self) -> Result<()> {
+        let old = self.dir.keep();
+        let failed = |why: String| {
+            anyhow::anyhow!(
+                "the new output is in place in {}, but the previous one, moved to {}, was not \
+                 removed: {why}. It holds the previous seeds and so the join token: delete it \
+                 by hand (the next build of {} tries again)",
+                self.target.display(),
+                old.display(),
+                self.target.display()
+            )
+        };
+        // Mounted meanwhile: emptying it is what the checks on OUT refuse.
+        let mounts = crate::outdir::mount_points()?;
+        if let Some(m) = mounts.iter().find(|m| m.starts_with(&old)) {
+            return Err(failed(format!("{} is a mount point inside it", m.display())));
+        }
+        // Marked first (its root made writable if the user made it read-
+        // only), so a run killed while removing it leaves a tree the next
+        // run recognises.
+        let meta = fs::symlink_metadata(&old)?;
+        if meta.is_dir() {
+            let mode = meta.permissions().mode();
+            if mode & 0o700 != 0o700 {
+                let _ = fs::set_permissions(&old, fs::Permissions::from_mode(mode | 0o700));
+            }
+            let _ = mark_leftover(&old);
+        }
+        crate::cleanup::remove_tree(&old).map_err(|e| failed(e.to_string()))?;
+        drop(self._guard);
+        Ok(())
     }
 }
 

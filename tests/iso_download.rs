@@ -210,6 +210,7 @@ fn pinned_to(base: &str, pin: &str) -> IsoSpec {
         base,
         Trust::Pinned {
             sha256: pin.to_string(),
+            size: None,
             origin: "profiles/releases/20.04.yaml".into(),
         },
     )
@@ -220,6 +221,7 @@ fn pinned(s: &Server) -> IsoSpec {
         &s.base,
         Trust::Pinned {
             sha256: s.digest(),
+            size: None,
             origin: "test".into(),
         },
     )
