@@ -579,7 +579,7 @@ fn copy_image(src: &File, dst: &File, len: u64) -> Result<()> {
     let copied = std::io::copy(&mut r, &mut w).context("copying the image")?;
     ensure!(
         copied == len,
-        "copied {copied} bytes of {len}: source changed while copying?"
+        "copied {copied} bytes of {len}: the ISO was truncated or replaced while it was copied"
     );
     Ok(())
 }
