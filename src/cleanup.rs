@@ -9,6 +9,33 @@ use std::sync::{Mutex, MutexGuard, Once};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+/// A file at the root of every tree microseed stages beside OUT (and of a
+/// previous output while it is removed): what tells a tree a killed run
+/// left from a user's own `.out.tmp-backup`, which only looks like one.
+pub const LEFTOVER_MARKER: &str = ".microseed-leftover";
+
+/// Marks `dir` as microseed's own, for [`is_leftover`].
+pub fn mark_leftover(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(LEFTOVER_MARKER))
+        .and_then(|mut f| {
+            f.write_all(b"left by microseed; the next build of this output removes it\n")
+        })
+}
+
+/// Whether `dir` (not followed if a symlink) is a tree microseed marked.
+pub fn is_leftover(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+        && std::fs::symlink_metadata(dir.join(LEFTOVER_MARKER)).is_ok_and(|m| m.is_file())
+}
+
 static REGISTRY: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 
@@ -106,7 +133,7 @@ fn remove(p: &Path) {
 /// permission cannot lose its entries, and users do `chmod -R a-w out` to
 /// protect an output, so where removal is refused each directory we own is
 /// made writable (and searchable) and removal tried again. The marker
-/// ([`crate::output::LEFTOVER_MARKER`]) goes last: a run killed halfway
+/// ([`LEFTOVER_MARKER`]) goes last: a run killed halfway
 /// leaves a tree the next run still recognises as its own. A mount point
 /// inside must be ruled out by the caller.
 pub fn remove_tree(p: &Path) -> std::io::Result<()> {
@@ -130,7 +157,7 @@ fn remove_marked_last(p: &Path) -> std::io::Result<()> {
     }
     for e in std::fs::read_dir(p)? {
         let e = e?;
-        if e.file_name() == crate::output::LEFTOVER_MARKER {
+        if e.file_name() == LEFTOVER_MARKER {
             continue;
         }
         let removed = if e.file_type()?.is_dir() {
@@ -143,7 +170,7 @@ fn remove_marked_last(p: &Path) -> std::io::Result<()> {
             _ => {}
         }
     }
-    match std::fs::remove_file(p.join(crate::output::LEFTOVER_MARKER)) {
+    match std::fs::remove_file(p.join(LEFTOVER_MARKER)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }

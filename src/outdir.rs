@@ -13,6 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::diag::{Diagnostic, InputErrors};
+pub use crate::mounts::mount_points;
+pub(crate) use crate::mounts::unescape_mount;
 use crate::output::{MANIFEST, is_temp_name, staging_prefix};
 
 /// Something the build reads, which OUT must neither be, hold nor sit in.
@@ -325,37 +327,6 @@ pub fn resolve(p: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Mount points this process sees (from /proc/self/mountinfo).
-pub fn mount_points() -> Result<BTreeSet<PathBuf>> {
-    let text = fs::read_to_string("/proc/self/mountinfo")
-        .context("reading /proc/self/mountinfo (to keep mounted filesystems out of the output)")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mount(m)))
-        .collect())
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-pub(crate) fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Held while a run writes (or, with `--check`, reads) one output.
 pub struct Lock {
     _file: fs::File,
@@ -428,7 +399,7 @@ pub fn check_tree(abs: &Path) -> Result<CheckTree> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
     let guard = crate::cleanup::register(dir.path());
-    crate::output::mark_leftover(dir.path())
+    crate::cleanup::mark_leftover(dir.path())
         .with_context(|| format!("creating {}", dir.path().display()))?;
     Ok(CheckTree { dir, _guard: guard })
 }
@@ -451,7 +422,7 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
         let e = e.with_context(|| format!("listing {}", parent.display()))?;
         let fname = e.file_name().to_string_lossy().into_owned();
         let p = e.path();
-        if !ours(&fname) || !crate::output::is_leftover(&p) {
+        if !ours(&fname) || !crate::cleanup::is_leftover(&p) {
             continue;
         }
         let mounts = match &mounts {
@@ -480,13 +451,6 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mount(r"/srv/my\040data"), "/srv/my data");
-        assert_eq!(unescape_mount(r"/a\134b\011c"), "/a\\b\tc");
-        assert_eq!(unescape_mount(r"/trailing\04"), r"/trailing\04");
-    }
 
     #[test]
     fn resolve_appends_the_missing_part_lexically() {

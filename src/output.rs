@@ -14,31 +14,6 @@ use sha2::{Digest, Sha256};
 
 pub const MANIFEST: &str = "SHA256SUMS";
 
-/// A file at the root of every tree microseed stages beside OUT (and of a
-/// previous output while it is removed): what tells a tree a killed run
-/// left from a user's own `.out.tmp-backup`, which only looks like one.
-pub const LEFTOVER_MARKER: &str = ".microseed-leftover";
-
-/// Marks `dir` as microseed's own, for [`is_leftover`].
-pub fn mark_leftover(dir: &Path) -> std::io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(LEFTOVER_MARKER))
-        .and_then(|mut f| {
-            f.write_all(b"left by microseed; the next build of this output removes it\n")
-        })
-}
-
-/// Whether `dir` (not followed if a symlink) is a tree microseed marked.
-pub fn is_leftover(dir: &Path) -> bool {
-    fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
-        && fs::symlink_metadata(dir.join(LEFTOVER_MARKER)).is_ok_and(|m| m.is_file())
-}
-
 /// An output tree being built.
 pub struct Staging {
     /// Hashes and writes files on a second thread while the caller renders
@@ -167,7 +142,7 @@ impl Staging {
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
         let guard = crate::cleanup::register(dir.path());
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
-        mark_leftover(dir.path())
+        crate::cleanup::mark_leftover(dir.path())
             .with_context(|| format!("creating {}", dir.path().display()))?;
         Ok(Staging {
             dir,
@@ -323,7 +298,7 @@ impl Staging {
         self.bytes += manifest.len() as u64;
         crate::cleanup::pause_point("before-swap");
         before_swap(self.dir.path())?;
-        let marker = self.dir.path().join(LEFTOVER_MARKER);
+        let marker = self.dir.path().join(crate::cleanup::LEFTOVER_MARKER);
         fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
         sync_tree(self.dir.path())?;
         let written = Written {
@@ -367,9 +342,12 @@ impl Staging {
             )
         };
         // Mounted meanwhile: emptying it is what the checks on OUT refuse.
-        let mounts = crate::outdir::mount_points()?;
+        let mounts = crate::mounts::mount_points()?;
         if let Some(m) = mounts.iter().find(|m| m.starts_with(&old)) {
-            return Err(failed(format!("{} is a mount point inside it", m.display())));
+            return Err(failed(format!(
+                "{} is a mount point inside it",
+                m.display()
+            )));
         }
         // Marked first (its root made writable if the user made it read-
         // only), so a run killed while removing it leaves a tree the next
@@ -380,7 +358,7 @@ impl Staging {
             if mode & 0o700 != 0o700 {
                 let _ = fs::set_permissions(&old, fs::Permissions::from_mode(mode | 0o700));
             }
-            let _ = mark_leftover(&old);
+            let _ = crate::cleanup::mark_leftover(&old);
         }
         crate::cleanup::remove_tree(&old).map_err(|e| failed(e.to_string()))?;
         drop(self._guard);

@@ -993,7 +993,10 @@ fn an_endless_sha256sums_is_cut_off_at_a_small_bound() {
     let head = "HTTP/1.1 200 OK\r\nContent-Length: 5000000000\r\nConnection: close\r\n\r\n";
     let (base, _) = serve_flood(head, Vec::new(), 8 << 20);
     let err = ensure_iso(&pinned_to(&base, &"a".repeat(64)), cache.path(), &ONLINE).unwrap_err();
-    assert!(format!("{err:#}").contains("larger than 1024 KiB"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("larger than 1024 KiB"),
+        "{err:#}"
+    );
     assert_eq!(files_in(cache.path()), Vec::<String>::new());
 }
 
@@ -1022,7 +1025,10 @@ fn an_iso_download_past_its_pinned_size_is_cut_off_and_deleted() {
     assert!(msg.contains("more than its pinned size"), "{msg}");
     assert!(msg.contains("the download was deleted"), "{msg}");
     assert_eq!(files_in(cache.path()), Vec::<String>::new(), "{msg}");
-    assert!(sent.load(Ordering::SeqCst) < 16 << 20, "read on past the bound");
+    assert!(
+        sent.load(Ordering::SeqCst) < 16 << 20,
+        "read on past the bound"
+    );
 
     // Unpinned size: a declared length past any installer ISO is refused
     // before a byte is written.
@@ -1032,7 +1038,10 @@ fn an_iso_download_past_its_pinned_size_is_cut_off_and_deleted() {
     spec.url = format!("{flood}/{NAME}");
     let err = ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("more than the most an installer ISO holds"), "{msg}");
+    assert!(
+        msg.contains("more than the most an installer ISO holds"),
+        "{msg}"
+    );
     assert_eq!(files_in(cache.path()), Vec::<String>::new(), "{msg}");
 }
 
@@ -1047,7 +1056,11 @@ fn a_part_file_that_is_a_symlink_is_never_followed() {
     std::os::unix::fs::symlink(&victim, &part).unwrap();
     let err = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap_err();
     assert!(format!("{err:#}").contains("is a symbolic link"), "{err:#}");
-    assert_eq!(std::fs::read(&victim).unwrap(), &s.data[..1000], "written through the link");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        &s.data[..1000],
+        "written through the link"
+    );
     // The link gone, the same fetch works.
     std::fs::remove_file(&part).unwrap();
     let got = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();

@@ -421,11 +421,28 @@ fn an_output_made_read_only_is_replaced_and_the_old_tree_removed() {
     let o = build(&[]);
     assert!(o.status.success(), "{}", text(&o).1);
     // What users do to protect an output from themselves.
-    let o = common::run("setpriv", &["--reuid=65534", "--regid=65534", "--clear-groups", "--", "chmod", "-R", "a-w", s(&out)]);
+    let o = common::run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "chmod",
+            "-R",
+            "a-w",
+            s(&out),
+        ],
+    );
     assert!(o.status.success(), "{:?}", text(&o));
     let o = build(&[]);
     assert!(o.status.success(), "{}", text(&o).1);
-    assert_eq!(leftovers(sc.dir.path()), Vec::<String>::new(), "{}", text(&o).1);
+    assert_eq!(
+        leftovers(sc.dir.path()),
+        Vec::<String>::new(),
+        "{}",
+        text(&o).1
+    );
     let o = build(&[]);
     assert!(o.status.success(), "a later build: {}", text(&o).1);
 
@@ -441,8 +458,14 @@ fn an_output_made_read_only_is_replaced_and_the_old_tree_removed() {
     assert!(err.contains("delete it by hand"), "{err}");
     let left = leftovers(sc.dir.path());
     assert_eq!(left.len(), 1, "{left:?}");
-    assert!(err.contains(&left[0]), "the message names another tree: {err}");
-    assert!(!out.join("master/roots").exists(), "the old tree is still OUT");
+    assert!(
+        err.contains(&left[0]),
+        "the message names another tree: {err}"
+    );
+    assert!(
+        !out.join("master/roots").exists(),
+        "the old tree is still OUT"
+    );
     let o = std::process::Command::new("sha256sum")
         .args(["-c", "--strict", "--quiet", "SHA256SUMS"])
         .current_dir(&out)
@@ -458,7 +481,11 @@ fn an_output_made_read_only_is_replaced_and_the_old_tree_removed() {
 #[test]
 fn an_output_named_with_a_trailing_dot_or_slash_is_that_directory() {
     let sc = Scratch::example();
-    for (given, dir) in [("newdir1/.", "newdir1"), ("newdir2/", "newdir2"), ("./newdir3/./", "newdir3")] {
+    for (given, dir) in [
+        ("newdir1/.", "newdir1"),
+        ("newdir2/", "newdir2"),
+        ("./newdir3/./", "newdir3"),
+    ] {
         let o = bin()
             .arg("build")
             .arg(sc.cluster())
@@ -467,7 +494,10 @@ fn an_output_named_with_a_trailing_dot_or_slash_is_that_directory() {
             .output()
             .expect("run");
         assert!(o.status.success(), "{given}: {}", text(&o).1);
-        assert!(sc.dir.path().join(dir).join("SHA256SUMS").is_file(), "{given}");
+        assert!(
+            sc.dir.path().join(dir).join("SHA256SUMS").is_file(),
+            "{given}"
+        );
         // Built again, replaced in place.
         let o = bin()
             .arg("build")
@@ -488,7 +518,11 @@ fn an_output_named_with_a_trailing_dot_or_slash_is_that_directory() {
 
 fn paused_build(sc: &Scratch, extra: &[&str]) -> common::Paused {
     let mut c = bin();
-    c.arg("build").arg(sc.cluster()).arg("-o").arg(sc.out()).args(extra);
+    c.arg("build")
+        .arg(sc.cluster())
+        .arg("-o")
+        .arg(sc.out())
+        .args(extra);
     common::Paused::start(c, "before-swap")
 }
 
@@ -505,8 +539,14 @@ fn what_changes_in_the_output_during_a_build_is_checked_again_at_the_swap() {
     std::fs::write(sc.out().join("notes.txt"), "mine").expect("write");
     let (st, err) = run.resume();
     assert_eq!(st.code(), Some(2), "{err}");
-    assert!(err.contains("holds files microseed did not write (notes.txt"), "{err}");
-    assert_eq!(std::fs::read_to_string(sc.out().join("notes.txt")).expect("kept"), "mine");
+    assert!(
+        err.contains("holds files microseed did not write (notes.txt"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sc.out().join("notes.txt")).expect("kept"),
+        "mine"
+    );
     assert_eq!(leftovers(sc.dir.path()), Vec::<String>::new(), "{err}");
     std::fs::remove_file(sc.out().join("notes.txt")).expect("rm");
 
@@ -515,14 +555,22 @@ fn what_changes_in_the_output_during_a_build_is_checked_again_at_the_swap() {
     std::fs::write(sc.out().join("pxe/boot/new.efi"), "late").expect("write");
     let (st, err) = run.resume();
     assert_eq!(st.code(), Some(2), "{err}");
-    assert!(err.contains("changed during the build (pxe/boot/new.efi"), "{err}");
-    assert_eq!(std::fs::read_to_string(sc.out().join("pxe/boot/new.efi")).expect("kept"), "late");
+    assert!(
+        err.contains("changed during the build (pxe/boot/new.efi"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sc.out().join("pxe/boot/new.efi")).expect("kept"),
+        "late"
+    );
 
     // Unchanged, the same build goes through and keeps both.
     let run = paused_build(&sc, &["--format", "dir,pxe", "--pxe-url", PXE_URL]);
     let (st, err) = run.resume();
     assert!(st.success(), "{err}");
-    assert!(sc.out().join("pxe/boot/old.efi").is_file() && sc.out().join("pxe/boot/new.efi").is_file());
+    assert!(
+        sc.out().join("pxe/boot/old.efi").is_file() && sc.out().join("pxe/boot/new.efi").is_file()
+    );
 }
 
 #[test]
@@ -563,7 +611,11 @@ fn a_users_directories_named_like_leftovers_are_never_swept() {
     assert!(o.status.success(), "{}", text(&o).1);
     // A copy of the output, kept under names microseed's own trees have.
     let mut kept = Vec::new();
-    for name in [".out.tmp-backup", ".out.check-latest", ".out.tmp-abc123-dying"] {
+    for name in [
+        ".out.tmp-backup",
+        ".out.check-latest",
+        ".out.tmp-abc123-dying",
+    ] {
         let d = sc.dir.path().join(name);
         let o = common::run("cp", &["-a", s(&sc.out()), s(&d)]);
         assert!(o.status.success(), "{:?}", text(&o));
@@ -615,7 +667,10 @@ fn a_manifest_that_is_a_fifo_or_a_device_is_refused_at_once() {
         assert!(o.status.success(), "{:?}", text(&o));
     };
     let zero = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).expect("symlink");
-    for (what, make) in [("FIFO", &fifo as &dyn Fn(&Path)), ("link to /dev/zero", &zero)] {
+    for (what, make) in [
+        ("FIFO", &fifo as &dyn Fn(&Path)),
+        ("link to /dev/zero", &zero),
+    ] {
         std::fs::remove_file(&manifest).expect("rm");
         make(&manifest);
         let o = build_within_30s(&sc);
