@@ -343,7 +343,8 @@ impl Staging {
         };
         // Mounted meanwhile: emptying it is what the checks on OUT refuse.
         let mounts = crate::mounts::mount_points()?;
-        if let Some(m) = mounts.iter().find(|m| m.starts_with(&old)) {
+        let canonical = fs::canonicalize(&old).unwrap_or_else(|_| old.clone());
+        if let Some(m) = mounts.iter().find(|m| m.starts_with(&canonical)) {
             return Err(failed(format!(
                 "{} is a mount point inside it",
                 m.display()
