@@ -514,3 +514,44 @@ pub fn is_temp_name(fname: &str, prefix: &str) -> bool {
         rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_rename_on_a_first_build_removes_the_staging_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        // `newdir/.` cannot be renamed onto (ENOENT): the form that leaked
+        // every seed before `build` learned to normalise `-o`.
+        let mut s = Staging::new(&dir.path().join("newdir/.")).unwrap();
+        s.write("master/user-data", b"join token inside").unwrap();
+        let err = s.commit(|_| Ok(())).unwrap_err();
+        assert!(format!("{err:#}").contains("moving the output"), "{err:#}");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left: {left:?}");
+    }
+
+    #[test]
+    fn a_refusal_before_the_swap_leaves_the_previous_output_and_no_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("old"), "previous").unwrap();
+        let mut s = Staging::new(&out).unwrap();
+        s.write("new", b"new").unwrap();
+        let err = s.commit(|_| bail!("out changed")).unwrap_err();
+        assert_eq!(format!("{err:#}"), "out changed");
+        assert_eq!(fs::read_to_string(out.join("old")).unwrap(), "previous");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out")]);
+    }
+}
