@@ -283,6 +283,9 @@ pub struct BuildRequest<'a> {
     pub formats: &'a [Format],
     /// The flags of the formats that take some (`--pxe-url`, `--iso`...).
     pub options: &'a package::Options,
+    /// Run just before the new tree replaces OUT, with the tree's path; an
+    /// error stops the build (see [`Staging::commit`]).
+    pub before_swap: &'a dyn Fn(&Path) -> Result<()>,
 }
 
 /// Builds every requested format into a staged tree and swaps it into place.
@@ -330,7 +333,7 @@ pub fn build(
     for p in packagers {
         p.finish(&run, &mut staging)?;
     }
-    staging.commit()
+    staging.commit(req.before_swap)
 }
 
 #[cfg(test)]

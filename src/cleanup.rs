@@ -9,6 +9,33 @@ use std::sync::{Mutex, MutexGuard, Once};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+/// A file at the root of every tree microseed stages beside OUT (and of a
+/// previous output while it is removed): what tells a tree a killed run
+/// left from a user's own `.out.tmp-backup`, which only looks like one.
+pub const LEFTOVER_MARKER: &str = ".microseed-leftover";
+
+/// Marks `dir` as microseed's own, for [`is_leftover`].
+pub fn mark_leftover(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(LEFTOVER_MARKER))
+        .and_then(|mut f| {
+            f.write_all(b"left by microseed; the next build of this output removes it\n")
+        })
+}
+
+/// Whether `dir` (not followed if a symlink) is a tree microseed marked.
+pub fn is_leftover(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+        && std::fs::symlink_metadata(dir.join(LEFTOVER_MARKER)).is_ok_and(|m| m.is_file())
+}
+
 static REGISTRY: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 
@@ -91,12 +118,7 @@ fn remove(p: &Path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(_) => p.to_path_buf(),
     };
-    let result = match std::fs::symlink_metadata(&target) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target),
-        Ok(_) => std::fs::remove_file(&target),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result
+    if let Err(e) = remove_tree(&target)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         crate::errln!(
@@ -106,14 +128,91 @@ fn remove(p: &Path) {
     }
 }
 
+/// Removes the tree (or file) at `p`, one microseed made: a staging tree,
+/// or a previous output swapped out of OUT. A directory without write
+/// permission cannot lose its entries, and users do `chmod -R a-w out` to
+/// protect an output, so where removal is refused each directory we own is
+/// made writable (and searchable) and removal tried again. The marker
+/// ([`LEFTOVER_MARKER`]) goes last: a run killed halfway
+/// leaves a tree the next run still recognises as its own. A mount point
+/// inside must be ruled out by the caller.
+pub fn remove_tree(p: &Path) -> std::io::Result<()> {
+    match remove_marked_last(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            allow_removal(p)?;
+            remove_marked_last(p)
+        }
+        r => r,
+    }
+}
+
+fn remove_marked_last(p: &Path) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return std::fs::remove_file(p);
+    }
+    for e in std::fs::read_dir(p)? {
+        let e = e?;
+        if e.file_name() == LEFTOVER_MARKER {
+            continue;
+        }
+        let removed = if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    match std::fs::remove_file(p.join(LEFTOVER_MARKER)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::remove_dir(p)
+}
+
+/// Gives every directory under `dir` (symlinks not followed) owner read,
+/// write and search permission, so its entries can be removed.
+fn allow_removal(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700))?;
+    }
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            allow_removal(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Test hook, inert unless the environment variable `MICROSEED_TEST_PAUSE`
 /// names `point`: the run then says so on stderr and waits for a signal, so
 /// the tests can interrupt a build at a known point instead of racing it.
+/// With `MICROSEED_TEST_RESUME` naming a file, the run goes on once that
+/// file exists: the tests change the world at a known point of the build.
 pub fn pause_point(point: &str) {
     if std::env::var_os("MICROSEED_TEST_PAUSE").is_some_and(|v| v == point) {
         crate::errln!("microseed: paused at {point}");
+        let resume = std::env::var_os("MICROSEED_TEST_RESUME").map(PathBuf::from);
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+            match &resume {
+                Some(r) if r.exists() => return,
+                Some(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                None => std::thread::sleep(std::time::Duration::from_secs(3600)),
+            }
         }
     }
 }

@@ -319,9 +319,12 @@ fn build_inputs(
 }
 
 pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
+    // `-o new/.` or `-o new/` names `new`: a rename onto `new/.` fails
+    // after all the work is done.
+    let out_path: PathBuf = args.out.components().collect();
     let (cluster, out, machines, target, pxe_url, check) = (
         args.cluster.as_path(),
-        args.out.as_path(),
+        out_path.as_path(),
         args.machines.as_slice(),
         args.target,
         args.pxe_url.as_deref(),
@@ -410,12 +413,34 @@ pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
         );
     }
     let options = package::Options { pxe, installer };
+    // OUT as the checks above found it may have changed during the build
+    // (a file put in, a filesystem mounted inside): checked again last.
+    let recheck = |staged: &Path| -> Result<()> {
+        let again = outdir::check_path(out, &inputs, false)?;
+        if again != abs_out {
+            return Err(InputErrors(vec![Diagnostic::error(
+                out,
+                Default::default(),
+                "",
+                format!(
+                    "now resolves to {} (it was {} when the build started); not replacing it",
+                    again.display(),
+                    abs_out.display()
+                ),
+            )])
+            .into());
+        }
+        outdir::check_contents(out, &abs_out, args.force)?;
+        outdir::check_carried(out, &abs_out, staged)
+    };
+    let no_recheck = |_: &Path| -> Result<()> { Ok(()) };
     let request = |out| BuildRequest {
         out,
         machines,
         target,
         formats: &formats,
         options: &options,
+        before_swap: if check { &no_recheck } else { &recheck },
     };
     if check {
         let tmp = outdir::check_tree(&abs_out)?;

@@ -449,10 +449,7 @@ impl Source {
                 buf.copy_from_slice(&b[at as usize..at as usize + buf.len()]);
                 Ok(())
             }
-            Source::Installer(p) => {
-                p.read_at(buf, at);
-                Ok(())
-            }
+            Source::Installer(p) => p.read_at(buf, at),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod input;
 pub mod iso;
 pub mod microk8s;
 pub mod model;
+pub mod mounts;
 pub mod outdir;
 pub mod output;
 pub mod package;

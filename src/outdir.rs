@@ -13,6 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::diag::{Diagnostic, InputErrors};
+pub use crate::mounts::mount_points;
+pub(crate) use crate::mounts::unescape_mount;
 use crate::output::{MANIFEST, is_temp_name, staging_prefix};
 
 /// Something the build reads, which OUT must neither be, hold nor sit in.
@@ -178,7 +180,7 @@ pub fn check_contents(out: &Path, abs: &Path, force: bool) -> Result<()> {
                to replace them anyway";
     let listed = match crate::verify::read_manifest(abs) {
         Ok(l) => l,
-        Err(_) if !abs.join(MANIFEST).exists() => {
+        Err(_) if fs::symlink_metadata(abs.join(MANIFEST)).is_err() => {
             return Err(refuse(
                 out,
                 format!(
@@ -216,6 +218,57 @@ pub fn check_contents(out: &Path, abs: &Path, force: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks, just before the swap, that what the user copied into OUT's
+/// provided directories (the PXE boot files) is what the staged tree
+/// carried over: a file added or replaced since would be lost with the
+/// old tree.
+pub fn check_carried(out: &Path, abs: &Path, staged: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut changed = Vec::new();
+    for dir in crate::package::provided_dirs() {
+        let rel = dir.trim_end_matches('/');
+        let mut stack = vec![PathBuf::from(rel)];
+        while let Some(r) = stack.pop() {
+            let Ok(old) = fs::symlink_metadata(abs.join(&r)) else {
+                continue;
+            };
+            let same = match fs::symlink_metadata(staged.join(&r)) {
+                Ok(new) if old.is_dir() => new.is_dir(),
+                Ok(new) if old.file_type().is_symlink() => {
+                    new.file_type().is_symlink()
+                        && fs::read_link(abs.join(&r)).ok() == fs::read_link(staged.join(&r)).ok()
+                }
+                Ok(new) => (new.dev(), new.ino()) == (old.dev(), old.ino()),
+                Err(_) => false,
+            };
+            if !same {
+                changed.push(r.display().to_string());
+                continue;
+            }
+            if old.is_dir() {
+                let entries = fs::read_dir(abs.join(&r))
+                    .with_context(|| format!("listing {}", abs.join(&r).display()))?;
+                for e in entries {
+                    let e = e.with_context(|| format!("listing {}", abs.join(&r).display()))?;
+                    stack.push(r.join(e.file_name()));
+                }
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    changed.sort();
+    Err(refuse(
+        out,
+        format!(
+            "changed during the build ({} added or replaced since it was carried into the new \
+             output); the swap would delete that: build again",
+            changed.join(", ")
+        ),
+    ))
 }
 
 /// Every non-directory entry under `dir`, relative; symlinks not followed.
@@ -272,37 +325,6 @@ pub fn resolve(p: &Path) -> Result<PathBuf> {
             },
         }
     }
-}
-
-/// Mount points this process sees (from /proc/self/mountinfo).
-pub fn mount_points() -> Result<BTreeSet<PathBuf>> {
-    let text = fs::read_to_string("/proc/self/mountinfo")
-        .context("reading /proc/self/mountinfo (to keep mounted filesystems out of the output)")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mount(m)))
-        .collect())
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-pub(crate) fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Held while a run writes (or, with `--check`, reads) one output.
@@ -377,9 +399,16 @@ pub fn check_tree(abs: &Path) -> Result<CheckTree> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
     let guard = crate::cleanup::register(dir.path());
+    crate::cleanup::mark_leftover(dir.path())
+        .with_context(|| format!("creating {}", dir.path().display()))?;
     Ok(CheckTree { dir, _guard: guard })
 }
 
+/// Removes the trees killed runs left beside OUT: a name microseed gives
+/// (staging or `--check`, maybe `-dying`) is not enough, the tree must hold
+/// microseed's marker; a user's `.out.tmp-backup` is left alone. A tree
+/// that cannot be removed is warned about (it holds secrets), not an error:
+/// this run writes elsewhere and must not fail for it.
 fn sweep(parent: &Path, name: &str) -> Result<()> {
     let prefixes = [staging_prefix(name), check_prefix(name)];
     let ours = |fname: &str| prefixes.iter().any(|p| is_temp_name(fname, p));
@@ -392,10 +421,10 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
     for e in entries {
         let e = e.with_context(|| format!("listing {}", parent.display()))?;
         let fname = e.file_name().to_string_lossy().into_owned();
-        if !ours(&fname) {
+        let p = e.path();
+        if !ours(&fname) || !crate::cleanup::is_leftover(&p) {
             continue;
         }
-        let p = e.path();
         let mounts = match &mounts {
             Some(m) => m,
             None => mounts.insert(mount_points()?),
@@ -407,18 +436,14 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
             );
             continue;
         }
-        let removed = if e.file_type()?.is_dir() {
-            fs::remove_dir_all(&p)
-        } else {
-            fs::remove_file(&p)
-        };
-        removed.with_context(|| {
-            format!(
-                "removing {}, left by an interrupted run (it holds seeds, so the join token)",
+        match crate::cleanup::remove_tree(&p) {
+            Ok(()) => crate::errln!("removed {}, left by an interrupted run", p.display()),
+            Err(err) => crate::errln!(
+                "warning: cannot remove {}, left by an earlier run: {err}; it holds seeds, so \
+                 the join token: delete it by hand",
                 p.display()
-            )
-        })?;
-        crate::errln!("removed {}, left by an interrupted run", p.display());
+            ),
+        }
     }
     Ok(())
 }
@@ -426,13 +451,6 @@ fn sweep(parent: &Path, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mount(r"/srv/my\040data"), "/srv/my data");
-        assert_eq!(unescape_mount(r"/a\134b\011c"), "/a\\b\tc");
-        assert_eq!(unescape_mount(r"/trailing\04"), r"/trailing\04");
-    }
 
     #[test]
     fn resolve_appends_the_missing_part_lexically() {

@@ -142,6 +142,8 @@ impl Staging {
             .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
         let guard = crate::cleanup::register(dir.path());
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
+        crate::cleanup::mark_leftover(dir.path())
+            .with_context(|| format!("creating {}", dir.path().display()))?;
         Ok(Staging {
             dir,
             _guard: guard,
@@ -280,8 +282,10 @@ impl Staging {
         self.bytes += len;
     }
 
-    /// Writes the manifest and swaps the tree into place.
-    pub fn commit(mut self) -> Result<Written> {
+    /// Writes the manifest and swaps the tree into place. `before_swap`
+    /// runs last, with the staged tree's path, and may refuse: the checks on
+    /// OUT must hold at the swap, not only when the build started.
+    pub fn commit(mut self, before_swap: impl FnOnce(&Path) -> Result<()>) -> Result<Written> {
         self.flush()?;
         let manifest = manifest_text(&self.sums);
         let mpath = self.path_for(MANIFEST)?;
@@ -292,8 +296,17 @@ impl Staging {
             .open(&mpath)?;
         f.write_all(manifest.as_bytes())?;
         self.bytes += manifest.len() as u64;
+        crate::cleanup::pause_point("before-swap");
+        before_swap(self.dir.path())?;
+        let marker = self.dir.path().join(crate::cleanup::LEFTOVER_MARKER);
+        fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
         sync_tree(self.dir.path())?;
-        if self.target.exists() {
+        let written = Written {
+            dir: self.target.clone(),
+            files: std::mem::take(&mut self.sums),
+            bytes: self.bytes,
+        };
+        if fs::symlink_metadata(&self.target).is_ok() {
             rustix::fs::renameat_with(
                 rustix::fs::CWD,
                 self.dir.path(),
@@ -302,17 +315,55 @@ impl Staging {
                 rustix::fs::RenameFlags::EXCHANGE,
             )
             .with_context(|| format!("swapping the new output into {}", self.target.display()))?;
-            // The TempDir now holds the previous output; dropping it removes it.
+            // The staging path now holds the previous output.
+            self.remove_previous()?;
         } else {
-            let staged = self.dir.keep();
-            fs::rename(&staged, &self.target)
+            // On failure the TempDir still owns the tree and removes it.
+            fs::rename(self.dir.path(), &self.target)
                 .with_context(|| format!("moving the output into {}", self.target.display()))?;
+            let _ = self.dir.keep();
         }
-        Ok(Written {
-            dir: self.target.clone(),
-            files: std::mem::take(&mut self.sums),
-            bytes: self.bytes,
-        })
+        Ok(written)
+    }
+
+    /// Removes the previous output, swapped to the staging path. Its
+    /// removal failing is an error: it holds the previous seeds, so the
+    /// join token, and must not sit there unnoticed.
+    fn remove_previous(self) -> Result<()> {
+        let old = self.dir.keep();
+        let failed = |why: String| {
+            anyhow::anyhow!(
+                "the new output is in place in {}, but the previous one, moved to {}, was not \
+                 removed: {why}. It holds the previous seeds and so the join token: delete it \
+                 by hand (the next build of {} tries again)",
+                self.target.display(),
+                old.display(),
+                self.target.display()
+            )
+        };
+        // Mounted meanwhile: emptying it is what the checks on OUT refuse.
+        let mounts = crate::mounts::mount_points()?;
+        let canonical = fs::canonicalize(&old).unwrap_or_else(|_| old.clone());
+        if let Some(m) = mounts.iter().find(|m| m.starts_with(&canonical)) {
+            return Err(failed(format!(
+                "{} is a mount point inside it",
+                m.display()
+            )));
+        }
+        // Marked first (its root made writable if the user made it read-
+        // only), so a run killed while removing it leaves a tree the next
+        // run recognises.
+        let meta = fs::symlink_metadata(&old)?;
+        if meta.is_dir() {
+            let mode = meta.permissions().mode();
+            if mode & 0o700 != 0o700 {
+                let _ = fs::set_permissions(&old, fs::Permissions::from_mode(mode | 0o700));
+            }
+            let _ = crate::cleanup::mark_leftover(&old);
+        }
+        crate::cleanup::remove_tree(&old).map_err(|e| failed(e.to_string()))?;
+        drop(self._guard);
+        Ok(())
     }
 }
 
@@ -462,4 +513,45 @@ pub fn is_temp_name(fname: &str, prefix: &str) -> bool {
         let rest = rest.strip_suffix("-dying").unwrap_or(rest);
         rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_rename_on_a_first_build_removes_the_staging_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        // `newdir/.` cannot be renamed onto (ENOENT): the form that leaked
+        // every seed before `build` learned to normalise `-o`.
+        let mut s = Staging::new(&dir.path().join("newdir/.")).unwrap();
+        s.write("master/user-data", b"join token inside").unwrap();
+        let err = s.commit(|_| Ok(())).unwrap_err();
+        assert!(format!("{err:#}").contains("moving the output"), "{err:#}");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "left: {left:?}");
+    }
+
+    #[test]
+    fn a_refusal_before_the_swap_leaves_the_previous_output_and_no_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("old"), "previous").unwrap();
+        let mut s = Staging::new(&out).unwrap();
+        s.write("new", b"new").unwrap();
+        let err = s.commit(|_| bail!("out changed")).unwrap_err();
+        assert_eq!(format!("{err:#}"), "out changed");
+        assert_eq!(fs::read_to_string(out.join("old")).unwrap(), "previous");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out")]);
+    }
 }

@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, InputErrors, Pos};
 use crate::staking;
-use crate::yaml::parse_typed;
+use crate::yaml::parse_secret;
 
 /// Length of a generated join token: MicroK8s needs at least 32 characters.
 const TOKEN_LEN: usize = 48;
@@ -102,7 +102,8 @@ pub fn load(
     };
     let text = crate::input::read_text(path, crate::input::SECRETS_FILE)?;
     let meta = std::fs::metadata(path).map_err(io_err)?;
-    let raw: RawSecrets = parse_typed(path, &text)?;
+    let raw: RawSecrets =
+        parse_secret(path, &text, &["version", "join_token", "wallet_passwords"])?;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     if raw.version.value != 1 {

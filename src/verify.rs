@@ -47,10 +47,44 @@ pub fn all_ok(entries: &[Entry]) -> bool {
     entries.iter().all(|e| e.status == Status::Ok)
 }
 
-/// Reads `dir/SHA256SUMS` as relative path -> sha256.
+/// The largest manifest read: a line is about 100 bytes, so this is far
+/// beyond a 1,000-machine build in every format.
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Reads `dir/SHA256SUMS` as relative path -> sha256. Only a regular file,
+/// not followed if a symlink, and only up to [`MAX_MANIFEST_BYTES`]: a FIFO
+/// there would hang the run, a link to `/dev/zero` eat all memory.
 pub fn read_manifest(dir: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let p = dir.join(MANIFEST);
-    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&p)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!("{} is a symbolic link", p.display()),
+            _ => anyhow::Error::new(e).context(format!("reading {}", p.display())),
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", p.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", p.display());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", p.display()))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        bail!(
+            "{} is larger than {} MiB; a manifest microseed writes is far smaller",
+            p.display(),
+            MAX_MANIFEST_BYTES >> 20
+        );
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", p.display()))?;
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.is_empty() {

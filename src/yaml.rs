@@ -33,11 +33,63 @@ pub(crate) fn options() -> serde_saphyr::Options {
     o
 }
 
+/// Which of the file's own words an error may quote back: any (`All`), or
+/// only the key names given (`Only`: a file of secrets, whose values, and
+/// keys a user mistyped a secret into, must never reach a terminal or a log).
+#[derive(Debug, Clone, Copy)]
+pub enum Quote<'a> {
+    All,
+    Only(&'a [&'a str]),
+}
+
+impl Quote<'_> {
+    fn may(&self, word: &str) -> bool {
+        match self {
+            Quote::All => true,
+            Quote::Only(names) => names.contains(&word),
+        }
+    }
+
+    /// A field path cut before its first step that may not be quoted.
+    fn field(&self, field: String) -> String {
+        if matches!(self, Quote::All) {
+            return field;
+        }
+        let mut kept = Vec::new();
+        for step in field.split('.') {
+            let name = step.split('[').next().unwrap_or(step);
+            if !self.may(name) {
+                break;
+            }
+            kept.push(step);
+        }
+        kept.join(".")
+    }
+}
+
 /// Deserializes `text` into `T`, turning serde errors into diagnostics with
 /// the field path (tracked by serde_path_to_error) and serde-saphyr's position.
 pub fn parse_typed<T: for<'de> Deserialize<'de>>(
     file: &Path,
     text: &str,
+) -> Result<T, InputErrors> {
+    parse_typed_quoting(file, text, Quote::All)
+}
+
+/// [`parse_typed`] for a file of secrets: its errors quote no value of the
+/// file and no key but `keys`.
+pub fn parse_secret<T: for<'de> Deserialize<'de>>(
+    file: &Path,
+    text: &str,
+    keys: &[&str],
+) -> Result<T, InputErrors> {
+    parse_typed_quoting(file, text, Quote::Only(keys))
+}
+
+fn parse_typed_quoting<T: for<'de> Deserialize<'de>>(
+    file: &Path,
+    text: &str,
+    quote: Quote<'_>,
 ) -> Result<T, InputErrors> {
     // Tracking the field path wraps the deserializer at every field and
     // moves it each time: measured at ~1/4 of parsing the profiles. The path
@@ -61,8 +113,21 @@ pub fn parse_typed<T: for<'de> Deserialize<'de>>(
         // Spanned<T> adds a `.value` step that means nothing to the user.
         let field = field.replace(".value", "");
         let field = if field == "." { String::new() } else { field };
-        let (pos, field, message) = plain(err.without_snippet(), field, text, pos);
-        InputErrors(vec![Diagnostic::error(file, pos, field, message)])
+        let at_key = field.ends_with('?');
+        let (pos, field, message) = describe(
+            err.without_snippet(),
+            without_placeholder(&field),
+            at_key,
+            text,
+            pos,
+            quote,
+        );
+        InputErrors(vec![Diagnostic::error(
+            file,
+            pos,
+            quote.field(field),
+            message,
+        )])
     })
 }
 
@@ -82,7 +147,14 @@ pub(crate) fn plain(
     // serde_path_to_error marks a key it has not read yet with `?`: that is
     // no field a user can find, so name the mapping holding it instead.
     let at_key = field.ends_with('?');
-    describe(err, without_placeholder(&field), at_key, text, pos)
+    describe(
+        err,
+        without_placeholder(&field),
+        at_key,
+        text,
+        pos,
+        Quote::All,
+    )
 }
 
 /// `network.?` -> `network`, `?` -> `` (the file as a whole).
@@ -104,11 +176,12 @@ fn describe(
     at_key: bool,
     text: &str,
     pos: Pos,
+    quote: Quote<'_>,
 ) -> (Pos, String, String) {
     use serde_saphyr::Error as E;
     use serde_saphyr::budget::BudgetBreach as B;
     let msg = match err {
-        E::AliasError { error, .. } => return describe(error.without_snippet(), field, at_key, text, pos),
+        E::AliasError { error, .. } => return describe(error.without_snippet(), field, at_key, text, pos, quote),
         E::SerdeMissingField { field: key, .. } => {
             let field = if field.is_empty() {
                 key.to_string()
@@ -118,7 +191,10 @@ fn describe(
             return (pos, field, format!("missing; expected a `{key}:` key here"));
         }
         E::DuplicateMappingKey { key, .. } => {
-            let key = key.clone().unwrap_or_else(|| "this key".into());
+            let key = key
+                .clone()
+                .filter(|k| quote.may(k))
+                .unwrap_or_else(|| "this key".into());
             // Found while reading the key: the path names the mapping.
             let field = match at_key {
                 true if field.is_empty() => key.clone(),
@@ -159,10 +235,16 @@ fn describe(
                 .or_else(|| number_range(ty))
                 .map_or_else(|| format!("a {ty}"), str::to_string);
             match continued_value(text, pos) {
-                Some((value, next)) => format!(
-                    "got {value:?}: line {next} is indented more than this key, so YAML reads it as the rest of this value; expected {expected} (indent line {next} like the keys around it)"
-                ),
-                None => format!("got {}; expected {expected}", scalar_at(text, pos)),
+                Some((value, next)) => {
+                    let got = match quote {
+                        Quote::All => format!("got {value:?}: "),
+                        Quote::Only(_) => "this value runs on: ".to_string(),
+                    };
+                    format!(
+                        "{got}line {next} is indented more than this key, so YAML reads it as the rest of this value; expected {expected} (indent line {next} like the keys around it)"
+                    )
+                }
+                None => format!("got {}; expected {expected}", scalar_at(text, pos, quote)),
             }
         }
         E::SerdeUnknownField {
@@ -178,9 +260,13 @@ fn describe(
             } else {
                 format!("one of {}", expected.join(", "))
             };
-            format!("unknown key `{key}`; expected {list}{hint}")
+            if quote.may(key) {
+                format!("unknown key `{key}`; expected {list}{hint}")
+            } else {
+                format!("an unknown key; expected {list}{hint}")
+            }
         }
-        E::Unexpected { expected, .. } => wrong_shape(expected, &field, text, pos),
+        E::Unexpected { expected, .. } => wrong_shape(expected, &field, text, pos, quote),
         E::TaggedScalarCannotDeserializeIntoString { .. }
         | E::TaggedEnumMismatch { .. }
         | E::InvalidBinaryBase64 { .. }
@@ -191,7 +277,7 @@ fn describe(
         | E::ExpectedStringKeyForExternallyTaggedEnum { .. }
         | E::UnexpectedValueForUnitEnumVariant { .. } => format!(
             "got {}; expected one word such as `largest`, or one `key: value` line",
-            shape_at(text, pos)
+            shape_at(text, pos, quote)
         ),
         E::SerdeUnknownVariant {
             variant, expected, ..
@@ -199,7 +285,12 @@ fn describe(
             let hint = nearest(variant, expected)
                 .map(|n| format!("; did you mean `{n}`?"))
                 .unwrap_or_default();
-            format!("got {variant:?}; expected one of {}{hint}", expected.join(", "))
+            let got = if quote.may(variant) {
+                format!("{variant:?}")
+            } else {
+                "another value".to_string()
+            };
+            format!("got {got}; expected one of {}{hint}", expected.join(", "))
         }
         E::SerdeInvalidType {
             unexpected,
@@ -210,7 +301,17 @@ fn describe(
             unexpected,
             expected,
             ..
-        } => format!("got {}; expected {}", ungrammar(unexpected), ungrammar(expected)),
+        } => {
+            let got = match quote {
+                Quote::All => ungrammar(unexpected),
+                // serde's `string "…"`, `integer `5``: the kind, not the value.
+                Quote::Only(_) => {
+                    let kind = unexpected.split([' ', '`', '"']).next().unwrap_or("value");
+                    format!("a {}", ungrammar(kind))
+                }
+            };
+            format!("got {got}; expected {}", ungrammar(expected))
+        }
         E::MergeValueNotMapOrSeqOfMaps { .. } | E::MergeKeyNotAllowed { .. } => {
             "a merge key (`<<:`) must be followed by an alias to a mapping, such as `<<: *defaults`".to_string()
         }
@@ -220,13 +321,13 @@ fn describe(
         }
         E::NullIntoString { .. } => "empty; expected a value after the `:`".to_string(),
         E::Eof { .. } => "the file ends too early; expected more".to_string(),
-        _ => return syntax(&err.without_snippet().to_string(), field, text, pos),
+        _ => return syntax(&err.without_snippet().to_string(), field, text, pos, quote),
     };
     (pos, field, msg)
 }
 
 /// What stands at `pos`, in words: a list, a mapping, or the value quoted.
-fn shape_at(text: &str, pos: Pos) -> String {
+fn shape_at(text: &str, pos: Pos, quote: Quote<'_>) -> String {
     let line = line_at(text, pos.line);
     let rest: String = line
         .chars()
@@ -255,7 +356,7 @@ fn shape_at(text: &str, pos: Pos) -> String {
             _ => "nothing".into(),
         };
     }
-    scalar_at(text, pos)
+    scalar_at(text, pos, quote)
 }
 
 /// Whether a line starts with `name:` followed by a space or its end.
@@ -274,8 +375,8 @@ fn looks_like_key(s: &str) -> bool {
 
 /// The parser found another shape than the field takes (a plain value where
 /// a list belongs, a list where one value belongs...).
-fn wrong_shape(expected: &str, field: &str, text: &str, pos: Pos) -> String {
-    let got = shape_at(text, pos);
+fn wrong_shape(expected: &str, field: &str, text: &str, pos: Pos, quote: Quote<'_>) -> String {
+    let got = shape_at(text, pos, quote);
     let key = field.rsplit('.').next().unwrap_or(field);
     let key = key.split('[').next().unwrap_or(key);
     match expected {
@@ -324,7 +425,13 @@ fn line_at(text: &str, line: u64) -> &str {
 /// Errors from the YAML scanner and parser (bad indentation, a stray tab, an
 /// unclosed quote or bracket...), matched on the parser's wording (the
 /// version is pinned in Cargo.lock; a new wording fails the jargon tests).
-fn syntax(raw: &str, field: String, text: &str, pos: Pos) -> (Pos, String, String) {
+fn syntax(
+    raw: &str,
+    field: String,
+    text: &str,
+    pos: Pos,
+    quote: Quote<'_>,
+) -> (Pos, String, String) {
     let msg = explain(raw);
     let has = |s: &str| msg.contains(s);
     if has("tab") && !has("table") {
@@ -427,6 +534,9 @@ fn syntax(raw: &str, field: String, text: &str, pos: Pos) -> (Pos, String, Strin
             .to_string()
     } else if has("simple key") || has("mapping keys are not allowed") {
         "a key here cannot be read (too long, or spread over several lines); expected `key: value` on one line".to_string()
+    } else if let Quote::Only(_) = quote {
+        // The parser's words may hold a piece of the text.
+        "not valid YAML here".to_string()
     } else {
         // Unknown to this release: keep the parser's words, minus the
         // grammar terms that would only confuse.
@@ -669,8 +779,12 @@ pub(crate) fn is_structural(err: &serde_saphyr::Error) -> bool {
     }
 }
 
-/// The plain scalar the parser stopped at, for quoting it back to the user.
-fn scalar_at(text: &str, pos: Pos) -> String {
+/// The plain scalar the parser stopped at, for quoting it back to the user
+/// (where `quote` allows: never a secret).
+fn scalar_at(text: &str, pos: Pos, quote: Quote<'_>) -> String {
+    if let Quote::Only(_) = quote {
+        return "this value".to_string();
+    }
     let line = line_at(text, pos.line);
     let rest: String = line
         .chars()

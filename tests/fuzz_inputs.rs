@@ -1,8 +1,10 @@
-//! Property tests: the cluster parser (with validation) and the ISO 9660
-//! reader (with the partition tables and the pristine check) get arbitrary
-//! and mutated input. Whatever comes in, they return an answer (Ok or an
-//! error) without panicking, within a time bound, and the process stays
-//! within a memory bound. Case counts are kept modest so CI stays fast.
+//! Property tests: the cluster parser (with validation), the secrets file
+//! reader and the ISO 9660 reader (with the partition tables and the
+//! pristine check) get arbitrary and mutated input. Whatever comes in, they
+//! return an answer (Ok or an error) without panicking, within a time
+//! bound, and the process stays within a memory bound; no error about the
+//! secrets file ever echoes a secret. Case counts are kept modest so CI
+//! stays fast.
 
 #[path = "iso_common/mod.rs"]
 mod iso_common;
@@ -217,6 +219,96 @@ proptest! {
 
 /// The first 2 MiB of the 20.04-layout stand-in ISO: volume descriptors,
 /// directories and the boot configs all lie there.
+/// Never echoed: a join token and wallet passwords, random-looking so
+/// that no message could hold a piece of them by chance.
+const SECRET_TOKEN: &str = "Qz7RkV2mXw9TnB4cLp8HsJ3dFy6GvK1aNe5UoP0tRbMi";
+const SECRET_PASSWORDS: [&str; 2] = ["Wq8Zr2Kx7Mv4Tb9N", "Hj3Lp6Dy1Fs5Gc0X"];
+
+fn secrets_text() -> String {
+    format!(
+        "# microseed secrets\nversion: 1\njoin_token: {SECRET_TOKEN}\nwallet_passwords:\n  - {}\n  - \"{}\"\n",
+        SECRET_PASSWORDS[0], SECRET_PASSWORDS[1]
+    )
+}
+
+/// Reads `text` as a secrets file; no error may quote any eight characters
+/// in a row of a secret (a mutation may have cut it in pieces).
+fn load_secrets(text: &str) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let path = dir.path().join("secrets.yaml");
+    std::fs::write(&path, text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (result, took) = watched(move || {
+        let start = Instant::now();
+        let r = microseed::secrets::load(&path, false, Some(2)).map(|_| ());
+        (r, start.elapsed())
+    })?;
+    prop_assert!(took < PER_CASE, "took {took:?}");
+    if let Err(InputErrors(errors)) = result {
+        for e in errors {
+            let said = format!("{} {}", e.field, e.message);
+            for secret in std::iter::once(SECRET_TOKEN).chain(SECRET_PASSWORDS) {
+                let chars: Vec<char> = secret.chars().collect();
+                for w in chars.windows(8) {
+                    let piece: String = w.iter().collect();
+                    prop_assert!(!said.contains(&piece), "a secret echoed: {}", e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, max_shrink_time: 120_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn secrets_errors_never_echo_a_secret(edits in proptest::collection::vec(edit(), 1..8)) {
+        load_secrets(&apply(&secrets_text(), &edits))?;
+    }
+
+    #[test]
+    fn secrets_errors_never_echo_a_secret_in_token_soup(
+        tokens in proptest::collection::vec(0..TOKENS.len(), 0..40),
+        at in any::<usize>(),
+    ) {
+        let base = secrets_text();
+        let soup: String = tokens.iter().map(|&t| TOKENS[t]).collect();
+        let cut = base.char_indices().map(|(i, _)| i).nth(at % base.chars().count()).unwrap_or(0);
+        load_secrets(&format!("{}{soup}{}", &base[..cut], &base[cut..]))?;
+    }
+}
+
+#[test]
+fn secrets_errors_seen_in_review_quote_no_secret() {
+    // The cases an adversarial review found, each once.
+    let t = SECRET_TOKEN;
+    let p = SECRET_PASSWORDS[0];
+    for text in [
+        format!("version: 1\n  join_token: {t}\n"),
+        format!("version: 1\njoin_token: {t}\nwallet_passwords: {p}\n"),
+        format!("version: 1\njoin_token: {t}\n{t}: x\n"),
+        format!("version: {p}\njoin_token: {t}\n"),
+        format!("version: 1\njoin_token: {t}\nwallet_passwords:\n  - [{p}]\n"),
+        format!("version: 1\njoin_token: {t}\nwallet_passwords:\n  {p}: x\n"),
+        format!("version: 1\njoin_token: [{t}]\n"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secrets.yaml");
+        std::fs::write(&path, &text).expect("write");
+        let errors = match microseed::secrets::load(&path, false, None) {
+            Err(InputErrors(e)) => e,
+            Ok(_) => panic!("accepted: {text}"),
+        };
+        for e in errors {
+            let said = format!("{} {}", e.field, e.message);
+            assert!(
+                !said.contains(&t[..8]) && !said.contains(&p[..8]),
+                "echoed: {e}"
+            );
+        }
+    }
+}
+
 fn iso_head() -> &'static [u8] {
     static HEAD: OnceLock<Vec<u8>> = OnceLock::new();
     HEAD.get_or_init(|| {

@@ -210,6 +210,7 @@ fn pinned_to(base: &str, pin: &str) -> IsoSpec {
         base,
         Trust::Pinned {
             sha256: pin.to_string(),
+            size: None,
             origin: "profiles/releases/20.04.yaml".into(),
         },
     )
@@ -220,6 +221,7 @@ fn pinned(s: &Server) -> IsoSpec {
         &s.base,
         Trust::Pinned {
             sha256: s.digest(),
+            size: None,
             origin: "test".into(),
         },
     )
@@ -941,4 +943,126 @@ fn a_profile_overlay_with_its_own_key_is_the_one_way_to_trust_another_signer() {
         err.contains("gpgv was not found") && err.contains("pin"),
         "{err}"
     );
+}
+
+/// A hostile mirror: every request gets `head` (status line and headers),
+/// then `body`, then `junk` more bytes of `x`, then the connection closes.
+/// Returns the base URL and a counter of body bytes the client took.
+fn serve_flood(head: &'static str, body: Vec<u8>, junk: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            if read_request(&mut conn).is_none() {
+                continue;
+            }
+            let _ = conn.write_all(head.as_bytes());
+            if conn.write_all(&body).is_err() {
+                continue;
+            }
+            let chunk = vec![b'x'; 64 << 10];
+            let mut left = junk;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if conn.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                counter.fetch_add(n, Ordering::SeqCst);
+                left -= n;
+            }
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), sent)
+}
+
+#[test]
+fn an_endless_sha256sums_is_cut_off_at_a_small_bound() {
+    // 64 MiB stands in for "endless": far past the bound, small enough that
+    // an unbounded reader still finishes (and fails the message check).
+    let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+    let (base, _) = serve_flood(head, Vec::new(), 64 << 20);
+    let cache = tempfile::tempdir().unwrap();
+    let err = ensure_iso(&pinned_to(&base, &"a".repeat(64)), cache.path(), &ONLINE).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("larger than 1024 KiB"), "{msg}");
+    // A Content-Length past the bound is refused before the body is read.
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 5000000000\r\nConnection: close\r\n\r\n";
+    let (base, _) = serve_flood(head, Vec::new(), 8 << 20);
+    let err = ensure_iso(&pinned_to(&base, &"a".repeat(64)), cache.path(), &ONLINE).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("larger than 1024 KiB"),
+        "{err:#}"
+    );
+    assert_eq!(files_in(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn an_iso_download_past_its_pinned_size_is_cut_off_and_deleted() {
+    let data = iso_bytes();
+    let sums = sums_for(NAME, &data);
+    // The mirror's SHA256SUMS agrees; the ISO comes with no length and
+    // does not end where the pinned size says.
+    let files = HashMap::from([("/SHA256SUMS".to_string(), sums.into_bytes())]);
+    let good = serve(Mode::Good, NAME, data.clone(), files);
+    let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+    let (flood, sent) = serve_flood(head, data.clone(), 64 << 20);
+    let mut spec = spec(
+        &good.base,
+        Trust::Pinned {
+            sha256: good.digest(),
+            size: Some(data.len() as u64),
+            origin: "test".into(),
+        },
+    );
+    spec.url = format!("{flood}/{NAME}");
+    let cache = tempfile::tempdir().unwrap();
+    let err = ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("more than its pinned size"), "{msg}");
+    assert!(msg.contains("the download was deleted"), "{msg}");
+    assert_eq!(files_in(cache.path()), Vec::<String>::new(), "{msg}");
+    assert!(
+        sent.load(Ordering::SeqCst) < 16 << 20,
+        "read on past the bound"
+    );
+
+    // Unpinned size: a declared length past any installer ISO is refused
+    // before a byte is written.
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n";
+    let (flood, _) = serve_flood(head, Vec::new(), 1 << 20);
+    let mut spec = pinned(&good);
+    spec.url = format!("{flood}/{NAME}");
+    let err = ensure_iso(&spec, cache.path(), &ONLINE).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("more than the most an installer ISO holds"),
+        "{msg}"
+    );
+    assert_eq!(files_in(cache.path()), Vec::<String>::new(), "{msg}");
+}
+
+#[test]
+fn a_part_file_that_is_a_symlink_is_never_followed() {
+    let s = serve_plain(Mode::Good);
+    let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("victim");
+    std::fs::write(&victim, &s.data[..1000]).unwrap();
+    let part = cache.path().join(format!("{NAME}.part"));
+    std::os::unix::fs::symlink(&victim, &part).unwrap();
+    let err = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap_err();
+    assert!(format!("{err:#}").contains("is a symbolic link"), "{err:#}");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        &s.data[..1000],
+        "written through the link"
+    );
+    // The link gone, the same fetch works.
+    std::fs::remove_file(&part).unwrap();
+    let got = ensure_iso(&pinned(&s), cache.path(), &ONLINE).unwrap();
+    assert!(std::fs::read(&got.path).unwrap() == s.data);
 }

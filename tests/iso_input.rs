@@ -175,3 +175,38 @@ fn files_that_are_not_isos_get_accurate_messages() {
         assert!(!out.exists(), "{}: output written", path.display());
     }
 }
+
+#[test]
+fn an_iso_truncated_during_the_build_is_an_error_not_a_crash() {
+    let s = Scratch::example();
+    let iso = s.dir.path().join("ubuntu.iso");
+    std::fs::copy(fixture(Fixture::Focal), &iso).expect("copy");
+    let out = s.dir.path().join("out");
+    let mut cmd = common::bin();
+    cmd.arg("build")
+        .arg(s.cluster())
+        .arg("-o")
+        .arg(&out)
+        .args(["--format", "installer", "--machine", "master", "--iso"])
+        .arg(&iso);
+    // Planned (its size read, its files found), then cut in half.
+    let run = common::Paused::start(cmd, "installer-planned");
+    let len = std::fs::metadata(&iso).expect("stat").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&iso)
+        .and_then(|f| f.set_len(len / 2))
+        .expect("truncate");
+    let (st, err) = run.resume();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), None, "killed by a signal: {err}");
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    assert!(!out.exists(), "an output was written");
+    let left: Vec<_> = std::fs::read_dir(s.dir.path())
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".out.tmp-"))
+        .collect();
+    assert!(left.is_empty(), "staging left: {left:?}");
+}

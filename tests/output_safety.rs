@@ -380,3 +380,306 @@ fn an_iso_kept_in_pxe_iso_can_feed_the_installer_format() {
     assert!(text(&o).1.contains("holds --iso"), "{}", text(&o).1);
     assert!(stray.is_file());
 }
+
+/// Names beside OUT that look like microseed's staging or `--check` trees.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".out.tmp-") || n.starts_with(".out.check-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// microseed run as the unprivileged user `nobody` (the tests run as root,
+/// for whom no permission is ever missing).
+fn as_nobody(args: &[&str]) -> Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_microseed"))
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+fn chown_tree(dir: &Path, uid: u32) {
+    let o = common::run("chown", &["-R", &format!("{uid}:{uid}"), s(dir)]);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn an_output_made_read_only_is_replaced_and_the_old_tree_removed() {
+    let sc = Scratch::example();
+    chown_tree(sc.dir.path(), 65534);
+    let (cluster, out) = (sc.cluster(), sc.out());
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", s(&cluster), "-o", s(&out), "--format", "dir"];
+        args.extend_from_slice(extra);
+        as_nobody(&args)
+    };
+    let o = build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    // What users do to protect an output from themselves.
+    let o = common::run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "chmod",
+            "-R",
+            "a-w",
+            s(&out),
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(
+        leftovers(sc.dir.path()),
+        Vec::<String>::new(),
+        "{}",
+        text(&o).1
+    );
+    let o = build(&[]);
+    assert!(o.status.success(), "a later build: {}", text(&o).1);
+
+    // A tree it cannot remove (root's directory inside, kept with --force):
+    // an error naming it, the new output in place, and later builds work.
+    let theirs = out.join("master/roots");
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::fs::write(theirs.join("file"), "root's").expect("write");
+    let o = build(&["--force"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the new output is in place"), "{err}");
+    assert!(err.contains("delete it by hand"), "{err}");
+    let left = leftovers(sc.dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        err.contains(&left[0]),
+        "the message names another tree: {err}"
+    );
+    assert!(
+        !out.join("master/roots").exists(),
+        "the old tree is still OUT"
+    );
+    let o = std::process::Command::new("sha256sum")
+        .args(["-c", "--strict", "--quiet", "SHA256SUMS"])
+        .current_dir(&out)
+        .output()
+        .expect("sha256sum");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = build(&[]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "a build after a failed removal: {err}");
+    assert!(err.contains("warning: cannot remove"), "{err}");
+}
+
+#[test]
+fn an_output_named_with_a_trailing_dot_or_slash_is_that_directory() {
+    let sc = Scratch::example();
+    for (given, dir) in [
+        ("newdir1/.", "newdir1"),
+        ("newdir2/", "newdir2"),
+        ("./newdir3/./", "newdir3"),
+    ] {
+        let o = bin()
+            .arg("build")
+            .arg(sc.cluster())
+            .args(["-o", given, "--format", "dir"])
+            .current_dir(sc.dir.path())
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{given}: {}", text(&o).1);
+        assert!(
+            sc.dir.path().join(dir).join("SHA256SUMS").is_file(),
+            "{given}"
+        );
+        // Built again, replaced in place.
+        let o = bin()
+            .arg("build")
+            .arg(sc.cluster())
+            .args(["-o", given, "--format", "dir"])
+            .current_dir(sc.dir.path())
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{given} again: {}", text(&o).1);
+    }
+    let stray: Vec<String> = std::fs::read_dir(sc.dir.path())
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(stray.is_empty(), "staging trees left: {stray:?}");
+}
+
+fn paused_build(sc: &Scratch, extra: &[&str]) -> common::Paused {
+    let mut c = bin();
+    c.arg("build")
+        .arg(sc.cluster())
+        .arg("-o")
+        .arg(sc.out())
+        .args(extra);
+    common::Paused::start(c, "before-swap")
+}
+
+#[test]
+fn what_changes_in_the_output_during_a_build_is_checked_again_at_the_swap() {
+    let sc = Scratch::new(&pxe_cluster());
+    let o = sc.build(&["--format", "dir,pxe", "--pxe-url", PXE_URL]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    std::fs::create_dir_all(sc.out().join("pxe/boot")).expect("mkdir");
+    std::fs::write(sc.out().join("pxe/boot/old.efi"), "carried").expect("write");
+
+    // A file of the user's, put in while the build ran: not deleted.
+    let run = paused_build(&sc, &["--format", "dir,pxe", "--pxe-url", PXE_URL]);
+    std::fs::write(sc.out().join("notes.txt"), "mine").expect("write");
+    let (st, err) = run.resume();
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds files microseed did not write (notes.txt"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sc.out().join("notes.txt")).expect("kept"),
+        "mine"
+    );
+    assert_eq!(leftovers(sc.dir.path()), Vec::<String>::new(), "{err}");
+    std::fs::remove_file(sc.out().join("notes.txt")).expect("rm");
+
+    // A boot file copied in after the old ones were carried over.
+    let run = paused_build(&sc, &["--format", "dir,pxe", "--pxe-url", PXE_URL]);
+    std::fs::write(sc.out().join("pxe/boot/new.efi"), "late").expect("write");
+    let (st, err) = run.resume();
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(
+        err.contains("changed during the build (pxe/boot/new.efi"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sc.out().join("pxe/boot/new.efi")).expect("kept"),
+        "late"
+    );
+
+    // Unchanged, the same build goes through and keeps both.
+    let run = paused_build(&sc, &["--format", "dir,pxe", "--pxe-url", PXE_URL]);
+    let (st, err) = run.resume();
+    assert!(st.success(), "{err}");
+    assert!(
+        sc.out().join("pxe/boot/old.efi").is_file() && sc.out().join("pxe/boot/new.efi").is_file()
+    );
+}
+
+#[test]
+fn a_filesystem_mounted_in_the_output_during_a_build_is_never_emptied() {
+    let sc = Scratch::example();
+    let script = r#"set -u
+d="$1"; bin="$2"; cluster="$3"
+fail() { echo "FAIL: $*"; exit 1; }
+"$bin" build "$cluster" -o "$d/out" --format dir >/dev/null || fail "first build"
+mkdir "$d/out/data"
+for force in "" --force; do
+  rm -f "$d/resume"
+  MICROSEED_TEST_PAUSE=before-swap MICROSEED_TEST_RESUME="$d/resume" \
+    "$bin" build "$cluster" -o "$d/out" --format dir $force >/dev/null 2>"$d/err" &
+  pid=$!
+  for _ in $(seq 300); do grep -q "paused at before-swap" "$d/err" && break; sleep 0.1; done
+  grep -q "paused at before-swap" "$d/err" || fail "never paused: $(cat "$d/err")"
+  mount -t tmpfs -o size=1m tmpfs "$d/out/data" || fail mount
+  echo keep > "$d/out/data/file"
+  touch "$d/resume"
+  wait $pid; rc=$?
+  [ "$rc" = 2 ] || fail "$force: rc $rc: $(cat "$d/err")"
+  grep -q "$d/out/data is a mount point inside the output" "$d/err" || fail "$(cat "$d/err")"
+  [ "$(cat "$d/out/data/file")" = keep ] || fail "emptied"
+  umount "$d/out/data"
+done
+ls -A "$d" | grep -q '^\.out\.tmp-' && fail "left: $(ls -A "$d")"
+echo ok
+"#;
+    let o = in_mount_namespace(&sc, script);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn a_users_directories_named_like_leftovers_are_never_swept() {
+    let sc = Scratch::example();
+    let o = sc.build(&["--format", "dir"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    // A copy of the output, kept under names microseed's own trees have.
+    let mut kept = Vec::new();
+    for name in [
+        ".out.tmp-backup",
+        ".out.check-latest",
+        ".out.tmp-abc123-dying",
+    ] {
+        let d = sc.dir.path().join(name);
+        let o = common::run("cp", &["-a", s(&sc.out()), s(&d)]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        kept.push((d.clone(), snapshot(&d)));
+    }
+    for extra in [&[][..], &["--check"][..]] {
+        let o = sc.build(extra);
+        let (_, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(!err.contains("left by an interrupted run"), "{err}");
+    }
+    for (d, before) in kept {
+        assert_eq!(snapshot(&d), before, "{} was touched", d.display());
+    }
+}
+
+/// Runs `build -o OUT`, failing the test if it takes more than 30 s.
+fn build_within_30s(sc: &Scratch) -> Output {
+    let mut child = bin()
+        .arg("build")
+        .arg(sc.cluster())
+        .arg("-o")
+        .arg(sc.out())
+        .args(["--format", "dir"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("wait");
+            panic!("build hung: {}", text(&o).1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_manifest_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let sc = Scratch::example();
+    let o = sc.build(&["--format", "dir"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let manifest = sc.out().join("SHA256SUMS");
+    let fifo = |p: &Path| {
+        let o = common::run("mkfifo", &[s(p)]);
+        assert!(o.status.success(), "{:?}", text(&o));
+    };
+    let zero = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).expect("symlink");
+    for (what, make) in [
+        ("FIFO", &fifo as &dyn Fn(&Path)),
+        ("link to /dev/zero", &zero),
+    ] {
+        std::fs::remove_file(&manifest).expect("rm");
+        make(&manifest);
+        let o = build_within_30s(&sc);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains("SHA256SUMS"), "{what}: {err}");
+        assert!(
+            std::fs::symlink_metadata(&manifest).is_ok(),
+            "{what}: the output was replaced"
+        );
+    }
+}

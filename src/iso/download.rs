@@ -13,13 +13,28 @@
 //! one leaves a `.part` that the next run resumes with an HTTP Range request.
 //! `--offline` ([`FetchOptions::offline`]) turns every network use into an
 //! error that says how to fill the cache.
+//!
+//! A mirror is not trusted with sizes: `SHA256SUMS` and its signature are
+//! read up to [`MAX_LIST_BYTES`], the ISO up to its pinned size or
+//! [`MAX_ISO_BYTES`]. Files in the cache are opened without following
+//! symbolic links: a `.part` link would have the download written into its
+//! target.
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The most `SHA256SUMS` or its signature may hold: Ubuntu's are about a
+/// kilobyte.
+pub const MAX_LIST_BYTES: u64 = 1 << 20;
+
+/// The most an ISO download may hold when its size is not pinned: Ubuntu's
+/// live-server ISOs are 1.5 to 3 GiB.
+pub const MAX_ISO_BYTES: u64 = 8 << 30;
 
 use super::trust::{GpgvMissing, TrustedKey, normalize_fingerprint, verify_detached};
 use crate::profile::ReleaseProfile;
@@ -42,8 +57,13 @@ pub fn default_cache_dir() -> PathBuf {
 /// What a downloaded or cached ISO must hash to.
 #[derive(Debug, Clone)]
 pub enum Trust {
-    /// The digest recorded in the release profile (`origin` names it).
-    Pinned { sha256: String, origin: String },
+    /// The digest recorded in the release profile (`origin` names it),
+    /// and the size where one is recorded too.
+    Pinned {
+        sha256: String,
+        size: Option<u64>,
+        origin: String,
+    },
     /// The digest `SHA256SUMS` gives, once its signature by this key checks out.
     Signed(TrustedKey),
 }
@@ -79,6 +99,7 @@ impl IsoSpec {
                 );
                 Trust::Pinned {
                     sha256: d,
+                    size: pin.size,
                     origin: format!("{origin}, checked {}", pin.checked_on),
                 }
             }
@@ -227,7 +248,7 @@ pub fn ensure_iso(spec: &IsoSpec, cache_dir: &Path, opts: &FetchOptions) -> Resu
 /// mirror, and either needs a human. An unpinned release has nothing to
 /// compare.
 fn mirror_agrees_with_pin(spec: &IsoSpec, net: &mut Net) -> Result<()> {
-    let Trust::Pinned { sha256, origin } = &spec.trust else {
+    let Trust::Pinned { sha256, origin, .. } = &spec.trust else {
         return Ok(());
     };
     if net.pin_checked {
@@ -252,7 +273,7 @@ fn mirror_agrees_with_pin(spec: &IsoSpec, net: &mut Net) -> Result<()> {
 /// The digest the ISO must have and a phrase saying who vouches for it.
 fn expected_digest(spec: &IsoSpec, p: &Paths, net: &mut Net) -> Result<(String, String)> {
     let key = match &spec.trust {
-        Trust::Pinned { sha256, origin } => {
+        Trust::Pinned { sha256, origin, .. } => {
             return Ok((sha256.clone(), format!("the pin in {origin}")));
         }
         Trust::Signed(key) => key,
@@ -267,7 +288,7 @@ fn expected_digest(spec: &IsoSpec, p: &Paths, net: &mut Net) -> Result<(String, 
         )
     };
     // A signed SHA256SUMS kept from an earlier fetch is re-verified, offline.
-    if let (Ok(sums), Ok(sig)) = (fs::read(&p.sums), fs::read(&p.sig)) {
+    if let (Ok(sums), Ok(sig)) = (read_cached(&p.sums), read_cached(&p.sig)) {
         let what = format!("the cached {}", p.sums.display());
         match verify_detached(&sums, &sig, key, &what) {
             Ok(()) => {
@@ -352,6 +373,8 @@ impl Net {
         Ok(self.client.as_ref().expect("just set"))
     }
 
+    /// A small file (`SHA256SUMS`, its signature): at most
+    /// [`MAX_LIST_BYTES`], whatever the server sends or says it sends.
     fn get_status(&mut self, url: &str) -> Result<(reqwest::StatusCode, Vec<u8>)> {
         let r = self
             .client()?
@@ -359,8 +382,24 @@ impl Net {
             .send()
             .with_context(|| format!("fetching {url}"))?;
         let status = r.status();
-        let body = r.bytes().with_context(|| format!("reading {url}"))?;
-        Ok((status, body.to_vec()))
+        let too_big = || {
+            anyhow::anyhow!(
+                "{url}: the answer is larger than {} KiB; a SHA256SUMS list or its signature \
+                 is about one: not a mirror to trust",
+                MAX_LIST_BYTES >> 10
+            )
+        };
+        if r.content_length().is_some_and(|n| n > MAX_LIST_BYTES) {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        r.take(MAX_LIST_BYTES + 1)
+            .read_to_end(&mut body)
+            .with_context(|| format!("reading {url}"))?;
+        if body.len() as u64 > MAX_LIST_BYTES {
+            return Err(too_big());
+        }
+        Ok((status, body))
     }
 
     fn get(&mut self, url: &str) -> Result<Vec<u8>> {
@@ -385,9 +424,23 @@ fn download(
     let part = &p.part;
     let mut hasher = Sha256::new();
     let mut have = 0u64;
-    if let Ok(mut f) = File::open(part) {
-        have = hash_into(&mut f, &mut hasher)
-            .with_context(|| format!("hashing {}", part.display()))?;
+    let limit = match &spec.trust {
+        Trust::Pinned { size: Some(n), .. } => *n,
+        _ => MAX_ISO_BYTES,
+    };
+    match open_cached(part) {
+        Ok(mut f) => {
+            have = hash_into(&mut f, &mut hasher)
+                .with_context(|| format!("hashing {}", part.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("opening {}", part.display())),
+    }
+    if have > limit {
+        // Resuming it would only grow it: junk from an earlier mirror.
+        fs::remove_file(part).with_context(|| format!("removing {}", part.display()))?;
+        hasher = Sha256::new();
+        have = 0;
     }
     let mut request = client.get(url);
     if have > 0 {
@@ -424,15 +477,39 @@ fn download(
         hasher = Sha256::new();
         have = 0;
     }
+    let total = response.content_length().map(|n| n + have);
+    let too_big = |got: u64| {
+        let bound = match &spec.trust {
+            Trust::Pinned { size: Some(_), .. } => "its pinned size",
+            _ => "the most an installer ISO holds",
+        };
+        let _ = fs::remove_file(part);
+        anyhow::anyhow!(
+            "{url}: the server sends {got} bytes or more, more than {bound} ({limit} bytes); \
+             the download was deleted: not a mirror to trust"
+        )
+    };
+    if let Some(total) = total
+        && total > limit
+    {
+        return Err(too_big(total));
+    }
+    // O_NOFOLLOW: a `.part` that is a symbolic link is an error, never a
+    // way to write into the link's target.
     let mut out = OpenOptions::new()
         .create(true)
         .write(true)
         .append(resumed)
         .truncate(!resumed)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(part)
-        .with_context(|| format!("opening {}", part.display()))?;
-
-    let total = response.content_length().map(|n| n + have);
+        .map_err(|e| link_error(part, e))?;
+    ensure!(
+        out.metadata()?.is_file(),
+        "{} is not a regular file; remove it",
+        part.display()
+    );
     let bar = if show_progress {
         let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
         bar.set_style(
@@ -466,6 +543,11 @@ fn download(
                 });
             }
         };
+        if have + n as u64 > limit {
+            drop(out);
+            bar.abandon();
+            return Err(too_big(have + n as u64));
+        }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
             .with_context(|| format!("writing {}", part.display()))?;
@@ -508,13 +590,76 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    // A new file (O_EXCL never follows a link): whatever stood there before
+    // (a crashed run's file, a planted link) goes first.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", tmp.display()));
+        }
+        _ => {}
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Opens a file of the cache for reading: not followed if a symbolic link,
+/// and only a regular file (a FIFO would hang the hash).
+fn open_cached(path: &Path) -> std::io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::other(format!(
+                "{} is a symbolic link; microseed follows no links in its cache: remove it",
+                path.display()
+            )),
+            _ => e,
+        })?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file; remove it",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// A cached list (`SHA256SUMS`, its signature), bounded like a download.
+fn read_cached(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_cached(path)?
+        .take(MAX_LIST_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_LIST_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than a SHA256SUMS list",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn link_error(path: &Path, e: std::io::Error) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        anyhow::anyhow!(
+            "{} is a symbolic link; microseed follows no links in its cache: remove it",
+            path.display()
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("opening {}", path.display()))
+    }
 }
 
 /// The sha256 and length of a file.
 fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut f = open_cached(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
     let n = hash_into(&mut f, &mut h).with_context(|| format!("hashing {}", path.display()))?;
     Ok((hex::encode(h.finalize()), n))

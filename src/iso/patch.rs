@@ -121,18 +121,13 @@ pub struct InstallerPlan {
     pub writes: Vec<(u64, Vec<u8>)>,
     /// What will change (its `sha256` is empty until the bytes are hashed).
     pub report: InstallerReport,
-    map: memmap2::Mmap,
 }
 
 impl InstallerPlan {
     /// Fills `buf` with the image's bytes at `offset` (zeros past the end).
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) {
-        fill_overlaid(
-            &self.map[..self.iso_len as usize],
-            offset,
-            buf,
-            &self.writes,
-        );
+    /// An ISO that shrank since it was planned is an error.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        fill_overlaid(&self.src, self.iso_len, offset, buf, &self.writes)
     }
 }
 
@@ -270,10 +265,6 @@ pub fn plan_installer_image(
     let fat_len = fat.len() as u64;
     writes.push((start, fat));
     writes.extend(table_writes.0.into_inner());
-    // SAFETY: the source ISO is opened read-only and only read through the
-    // map; a concurrent writer to the user's ISO would change its bytes under
-    // any copy, mapped or not.
-    let map = unsafe { memmap2::Mmap::map(&src) }.context("mapping the ISO")?;
     let report = InstallerReport {
         layout: layout_name(&layout),
         boot_configs: report_configs,
@@ -294,7 +285,6 @@ pub fn plan_installer_image(
         total: total * LBA,
         writes,
         report,
-        map,
     })
 }
 
@@ -481,9 +471,12 @@ fn update_md5sums(text: &[u8], changed: &[(String, Vec<u8>)]) -> (Vec<u8>, Vec<S
 ///
 /// The copy is a reflink (FICLONE) where the filesystem shares extents, else
 /// copy_file_range: either way done by the kernel, as `cp` does. Meanwhile a
-/// second thread hashes the image's final bytes from a mapping of the source
-/// with the same writes laid over it, so the manifest costs no second read
-/// of the image: the whole costs about one copy of the ISO.
+/// second thread hashes the image's final bytes, read from the source (from
+/// the page cache the copy fills) with the same writes laid over them, so
+/// the manifest costs no second read of the image: the whole costs about
+/// one copy of the ISO. The source is read with pread, not mapped: an ISO
+/// truncated while the build runs is then an error, where a mapping would
+/// kill the process with SIGBUS and leave its staging tree behind.
 fn write_image(
     src: &File,
     dst: &File,
@@ -491,12 +484,9 @@ fn write_image(
     total: u64,
     writes: &[(u64, Vec<u8>)],
 ) -> Result<String> {
-    // SAFETY: the source ISO is opened read-only and only read through the
-    // map; a concurrent writer to the user's ISO would change its bytes under
-    // any copy, mapped or not.
-    let map = unsafe { memmap2::Mmap::map(src) }.context("mapping the ISO")?;
-    let result = std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| hash_overlaid(&map[..iso_len as usize], total, writes));
+    crate::cleanup::pause_point("installer-planned");
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| hash_overlaid(src, iso_len, total, writes));
         copy_image(src, dst, iso_len)?;
         dst.set_len(total)
             .context("extending the image for the seed partition")?;
@@ -504,47 +494,64 @@ fn write_image(
             dst.write_all_at(data, *offset)
                 .with_context(|| format!("writing patched bytes at {offset}"))?;
         }
-        hasher
+        let sha256 = hasher
             .join()
-            .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))
-    })?;
-    Ok(result)
+            .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
+        // A source that shrank after the hash read it: the copy is short.
+        ensure!(
+            src.metadata().context("reading the ISO's size")?.len() == iso_len,
+            "the ISO changed size while the image was written (was it truncated or \
+             replaced during the build?)"
+        );
+        Ok(sha256)
+    })
 }
 
-/// sha256 of `base` (zero-extended to `total`) with `writes` laid over it.
-fn hash_overlaid(base: &[u8], total: u64, writes: &[(u64, Vec<u8>)]) -> String {
+/// sha256 of the first `src_len` bytes of `src` (zero-extended to `total`)
+/// with `writes` laid over them.
+fn hash_overlaid(
+    src: &File,
+    src_len: u64,
+    total: u64,
+    writes: &[(u64, Vec<u8>)],
+) -> Result<String> {
     use sha2::Digest as _;
     const CHUNK: u64 = 4 << 20;
     let mut h = sha2::Sha256::new();
-    let mut buf = Vec::with_capacity(CHUNK as usize);
+    let mut buf = vec![0u8; CHUNK as usize];
     let mut pos = 0u64;
     while pos < total {
         let end = (pos + CHUNK).min(total);
-        let touched = writes
-            .iter()
-            .any(|(o, d)| *o < end && o + d.len() as u64 > pos);
-        if !touched && end <= base.len() as u64 {
-            h.update(&base[pos as usize..end as usize]);
-        } else {
-            buf.clear();
-            buf.resize((end - pos) as usize, 0);
-            fill_overlaid(base, pos, &mut buf, writes);
-            h.update(&buf);
-        }
+        let chunk = &mut buf[..(end - pos) as usize];
+        fill_overlaid(src, src_len, pos, chunk, writes).context("hashing the image")?;
+        h.update(&*chunk);
         pos = end;
     }
-    hex::encode(h.finalize())
+    Ok(hex::encode(h.finalize()))
 }
 
-/// Fills `buf` with the bytes at `pos` of `base` (zero-extended) with
-/// `writes` laid over it in order.
-fn fill_overlaid(base: &[u8], pos: u64, buf: &mut [u8], writes: &[(u64, Vec<u8>)]) {
+/// Fills `buf` with the bytes at `pos` of the first `src_len` bytes of
+/// `src` (zero-extended) with `writes` laid over them in order. A source
+/// shorter than `src_len` (truncated since) is an error.
+fn fill_overlaid(
+    src: &File,
+    src_len: u64,
+    pos: u64,
+    buf: &mut [u8],
+    writes: &[(u64, Vec<u8>)],
+) -> std::io::Result<()> {
     let end = pos + buf.len() as u64;
-    buf.fill(0);
-    let have = (base.len() as u64).clamp(pos, end);
-    if have > pos {
-        buf[..(have - pos) as usize].copy_from_slice(&base[pos as usize..have as usize]);
-    }
+    let have = (src_len.clamp(pos, end) - pos) as usize;
+    src.read_exact_at(&mut buf[..have], pos).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::other(format!(
+                "the ISO ended before byte {end} of {src_len}: it was truncated while in use"
+            ))
+        } else {
+            e
+        }
+    })?;
+    buf[have..].fill(0);
     for (offset, data) in writes {
         let (a, b) = (*offset, *offset + data.len() as u64);
         let (lo, hi) = (a.max(pos), b.min(end));
@@ -553,6 +560,7 @@ fn fill_overlaid(base: &[u8], pos: u64, buf: &mut [u8], writes: &[(u64, Vec<u8>)
                 .copy_from_slice(&data[(lo - a) as usize..(hi - a) as usize]);
         }
     }
+    Ok(())
 }
 
 /// Copy `len` bytes: a reflink (FICLONE) where the filesystem shares extents,
@@ -571,7 +579,7 @@ fn copy_image(src: &File, dst: &File, len: u64) -> Result<()> {
     let copied = std::io::copy(&mut r, &mut w).context("copying the image")?;
     ensure!(
         copied == len,
-        "copied {copied} bytes of {len}: source changed while copying?"
+        "copied {copied} bytes of {len}: the ISO was truncated or replaced while it was copied"
     );
     Ok(())
 }
@@ -596,10 +604,16 @@ mod tests {
         for (o, d) in &writes {
             image[*o as usize..*o as usize + d.len()].copy_from_slice(d);
         }
+        let mut src = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut src, &base).unwrap();
         assert_eq!(
-            super::hash_overlaid(&base, total, &writes),
+            super::hash_overlaid(&src, base.len() as u64, total, &writes).unwrap(),
             hex::encode(sha2::Sha256::digest(&image))
         );
+        // Truncated since it was planned: an error, not a signal.
+        src.set_len(5_000_000).unwrap();
+        let err = super::hash_overlaid(&src, base.len() as u64, total, &writes).unwrap_err();
+        assert!(format!("{err:#}").contains("truncated"), "{err:#}");
     }
 
     #[test]

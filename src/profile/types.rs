@@ -230,6 +230,10 @@ pub struct Pin {
     pub source: String,
     /// The day it was checked (YYYY-MM-DD).
     pub checked_on: String,
+    /// The ISO's size in bytes, where recorded: a download is cut off past
+    /// it (else at `iso::download::MAX_ISO_BYTES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// An OpenPGP public key shipped with the profiles (a path under `profiles/`).

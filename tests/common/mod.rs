@@ -179,3 +179,67 @@ pub fn in_mount_namespace(script: &str, args: &[&str]) -> Output {
     argv.extend_from_slice(args);
     run("unshare", &argv)
 }
+
+/// A run held at a test pause point (`MICROSEED_TEST_PAUSE`) until the test
+/// has changed the world and calls [`Paused::resume`]
+/// (`MICROSEED_TEST_RESUME`): what races a build, made deterministic.
+pub struct Paused {
+    child: std::process::Child,
+    err: std::io::BufReader<std::process::ChildStderr>,
+    seen: String,
+    resume: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Paused {
+    /// Starts `cmd` and returns once it says it is paused at `point`.
+    pub fn start(mut cmd: Command, point: &str) -> Paused {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resume = dir.path().join("resume");
+        let mut child = cmd
+            .env("MICROSEED_TEST_PAUSE", point)
+            .env("MICROSEED_TEST_RESUME", &resume)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn microseed");
+        let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = err.read_line(&mut line).expect("read stderr");
+            seen.push_str(&line);
+            if n == 0 {
+                let _ = child.wait();
+                panic!("the run ended before pausing at {point}: {seen}");
+            }
+            if line.contains(&format!("paused at {point}")) {
+                break;
+            }
+        }
+        Paused {
+            child,
+            err,
+            seen,
+            resume,
+            _dir: dir,
+        }
+    }
+
+    /// Lets the run go on; returns its exit status and whole stderr.
+    pub fn resume(mut self) -> (std::process::ExitStatus, String) {
+        std::fs::write(&self.resume, "").expect("resume");
+        std::io::Read::read_to_string(&mut self.err, &mut self.seen).expect("read stderr");
+        let st = self.child.wait().expect("wait");
+        (st, self.seen.clone())
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the run paused forever.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
