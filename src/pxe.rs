@@ -273,15 +273,23 @@ pub fn write_menus(
     };
     let mut templates = Templates::new(templates);
     let context = tera::Context::from_serialize(&ctx)?;
-    for (template, out) in [
-        ("pxe/grub.cfg.tera", "pxe/grub/grub.cfg"),
-        ("pxe/boot.ipxe.tera", "pxe/ipxe/boot.ipxe"),
-        ("pxe/dnsmasq.conf.tera", "pxe/dnsmasq.conf"),
+    // Which files dnsmasq's TFTP may hand out: run as root, it serves only
+    // world-readable ones. GRUB reads its menu over TFTP; iPXE reads its
+    // script over HTTP, and nothing reads dnsmasq.conf over the network, so
+    // those stay owner-only like the seeds.
+    for (template, out, tftp) in [
+        ("pxe/grub.cfg.tera", "pxe/grub/grub.cfg", true),
+        ("pxe/boot.ipxe.tera", "pxe/ipxe/boot.ipxe", false),
+        ("pxe/dnsmasq.conf.tera", "pxe/dnsmasq.conf", false),
     ] {
         let text = templates
             .render(template, &context)
             .with_context(|| format!("rendering {}", templates.origin(template)))?;
-        staging.write(out, text.as_bytes())?;
+        if tftp {
+            staging.write_world_readable(out, text.as_bytes())?;
+        } else {
+            staging.write(out, text.as_bytes())?;
+        }
     }
     Ok(())
 }
