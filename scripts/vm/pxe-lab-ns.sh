@@ -15,7 +15,8 @@
 # without fetching anything under boot/. All guests are bounded by
 # MS_PXE_TIMEOUT (480 s). WORK/guests.txt: NAME FIRMWARE MAC IP HOW (exit=N,
 # watched, timeout). Logs: WORK/{proxy,router,serve}.log, NAME.serial,
-# NAME.qemu.log.
+# NAME.qemu.log; WORK/tftp.txt: what TFTP serves (below). Without GUEST,
+# only that TFTP check runs.
 set -euo pipefail
 qroot="$1" pxe="$2" work="$3"
 shift 3
@@ -80,6 +81,26 @@ for _ in $(seq 100); do
 done
 [[ -s "$work/serve.url" ]] || { log "microseed serve did not start"; exit 1; }
 grep -q "TFTP root is" "$work/proxy.log" || { log "the proxy dnsmasq did not start"; exit 1; }
+
+# What TFTP hands out, asked from the router's side of the LAN: every file
+# of the tree, one line each in WORK/tftp.txt, "REL served" (the same bytes),
+# "REL differs" or "REL refused (curl rc)".
+(cd "$pxe" && find . -type f -printf '%P\n' | LC_ALL=C sort) | while read -r rel; do
+    rc=0
+    in_router curl -s --max-time 10 -o "$work/tftp.got" "tftp://$lan_ip/$rel" || rc=$?
+    if ((rc != 0)); then
+        echo "$rel refused ($rc)"
+    elif cmp -s "$work/tftp.got" "$pxe/$rel"; then
+        echo "$rel served"
+    else
+        echo "$rel differs"
+    fi
+done >"$work/tftp.txt"
+rm -f "$work/tftp.got"
+if ((${#names[@]} == 0)); then
+    log "no guests: TFTP checked only"
+    exit 0
+fi
 
 # qemu from the chroot; this namespace's mounts vanish with it.
 mount -t proc proc "$qroot/proc"
