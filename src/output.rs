@@ -210,7 +210,13 @@ impl Staging {
     /// [`crate::documents::Documents::sha256`]): the manifest takes it as
     /// it is instead of hashing the bytes again.
     pub fn write_hashed(&mut self, rel: &str, bytes: &[u8], sha256: [u8; 32]) -> Result<()> {
-        self.queue(rel, Bytes::Ready(bytes.to_vec()), false, Some(sha256), false)
+        self.queue(
+            rel,
+            Bytes::Ready(bytes.to_vec()),
+            false,
+            Some(sha256),
+            false,
+        )
     }
 
     /// Like [`Staging::write`] for a disk image `make` builds, on the

@@ -110,10 +110,7 @@ fn tftp_serves_the_menu_and_boot_files_but_never_a_seed() {
     let work = tempfile::tempdir().expect("tmp");
     lab(&s, work.path(), &[]);
     let listing = read(&work.path().join("tftp.txt"));
-    let got: BTreeMap<&str, &str> = listing
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .collect();
+    let got: BTreeMap<&str, &str> = listing.lines().filter_map(|l| l.split_once(' ')).collect();
     let mut failures = Vec::new();
     for (rel, verdict) in &got {
         let public = *rel == "grub/grub.cfg" || rel.starts_with("tftp/");
@@ -182,7 +179,9 @@ fn netboot_through_the_generated_proxy_boots_listed_macs_and_no_kernel_for_other
                 .any(|l| l.starts_with(&format!("{ip} GET {path} 200 ")))
         };
         if !fetched("/ipxe/boot.ipxe") {
-            failures.push(format!("{name} ({fw}, {mac}): never fetched ipxe/boot.ipxe"));
+            failures.push(format!(
+                "{name} ({fw}, {mac}): never fetched ipxe/boot.ipxe"
+            ));
         }
         match machine {
             Some(m) => {
