@@ -39,9 +39,14 @@ ip link add ms-br type bridge
 ip addr add "$lan_ip/$prefix" dev ms-br
 ip link set ms-br up
 
-# MS_PXE_CAPTURE=1: every packet on the LAN to WORK/lan.pcap.
+# MS_PXE_CAPTURE=1: every packet on the LAN to WORK/lan.pcap (tcpdump, not
+# among the test's dependencies: install it to debug).
 if [[ "${MS_PXE_CAPTURE:-0}" == 1 ]]; then
-    tcpdump -i ms-br -U -w "$work/lan.pcap" 2>"$work/tcpdump.log" &
+    if command -v tcpdump >/dev/null; then
+        tcpdump -i ms-br -U -w "$work/lan.pcap" 2>"$work/tcpdump.log" &
+    else
+        log "MS_PXE_CAPTURE=1 but no tcpdump: no capture"
+    fi
 fi
 
 # The router's own network namespace, held by a sleeping process.
