@@ -12,7 +12,7 @@
 #     the bookworm chroot QEMU_ROOT, serial console to WORK/NAME.serial.
 # A guest is finished when its qemu exits (the test initrd powers off), or
 # when MS_PXE_WATCH seconds (60) have passed since it fetched ipxe/boot.ipxe
-# without fetching anything under boot/. All guests are bounded by
+# without fetching, or starting to fetch, anything under boot/. All guests are bounded by
 # MS_PXE_TIMEOUT (480 s). WORK/guests.txt: NAME FIRMWARE MAC IP HOW (exit=N,
 # watched, timeout). Logs: WORK/{proxy,router,serve}.log, NAME.serial,
 # NAME.qemu.log; WORK/tftp.txt: what TFTP serves (below). Without GUEST,
@@ -141,10 +141,13 @@ while ((${#how[@]} < ${#names[@]})); do
             log "${names[$i]}: qemu exited ($rc) after $((SECONDS - start)) s"
             continue
         fi
-        # When did this guest fetch its iPXE script, and did it fetch a kernel?
+        # When did this guest fetch its iPXE script, and did it fetch a
+        # kernel? serve logs a request once answered, so a slow download
+        # shows first on the console, where iPXE prints the URL it fetches.
         ip="${ips[$i]}"
         if grep -q "^$ip GET /ipxe/boot.ipxe 200 " "$work/serve.log" \
-            && ! grep -q "^$ip GET /boot/" "$work/serve.log"; then
+            && ! grep -q "^$ip GET /boot/" "$work/serve.log" \
+            && ! grep -aq ":8080/boot/" "$work/${names[$i]}.serial"; then
             [[ -n "${seen[$i]:-}" ]] || seen[$i]=$SECONDS
             if ((SECONDS - seen[$i] >= watch)); then
                 kill "${pids[$i]}" 2>/dev/null || true
