@@ -8,6 +8,11 @@ cache="${MICROSEED_TEST_CACHE:-/var/cache/microseed-test}"
 root="$cache/bookworm-qemu"
 if [ -e "$root/.complete" ]; then echo "$root"; exit 0; fi
 mkdir -p "$cache"
+# One build at a time: the installer and netboot tests may ask at once, and
+# a second build would replace the chroot under the first one's qemu.
+exec 9>"$cache/.bookworm-qemu.lock"
+flock 9
+if [ -e "$root/.complete" ]; then echo "$root"; exit 0; fi
 # The mirror the machine's own apt sources name (deb822 or one-line format).
 mirror="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
   | grep -oE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' | awk '{print $2}' | head -n1 || true)"

@@ -174,8 +174,9 @@ impl Staging {
         Ok(self.dir.path().join(rel))
     }
 
-    /// A new owner-only file (seeds carry the join token) in the tree.
-    fn create(&self, rel: &str) -> Result<(PathBuf, fs::File)> {
+    /// A new file in the tree: owner-only (seeds carry the join token)
+    /// unless `public`.
+    fn create(&self, rel: &str, public: bool) -> Result<(PathBuf, fs::File)> {
         let p = self.path_for(rel)?;
         let f = OpenOptions::new()
             .write(true)
@@ -183,6 +184,12 @@ impl Staging {
             .mode(0o600)
             .open(&p)
             .with_context(|| format!("creating {}", p.display()))?;
+        if public {
+            // Set after creation, so the user's umask cannot take the
+            // world-readable bit away.
+            f.set_permissions(fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("making {} world-readable", p.display()))?;
+        }
         Ok((p, f))
     }
 
@@ -191,14 +198,27 @@ impl Staging {
     /// failure to write them is returned by a later call ([`Staging::flush`]
     /// at the latest, which [`Staging::commit`] calls).
     pub fn write(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
-        self.queue(rel, Bytes::Ready(bytes.to_vec()), false, None)
+        self.queue(rel, Bytes::Ready(bytes.to_vec()), false, None, false)
+    }
+
+    /// [`Staging::write`] of a file that holds no secret and that a server
+    /// other than the owner must read, mode 0644: dnsmasq's TFTP, run as
+    /// root, serves only world-readable files (`--tftp-secure` in dnsmasq(8)).
+    pub fn write_world_readable(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
+        self.queue(rel, Bytes::Ready(bytes.to_vec()), false, None, true)
     }
 
     /// [`Staging::write`] of bytes whose SHA-256 the caller computed (see
     /// [`crate::documents::Documents::sha256`]): the manifest takes it as
     /// it is instead of hashing the bytes again.
     pub fn write_hashed(&mut self, rel: &str, bytes: &[u8], sha256: [u8; 32]) -> Result<()> {
-        self.queue(rel, Bytes::Ready(bytes.to_vec()), false, Some(sha256))
+        self.queue(
+            rel,
+            Bytes::Ready(bytes.to_vec()),
+            false,
+            Some(sha256),
+            false,
+        )
     }
 
     /// Like [`Staging::write`] for a disk image `make` builds, on the
@@ -211,7 +231,7 @@ impl Staging {
         rel: &str,
         make: impl FnOnce() -> Result<Vec<u8>> + Send + 'static,
     ) -> Result<()> {
-        self.queue(rel, Bytes::Make(Box::new(make)), true, None)
+        self.queue(rel, Bytes::Make(Box::new(make)), true, None, false)
     }
 
     fn queue(
@@ -220,8 +240,9 @@ impl Staging {
         bytes: Bytes,
         sparse: bool,
         sha256: Option<[u8; 32]>,
+        public: bool,
     ) -> Result<()> {
-        let (path, file) = self.create(rel)?;
+        let (path, file) = self.create(rel, public)?;
         let job = Job {
             rel: rel.to_string(),
             path,

@@ -1,23 +1,30 @@
 //! `build --format pxe`: a tree to netboot the installer from, under `pxe/`.
 //!
 //! ```text
-//! pxe/seeds/<machine>/{user-data,meta-data,network-config}  nocloud-net seeds
-//! pxe/grub/grub.cfg        UEFI: GRUB's netboot menu (read over TFTP)
-//! pxe/ipxe/boot.ipxe       BIOS (and iPXE anywhere): the iPXE script (HTTP)
+//! pxe/seeds/<machine>/{user-data,meta-data,network-config}  nocloud-net seeds (HTTP)
+//! pxe/ipxe/boot.ipxe       the iPXE script every machine gets through the proxy (HTTP)
+//! pxe/grub/grub.cfg        GRUB's menu, for Secure Boot (shim + signed GRUB, TFTP)
 //! pxe/dnsmasq.conf         proxy-DHCP + TFTP beside the LAN's DHCP server
 //! ```
 //!
 //! Files the user provides, never written by a build (see docs/pxe.md):
 //! `pxe/boot/{vmlinuz,initrd}` (from the ISO's `casper/`), `pxe/iso/<file>`
 //! (the release ISO, which the 20.04 netboot loads into RAM) and the boot
-//! loaders in `pxe/tftp/`. The format's row in [`crate::package::FORMATS`]
-//! names them so `verify` and `build --check` do not report them as unlisted.
+//! loaders in `pxe/tftp/` (iPXE's `undionly.kpxe` and `snponly.efi`). The
+//! format's row in [`crate::package::FORMATS`] names them so `verify` and
+//! `build --check` do not report them as unlisted.
 //!
-//! The served tree (`pxe/`) is also the TFTP root: Ubuntu's signed GRUB
-//! netboot image has the prefix `/grub`, so it reads `grub/grub.cfg` from the
-//! TFTP root, and GRUB 2.04/2.06 fetch HTTP only from port 80, so GRUB loads
-//! the kernel and initrd over TFTP from the same `boot/` that iPXE fetches
-//! over HTTP. Everything is rendered from the templates in `cloud-init/pxe/`.
+//! Through the proxy, BIOS and UEFI both chain to iPXE, which fetches
+//! `boot.ipxe`, the kernel and the initrd over HTTP. Signed GRUB (Secure
+//! Boot) ignores proxy offers, so `grub.cfg` serves a LAN whose own DHCP
+//! server names the TFTP server: the served tree (`pxe/`) is the TFTP root,
+//! since Ubuntu's signed GRUB netboot image has the prefix `/grub`, and GRUB
+//! 2.04/2.06 fetch HTTP only from port 80, so GRUB loads the kernel and
+//! initrd over TFTP from the same `boot/` that iPXE fetches over HTTP.
+//! dnsmasq runs as root, and then its TFTP serves only world-readable files:
+//! `grub.cfg` is written 0644, everything else (the seeds hold the join
+//! token) stays 0600 and is never served over TFTP. Everything is rendered
+//! from the templates in `cloud-init/pxe/`.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -273,15 +280,23 @@ pub fn write_menus(
     };
     let mut templates = Templates::new(templates);
     let context = tera::Context::from_serialize(&ctx)?;
-    for (template, out) in [
-        ("pxe/grub.cfg.tera", "pxe/grub/grub.cfg"),
-        ("pxe/boot.ipxe.tera", "pxe/ipxe/boot.ipxe"),
-        ("pxe/dnsmasq.conf.tera", "pxe/dnsmasq.conf"),
+    // Which files dnsmasq's TFTP may hand out: run as root, it serves only
+    // world-readable ones. GRUB reads its menu over TFTP; iPXE reads its
+    // script over HTTP, and nothing reads dnsmasq.conf over the network, so
+    // those stay owner-only like the seeds.
+    for (template, out, tftp) in [
+        ("pxe/grub.cfg.tera", "pxe/grub/grub.cfg", true),
+        ("pxe/boot.ipxe.tera", "pxe/ipxe/boot.ipxe", false),
+        ("pxe/dnsmasq.conf.tera", "pxe/dnsmasq.conf", false),
     ] {
         let text = templates
             .render(template, &context)
             .with_context(|| format!("rendering {}", templates.origin(template)))?;
-        staging.write(out, text.as_bytes())?;
+        if tftp {
+            staging.write_world_readable(out, text.as_bytes())?;
+        } else {
+            staging.write(out, text.as_bytes())?;
+        }
     }
     Ok(())
 }

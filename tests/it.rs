@@ -26,6 +26,7 @@ mod iso_input;
 mod never_crash;
 mod output_safety;
 mod pxe;
+mod pxe_boot;
 mod seed_image;
 mod semantic_checks;
 mod serve;

@@ -1,7 +1,8 @@
 //! `build --format pxe`: nocloud-net seeds identical to the dir format, a GRUB
 //! menu GRUB's own checker accepts with the datasource argument quoted, an
-//! iPXE script (checked by inspection), a dnsmasq config dnsmasq accepts, and
-//! the `--pxe-url` flag's validation.
+//! iPXE script (checked by inspection), a dnsmasq config dnsmasq accepts, the
+//! files' modes (what dnsmasq's TFTP may serve), and the `--pxe-url` flag's
+//! validation. The tree netbooted for real: `pxe_boot.rs`.
 
 use crate::common;
 
@@ -182,12 +183,25 @@ fn dnsmasq_config_passes_dnsmasq_test() {
         "dhcp-range=172.20.0.0,proxy,255.255.240.0".to_string(),
         "enable-tftp".to_string(),
         format!("tftp-root={}", served.display()),
-        format!("dhcp-boot=tag:ipxe,{PXE_URL}/ipxe/boot.ipxe"),
+        // The next-server (the serving host) iPXE needs to take the
+        // proxy's answer on a BIOS machine.
+        format!("dhcp-boot=tag:ipxe,{PXE_URL}/ipxe/boot.ipxe,,172.20.10.5"),
     ] {
         assert!(c.lines().any(|l| l == line), "{line} missing:\n{c}");
     }
-    assert!(c.contains("pxe-service=tag:!ipxe,x86PC,"));
-    assert!(c.contains("pxe-service=tag:!ipxe,X86-64_EFI,"));
+    // Firmware without iPXE gets iPXE: undionly.kpxe for BIOS, snponly.efi
+    // for UEFI (shim and signed GRUB ignore a proxy's offer).
+    for (csa, file) in [
+        ("x86PC", "tftp/undionly.kpxe"),
+        ("X86-64_EFI", "tftp/snponly.efi"),
+        ("BC_EFI", "tftp/snponly.efi"),
+    ] {
+        let l = c
+            .lines()
+            .find(|l| l.starts_with(&format!("pxe-service=tag:!ipxe,{csa},")))
+            .unwrap_or_else(|| panic!("no pxe-service for {csa}:\n{c}"));
+        assert!(l.ends_with(&format!(",{file}")), "{l}");
+    }
 }
 
 #[test]
@@ -252,4 +266,48 @@ fn boot_files_copied_into_pxe_survive_a_rebuild() {
         .output()
         .expect("run");
     assert!(o.status.success(), "{}", common::text(&o).0);
+}
+
+/// dnsmasq's TFTP, run as root, serves only world-readable files: the GRUB
+/// menu must be one, whatever the umask, and nothing holding a secret may be.
+#[test]
+fn grub_menu_is_world_readable_and_the_seeds_stay_owner_only_under_any_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let s = Scratch::new(&pxe_cluster());
+    let mut c = common::bin();
+    c.arg("build")
+        .arg(s.cluster())
+        .arg("-o")
+        .arg(s.out())
+        .args(["--format", "pxe", "--pxe-url", PXE_URL]);
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let o = c.output().expect("run");
+    assert!(o.status.success(), "{}", text(&o).1);
+    let mode = |rel: &str| {
+        std::fs::metadata(s.out().join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("pxe/grub/grub.cfg"), 0o644);
+    for rel in [
+        "pxe/ipxe/boot.ipxe",
+        "pxe/dnsmasq.conf",
+        "pxe/seeds/master/user-data",
+        "pxe/seeds/worker-1/meta-data",
+        "pxe/seeds/nfs/network-config",
+    ] {
+        assert_eq!(mode(rel), 0o600, "{rel}");
+    }
+    for dir in ["pxe", "pxe/seeds", "pxe/seeds/master", "pxe/grub"] {
+        assert_eq!(mode(dir), 0o700, "{dir}");
+    }
 }
