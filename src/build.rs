@@ -57,6 +57,7 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
     let mut warnings = validate::short_serial_warnings(file, &raw);
+    warnings.extend(validate::addon_warnings(file, &raw));
     let mut created = false;
     // Anything at the path, even a link to nowhere, is the user's secrets
     // file: read it (and refuse it clearly), never write a new one there.

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
+use crate::known;
 use crate::model::Disk;
 use crate::model::{self, Cidr, Cluster, NETWORKS};
 use crate::profile::{Count, Profiles, Proto, ReleaseProfile};
@@ -57,7 +58,7 @@ impl<'a> Checker<'a> {
             self.err(
                 at,
                 field,
-                format!("got {:?}; expected {expected}", at.value),
+                format!("got {}; expected {expected}", shown(&at.value)),
             );
         }
         ok
@@ -265,8 +266,8 @@ fn check_general<'p>(
             &raw.release,
             "release",
             format!(
-                "unknown Ubuntu release {:?}; expected one of {}",
-                raw.release.value,
+                "unknown Ubuntu release {}; expected one of {}",
+                shown(&raw.release.value),
                 known.join(", ")
             ),
         );
@@ -280,17 +281,31 @@ fn check_general<'p>(
             &raw.timezone,
             "timezone",
             format!(
-                "{:?} is not an IANA time zone (e.g. \"America/Los_Angeles\", \"Etc/UTC\"){hint}",
-                raw.timezone.value
+                "{} is not an IANA time zone (e.g. \"America/Los_Angeles\", \"Etc/UTC\"){hint}",
+                shown(&raw.timezone.value)
             ),
         );
     }
-    c.want(
+    if c.want(
         &raw.locale,
         "locale",
         is_locale(&raw.locale.value),
         "a locale such as \"en_US.UTF-8\"",
-    );
+    ) && !known::locale_exists(&raw.locale.value)
+    {
+        let names = known::locale_names();
+        let hint = nearest(&raw.locale.value, &names)
+            .map(|n| format!("; did you mean {n:?}?"))
+            .unwrap_or_default();
+        c.err(
+            &raw.locale,
+            "locale",
+            format!(
+                "{} is not a locale glibc can make (locale-gen on the machines would fail); expected a name from glibc's SUPPORTED list such as \"en_US.UTF-8\"{hint}",
+                shown(&raw.locale.value)
+            ),
+        );
+    }
     c.want(
         &raw.keyboard.layout,
         "keyboard.layout",
@@ -317,8 +332,8 @@ fn check_network(c: &mut Checker<'_>, raw: &ClusterFile) -> NetworkParts {
             &raw.network.subnet,
             "network.subnet",
             format!(
-                "got {:?}; expected an IPv4 CIDR such as 172.20.0.0/20 (prefix 8 to 30)",
-                raw.network.subnet.value
+                "got {}; expected an IPv4 CIDR such as 172.20.0.0/20 (prefix 8 to 30)",
+                shown(&raw.network.subnet.value)
             ),
         );
     }
@@ -335,7 +350,7 @@ fn check_network(c: &mut Checker<'_>, raw: &ClusterFile) -> NetworkParts {
             Err(_) => c.err(
                 d,
                 format!("network.dns[{i}]"),
-                format!("got {:?}; expected an IP address", d.value),
+                format!("got {}; expected an IP address", shown(&d.value)),
             ),
         }
     }
@@ -382,7 +397,18 @@ fn check_network(c: &mut Checker<'_>, raw: &ClusterFile) -> NetworkParts {
 fn check_admin(c: &mut Checker<'_>, raw: &ClusterFile) -> SshParts {
     let file = c.file;
     let a = &raw.admin;
-    c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)");
+    if c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)")
+        && let Some(why) = known::system_account(&a.username.value)
+    {
+        c.err(
+            &a.username,
+            "admin.username",
+            format!(
+                "{:?} is {why}; expected a name of your own, such as \"ubuntu\" or \"staker\"",
+                a.username.value
+            ),
+        );
+    }
     for (i, k) in a.ssh_keys.value.iter().enumerate() {
         if let Err(e) = check_ssh_key(&k.value) {
             c.err(k, format!("admin.ssh_keys[{i}]"), e);
@@ -422,8 +448,8 @@ fn check_admin(c: &mut Checker<'_>, raw: &ClusterFile) -> SshParts {
                 f,
                 "ssh.allow_from",
                 format!(
-                    "got {:?}; expected an IPv4 CIDR such as 192.168.1.0/24",
-                    f.value
+                    "got {}; expected an IPv4 CIDR such as 192.168.1.0/24",
+                    shown(&f.value)
                 ),
             ),
         }
@@ -439,9 +465,15 @@ fn check_microk8s(
 ) -> (Spanned<String>, Option<Channel>) {
     let mk = &raw.microk8s;
     let chan = check_channel_fits_release(c, raw, profiles);
-    let channel = parse_channel(&chan.value);
+    let mut channel = parse_channel(&chan.value);
     if channel.is_none() {
-        c.err(&chan, "microk8s.channel", format!("got {:?}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", chan.value));
+        c.err(&chan, "microk8s.channel", format!("got {}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", shown(&chan.value)));
+    } else if let Some((track, v)) = &channel
+        && track != "latest"
+        && !(v.0 == 1 && v.1 >= FIRST_TRACK_MINOR)
+    {
+        c.err(&chan, "microk8s.channel", format!("track {track} is not a MicroK8s track: MicroK8s follows Kubernetes, whose tracks are 1.{FIRST_TRACK_MINOR} and later (1.20, 1.28, ...) and `latest`; expected a channel such as \"1.20/stable\""));
+        channel = None;
     }
     for (i, ad) in mk.addons.iter().enumerate() {
         c.want(ad, &format!("microk8s.addons[{i}]"), is_addon(&ad.value), "an addon name such as \"dns\", optionally with arguments (\"metallb:10.0.0.1-10.0.0.9\")");
@@ -452,12 +484,40 @@ fn check_microk8s(
 /// The NFS export: its path, client count and owner ids.
 fn check_nfs(c: &mut Checker<'_>, raw: &ClusterFile) {
     let n = &raw.nfs;
-    c.want(
+    if c.want(
         &n.export_root,
         "nfs.export_root",
         is_export_path(&n.export_root.value),
         "an absolute path other than / made of letters, digits, '.', '_', '-' and '/'",
-    );
+    ) && let Some(why) = known::system_directory(&n.export_root.value, &raw.admin.username.value)
+    {
+        // `//usr/` is /usr: say which directory the kernel will take.
+        let parts: Vec<&str> = n
+            .export_root
+            .value
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let norm = format!("/{}", parts.join("/"));
+        let same = if norm == n.export_root.value {
+            String::new()
+        } else {
+            format!(" (that is {norm})")
+        };
+        let volume = if n.data_volume {
+            ", and data_volume would mount an empty volume over it"
+        } else {
+            ""
+        };
+        c.err(
+            &n.export_root,
+            "nfs.export_root",
+            format!(
+                "{:?}{same} is {why}: the NFS server would hand it to uid {} and gid {} (chown -R) and export it read-write to the subnet{volume}; expected a directory of its own, such as /data or /srv/nfs",
+                n.export_root.value, n.uid.value, n.gid.value
+            ),
+        );
+    }
     if n.validator_clients.value == 0 || n.validator_clients.value > 64 {
         c.err(
             &n.validator_clients,
@@ -504,8 +564,8 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) {
                 e,
                 format!("staking.eth1_endpoints[{i}]"),
                 format!(
-                    "got {:?} ({why}); expected a URL such as \"http://172.20.10.20:8545\"",
-                    e.value
+                    "got {} ({why}); expected a URL such as \"http://172.20.10.20:8545\"",
+                    shown(&e.value)
                 ),
             );
         }
@@ -513,7 +573,14 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) {
     if let Some(g) = &st.graffiti
         && let Err(why) = staking::check_graffiti(&g.value)
     {
-        c.err(g, "staking.graffiti", format!("got {:?} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&", g.value));
+        c.err(
+            g,
+            "staking.graffiti",
+            format!(
+                "got {} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&",
+                shown(&g.value)
+            ),
+        );
     }
     if let Some(f) = &st.genesis_state_file {
         c.want(
@@ -552,6 +619,7 @@ fn check_machines<'r>(
     for (i, m) in raw.machines.value.iter().enumerate() {
         let f = |k: &str| format!("machines[{i}].{k}");
         let name_ok = c.want(&m.name, &f("name"), is_label(&m.name.value), "a host name: lower-case letters, digits and '-', not starting or ending with '-', at most 63 characters (RFC 1123; Kubernetes node names must be lower case)");
+        let name_ok = name_ok && check_host_name(c, &m.name, &f("name"));
         if name_ok && let Some(prev) = names.insert(m.name.value.clone(), i) {
             c.err(
                 &m.name,
@@ -571,8 +639,8 @@ fn check_machines<'r>(
                 &m.role,
                 f("role"),
                 format!(
-                    "unknown role {:?}; expected one of {}{hint}",
-                    m.role.value,
+                    "unknown role {}; expected one of {}{hint}",
+                    shown(&m.role.value),
                     known.join(", ")
                 ),
             );
@@ -622,8 +690,8 @@ fn check_machines<'r>(
                     mv,
                     f("mac"),
                     format!(
-                        "got {:?}; expected a MAC address such as 52:54:00:12:34:56",
-                        mv.value
+                        "got {}; expected a MAC address such as 52:54:00:12:34:56",
+                        shown(&mv.value)
                     ),
                 );
             }
@@ -635,8 +703,8 @@ fn check_machines<'r>(
             None => Disk::Largest,
             Some(d) => {
                 match &d.value {
-                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)")),
-                    DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {p:?}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...")),
+                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)", shown(s))),
+                    DiskChoice::Path(p) if !is_dev_path(p) => c.err(d, f("disk.path"), format!("got {}; expected a device path under /dev such as /dev/sda or /dev/disk/by-id/...", shown(p))),
                     _ => {}
                 }
                 match &d.value {
@@ -738,8 +806,8 @@ fn check_channel_fits_release(
             &chan,
             "microk8s.channel",
             format!(
-                "{:?}{whose} cannot run on Ubuntu {}: track {track} is older than {min}{why}; expected track {min} or later, such as {:?} (this release's default)",
-                chan.value, r.release, r.microk8s.default_channel
+                "{}{whose} cannot run on Ubuntu {}: track {track} is older than {min}{why}; expected track {min} or later, such as {:?} (this release's default)",
+                shown(&chan.value), r.release, r.microk8s.default_channel
             ),
         );
     }
@@ -822,8 +890,8 @@ fn check_ip_in(
             at,
             field,
             format!(
-                "got {:?}; expected an IPv4 address such as 172.20.10.11",
-                at.value
+                "got {}; expected an IPv4 address such as 172.20.10.11",
+                shown(&at.value)
             ),
         );
         return None;
@@ -885,6 +953,47 @@ pub fn parse_channel(s: &str) -> Option<(String, (u32, u32))> {
         return None;
     }
     Some((track.into(), (major, minor)))
+}
+
+/// The oldest MicroK8s track (MicroK8s began with Kubernetes 1.10): a
+/// track such as `1.2` parses but names nothing the snap store has.
+const FIRST_TRACK_MINOR: u32 = 10;
+
+/// Longest user value quoted back in a message; longer ones are cut, so a
+/// huge pasted value cannot flood the terminal.
+const SHOWN_CHARS: usize = 60;
+
+/// A user's value as a message quotes it: debug-quoted, cut to
+/// [`SHOWN_CHARS`] with its full length said.
+pub fn shown(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= SHOWN_CHARS {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(SHOWN_CHARS).collect();
+    format!("{head:?}... ({n} characters in all)")
+}
+
+/// A machine name other machines and Kubernetes can use: not `localhost`
+/// (every machine's /etc/hosts maps it to 127.0.0.1, so the others would
+/// reach themselves) and not all digits (resolvers and ssh read `123` as the
+/// address 0.0.0.123; RFC 1123 2.1 keeps host names from looking like
+/// numbers). Reports and returns false when it is neither.
+fn check_host_name(c: &mut Checker<'_>, at: &Spanned<String>, field: &str) -> bool {
+    let name = at.value.as_str();
+    let why = if name == "localhost" {
+        "names the machine itself on every machine (/etc/hosts maps it to 127.0.0.1), so no other machine or Kubernetes could reach it by name"
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        "is all digits, which resolvers, ssh and ping read as an IP address (123 is 0.0.0.123), not a name"
+    } else {
+        return true;
+    };
+    c.err(
+        at,
+        field,
+        format!("{name:?} {why}; expected another name, such as \"worker-1\""),
+    );
+    false
 }
 
 pub fn is_label(s: &str) -> bool {
@@ -1089,6 +1198,35 @@ fn is_dev_path(s: &str) -> bool {
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"_-.:/+".contains(&c))
         && !s.split('/').any(|p| p == "..")
+}
+
+/// Warnings for add-on names no MicroK8s track or add-on repository has
+/// (`known::addon_known`): `microk8s enable` would fail on the master. Not
+/// errors: a site may enable add-ons from a repository of its own.
+pub fn addon_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    let names = known::addon_names();
+    raw.microk8s
+        .addons
+        .iter()
+        .enumerate()
+        .filter_map(|(i, ad)| {
+            let name = ad.value.split(':').next().unwrap_or("");
+            if !is_addon(&ad.value) || known::addon_known(name) {
+                return None;
+            }
+            let hint = nearest(name, &names)
+                .map(|n| format!("; did you mean {n:?}?"))
+                .unwrap_or_default();
+            Some(Diagnostic::warning(
+                file,
+                pos(ad),
+                format!("microk8s.addons[{i}]"),
+                format!(
+                    "{name:?} is no MicroK8s add-on microseed knows (the built-in ones of any track, the core and community repositories), so `microk8s enable {name}` would likely fail on the master{hint}"
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// Below this many characters a plain serial is likely to occur inside

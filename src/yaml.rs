@@ -39,6 +39,16 @@ pub fn parse_typed<T: for<'de> Deserialize<'de>>(
     file: &Path,
     text: &str,
 ) -> Result<T, InputErrors> {
+    if let Some((pos, tag)) = first_tag(text) {
+        return Err(InputErrors(vec![Diagnostic::error(
+            file,
+            pos,
+            "",
+            format!(
+                "a YAML tag ({tag}); microseed reads plain values only (a tag such as `!!binary` would change the value silently, and an unknown one means nothing); write the value without the tag"
+            ),
+        )]));
+    }
     // Tracking the field path wraps the deserializer at every field and
     // moves it each time: measured at ~1/4 of parsing the profiles. The path
     // only matters in an error, and the same text fails the same way again,
@@ -64,6 +74,42 @@ pub fn parse_typed<T: for<'de> Deserialize<'de>>(
         let (pos, field, message) = plain(err.without_snippet(), field, text, pos);
         InputErrors(vec![Diagnostic::error(file, pos, field, message)])
     })
+}
+
+/// The first explicit tag (`!foo`, `!!binary`, `!<...>`) in `text`, with
+/// where it stands. serde never sees tags, and serde-saphyr applies the ones
+/// it knows (`!!binary` decodes base64 into the value) and drops the rest, so
+/// the parser's events are read for them. Only a text with a `!` can hold
+/// one; a syntax error ends the scan (the typed parse reports it).
+fn first_tag(text: &str) -> Option<(Pos, String)> {
+    use granit_parser::{Event, Parser};
+    if !text.contains('!') {
+        return None;
+    }
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else { return None };
+        let tag = match event {
+            Event::Scalar(_, _, _, tag)
+            | Event::SequenceStart(_, _, tag)
+            | Event::MappingStart(_, _, tag) => tag,
+            _ => None,
+        };
+        if let Some(tag) = tag {
+            let at = span.tag_start.unwrap_or(span.start);
+            let pos = Pos {
+                line: at.line() as u64,
+                column: at.col() as u64 + 1,
+            };
+            // As written: `!!binary`, not its resolved `tag:yaml.org,2002:binary`.
+            let shown = match tag.to_string() {
+                t if t.starts_with("tag:yaml.org,2002:") => format!("`!!{}`", &t[18..]),
+                t if t.starts_with('!') => format!("`{t}`"),
+                t => format!("`!<{t}>`"),
+            };
+            return Some((pos, shown));
+        }
+    }
+    None
 }
 
 /// Says what went wrong in the user's terms: the parser's own wording names

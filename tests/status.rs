@@ -109,6 +109,8 @@ Leap status     : Normal
 struct Lab {
     s: Scratch,
     t: PathBuf,
+    /// The NFS export, not under /tmp (an export root there is refused).
+    export: tempfile::TempDir,
 }
 
 fn write(p: &Path, body: &str) {
@@ -174,8 +176,10 @@ impl Lab {
         let t = probe.dir.path().to_path_buf();
         keygen(&t.join("client"), "status-test-client");
         let client_pub = read(&t.join("client.pub"));
-        let export = t.join("export");
-        std::fs::create_dir_all(&export).expect("mkdir export");
+        let export_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+        std::fs::set_permissions(export_dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let export = export_dir.path().to_path_buf();
         let cluster = EXAMPLE
             .replace("172.20.0.0/20", "192.0.2.0/24")
             .replace("172.20.0.1", "192.0.2.1")
@@ -192,7 +196,11 @@ impl Lab {
             .expect("example key");
         let cluster = cluster.replace(key_line, &format!("    - {}", client_pub.trim()));
         write(&t.join("cluster.yaml"), &cluster);
-        let lab = Lab { s: probe, t };
+        let lab = Lab {
+            s: probe,
+            t,
+            export: export_dir,
+        };
         let o = lab.s.build(&["--format", "dir"]);
         assert!(o.status.success(), "build: {}", text(&o).1);
         write(
@@ -281,7 +289,7 @@ impl Lab {
             );
         }
         if name == "nfs" {
-            let export = self.t.join("export");
+            let export = self.export.path();
             write_exec(
                 &f.join("bin/exportfs"),
                 &format!(
