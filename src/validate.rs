@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde_saphyr::Spanned;
 
-use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
+use crate::diag::{Diagnostic, InputErrors, Pos, nearest, shown};
 use crate::known;
 use crate::model::Disk;
 use crate::model::{self, Cidr, Cluster, NETWORKS};
@@ -958,21 +958,6 @@ pub fn parse_channel(s: &str) -> Option<(String, (u32, u32))> {
 /// The oldest MicroK8s track (MicroK8s began with Kubernetes 1.10): a
 /// track such as `1.2` parses but names nothing the snap store has.
 const FIRST_TRACK_MINOR: u32 = 10;
-
-/// Longest user value quoted back in a message; longer ones are cut, so a
-/// huge pasted value cannot flood the terminal.
-const SHOWN_CHARS: usize = 60;
-
-/// A user's value as a message quotes it: debug-quoted, cut to
-/// [`SHOWN_CHARS`] with its full length said.
-pub fn shown(s: &str) -> String {
-    let n = s.chars().count();
-    if n <= SHOWN_CHARS {
-        return format!("{s:?}");
-    }
-    let head: String = s.chars().take(SHOWN_CHARS).collect();
-    format!("{head:?}... ({n} characters in all)")
-}
 
 /// A machine name other machines and Kubernetes can use: not `localhost`
 /// (every machine's /etc/hosts maps it to 127.0.0.1, so the others would
