@@ -1071,6 +1071,126 @@ fn is_crypt_hash(s: &str) -> bool {
     }
 }
 
+/// Option names OpenSSH 8.2's sshd (Ubuntu 20.04; `auth-options.c`)
+/// accepts before a key in authorized_keys: flags, then options that take
+/// a `"quoted"` value. sshd ignores the whole line on any other name, so
+/// such a key would let nobody in.
+const KEY_FLAGS: &[&str] = &[
+    "agent-forwarding",
+    "no-agent-forwarding",
+    "port-forwarding",
+    "no-port-forwarding",
+    "pty",
+    "no-pty",
+    "user-rc",
+    "no-user-rc",
+    "x11-forwarding",
+    "no-x11-forwarding",
+    "restrict",
+    "no-touch-required",
+];
+const KEY_VALUE_OPTIONS: &[&str] = &[
+    "command",
+    "environment",
+    "expiry-time",
+    "from",
+    "permitlisten",
+    "permitopen",
+    "principals",
+    "tunnel",
+];
+
+/// Takes the options (`from="10.0.0.0/8",no-pty ...`) off the front of an
+/// authorized_keys line and returns the key part; an error when sshd would
+/// reject them. A line starting with a key type has none.
+fn authorized_key_options(line: &str) -> Result<&str, String> {
+    let first = line.split_whitespace().next().unwrap_or("");
+    let is_key_type = first.starts_with("ssh-")
+        || first.starts_with("ecdsa-sha2-")
+        || first.starts_with("sk-")
+        || first.ends_with("@openssh.com");
+    if is_key_type {
+        return Ok(line);
+    }
+    // The options end at the first blank outside double quotes (`\"` is a
+    // quote inside a value).
+    let bytes = line.as_bytes();
+    let (mut quoted, mut end, mut i) = (false, None, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted && bytes.get(i + 1) == Some(&b'"') => i += 1,
+            b'"' => quoted = !quoted,
+            b' ' | b'\t' if !quoted => {
+                end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if quoted {
+        return Err("an option's \"quoted value\" before the key is never closed; expected options such as `from=\"10.0.0.0/8\",no-pty` then the key".into());
+    }
+    let Some(end) = end else {
+        return Err("not an OpenSSH public key (no key type such as ssh-ed25519 found); expected one line such as \"ssh-ed25519 AAAA... you@host\", optionally after authorized_keys options".into());
+    };
+    let (opts, key) = (&line[..end], line[end..].trim_start());
+    // Split at commas outside quotes.
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut j) = (0, false, 0);
+    let ob = opts.as_bytes();
+    while j < ob.len() {
+        match ob[j] {
+            b'\\' if quoted && ob.get(j + 1) == Some(&b'"') => j += 1,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                parts.push(&opts[start..j]);
+                start = j + 1;
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    parts.push(&opts[start..]);
+    for part in parts {
+        let (name, value) = match part.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (part, None),
+        };
+        let lower = name.to_ascii_lowercase();
+        let shown_name = shown(name);
+        if lower == "cert-authority" {
+            return Err("the `cert-authority` option makes the key a certificate authority, which cannot log in itself: the admin would be locked out; remove the option".into());
+        }
+        match value {
+            None if KEY_FLAGS.contains(&lower.as_str()) => {}
+            Some(v) if KEY_VALUE_OPTIONS.contains(&lower.as_str()) => {
+                if !(v.len() >= 2 && v.starts_with('"') && v.ends_with('"')) {
+                    return Err(format!(
+                        "the option {shown_name} needs its value in double quotes, such as {name}=\"...\"; sshd would ignore the key"
+                    ));
+                }
+            }
+            None if KEY_VALUE_OPTIONS.contains(&lower.as_str()) => {
+                return Err(format!(
+                    "the option {shown_name} needs a value, such as {name}=\"...\"; sshd would ignore the key"
+                ));
+            }
+            Some(_) if KEY_FLAGS.contains(&lower.as_str()) => {
+                return Err(format!(
+                    "the option {shown_name} takes no value; sshd would ignore the key"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{shown_name} before the key is not an authorized_keys option OpenSSH 8.2 (Ubuntu 20.04) knows, so sshd would ignore the key; expected options such as from=\"...\", command=\"...\", no-pty, restrict, or the key alone (\"ssh-ed25519 AAAA... you@host\")"
+                ));
+            }
+        }
+    }
+    Ok(key)
+}
+
 /// Checks one authorized key the way Ubuntu 20.04's sshd (OpenSSH 8.2)
 /// will judge it: every key type it accepts by default passes (RSA of at
 /// least 1024 bits, ECDSA P-256/384/521, Ed25519 and the FIDO `sk-` types);
@@ -1085,6 +1205,7 @@ pub fn check_ssh_key(s: &str) -> Result<(), String> {
     if line.contains('\n') || line.contains('\r') {
         return Err(format!("contains a line break; {EXPECTED}"));
     }
+    let line = authorized_key_options(line)?;
     let kind = line.split_whitespace().next().unwrap_or("");
     if kind.ends_with("-cert-v01@openssh.com") {
         return Err(
