@@ -781,12 +781,17 @@ pub fn flash(src: &GlobalOptions, args: &FlashArgs, json: bool) -> Result<()> {
     if !plan.device.is_removable_kind() {
         // --force got us here; a fixed disk also needs its name typed at a
         // terminal, which --yes cannot answer.
-        let typed = flash::ask(&format!(
-            "{} is a FIXED disk. Type its name ({}) to erase it:",
-            plan.device.path.display(),
-            plan.device.name
-        ))
-        .context("a fixed disk needs its name typed at a terminal, even with --yes")?;
+        let typed = flash::ask(
+            &format!(
+                "{} is a FIXED disk. Type its name ({}) to erase it:",
+                plan.device.path.display(),
+                plan.device.name
+            ),
+            &format!(
+                "{} is a fixed disk, which needs its name typed at a terminal, and stdin is not one; --yes cannot answer this: run flash at a terminal; nothing was written",
+                plan.device.path.display()
+            ),
+        )?;
         if typed != plan.device.name {
             bail!("not confirmed; nothing was written");
         }
