@@ -273,6 +273,22 @@ pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
         crate::iso::patch::check_pristine_file(iso)?;
     }
     if check {
+        // Nothing to compare with: say so before the lock file, the check
+        // tree or any parent directory is made.
+        if !abs_out.is_dir() {
+            return Err(InputErrors(vec![Diagnostic::error(
+                out,
+                Default::default(),
+                "",
+                format!(
+                    "no such directory; --check compares an output built before with what {} builds now (build it first: microseed build {} -o {})",
+                    cluster.display(),
+                    cluster.display(),
+                    out.display()
+                ),
+            )])
+            .into());
+        }
         let sp = secrets::path_for(cluster);
         if !sp.exists() {
             return Err(InputErrors(vec![Diagnostic::error(

@@ -202,3 +202,32 @@ fn verify_of_a_directory_without_a_manifest_is_bad_input() {
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains("SHA256SUMS"));
 }
+
+#[test]
+fn check_on_a_missing_out_is_bad_input_and_creates_nothing() {
+    let s = Scratch::example();
+    for rel in ["out", "not/there/out"] {
+        let out = s.dir.path().join(rel);
+        let before = tree(s.dir.path());
+        let o = bin()
+            .arg("build")
+            .arg(s.cluster())
+            .arg("-o")
+            .arg(&out)
+            .arg("--check")
+            .output()
+            .expect("run");
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{}: error: no such directory; --check compares",
+                out.display()
+            )),
+            "{err}"
+        );
+        // No parent directories, no lock file, no check tree.
+        assert_eq!(tree(s.dir.path()), before, "{rel}");
+        assert!(!s.dir.path().join("not").exists());
+    }
+}
