@@ -1492,6 +1492,59 @@ mod tests {
     }
 
     #[test]
+    fn nfs_refuses_a_system_directory_and_the_admins_home() {
+        assert_eq!(
+            problems(&[("export_root: /data", "export_root: /etc")]),
+            one(Check::Nfs, "nfs.export_root")
+        );
+        assert_eq!(
+            problems(&[("export_root: /data", "export_root: /home/ubuntu")]),
+            one(Check::Nfs, "nfs.export_root")
+        );
+        assert_eq!(
+            problems(&[("export_root: /data", "export_root: /srv/nfs")]),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn general_admin_microk8s_and_machines_refuse_what_the_system_owns() {
+        assert_eq!(
+            problems(&[("locale: en_US.UTF-8", "locale: en_US.UTF-16")]),
+            one(Check::General, "locale")
+        );
+        assert_eq!(
+            problems(&[("username: ubuntu", "username: nobody")]),
+            one(Check::Admin, "admin.username")
+        );
+        assert_eq!(
+            problems(&[("channel: 1.20/stable", "channel: 1.9/stable")]),
+            one(Check::Microk8s, "microk8s.channel")
+        );
+        assert_eq!(
+            problems(&[("- name: worker-1", "- name: localhost")]),
+            one(Check::Machines, "machines[2].name")
+        );
+    }
+
+    #[test]
+    fn authorized_key_options_are_taken_off_and_checked() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL a@b";
+        assert_eq!(authorized_key_options(key), Ok(key));
+        let with = format!("from=\"10.0.0.1,10.0.0.2\",command=\"echo \\\"a b\\\"\",no-pty {key}");
+        assert_eq!(authorized_key_options(&with), Ok(key));
+        assert!(check_ssh_key(&with).is_ok());
+        assert!(authorized_key_options(&format!("No-PTY {key}")).is_ok());
+        for bad in ["nope", "from=x", "pty=\"1\"", "command", "cert-authority"] {
+            assert!(
+                authorized_key_options(&format!("{bad} {key}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn staking_refuses_an_unknown_network() {
         assert_eq!(
             problems(&[("  enabled: false\n", "  enabled: false\n  network: moon\n")]),
