@@ -71,6 +71,7 @@ pub fn load_checked(
     let secrets_path = secrets::path_for(file);
     let mut warnings = validate::short_serial_warnings(file, &raw);
     warnings.extend(validate::example_key_warnings(file, &raw));
+    warnings.extend(validate::addon_warnings(file, &raw));
     let mut created = false;
     // Anything at the path, even a link to nowhere, is the user's secrets
     // file: read it (and refuse it clearly), never write a new one there.

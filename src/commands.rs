@@ -370,6 +370,22 @@ pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
         crate::iso::patch::check_pristine_file(iso)?;
     }
     if check {
+        // Nothing to compare with: say so before the lock file, the check
+        // tree or any parent directory is made.
+        if !abs_out.is_dir() {
+            return Err(InputErrors(vec![Diagnostic::error(
+                out,
+                Default::default(),
+                "",
+                format!(
+                    "no such directory; --check compares an output built before with what {} builds now (build it first: microseed build {} -o {})",
+                    cluster.display(),
+                    cluster.display(),
+                    out.display()
+                ),
+            )])
+            .into());
+        }
         let sp = secrets::path_for(cluster);
         if !sp.exists() {
             return Err(InputErrors(vec![Diagnostic::error(
@@ -922,12 +938,17 @@ pub fn flash(src: &GlobalOptions, args: &FlashArgs, json: bool) -> Result<()> {
     if !plan.device.is_removable_kind() {
         // --force got us here; a fixed disk also needs its name typed at a
         // terminal, which --yes cannot answer.
-        let typed = flash::ask(&format!(
-            "{} is a FIXED disk. Type its name ({}) to erase it:",
-            plan.device.path.display(),
-            plan.device.name
-        ))
-        .context("a fixed disk needs its name typed at a terminal, even with --yes")?;
+        let typed = flash::ask(
+            &format!(
+                "{} is a FIXED disk. Type its name ({}) to erase it:",
+                plan.device.path.display(),
+                plan.device.name
+            ),
+            &format!(
+                "{} is a fixed disk, which needs its name typed at a terminal, and stdin is not one; --yes cannot answer this: run flash at a terminal; nothing was written",
+                plan.device.path.display()
+            ),
+        )?;
         if typed != plan.device.name {
             bail!("not confirmed; nothing was written");
         }

@@ -132,3 +132,18 @@ pub fn option_error(option: &str, msg: &str) -> anyhow::Error {
     )])
     .into()
 }
+
+/// Longest user value quoted back in a message; longer ones are cut, so a
+/// huge pasted value cannot flood the terminal.
+const SHOWN_CHARS: usize = 60;
+
+/// A user's value as a message quotes it: debug-quoted (control characters
+/// escaped), cut to [`SHOWN_CHARS`] with its full length said.
+pub fn shown(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= SHOWN_CHARS {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(SHOWN_CHARS).collect();
+    format!("{head:?}... ({n} characters in all)")
+}

@@ -840,7 +840,17 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
     let mut first_bad: Option<u64> = None;
     let mut at = 0u64;
     while at < len {
-        check_interrupt("reading back", at, plan)?;
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            // The write and the flush finished: the device may well hold
+            // the whole image, but nobody has checked it.
+            let bad = first_bad.map_or_else(String::new, |o| {
+                format!(" (it already differs from the image at byte {o}: do not boot it)")
+            });
+            bail!(
+                "interrupted by a signal while reading back at byte {at} of {len}: {} was written and flushed whole, but it is not verified{bad}; flash it again to write and check it",
+                plan.device.path.display()
+            );
+        }
         let want = CHUNK.min((len - at) as usize);
         let n = if direct {
             (want as u64).div_ceil(block) * block
@@ -885,15 +895,21 @@ pub fn write(sys: &SysRoot, plan: &Plan, show_progress: bool) -> Result<Outcome>
 /// Asks a yes/no question on the terminal; anything but "y"/"yes" is no.
 pub fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(
-        ask(question)?.to_ascii_lowercase().as_str(),
+        ask(
+            question,
+            "stdin is not a terminal, so nobody can confirm; pass --yes to flash from a script"
+        )?
+        .to_ascii_lowercase()
+        .as_str(),
         "y" | "yes"
     ))
 }
 
-/// Reads one answer from the terminal (stdin must be one).
-pub fn ask(question: &str) -> Result<String> {
+/// Reads one answer from the terminal; without one (stdin is not a
+/// terminal), fails with `no_terminal`, which says what to do instead.
+pub fn ask(question: &str, no_terminal: &str) -> Result<String> {
     if !stdin_is_tty() {
-        bail!("stdin is not a terminal, so nobody can confirm; pass --yes to flash from a script");
+        bail!("{no_terminal}");
     }
     // Not eprint!: a closed stderr must not panic (the answer still counts).
     let mut err = std::io::stderr().lock();

@@ -23,6 +23,7 @@ pub mod image;
 pub mod init;
 pub mod input;
 pub mod iso;
+pub mod known;
 pub mod microk8s;
 pub mod model;
 pub mod mounts;

@@ -305,19 +305,26 @@ struct VersionOnly {
 mod serde_saphyr_value {
     //! Accepts any YAML value, so the version probe never fails on the rest.
     use serde::Deserialize;
+    /// The version as written: a number, text (`"1"`), or anything else.
     #[derive(Debug)]
-    pub struct Any(pub Option<u64>);
+    pub enum Any {
+        Number(u64),
+        Text(String),
+        Other,
+    }
     impl<'de> Deserialize<'de> for Any {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             #[derive(Deserialize)]
             #[serde(untagged)]
             enum V {
                 N(u64),
+                S(String),
                 Other(serde::de::IgnoredAny),
             }
             Ok(match V::deserialize(d)? {
-                V::N(n) => Any(Some(n)),
-                V::Other(_) => Any(None),
+                V::N(n) => Any::Number(n),
+                V::S(s) => Any::Text(s),
+                V::Other(_) => Any::Other,
             })
         }
     }
@@ -345,7 +352,20 @@ fn check_version(file: &Path, text: &str) -> Result<(), InputErrors> {
             "version",
             format!("missing; expected `version: {SUPPORTED_VERSION}` at the top of the file"),
         )])),
-        Some(v) if v.value.0 == Some(SUPPORTED_VERSION as u64) => Ok(()),
+        Some(v) if matches!(v.value, serde_saphyr_value::Any::Number(n) if n == SUPPORTED_VERSION as u64) => {
+            Ok(())
+        }
+        // Quoted, `"1"` is text: say so rather than "unsupported version".
+        Some(v) if matches!(&v.value, serde_saphyr_value::Any::Text(t) if t.trim().parse::<u64>().is_ok()) => {
+            Err(InputErrors(vec![Diagnostic::error(
+                file,
+                Pos::from_location(v.referenced),
+                "version",
+                format!(
+                    "got text (a quoted value); expected the number {SUPPORTED_VERSION}, without quotes: `version: {SUPPORTED_VERSION}`"
+                ),
+            )]))
+        }
         Some(v) => Err(InputErrors(vec![Diagnostic::error(
             file,
             Pos::from_location(v.referenced),

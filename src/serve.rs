@@ -14,17 +14,21 @@
 //! `<client-ip> <METHOD> <path> <status> <bytes>[ machine=<name>]`.
 //!
 //! The server is small and bounded on purpose, since it listens on the LAN
-//! while machines install: a fixed pool of worker threads with a bounded
-//! queue (503 beyond it), a request line and header size limit (414, 431),
-//! a deadline for the whole request head and for each read (slow or idle
-//! clients get 408 and are dropped), a write timeout for clients that stop
-//! reading, and a minimum transfer rate for clients that read too slowly
-//! (see [`Limits::min_rate`]). One request per connection
-//! (`Connection: close`).
+//! while machines install. One thread accepts connections and reads their
+//! request heads, all at once with poll(2), so an idle or trickling client
+//! holds a file descriptor and a small buffer, never a worker: up to
+//! [`Limits::max_idle`] of them (beyond, the one waiting longest is
+//! dropped), each with a deadline for its whole head (408), a request line
+//! and header size limit (414, 431). A whole request goes to a fixed pool
+//! of worker threads through a bounded queue (503 beyond it); a worker has
+//! a write timeout for clients that stop reading, and a minimum transfer
+//! rate for clients that read too slowly (see [`Limits::min_rate`]). One
+//! request per connection (`Connection: close`).
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -40,15 +44,20 @@ use anyhow::{Context, Result, anyhow};
 pub struct Limits {
     /// Worker threads: at most this many requests are served at once.
     pub workers: usize,
-    /// Accepted connections waiting for a worker; beyond this, 503.
+    /// Whole requests waiting for a worker; beyond this, 503.
     pub queue: usize,
+    /// Connections whose request head is still arriving (idle or slow
+    /// clients). They hold no worker; past this many, the one that has
+    /// waited longest is dropped to make room.
+    pub max_idle: usize,
     /// Longest request line (method, target, version), in bytes.
     pub max_request_line: usize,
     /// Largest request head (request line and every header), in bytes.
     pub max_head: usize,
     /// The whole request head must arrive within this time.
     pub head_timeout: Duration,
-    /// Longest wait for any single read or write on the connection.
+    /// Longest wait for any single write to a client (and for its answer
+    /// to be taken before the connection closes).
     pub io_timeout: Duration,
     /// Bytes a second a client must take a response at, on average, once
     /// `rate_grace` has passed; 0 turns the rule off. A client reading
@@ -72,6 +81,9 @@ impl Default for Limits {
         Limits {
             workers: 16,
             queue: 64,
+            // Below the usual 1024 open files per process, with room for
+            // the workers' connections and files.
+            max_idle: 768,
             max_request_line: 8 * 1024,
             max_head: 32 * 1024,
             head_timeout: Duration::from_secs(10),
@@ -137,15 +149,15 @@ impl Serve {
         &self.root
     }
 
-    /// Serves until the process ends (Ctrl-C). Connections go to a fixed
-    /// pool of workers through a bounded queue, so a machine downloading
-    /// the ISO does not hold up the others and a flood of connections
-    /// cannot start a thread each.
+    /// Serves until the process ends (Ctrl-C). This thread accepts and
+    /// reads request heads (see the module comment); whole requests go to
+    /// a fixed pool of workers through a bounded queue, so a machine
+    /// downloading the ISO does not hold up the others, and neither a flood
+    /// of connections nor idle ones can start a thread each or tie up one.
     pub fn run(self) -> Result<()> {
         let limits = Arc::new(self.limits);
         let root = Arc::new(self.root);
-        let (tx, rx): (SyncSender<TcpStream>, Receiver<TcpStream>) =
-            sync_channel(limits.queue.max(1));
+        let (tx, rx): (SyncSender<Request>, Receiver<Request>) = sync_channel(limits.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..limits.workers.max(1) {
             let (rx, root, limits) = (rx.clone(), root.clone(), limits.clone());
@@ -156,33 +168,218 @@ impl Serve {
                         // A poisoned lock only means another worker panicked
                         // while waiting; the receiver itself is fine.
                         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(stream) = next else { return };
-                        connection(&root, &limits, stream);
+                        let Ok(req) = next else { return };
+                        connection(&root, &limits, req);
                     }
                 })
                 .context("starting a worker thread")?;
         }
-        for stream in self.listener.incoming() {
-            let Ok(stream) = stream else {
-                // Out of descriptors or the like: back off instead of spinning.
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+        let listener = self.listener;
+        listener
+            .set_nonblocking(true)
+            .context("making the listening socket non-blocking")?;
+        let mut pending: Vec<Pending> = Vec::new();
+        loop {
+            let now = Instant::now();
+            // Sleep until something arrives or the next head deadline.
+            let wait = pending
+                .iter()
+                .map(|p| (p.since + limits.head_timeout).saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+                .chain(pending.iter().map(|p| p.stream.as_raw_fd()))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: fds is a valid array of fds.len() pollfd structs.
+            let n = unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    wait.as_millis().clamp(1, 1000) as libc::c_int,
+                )
             };
-            match tx.try_send(stream) {
-                Ok(()) => {}
-                Err(TrySendError::Full(mut stream)) => {
-                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                    let client = peer(&stream);
-                    let _ = stream.write_all(&simple(503, "busy, try again", &[]));
-                    log_line!("{client} - - 503 0 (every worker busy and the queue full)");
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e).context("waiting for clients (poll)");
                 }
-                Err(TrySendError::Disconnected(_)) => {
-                    anyhow::bail!("every worker thread has stopped")
+                continue;
+            }
+            // Heads that arrived, finished, failed or ran out of time; in
+            // reverse, so removing one leaves the others' indices alone.
+            for i in (0..pending.len()).rev() {
+                let ready = fds[i + 1].revents != 0;
+                let step = if ready {
+                    pending[i].read_more(&limits)
+                } else if pending[i].since.elapsed() >= limits.head_timeout {
+                    Step::Answer(408, "request head too slow")
+                } else {
+                    Step::Wait
+                };
+                match step {
+                    Step::Wait => {}
+                    Step::Gone => {
+                        pending.swap_remove(i);
+                    }
+                    Step::Answer(code, msg) => {
+                        let mut p = pending.swap_remove(i);
+                        let client = peer(&p.stream);
+                        let _ = p.stream.set_nonblocking(false);
+                        let _ = p.stream.set_write_timeout(Some(Duration::from_millis(200)));
+                        let r = finish(&mut p.stream, &simple(code, msg, &[]));
+                        let note = r.err().map(|e| format!(" ({e})")).unwrap_or_default();
+                        log_line!("{client} - - {code} 0 ({msg}){note}");
+                    }
+                    Step::Ready(end) => {
+                        let mut p = pending.swap_remove(i);
+                        p.head.truncate(end);
+                        if p.stream.set_nonblocking(false).is_err() {
+                            continue;
+                        }
+                        let req = Request {
+                            stream: p.stream,
+                            head: p.head,
+                        };
+                        match tx.try_send(req) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(mut req)) => {
+                                let _ = req.stream.set_write_timeout(Some(Duration::from_secs(1)));
+                                let client = peer(&req.stream);
+                                let _ = req.stream.write_all(&simple(503, "busy, try again", &[]));
+                                log_line!(
+                                    "{client} - - 503 0 (every worker busy and the queue full)"
+                                );
+                            }
+                            Err(TrySendError::Disconnected(_)) => {
+                                anyhow::bail!("every worker thread has stopped")
+                            }
+                        }
+                    }
                 }
             }
+            if fds[0].revents != 0 {
+                accept_all(&listener, &mut pending, &limits);
+            }
         }
-        Ok(())
     }
+}
+
+/// Takes every connection waiting on the listener into `pending`, dropping
+/// the one that has waited longest when it is full.
+fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: &Limits) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                // Out of descriptors or the like: back off instead of
+                // spinning (poll reports the listener ready again).
+                std::thread::sleep(Duration::from_millis(50));
+                return;
+            }
+        };
+        if stream.set_nonblocking(true).is_err() {
+            continue;
+        }
+        if pending.len() >= limits.max_idle.max(1) {
+            // The oldest has had the longest to send its head: a real
+            // client sends it at once, so the oldest is the likeliest
+            // to be idle.
+            if let Some((i, _)) = pending.iter().enumerate().min_by_key(|(_, p)| p.since) {
+                let p = pending.swap_remove(i);
+                log_line!(
+                    "{} - - 408 0 (dropped: {} connections were waiting to send a request)",
+                    peer(&p.stream),
+                    limits.max_idle
+                );
+            }
+        }
+        pending.push(Pending {
+            stream,
+            head: Vec::with_capacity(1024),
+            since: Instant::now(),
+        });
+    }
+}
+
+/// A whole request head and its connection, for a worker.
+struct Request {
+    stream: TcpStream,
+    head: Vec<u8>,
+}
+
+/// A connection whose request head is still arriving.
+struct Pending {
+    stream: TcpStream,
+    head: Vec<u8>,
+    since: Instant,
+}
+
+/// What reading a pending connection led to.
+enum Step {
+    /// More to come.
+    Wait,
+    /// Closed or broken before a whole head: nothing to answer.
+    Gone,
+    /// Answer with this status and close.
+    Answer(u16, &'static str),
+    /// The head is whole; it ends at this byte.
+    Ready(usize),
+}
+
+impl Pending {
+    /// Reads what has arrived (non-blocking) and says where the head is.
+    fn read_more(&mut self, limits: &Limits) -> Step {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Step::Gone,
+                Ok(n) => {
+                    self.head.extend_from_slice(&buf[..n]);
+                    match head_state(&self.head, limits) {
+                        Step::Wait => {}
+                        other => return other,
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Gone,
+            }
+        }
+        if self.since.elapsed() >= limits.head_timeout {
+            return Step::Answer(408, "request head too slow");
+        }
+        Step::Wait
+    }
+}
+
+/// Whether `head` (what has arrived so far) is a whole request head within
+/// the limits.
+fn head_state(head: &[u8], limits: &Limits) -> Step {
+    let end = find(head, b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| find(head, b"\n\n").map(|i| i + 2));
+    let line_end = find(head, b"\n").unwrap_or(head.len());
+    if line_end > limits.max_request_line {
+        return Step::Answer(414, "request line too long");
+    }
+    if let Some(end) = end {
+        if end > limits.max_head {
+            return Step::Answer(431, "request headers too large");
+        }
+        return Step::Ready(end);
+    }
+    if head.len() > limits.max_head {
+        return Step::Answer(431, "request headers too large");
+    }
+    Step::Wait
 }
 
 /// One line on stderr, ignoring failure: a closed stderr must not kill a
@@ -236,60 +433,6 @@ fn simple(code: u16, msg: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     r
 }
 
-/// How reading the request head ended, when it did not give a request.
-enum HeadError {
-    /// Closed or broken before a whole head: nothing to answer.
-    Gone,
-    /// Answer with this status and close.
-    Status(u16, &'static str),
-}
-
-/// Reads the request head (up to the blank line) within the limits.
-fn read_head(stream: &mut TcpStream, limits: &Limits) -> Result<Vec<u8>, HeadError> {
-    let start = Instant::now();
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 2048];
-    loop {
-        let left = limits.head_timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return Err(HeadError::Status(408, "request head too slow"));
-        }
-        let _ = stream.set_read_timeout(Some(left.min(limits.io_timeout)));
-        let n = match stream.read(&mut buf) {
-            Ok(0) => return Err(HeadError::Gone),
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(HeadError::Status(408, "request head too slow"));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(HeadError::Gone),
-        };
-        head.extend_from_slice(&buf[..n]);
-        let end = find(&head, b"\r\n\r\n")
-            .map(|i| i + 4)
-            .or_else(|| find(&head, b"\n\n").map(|i| i + 2));
-        let line_end = find(&head, b"\n").unwrap_or(head.len());
-        if line_end > limits.max_request_line {
-            return Err(HeadError::Status(414, "request line too long"));
-        }
-        if let Some(end) = end {
-            if end > limits.max_head {
-                return Err(HeadError::Status(431, "request headers too large"));
-            }
-            head.truncate(end);
-            return Ok(head);
-        }
-        if head.len() > limits.max_head {
-            return Err(HeadError::Status(431, "request headers too large"));
-        }
-    }
-}
-
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -317,25 +460,16 @@ fn close_gently(stream: &mut TcpStream) {
 }
 
 /// Answers one connection's request, logs it, then closes.
-fn connection(root: &Path, limits: &Limits, mut stream: TcpStream) {
-    respond(root, limits, &mut stream);
+fn connection(root: &Path, limits: &Limits, req: Request) {
+    let Request { mut stream, head } = req;
+    respond(root, limits, &mut stream, &head);
     close_gently(&mut stream);
 }
 
-fn respond(root: &Path, limits: &Limits, stream: &mut TcpStream) {
+fn respond(root: &Path, limits: &Limits, stream: &mut TcpStream, head: &[u8]) {
     let client = peer(stream);
     let _ = stream.set_write_timeout(Some(limits.io_timeout));
-    let head = match read_head(stream, limits) {
-        Ok(h) => h,
-        Err(HeadError::Gone) => return,
-        Err(HeadError::Status(code, msg)) => {
-            let r = finish(stream, &simple(code, msg, &[]));
-            let note = r.err().map(|e| format!(" ({e})")).unwrap_or_default();
-            log_line!("{client} - - {code} 0 ({msg}){note}");
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&head);
+    let text = String::from_utf8_lossy(head);
     let line = text.lines().next().unwrap_or("");
     let mut parts = line.split(' ');
     let (method, url, version) = (

@@ -39,6 +39,16 @@ const MARK: &str = "@@microseed-probe ";
 /// Longest one probe may take after connecting (each check inside it is
 /// bounded to 20 s) before ssh is killed and the machine counted unreachable.
 const PROBE_LIMIT: Duration = Duration::from_secs(120);
+/// The most a machine's answer may hold. A real one is a few KiB (the
+/// master's node list is about 5 KiB a node); anything near this is not
+/// the probe answering, and holding it all would let one machine exhaust
+/// this one's memory. Past it ssh is stopped and the machine reported.
+const MAX_ANSWER: u64 = 16 * 1024 * 1024;
+/// The most kept of ssh's own messages (stderr).
+const MAX_STDERR: u64 = 64 * 1024;
+/// The least time a probe gets when `--wait` is nearly over, so the last
+/// round can still reach a machine that answers at once.
+const LAST_ROUND_FLOOR: Duration = Duration::from_secs(2);
 
 /// What `status` was asked for on the command line (the clap arguments).
 #[derive(clap::Args, Debug)]
@@ -206,14 +216,17 @@ pub fn run(src: &GlobalOptions, args: &StatusArgs, json: bool) -> Result<u8> {
     for name in &args.accept_new_host_key {
         forget_host_key(&known_hosts, name)?;
     }
+    let (ssh_known_hosts, _link_dir) = known_hosts_for_ssh(&known_hosts)?;
+    let started = Instant::now();
     let ssh = Ssh {
         config: args.ssh_config.clone(),
         known_hosts,
+        ssh_known_hosts,
         user: cluster.admin.username.clone(),
         port: cluster.ssh.port,
         connect_timeout: args.connect_timeout,
+        deadline: args.wait.map(|w| started + w),
     };
-    let started = Instant::now();
     let progress = Progress::new(!json);
     let mut first_round = true;
     let reports = loop {
@@ -340,10 +353,62 @@ fn forget_host_key(known_hosts: &Path, name: &str) -> Result<()> {
 
 struct Ssh {
     config: Option<PathBuf>,
+    /// The cluster's known_hosts (named in messages, `ssh-keygen -R`).
     known_hosts: PathBuf,
+    /// The same file as ssh is told it (see [`known_hosts_for_ssh`]).
+    ssh_known_hosts: PathBuf,
     user: String,
     port: u16,
     connect_timeout: u32,
+    /// When `--wait` ends: no probe outlives it (by more than
+    /// [`LAST_ROUND_FLOOR`]).
+    deadline: Option<Instant>,
+}
+
+/// Bytes ssh takes as they are in a `UserKnownHostsFile=` option on every
+/// OpenSSH version: no blank or quote (which split or quote the value), no
+/// `%` or `$` (tokens and environment variables since OpenSSH 8.4, literal
+/// before: no one escape works on both), no `~`, `#` or `\\`.
+fn ssh_config_safe(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._+,:@=-".contains(b))
+}
+
+/// The path to give ssh for the cluster's known_hosts: the file's own
+/// absolute path when ssh reads it as is, else a symbolic link to it in a
+/// private (0700) temporary directory of a plain name, which lives as long
+/// as the returned guard. ssh reads and appends through the link, so the
+/// keys land in the cluster's file whatever its path holds.
+fn known_hosts_for_ssh(known_hosts: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let abs = std::path::absolute(known_hosts)
+        .with_context(|| format!("finding the absolute path of {}", known_hosts.display()))?;
+    if ssh_config_safe(&abs) {
+        return Ok((abs, None));
+    }
+    let tmp = std::env::temp_dir();
+    let base = if ssh_config_safe(&tmp) {
+        tmp
+    } else {
+        PathBuf::from("/tmp")
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("microseed-status-")
+        .tempdir_in(&base)
+        .with_context(|| format!("making a private directory in {}", base.display()))?;
+    let link = dir.path().join("known_hosts");
+    std::os::unix::fs::symlink(&abs, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), abs.display()))?;
+    if !ssh_config_safe(&link) {
+        bail!(
+            "cannot name {} to ssh: neither it nor a temporary link to it in {} is a path ssh reads as written; move the cluster file to a directory whose path has no blanks, quotes, `%`, `$`, `~`, `#` or `\\`",
+            abs.display(),
+            base.display()
+        );
+    }
+    Ok((link, Some(dir)))
 }
 
 impl Ssh {
@@ -359,7 +424,10 @@ impl Ssh {
         opt(format!("ConnectTimeout={}", self.connect_timeout));
         opt("ServerAliveInterval=5".into());
         opt("ServerAliveCountMax=3".into());
-        opt(format!("UserKnownHostsFile={}", self.known_hosts.display()));
+        opt(format!(
+            "UserKnownHostsFile={}",
+            self.ssh_known_hosts.display()
+        ));
         // Only the cluster's own file decides, never a system-wide entry.
         opt("GlobalKnownHostsFile=/dev/null".into());
         opt("StrictHostKeyChecking=accept-new".into());
@@ -411,51 +479,96 @@ fn run_probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Result<(i32, String, 
         .spawn()
         .context("running ssh (install openssh-client)")?;
     let mut stdin = child.stdin.take().context("ssh stdin")?;
-    let mut stdout = child.stdout.take().context("ssh stdout")?;
-    let mut stderr = child.stderr.take().context("ssh stderr")?;
+    let stdout = child.stdout.take().context("ssh stdout")?;
+    let stderr = child.stderr.take().context("ssh stderr")?;
     let writer = std::thread::spawn(move || {
         // A connection that fails closes the pipe early: nothing to report.
         let _ = stdin.write_all(PROBE.as_bytes());
     });
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let limit = PROBE_LIMIT + Duration::from_secs(ssh.connect_timeout.into());
-    let deadline = Instant::now() + limit;
+    let too_big = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Reads at most `max` bytes; one more marks the answer too big (and
+    // stops reading, so ssh blocks until it is killed below).
+    let bounded = |mut from: Box<dyn Read + Send>, max: u64| {
+        let too_big = too_big.clone();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = from.by_ref().take(max + 1).read_to_end(&mut v);
+            if v.len() as u64 > max {
+                v.truncate(max as usize);
+                too_big.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            v
+        })
+    };
+    let out_reader = bounded(Box::new(stdout), MAX_ANSWER);
+    let err_reader = bounded(Box::new(stderr), MAX_STDERR);
+    let started = Instant::now();
+    let mut limit = PROBE_LIMIT + Duration::from_secs(ssh.connect_timeout.into());
+    if let Some(end) = ssh.deadline {
+        limit = limit.min(end.saturating_duration_since(started).max(LAST_ROUND_FLOOR));
+    }
+    let deadline = started + limit;
+    let big = || too_big.load(std::sync::atomic::Ordering::SeqCst);
     let status = loop {
-        if let Some(st) = child.try_wait().context("waiting for ssh")? {
-            break Some(st);
+        // Too big first: the reader stopping may end ssh (a broken pipe)
+        // before this loop kills it.
+        if !big()
+            && let Some(st) = child.try_wait().context("waiting for ssh")?
+        {
+            break Ok(st);
         }
-        if Instant::now() >= deadline {
+        if big() || Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            break Err(big());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = writer.join();
     let out = out_reader.join().unwrap_or_default();
     let err = err_reader.join().unwrap_or_default();
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let mut err = String::from_utf8_lossy(&err).into_owned();
+    let status = match status {
+        Ok(_) if big() => Err(true),
+        other => other,
+    };
+    let out = printable(&String::from_utf8_lossy(&out));
+    let mut err = printable(&String::from_utf8_lossy(&err));
     let code = match status {
-        Some(st) => st.code().unwrap_or(255),
-        None => {
+        Ok(st) => st.code().unwrap_or(255),
+        Err(true) => {
+            err.push_str(&format!(
+                "\nthe answer grew past {} MiB, far more than the probe prints; ssh was stopped",
+                MAX_ANSWER / (1024 * 1024)
+            ));
+            255
+        }
+        Err(false) => {
             err.push_str(&format!(
                 "\nno answer within {} s; ssh was stopped",
-                limit.as_secs()
+                limit.as_secs_f64().ceil()
             ));
             255
         }
     };
     Ok((code, out, err))
+}
+
+/// A machine's text as this terminal may show it: control characters
+/// (escape sequences, carriage returns, backspaces) and the bidirectional
+/// overrides that reorder what is shown become U+FFFD, so nothing a machine
+/// sends can move the cursor, recolour or rewrite the table. Line breaks
+/// and tabs stay (the sections are split on them).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n' && c != '\t') || bidi {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Report {

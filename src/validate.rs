@@ -13,7 +13,8 @@ use std::str::FromStr;
 
 use serde_saphyr::Spanned;
 
-use crate::diag::{Diagnostic, InputErrors, Pos, nearest};
+use crate::diag::{Diagnostic, InputErrors, Pos, nearest, shown};
+use crate::known;
 use crate::model::Disk;
 use crate::model::{self, Cidr, Cluster, NETWORKS};
 use crate::profile::{Count, Profiles, Proto, ReleaseProfile};
@@ -57,7 +58,7 @@ impl<'a> Checker<'a> {
             self.err(
                 at,
                 field,
-                format!("got {:?}; expected {expected}", at.value),
+                format!("got {}; expected {expected}", shown(&at.value)),
             );
         }
         ok
@@ -265,8 +266,8 @@ fn check_general<'p>(
             &raw.release,
             "release",
             format!(
-                "unknown Ubuntu release {:?}; expected one of {}",
-                raw.release.value,
+                "unknown Ubuntu release {}; expected one of {}",
+                shown(&raw.release.value),
                 known.join(", ")
             ),
         );
@@ -302,17 +303,31 @@ fn check_general<'p>(
             &raw.timezone,
             "timezone",
             format!(
-                "{:?} is not an IANA time zone (e.g. \"America/Los_Angeles\", \"Etc/UTC\"){hint}",
-                raw.timezone.value
+                "{} is not an IANA time zone (e.g. \"America/Los_Angeles\", \"Etc/UTC\"){hint}",
+                shown(&raw.timezone.value)
             ),
         );
     }
-    c.want(
+    if c.want(
         &raw.locale,
         "locale",
         is_locale(&raw.locale.value),
         "a locale such as \"en_US.UTF-8\"",
-    );
+    ) && !known::locale_exists(&raw.locale.value)
+    {
+        let names = known::locale_names();
+        let hint = nearest(&raw.locale.value, &names)
+            .map(|n| format!("; did you mean {n:?}?"))
+            .unwrap_or_default();
+        c.err(
+            &raw.locale,
+            "locale",
+            format!(
+                "{} is not a locale glibc can make (locale-gen on the machines would fail); expected a name from glibc's SUPPORTED list such as \"en_US.UTF-8\"{hint}",
+                shown(&raw.locale.value)
+            ),
+        );
+    }
     c.want(
         &raw.keyboard.layout,
         "keyboard.layout",
@@ -339,8 +354,8 @@ fn check_network(c: &mut Checker<'_>, raw: &ClusterFile) -> NetworkParts {
             &raw.network.subnet,
             "network.subnet",
             format!(
-                "got {:?}; expected an IPv4 CIDR such as 172.20.0.0/20 (prefix 8 to 30)",
-                raw.network.subnet.value
+                "got {}; expected an IPv4 CIDR such as 172.20.0.0/20 (prefix 8 to 30)",
+                shown(&raw.network.subnet.value)
             ),
         );
     }
@@ -357,7 +372,7 @@ fn check_network(c: &mut Checker<'_>, raw: &ClusterFile) -> NetworkParts {
             Err(_) => c.err(
                 d,
                 format!("network.dns[{i}]"),
-                format!("got {:?}; expected an IP address", d.value),
+                format!("got {}; expected an IP address", shown(&d.value)),
             ),
         }
     }
@@ -404,7 +419,18 @@ fn check_network(c: &mut Checker<'_>, raw: &ClusterFile) -> NetworkParts {
 fn check_admin(c: &mut Checker<'_>, raw: &ClusterFile) -> SshParts {
     let file = c.file;
     let a = &raw.admin;
-    c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)");
+    if c.want(&a.username, "admin.username", is_username(&a.username.value), "a Linux user name (a-z, 0-9, '_', '-', starting with a letter, at most 32 characters, not root)")
+        && let Some(why) = known::system_account(&a.username.value)
+    {
+        c.err(
+            &a.username,
+            "admin.username",
+            format!(
+                "{:?} is {why}; expected a name of your own, such as \"ubuntu\" or \"staker\"",
+                a.username.value
+            ),
+        );
+    }
     for (i, k) in a.ssh_keys.value.iter().enumerate() {
         if let Err(e) = check_ssh_key(&k.value) {
             c.err(k, format!("admin.ssh_keys[{i}]"), e);
@@ -444,8 +470,8 @@ fn check_admin(c: &mut Checker<'_>, raw: &ClusterFile) -> SshParts {
                 f,
                 "ssh.allow_from",
                 format!(
-                    "got {:?}; expected an IPv4 CIDR such as 192.168.1.0/24",
-                    f.value
+                    "got {}; expected an IPv4 CIDR such as 192.168.1.0/24",
+                    shown(&f.value)
                 ),
             ),
         }
@@ -461,9 +487,15 @@ fn check_microk8s(
 ) -> (Spanned<String>, Option<Channel>) {
     let mk = &raw.microk8s;
     let chan = check_channel_fits_release(c, raw, profiles);
-    let channel = parse_channel(&chan.value);
+    let mut channel = parse_channel(&chan.value);
     if channel.is_none() {
-        c.err(&chan, "microk8s.channel", format!("got {:?}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", chan.value));
+        c.err(&chan, "microk8s.channel", format!("got {}; expected <track>/<risk> such as \"1.20/stable\" (risk: stable, candidate, beta, edge)", shown(&chan.value)));
+    } else if let Some((track, v)) = &channel
+        && track != "latest"
+        && !(v.0 == 1 && v.1 >= FIRST_TRACK_MINOR)
+    {
+        c.err(&chan, "microk8s.channel", format!("track {track} is not a MicroK8s track: MicroK8s follows Kubernetes, whose tracks are 1.{FIRST_TRACK_MINOR} and later (1.20, 1.28, ...) and `latest`; expected a channel such as \"1.20/stable\""));
+        channel = None;
     }
     for (i, ad) in mk.addons.iter().enumerate() {
         c.want(ad, &format!("microk8s.addons[{i}]"), is_addon(&ad.value), "an addon name such as \"dns\", optionally with arguments (\"metallb:10.0.0.1-10.0.0.9\")");
@@ -474,12 +506,40 @@ fn check_microk8s(
 /// The NFS export: its path, client count and owner ids.
 fn check_nfs(c: &mut Checker<'_>, raw: &ClusterFile) {
     let n = &raw.nfs;
-    c.want(
+    if c.want(
         &n.export_root,
         "nfs.export_root",
         is_export_path(&n.export_root.value),
         "an absolute path other than / made of letters, digits, '.', '_', '-' and '/'",
-    );
+    ) && let Some(why) = known::system_directory(&n.export_root.value, &raw.admin.username.value)
+    {
+        // `//usr/` is /usr: say which directory the kernel will take.
+        let parts: Vec<&str> = n
+            .export_root
+            .value
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let norm = format!("/{}", parts.join("/"));
+        let same = if norm == n.export_root.value {
+            String::new()
+        } else {
+            format!(" (that is {norm})")
+        };
+        let volume = if n.data_volume {
+            ", and data_volume would mount an empty volume over it"
+        } else {
+            ""
+        };
+        c.err(
+            &n.export_root,
+            "nfs.export_root",
+            format!(
+                "{:?}{same} is {why}: the NFS server would hand it to uid {} and gid {} (chown -R) and export it read-write to the subnet{volume}; expected a directory of its own, such as /data or /srv/nfs",
+                n.export_root.value, n.uid.value, n.gid.value
+            ),
+        );
+    }
     if n.validator_clients.value == 0 || n.validator_clients.value > 64 {
         c.err(
             &n.validator_clients,
@@ -526,8 +586,8 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) {
                 e,
                 format!("staking.eth1_endpoints[{i}]"),
                 format!(
-                    "got {:?} ({why}); expected a URL such as \"http://172.20.10.20:8545\"",
-                    e.value
+                    "got {} ({why}); expected a URL such as \"http://172.20.10.20:8545\"",
+                    shown(&e.value)
                 ),
             );
         }
@@ -535,7 +595,14 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) {
     if let Some(g) = &st.graffiti
         && let Err(why) = staking::check_graffiti(&g.value)
     {
-        c.err(g, "staking.graffiti", format!("got {:?} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&", g.value));
+        c.err(
+            g,
+            "staking.graffiti",
+            format!(
+                "got {} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&",
+                shown(&g.value)
+            ),
+        );
     }
     if let Some(f) = &st.genesis_state_file {
         c.want(
@@ -574,6 +641,7 @@ fn check_machines<'r>(
     for (i, m) in raw.machines.value.iter().enumerate() {
         let f = |k: &str| format!("machines[{i}].{k}");
         let name_ok = c.want(&m.name, &f("name"), is_label(&m.name.value), "a host name: lower-case letters, digits and '-', not starting or ending with '-', at most 63 characters (RFC 1123; Kubernetes node names must be lower case)");
+        let name_ok = name_ok && check_host_name(c, &m.name, &f("name"));
         if name_ok && let Some(prev) = names.insert(m.name.value.clone(), i) {
             c.err(
                 &m.name,
@@ -593,8 +661,8 @@ fn check_machines<'r>(
                 &m.role,
                 f("role"),
                 format!(
-                    "unknown role {:?}; expected one of {}{hint}",
-                    m.role.value,
+                    "unknown role {}; expected one of {}{hint}",
+                    shown(&m.role.value),
                     known.join(", ")
                 ),
             );
@@ -645,8 +713,8 @@ fn check_machines<'r>(
                     mv,
                     f("mac"),
                     format!(
-                        "got {:?}; expected a MAC address such as 52:54:00:12:34:56",
-                        mv.value
+                        "got {}; expected a MAC address such as 52:54:00:12:34:56",
+                        shown(&mv.value)
                     ),
                 );
             }
@@ -658,7 +726,7 @@ fn check_machines<'r>(
             None => Disk::Largest,
             Some(d) => {
                 match &d.value {
-                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {s:?}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)")),
+                    DiskChoice::Serial(s) if !is_serial(s) => c.err(d, f("disk.serial"), format!("got {}; expected the disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit, so it cannot match every disk)", shown(s))),
                     _ => {}
                 }
                 match &d.value {
@@ -768,8 +836,8 @@ fn check_channel_fits_release(
             &chan,
             "microk8s.channel",
             format!(
-                "{:?}{whose} cannot run on Ubuntu {}: track {track} is older than {min}{why}; expected track {min} or later, such as {:?} (this release's default)",
-                chan.value, r.release, r.microk8s.default_channel
+                "{}{whose} cannot run on Ubuntu {}: track {track} is older than {min}{why}; expected track {min} or later, such as {:?} (this release's default)",
+                shown(&chan.value), r.release, r.microk8s.default_channel
             ),
         );
     }
@@ -852,8 +920,8 @@ fn check_ip_in(
             at,
             field,
             format!(
-                "got {:?}; expected an IPv4 address such as 172.20.10.11",
-                at.value
+                "got {}; expected an IPv4 address such as 172.20.10.11",
+                shown(&at.value)
             ),
         );
         return None;
@@ -915,6 +983,32 @@ pub fn parse_channel(s: &str) -> Option<(String, (u32, u32))> {
         return None;
     }
     Some((track.into(), (major, minor)))
+}
+
+/// The oldest MicroK8s track (MicroK8s began with Kubernetes 1.10): a
+/// track such as `1.2` parses but names nothing the snap store has.
+const FIRST_TRACK_MINOR: u32 = 10;
+
+/// A machine name other machines and Kubernetes can use: not `localhost`
+/// (every machine's /etc/hosts maps it to 127.0.0.1, so the others would
+/// reach themselves) and not all digits (resolvers and ssh read `123` as the
+/// address 0.0.0.123; RFC 1123 2.1 keeps host names from looking like
+/// numbers). Reports and returns false when it is neither.
+fn check_host_name(c: &mut Checker<'_>, at: &Spanned<String>, field: &str) -> bool {
+    let name = at.value.as_str();
+    let why = if name == "localhost" {
+        "names the machine itself on every machine (/etc/hosts maps it to 127.0.0.1), so no other machine or Kubernetes could reach it by name"
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        "is all digits, which resolvers, ssh and ping read as an IP address (123 is 0.0.0.123), not a name"
+    } else {
+        return true;
+    };
+    c.err(
+        at,
+        field,
+        format!("{name:?} {why}; expected another name, such as \"worker-1\""),
+    );
+    false
 }
 
 pub fn is_label(s: &str) -> bool {
@@ -1007,6 +1101,126 @@ fn is_crypt_hash(s: &str) -> bool {
     }
 }
 
+/// Option names OpenSSH 8.2's sshd (Ubuntu 20.04; `auth-options.c`)
+/// accepts before a key in authorized_keys: flags, then options that take
+/// a `"quoted"` value. sshd ignores the whole line on any other name, so
+/// such a key would let nobody in.
+const KEY_FLAGS: &[&str] = &[
+    "agent-forwarding",
+    "no-agent-forwarding",
+    "port-forwarding",
+    "no-port-forwarding",
+    "pty",
+    "no-pty",
+    "user-rc",
+    "no-user-rc",
+    "x11-forwarding",
+    "no-x11-forwarding",
+    "restrict",
+    "no-touch-required",
+];
+const KEY_VALUE_OPTIONS: &[&str] = &[
+    "command",
+    "environment",
+    "expiry-time",
+    "from",
+    "permitlisten",
+    "permitopen",
+    "principals",
+    "tunnel",
+];
+
+/// Takes the options (`from="10.0.0.0/8",no-pty ...`) off the front of an
+/// authorized_keys line and returns the key part; an error when sshd would
+/// reject them. A line starting with a key type has none.
+fn authorized_key_options(line: &str) -> Result<&str, String> {
+    let first = line.split_whitespace().next().unwrap_or("");
+    let is_key_type = first.starts_with("ssh-")
+        || first.starts_with("ecdsa-sha2-")
+        || first.starts_with("sk-")
+        || first.ends_with("@openssh.com");
+    if is_key_type {
+        return Ok(line);
+    }
+    // The options end at the first blank outside double quotes (`\"` is a
+    // quote inside a value).
+    let bytes = line.as_bytes();
+    let (mut quoted, mut end, mut i) = (false, None, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted && bytes.get(i + 1) == Some(&b'"') => i += 1,
+            b'"' => quoted = !quoted,
+            b' ' | b'\t' if !quoted => {
+                end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if quoted {
+        return Err("an option's \"quoted value\" before the key is never closed; expected options such as `from=\"10.0.0.0/8\",no-pty` then the key".into());
+    }
+    let Some(end) = end else {
+        return Err("not an OpenSSH public key (no key type such as ssh-ed25519 found); expected one line such as \"ssh-ed25519 AAAA... you@host\", optionally after authorized_keys options".into());
+    };
+    let (opts, key) = (&line[..end], line[end..].trim_start());
+    // Split at commas outside quotes.
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut j) = (0, false, 0);
+    let ob = opts.as_bytes();
+    while j < ob.len() {
+        match ob[j] {
+            b'\\' if quoted && ob.get(j + 1) == Some(&b'"') => j += 1,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                parts.push(&opts[start..j]);
+                start = j + 1;
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    parts.push(&opts[start..]);
+    for part in parts {
+        let (name, value) = match part.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (part, None),
+        };
+        let lower = name.to_ascii_lowercase();
+        let shown_name = shown(name);
+        if lower == "cert-authority" {
+            return Err("the `cert-authority` option makes the key a certificate authority, which cannot log in itself: the admin would be locked out; remove the option".into());
+        }
+        match value {
+            None if KEY_FLAGS.contains(&lower.as_str()) => {}
+            Some(v) if KEY_VALUE_OPTIONS.contains(&lower.as_str()) => {
+                if !(v.len() >= 2 && v.starts_with('"') && v.ends_with('"')) {
+                    return Err(format!(
+                        "the option {shown_name} needs its value in double quotes, such as {name}=\"...\"; sshd would ignore the key"
+                    ));
+                }
+            }
+            None if KEY_VALUE_OPTIONS.contains(&lower.as_str()) => {
+                return Err(format!(
+                    "the option {shown_name} needs a value, such as {name}=\"...\"; sshd would ignore the key"
+                ));
+            }
+            Some(_) if KEY_FLAGS.contains(&lower.as_str()) => {
+                return Err(format!(
+                    "the option {shown_name} takes no value; sshd would ignore the key"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{shown_name} before the key is not an authorized_keys option OpenSSH 8.2 (Ubuntu 20.04) knows, so sshd would ignore the key; expected options such as from=\"...\", command=\"...\", no-pty, restrict, or the key alone (\"ssh-ed25519 AAAA... you@host\")"
+                ));
+            }
+        }
+    }
+    Ok(key)
+}
+
 /// Checks one authorized key the way Ubuntu 20.04's sshd (OpenSSH 8.2)
 /// will judge it: every key type it accepts by default passes (RSA of at
 /// least 1024 bits, ECDSA P-256/384/521, Ed25519 and the FIDO `sk-` types);
@@ -1039,6 +1253,7 @@ pub fn check_ssh_key(s: &str) -> Result<(), String> {
     if line.contains('\n') || line.contains('\r') {
         return Err(format!("contains a line break; {EXPECTED}"));
     }
+    let line = authorized_key_options(line)?;
     let kind = line.split_whitespace().next().unwrap_or("");
     if kind.ends_with("-cert-v01@openssh.com") {
         return Err(
@@ -1154,6 +1369,35 @@ pub fn example_key_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
                  it; replace it with your own public key (`cat ~/.ssh/id_ed25519.pub`, or make \
                  one with `ssh-keygen -t ed25519`)",
             )
+        })
+        .collect()
+}
+
+/// Warnings for add-on names no MicroK8s track or add-on repository has
+/// (`known::addon_known`): `microk8s enable` would fail on the master. Not
+/// errors: a site may enable add-ons from a repository of its own.
+pub fn addon_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    let names = known::addon_names();
+    raw.microk8s
+        .addons
+        .iter()
+        .enumerate()
+        .filter_map(|(i, ad)| {
+            let name = ad.value.split(':').next().unwrap_or("");
+            if !is_addon(&ad.value) || known::addon_known(name) {
+                return None;
+            }
+            let hint = nearest(name, &names)
+                .map(|n| format!("; did you mean {n:?}?"))
+                .unwrap_or_default();
+            Some(Diagnostic::warning(
+                file,
+                pos(ad),
+                format!("microk8s.addons[{i}]"),
+                format!(
+                    "{name:?} is no MicroK8s add-on microseed knows (the built-in ones of any track, the core and community repositories), so `microk8s enable {name}` would likely fail on the master{hint}"
+                ),
+            ))
         })
         .collect()
 }
@@ -1312,6 +1556,59 @@ mod tests {
             problems(&[("uid: 1001", "uid: 0")]),
             one(Check::Nfs, "nfs.uid")
         );
+    }
+
+    #[test]
+    fn nfs_refuses_a_system_directory_and_the_admins_home() {
+        assert_eq!(
+            problems(&[("export_root: /data", "export_root: /etc")]),
+            one(Check::Nfs, "nfs.export_root")
+        );
+        assert_eq!(
+            problems(&[("export_root: /data", "export_root: /home/ubuntu")]),
+            one(Check::Nfs, "nfs.export_root")
+        );
+        assert_eq!(
+            problems(&[("export_root: /data", "export_root: /srv/nfs")]),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn general_admin_microk8s_and_machines_refuse_what_the_system_owns() {
+        assert_eq!(
+            problems(&[("locale: en_US.UTF-8", "locale: en_US.UTF-16")]),
+            one(Check::General, "locale")
+        );
+        assert_eq!(
+            problems(&[("username: ubuntu", "username: nobody")]),
+            one(Check::Admin, "admin.username")
+        );
+        assert_eq!(
+            problems(&[("channel: 1.20/stable", "channel: 1.9/stable")]),
+            one(Check::Microk8s, "microk8s.channel")
+        );
+        assert_eq!(
+            problems(&[("- name: worker-1", "- name: localhost")]),
+            one(Check::Machines, "machines[2].name")
+        );
+    }
+
+    #[test]
+    fn authorized_key_options_are_taken_off_and_checked() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB4iprHrsgDTACsXWdH9CDa1e2MUmmQoCg+Foc/tLLiL a@b";
+        assert_eq!(authorized_key_options(key), Ok(key));
+        let with = format!("from=\"10.0.0.1,10.0.0.2\",command=\"echo \\\"a b\\\"\",no-pty {key}");
+        assert_eq!(authorized_key_options(&with), Ok(key));
+        assert!(check_ssh_key(&with).is_ok());
+        assert!(authorized_key_options(&format!("No-PTY {key}")).is_ok());
+        for bad in ["nope", "from=x", "pty=\"1\"", "command", "cert-authority"] {
+            assert!(
+                authorized_key_options(&format!("{bad} {key}")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -91,6 +91,16 @@ fn parse_typed_quoting<T: for<'de> Deserialize<'de>>(
     text: &str,
     quote: Quote<'_>,
 ) -> Result<T, InputErrors> {
+    if let Some((pos, field, tag)) = first_tag(text) {
+        return Err(InputErrors(vec![Diagnostic::error(
+            file,
+            pos,
+            field,
+            format!(
+                "a YAML tag ({tag}); microseed reads plain values only (a tag such as `!!binary` would change the value silently, and an unknown one means nothing); write the value without the tag"
+            ),
+        )]));
+    }
     // Tracking the field path wraps the deserializer at every field and
     // moves it each time: measured at ~1/4 of parsing the profiles. The path
     // only matters in an error, and the same text fails the same way again,
@@ -129,6 +139,94 @@ fn parse_typed_quoting<T: for<'de> Deserialize<'de>>(
             message,
         )])
     })
+}
+
+/// The first explicit tag (`!foo`, `!!binary`, `!<...>`) in `text`: where
+/// it stands, the field path holding it and the tag as written. serde never
+/// sees tags, and serde-saphyr applies the ones it knows (`!!binary` decodes
+/// base64 into the value) and drops the rest, so the parser's events are
+/// read for them. Only a text with a `!` can hold one; a syntax error ends
+/// the scan (the typed parse reports it).
+fn first_tag(text: &str) -> Option<(Pos, String, String)> {
+    use granit_parser::{Event, Parser};
+    /// Where the scan is: in a mapping (its current key; whether the next
+    /// node is a key) or a list (the next item's index).
+    enum Frame {
+        Map { key: String, want_key: bool },
+        Seq { index: usize },
+    }
+    fn path(stack: &[Frame]) -> String {
+        let mut p = String::new();
+        for f in stack {
+            match f {
+                Frame::Map { want_key: true, .. } => break,
+                Frame::Map { key, .. } => {
+                    if !p.is_empty() {
+                        p.push('.');
+                    }
+                    p.push_str(key);
+                }
+                Frame::Seq { index } => p.push_str(&format!("[{index}]")),
+            }
+        }
+        p
+    }
+    /// A node (value, key or item) ended: the frame holding it moves on.
+    fn done(stack: &mut [Frame]) {
+        match stack.last_mut() {
+            Some(Frame::Map { want_key, .. }) => *want_key = !*want_key,
+            Some(Frame::Seq { index }) => *index += 1,
+            None => {}
+        }
+    }
+    if !text.contains('!') {
+        return None;
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else { return None };
+        let tag = match &event {
+            Event::Scalar(_, _, _, tag)
+            | Event::SequenceStart(_, _, tag)
+            | Event::MappingStart(_, _, tag) => tag.as_ref(),
+            _ => None,
+        };
+        if let Some(tag) = tag {
+            let at = span.tag_start.unwrap_or(span.start);
+            let pos = Pos {
+                line: at.line() as u64,
+                column: at.col() as u64 + 1,
+            };
+            // As written: `!!binary`, not its resolved `tag:yaml.org,2002:binary`.
+            let shown = match tag.to_string() {
+                t if t.starts_with("tag:yaml.org,2002:") => format!("`!!{}`", &t[18..]),
+                t if t.starts_with('!') => format!("`{t}`"),
+                t => format!("`!<{t}>`"),
+            };
+            return Some((pos, path(&stack), shown));
+        }
+        match event {
+            Event::Scalar(value, ..) => match stack.last_mut() {
+                Some(Frame::Map { key, want_key }) if *want_key => {
+                    *key = value.into_owned();
+                    *want_key = false;
+                }
+                _ => done(&mut stack),
+            },
+            Event::Alias(_) => done(&mut stack),
+            Event::MappingStart(..) => stack.push(Frame::Map {
+                key: String::new(),
+                want_key: true,
+            }),
+            Event::SequenceStart(..) => stack.push(Frame::Seq { index: 0 }),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                done(&mut stack);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Says what went wrong in the user's terms: the parser's own wording names
@@ -237,7 +335,7 @@ fn describe(
             match continued_value(text, pos) {
                 Some((value, next)) => {
                     let got = match quote {
-                        Quote::All => format!("got {value:?}: "),
+                        Quote::All => format!("got {}: ", crate::diag::shown(&value)),
                         Quote::Only(_) => "this value runs on: ".to_string(),
                     };
                     format!(
@@ -318,6 +416,28 @@ fn describe(
         E::Message { msg, .. } if msg.starts_with("duplicate field `") => {
             let key = msg.split('`').nth(1).unwrap_or("this key");
             format!("`{key}` is given twice (directly or through a `<<:` merge); expected each key once")
+        }
+        E::ExpectedMappingEndAfterEnumVariantValue { .. } => {
+            // A choice of one key (a machine's disk) given a second key:
+            // the path ends in the first, the position is at the second.
+            let (holder, first) = field.rsplit_once('.').unwrap_or(("", field.as_str()));
+            let rest: String = line_at(text, pos.line)
+                .chars()
+                .skip(pos.column.saturating_sub(1) as usize)
+                .collect();
+            let second = rest
+                .split_once(':')
+                .map(|(k, _)| k.trim().trim_matches(['"', '\'']).to_string())
+                .filter(|k| !k.is_empty() && k.len() <= 40)
+                .unwrap_or_else(|| "another key".to_string());
+            let msg = if holder.ends_with("disk") {
+                format!(
+                    "`{first}` and `{second}` are both given, but a disk is chosen one way; expected only one of `serial: ...`, `path: /dev/...` or `largest`"
+                )
+            } else {
+                format!("`{first}` and `{second}` are both given; expected only one of them")
+            };
+            return (pos, holder.to_string(), msg);
         }
         E::NullIntoString { .. } => "empty; expected a value after the `:`".to_string(),
         E::Eof { .. } => "the file ends too early; expected more".to_string(),
@@ -530,8 +650,7 @@ fn syntax(
     } else if has("':'") {
         "a `:` here must be followed by a space".to_string()
     } else if has("unexpected character") {
-        "a character YAML reserves (`@` or a backquote) cannot start a value; quote the value"
-            .to_string()
+        unexpected_character(&msg, text, pos)
     } else if has("simple key") || has("mapping keys are not allowed") {
         "a key here cannot be read (too long, or spread over several lines); expected `key: value` on one line".to_string()
     } else if let Quote::Only(_) = quote {
@@ -543,6 +662,38 @@ fn syntax(
         format!("not valid YAML here: {}", ungrammar(&msg))
     };
     (pos, field, plain)
+}
+
+/// A character the scanner cannot take here, named: the character at
+/// `pos` when the message's own quoting of it is unclear.
+fn unexpected_character(msg: &str, text: &str, pos: Pos) -> String {
+    let c = char_at(text, pos).or_else(|| {
+        let quoted = msg.split_once('`')?.1.rsplit_once('\'')?.0;
+        let mut chars = quoted.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        }
+    });
+    match c {
+        Some(c) if c.is_control() => format!(
+            "a control character (U+{:04X}) that YAML does not allow in a file; delete it (editors often show it as {} or not at all)",
+            c as u32,
+            if (c as u32) < 0x20 {
+                format!("^{}", char::from(b'@' + c as u8))
+            } else {
+                "a box".to_string()
+            }
+        ),
+        Some('%') => "`%` cannot start a value (YAML reserves it for `%YAML` directives); quote the value, such as \"%value\"".to_string(),
+        Some(c @ ('@' | '`')) => format!(
+            "`{c}` cannot start a value (YAML reserves it); quote the value, such as \"{c}value\""
+        ),
+        Some(c) if !c.is_whitespace() => format!(
+            "`{c}` cannot stand here (YAML reserves it); quote the value that holds it"
+        ),
+        _ => "a character YAML reserves cannot start a value here; quote the value".to_string(),
+    }
 }
 
 /// The parser's words with YAML-grammar terms replaced by everyday ones.

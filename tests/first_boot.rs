@@ -192,7 +192,8 @@ fn chrony_conf_passes_chronyd_parse_and_has_the_guide_settings() {
 
 #[test]
 fn exports_pass_exportfs_and_go_to_the_subnet_only() {
-    let data = tempfile::tempdir().expect("tmp");
+    // Not under /tmp: an export root there is refused (wiped at every boot).
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
     let r = roots(&EXAMPLE.replace(
         "export_root: /data",
         &format!("export_root: {}", data.path().display()),

@@ -351,13 +351,16 @@ fn flash_refuses_a_fixed_disk_without_force_and_without_a_typed_name_with_it() {
     );
     let src = m.to_str().expect("utf8");
     assert_refused(&fake, &lo, &[src, lo.path(), "--yes"], "it is a fixed disk");
-    // --force --yes still needs the name typed at a terminal.
+    // --force --yes still needs the name typed at a terminal, and the
+    // refusal must not send the user after the --yes they already gave.
     assert_refused(
         &fake,
         &lo,
         &[src, lo.path(), "--yes", "--force"],
-        "needs its name typed at a terminal",
+        "needs its name typed at a terminal, and stdin is not one; --yes cannot answer this",
     );
+    let o = fake.flash(&[src, lo.path(), "--yes", "--force"]);
+    assert!(!text(&o).1.contains("pass --yes"), "{}", text(&o).1);
 }
 
 #[test]
@@ -687,4 +690,67 @@ fn flash_writes_a_fixed_disk_with_force_only_after_its_name_is_typed() {
         lo.sha256(),
         manifest_digest(m.parent().expect("out"), "worker-1/installer.img")
     );
+}
+
+#[test]
+fn an_interrupted_read_back_says_the_write_was_complete_but_unverified() {
+    let size = 96 * MIB;
+    let (_d, m) = synthetic_out(size);
+    let lo = Loop::new(size);
+    let fake = Fake::removable(&lo, size);
+    let counter = |io: &str, key: &str| -> u64 {
+        fs::read_to_string(io)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().ok()))
+                    .flatten()
+            })
+            .unwrap_or(0)
+    };
+    // The read-back of 96 MiB takes a fraction of a second: a run that ends
+    // before the signal lands is the harness losing the race; try again.
+    for _ in 0..5 {
+        let child = bin()
+            .arg("flash")
+            .arg(&m)
+            .arg(&lo.dev)
+            .arg("--yes")
+            .env("MICROSEED_FLASH_SYSROOT", fake.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Every byte written, and the read-back under way: the writing loop
+        // reads the image once (size), the read-back reads more.
+        let io = format!("/proc/{}/io", child.id());
+        let started = Instant::now();
+        while !(counter(&io, "wchar: ") >= size && counter(&io, "rchar: ") > size + 4 * MIB) {
+            if started.elapsed() > Duration::from_secs(60) || fs::metadata(&io).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let o = child.wait_with_output().expect("wait");
+        let (out, err) = text(&o);
+        if o.status.success() {
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(1), "{out}{err}");
+        assert!(
+            err.contains("interrupted by a signal while reading back"),
+            "{err}"
+        );
+        assert!(
+            err.contains("was written and flushed whole, but it is not verified"),
+            "{err}"
+        );
+        assert!(!err.contains("partial image"), "{err}");
+        assert!(!out.contains("safe to remove"), "{out}");
+        return;
+    }
+    panic!("the flash finished before the signal in every attempt");
 }

@@ -350,7 +350,58 @@ fn cases() -> Vec<Case> {
             line: line_of("name:"),
             column: 0,
             field: "name",
-            says: "YAML tags such as `!!int`",
+            says: "a YAML tag (`!!int`)",
+        },
+        Case {
+            name: "a !!binary tag, which would decode the value silently",
+            text: with("name: eth2", "name: !!binary ZXRoMg=="),
+            line: line_of("name:"),
+            column: 7,
+            field: "name",
+            says: "a YAML tag (`!!binary`); microseed reads plain values only",
+        },
+        Case {
+            name: "a local tag, which would be dropped silently",
+            text: with("  - name: worker-1", "  - name: !foo worker-1"),
+            line: line_of("  - name: worker-1"),
+            column: 11,
+            field: "machines[2].name",
+            says: "a YAML tag (`!foo`)",
+        },
+        Case {
+            name: "a disk chosen two ways",
+            text: with(
+                "  - name: worker-1\n",
+                "  - name: worker-1\n    disk: {serial: A, path: /dev/sda}\n",
+            ),
+            line: line_of("  - name: worker-1") + 1,
+            column: 23,
+            field: "machines[2].disk",
+            says: "`serial` and `path` are both given, but a disk is chosen one way; expected only one of",
+        },
+        Case {
+            name: "a NUL byte",
+            text: with("name: eth2", "name: eth\u{0}2"),
+            line: line_of("name:"),
+            column: 10,
+            field: "",
+            says: "a control character (U+0000) that YAML does not allow in a file",
+        },
+        Case {
+            name: "a value starting with %",
+            text: with("name: eth2", "name: %eth2"),
+            line: line_of("name:"),
+            column: 7,
+            field: "",
+            says: "`%` cannot start a value (YAML reserves it for `%YAML` directives); quote the value",
+        },
+        Case {
+            name: "a quoted version",
+            text: with("version: 1", "version: \"1\""),
+            line: line_of("version:"),
+            column: 10,
+            field: "version",
+            says: "got text (a quoted value); expected the number 1, without quotes",
         },
         Case {
             name: "a list as a key",
@@ -718,5 +769,29 @@ fn ssh_key_file_that_is_not_a_regular_file_is_refused_in_its_own_words() {
         assert!(err.contains(says), "{err}");
         assert!(!err.contains("YAML") && !err.contains("cluster"), "{err}");
         assert!(!target.join("cluster.yaml").exists());
+    }
+}
+
+#[test]
+fn a_huge_value_is_cut_in_the_error() {
+    let huge = "x".repeat(900 * 1024);
+    for (from, to) in [
+        ("name: eth2", format!("name: {huge}")),
+        ("  username: ubuntu", format!("  username: \"{huge}\"")),
+        ("    ip: 172.20.10.12", format!("    ip: {huge}")),
+    ] {
+        let s = Scratch::new(&with(from, &to));
+        let o = s.build(&[]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(500)]);
+        assert!(
+            err.len() < 2000,
+            "{} bytes of error for {from:?}",
+            err.len()
+        );
+        assert!(
+            err.contains(&format!("({} characters in all)", 900 * 1024)),
+            "{err}"
+        );
     }
 }

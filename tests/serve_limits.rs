@@ -14,6 +14,7 @@ fn limits() -> Limits {
     Limits {
         workers: 2,
         queue: 1,
+        max_idle: 64,
         max_request_line: 1024,
         max_head: 4096,
         head_timeout: Duration::from_secs(1),
@@ -145,25 +146,83 @@ fn idle_and_trickling_clients_are_dropped_by_the_deadline() {
     still_serves(addr);
 }
 
+/// A request for the big sparse file whose answer the client never reads:
+/// it holds a worker until the write times out.
+fn stalled_download(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    s
+}
+
 #[test]
-fn connections_beyond_the_workers_and_queue_get_503() {
-    let (_dir, addr) = start(Limits {
+fn requests_beyond_the_workers_and_queue_get_503() {
+    let (dir, addr) = start(Limits {
         head_timeout: Duration::from_secs(5),
         io_timeout: Duration::from_secs(5),
         ..limits()
     });
-    // Two idle clients hold both workers, a third waits in the queue.
+    std::fs::File::create(dir.path().join("big"))
+        .and_then(|f| f.set_len(256 << 20))
+        .expect("sparse file");
+    // Two stalled downloads hold both workers, a third waits in the queue.
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(TcpStream::connect(addr).expect("connect"));
+        held.push(stalled_download(addr));
         std::thread::sleep(Duration::from_millis(200));
     }
     let r = get(addr, "/file");
     assert_eq!(status(&r), 503, "{r}");
     drop(held);
-    // Once they are gone (the server sees EOF), service resumes.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once they are gone (the writes fail), service resumes.
+    std::thread::sleep(Duration::from_millis(500));
     still_serves(addr);
+}
+
+#[test]
+fn idle_connections_hold_no_worker_and_real_requests_are_answered_at_once() {
+    // The defaults, but for the head deadline: 300 idle connections would
+    // each have held one of the 16 workers for its whole length.
+    let (_dir, addr) = start(Limits {
+        head_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    });
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Give the server time to take them all in.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        let start = Instant::now();
+        still_serves(addr);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "a real request waited {:?} behind idle connections",
+            start.elapsed()
+        );
+    }
+    // Past max_idle, the oldest idle connections are dropped; a real
+    // client still gets through.
+    let (_dir2, addr2) = start(Limits {
+        max_idle: 50,
+        head_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    });
+    let mut more: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(addr2).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    still_serves(addr2);
+    let first = &mut more[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(first.read(&mut buf), Ok(0) | Err(_)),
+        "the oldest idle connection was kept past max_idle"
+    );
+    drop(idle);
 }
 
 /// Clients that read a large file steadily but slowly (each write still

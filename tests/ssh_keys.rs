@@ -228,3 +228,47 @@ fn init_takes_an_ecdsa_key_and_refuses_dsa() {
         "init wrote despite the error"
     );
 }
+
+#[test]
+fn a_key_with_authorized_keys_options_is_accepted_and_reaches_the_seed_whole() {
+    let line = format!(
+        "from=\"172.20.0.0/20,10.0.0.1\",no-agent-forwarding,command=\"echo \\\"hi, there\\\"\",environment=\"A=b c\" {EXAMPLE_KEY}"
+    );
+    let s = Scratch::new(&EXAMPLE.replacen(EXAMPLE_KEY, &format!("'{line}'"), 1));
+    let o = s.build(&["--format", "dir"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let keys = common::first_boot(&s.out(), "master")["users"][0]["ssh_authorized_keys"].clone();
+    assert_eq!(keys[0].as_str(), Some(line.as_str()), "{keys}");
+    // OpenSSH reads the line as written into authorized_keys.
+    let f = s.dir.path().join("authorized_keys");
+    std::fs::write(&f, format!("{line}\n")).expect("write");
+    let o = run("ssh-keygen", &["-l", "-f", f.to_str().expect("utf8")]);
+    let (out, err) = text(&o);
+    assert!(
+        o.status.success() && out.contains("admin@example (ED25519)"),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn a_key_with_options_sshd_would_reject_is_refused_saying_what_is_wrong() {
+    for (opts, says) in [
+        (
+            "no-such-option",
+            "\"no-such-option\" before the key is not an authorized_keys option",
+        ),
+        ("cert-authority", "cannot log in itself"),
+        ("from=10.0.0.1", "needs its value in double quotes"),
+        ("command", "needs a value"),
+        ("no-pty=\"x\"", "takes no value"),
+        ("from=\"10.0.0.1", "never closed"),
+    ] {
+        let (code, err) = check_with_key(&format!("'{opts} {EXAMPLE_KEY}'"));
+        assert_eq!(code, Some(2), "{opts}: {err}");
+        assert!(
+            err.contains("admin.ssh_keys[0]") && err.contains(says),
+            "{opts}: {err}"
+        );
+        assert!(!err.contains("character encoding"), "{err}");
+    }
+}

@@ -109,6 +109,9 @@ Leap status     : Normal
 struct Lab {
     s: Scratch,
     t: PathBuf,
+    /// The NFS export, not under /tmp (an export root there is refused:
+    /// Ubuntu empties /tmp at boot).
+    export: tempfile::TempDir,
 }
 
 fn write(p: &Path, body: &str) {
@@ -174,8 +177,16 @@ impl Lab {
         let t = probe.dir.path().to_path_buf();
         keygen(&t.join("client"), "status-test-client");
         let client_pub = read(&t.join("client.pub"));
-        let export = t.join("export");
-        std::fs::create_dir_all(&export).expect("mkdir export");
+        // Short, so the table shows it whole: /srv is where a site keeps
+        // data it serves (and the test's directory goes with the test).
+        let export_dir = tempfile::Builder::new()
+            .prefix("ms-export-")
+            .tempdir_in("/srv")
+            .or_else(|_| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")))
+            .expect("tmp");
+        std::fs::set_permissions(export_dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let export = export_dir.path().to_path_buf();
         let cluster = EXAMPLE
             .replace("172.20.0.0/20", "192.0.2.0/24")
             .replace("172.20.0.1", "192.0.2.1")
@@ -192,7 +203,11 @@ impl Lab {
             .expect("example key");
         let cluster = cluster.replace(key_line, &format!("    - {}", client_pub.trim()));
         write(&t.join("cluster.yaml"), &cluster);
-        let lab = Lab { s: probe, t };
+        let lab = Lab {
+            s: probe,
+            t,
+            export: export_dir,
+        };
         let o = lab.s.build(&["--format", "dir"]);
         assert!(o.status.success(), "build: {}", text(&o).1);
         write(
@@ -261,8 +276,8 @@ impl Lab {
         write_exec(
             &f.join("dispatch"),
             &format!(
-                "#!/bin/sh\nPATH={}/bin:$PATH\nexport PATH\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
-                f.display()
+                "#!/bin/sh\nF={f}\n[ ! -f \"$F/hang\" ] || exec sleep 600\n[ ! -f \"$F/flood\" ] || exec head -c 300000000 /dev/zero\nPATH={f}/bin:$PATH\nexport PATH\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                f = f.display()
             ),
         );
         write_exec(
@@ -281,7 +296,7 @@ impl Lab {
             );
         }
         if name == "nfs" {
-            let export = self.t.join("export");
+            let export = self.export.path();
             write_exec(
                 &f.join("bin/exportfs"),
                 &format!(
@@ -369,15 +384,23 @@ impl Lab {
 
     /// `microseed status` inside the namespace with the sshds of `up`.
     fn status(&self, up: &[&str], args: &[&str]) -> Output {
+        self.status_of(&self.t.join("cluster.yaml"), &[], up, args)
+    }
+
+    /// `microseed status CLUSTER`, run through `wrapper` (such as
+    /// `/usr/bin/time`). The namespace has its own PIDs: whatever a
+    /// machine left running dies with the harness.
+    fn status_of(&self, cluster: &Path, wrapper: &[&str], up: &[&str], args: &[&str]) -> Output {
         let mut c = Command::new("unshare");
-        c.args(["--net", "--mount", "--fork", "--"])
+        c.args(["--net", "--mount", "--pid", "--fork", "--"])
             .arg(self.t.join("harness.sh"))
             .arg(&self.t)
             .args(up)
             .arg("--")
+            .args(wrapper)
             .arg(env!("CARGO_BIN_EXE_microseed"))
             .arg("status")
-            .arg(self.t.join("cluster.yaml"))
+            .arg(cluster)
             .arg("--ssh-config")
             .arg(self.t.join("ssh_config"))
             .args(args);
@@ -793,4 +816,125 @@ fn a_non_root_admin_reads_root_only_state_through_sudo_and_a_password_prompt_is_
             .contains("a password is required"),
         "{worker}"
     );
+}
+
+#[test]
+fn wait_against_a_hung_machine_ends_at_its_deadline() {
+    let lab = Lab::new();
+    lab.all_done();
+    write(&lab.m("master").join("hang"), "");
+    let started = std::time::Instant::now();
+    let o = lab.status(ALL, &["--wait=4s", "--interval", "1s"]);
+    let took = started.elapsed();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "stdout:\n{out}\nstderr:\n{err}");
+    // 4 s of waiting, the last probe's 2 s floor, sshd start-up: far from
+    // the 120 s a probe may take without --wait.
+    assert!(took.as_secs() < 15, "took {took:?}\n{out}{err}");
+    assert!(row(&out, "master").contains("unreachable"), "{out}");
+    assert!(out.contains("no answer within"), "{out}");
+    assert!(err.contains("timed out after 4s"), "{err}");
+    assert!(row(&out, "nfs").contains("converged"), "{out}");
+}
+
+#[test]
+fn a_flood_from_a_machine_is_cut_off_without_holding_it_in_memory() {
+    let lab = Lab::new();
+    lab.all_done();
+    write(&lab.m("worker-1").join("flood"), "");
+    let o = lab.status_of(
+        &lab.t.join("cluster.yaml"),
+        &["/usr/bin/time", "-f", "maxrss_kib=%M"],
+        ALL,
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(row(&out, "worker-1").contains("unreachable"), "{out}");
+    assert!(out.contains("the answer grew past 16 MiB"), "{out}");
+    assert!(row(&out, "nfs").contains("converged"), "{out}");
+    let rss: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss in {err}"));
+    // 300 MB were sent; what is held stays near the 16 MiB bound.
+    assert!(rss < 120 * 1024, "peak RSS {rss} KiB");
+}
+
+#[test]
+fn escape_sequences_from_a_machine_never_reach_the_terminal() {
+    let lab = Lab::new();
+    lab.all_done();
+    write(
+        &lab.m("nfs").join("os-release"),
+        "NAME=\"Ubuntu\"\nID=ubuntu\nVERSION_ID=\"20.04\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31m\r\u{202e}\"\n",
+    );
+    for json in [false, true] {
+        let args: &[&str] = if json { &["--json"] } else { &[] };
+        let o = lab.status(ALL, args);
+        let (out, err) = text(&o);
+        for bad in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+            assert!(
+                !out.contains(bad) && !err.contains(bad),
+                "{bad:?} in:\n{out}{err}"
+            );
+        }
+        assert!(out.contains("20.04"), "{out}");
+    }
+}
+
+#[test]
+fn host_keys_are_pinned_in_a_cluster_directory_whose_path_has_blanks_percent_and_quotes() {
+    let lab = Lab::new();
+    lab.all_done();
+    let dir = lab.t.join("my \"cluster\" 100% %h ${HOME} #1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cluster = dir.join("cluster.yaml");
+    std::fs::copy(lab.t.join("cluster.yaml"), &cluster).expect("copy");
+    let listing = || {
+        let mut v: Vec<String> = std::fs::read_dir(&lab.t)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    let o = lab.status_of(&cluster, &[], ALL, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    // The keys are in the cluster's own known_hosts, and nowhere else.
+    let kh = read(&dir.join("known_hosts"));
+    for m in ALL {
+        assert!(
+            kh.lines().any(|l| l.starts_with(&format!("{m} "))),
+            "{m}: {kh}"
+        );
+    }
+    assert_eq!(
+        listing(),
+        before,
+        "ssh wrote a file beside the cluster's directory"
+    );
+    assert!(!lab.known_hosts().exists());
+    // And they are enforced: a rebuilt master is refused.
+    keygen(&lab.m("master").join("host_key"), "master-rebuilt");
+    let o = lab.status_of(&cluster, &[], ALL, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(row(&out, "master").contains("host key changed"), "{out}");
+    assert!(row(&out, "nfs").contains("converged"), "{out}");
+    // No private link directory outlives the run.
+    let tmp = std::env::temp_dir();
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .expect("readdir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("microseed-status-")
+        })
+        .collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
 }

@@ -599,3 +599,130 @@ fn the_examples_key_is_warned_about_and_ones_own_is_not() {
     let (_, err) = text(&o);
     assert!(o.status.success() && !err.contains("warning"), "{err}");
 }
+
+#[test]
+fn an_export_root_that_is_a_system_directory_or_holds_one_is_refused() {
+    for (root, says) in [
+        ("/etc", "\"/etc\" is a directory the system owns"),
+        ("/usr", "\"/usr\" is a directory the system owns"),
+        ("/proc", "\"/proc\" is a directory the system owns"),
+        ("/var", "a top-level system directory"),
+        ("/var/lib/prysm", "inside /var/lib, which the system owns"),
+        ("/home/ubuntu", "the admin's home directory"),
+        ("//etc/", "(that is /etc)"),
+    ] {
+        rejects(
+            &[("export_root: /data", &format!("export_root: {root}"))],
+            "nfs.export_root",
+            34,
+            says,
+        );
+    }
+    // With data_volume, the message says what the volume would cover.
+    rejects(
+        &[
+            ("export_root: /data", "export_root: /usr"),
+            ("  uid: 1001", "  data_volume: true\n  uid: 1001"),
+        ],
+        "nfs.export_root",
+        34,
+        "data_volume would mount an empty volume over it",
+    );
+}
+
+#[test]
+fn a_data_directory_beside_the_system_ones_is_a_fine_export_root() {
+    for root in ["/srv/nfs", "/var/nfs", "/mnt/data/prysm", "/home/eth"] {
+        let s =
+            Scratch::new(&EXAMPLE.replace("export_root: /data", &format!("export_root: {root}")));
+        let o = s.build(&["--format", "dir"]);
+        assert!(o.status.success(), "{root}: {}", text(&o).1);
+    }
+}
+
+#[test]
+fn localhost_and_all_digit_machine_names_are_refused() {
+    rejects(
+        &[("- name: worker-1", "- name: localhost")],
+        "machines[2].name",
+        49,
+        "(/etc/hosts maps it to 127.0.0.1)",
+    );
+    rejects(
+        &[("- name: worker-1", "- name: \"123\"")],
+        "machines[2].name",
+        49,
+        "read as an IP address",
+    );
+}
+
+#[test]
+fn a_system_account_as_admin_username_is_refused() {
+    for name in ["daemon", "nobody", "sshd", "microk8s", "sudo"] {
+        rejects(
+            &[("username: ubuntu", &format!("username: {name}"))],
+            "admin.username",
+            20,
+            "a user or group the installed Ubuntu system already has",
+        );
+    }
+}
+
+#[test]
+fn a_track_microk8s_never_had_is_refused() {
+    rejects(
+        &[("channel: 1.20/stable", "channel: 1.2/stable")],
+        "microk8s.channel",
+        30,
+        "track 1.2 is not a MicroK8s track",
+    );
+    rejects(
+        &[("channel: 1.20/stable", "channel: 2.20/stable")],
+        "microk8s.channel",
+        30,
+        "track 2.20 is not a MicroK8s track",
+    );
+}
+
+#[test]
+fn a_locale_glibc_cannot_make_is_refused_with_the_nearest() {
+    rejects(
+        &[("locale: en_US.UTF-8", "locale: en_UK.UTF-8")],
+        "locale",
+        7,
+        "is not a locale glibc can make",
+    );
+    for ok in ["de_DE.UTF-8", "C.UTF-8", "en_GB.utf8"] {
+        let s = Scratch::new(&EXAMPLE.replace("locale: en_US.UTF-8", &format!("locale: {ok}")));
+        let o = common::bin()
+            .arg("check")
+            .arg(s.cluster())
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{ok}: {}", text(&o).1);
+    }
+}
+
+#[test]
+fn an_unknown_add_on_is_warned_about_with_the_nearest_name() {
+    let s = Scratch::new(&EXAMPLE.replace(
+        "addons: [dns, helm3]",
+        "addons: [dns, helm4, metallb:10.0.0.1-10.0.0.9]",
+    ));
+    let o = common::bin()
+        .arg("check")
+        .arg(s.cluster())
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "a warning, not an error: {err}");
+    let file = s.cluster().display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:31:17: warning: microk8s.addons[1]: \"helm4\" is no MicroK8s add-on"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("did you mean \"helm\""), "{err}");
+    assert!(!err.contains("metallb"), "metallb is an add-on: {err}");
+}

@@ -241,3 +241,32 @@ fn check_after_adding_a_worker_says_installed_machines_need_only_a_hosts_line() 
     assert_eq!(code, Some(1), "{err}");
     assert!(!err.contains("only /etc/hosts differs"), "{err}");
 }
+
+#[test]
+fn check_on_a_missing_out_is_bad_input_and_creates_nothing() {
+    let s = Scratch::example();
+    for rel in ["out", "not/there/out"] {
+        let out = s.dir.path().join(rel);
+        let before = tree(s.dir.path());
+        let o = bin()
+            .arg("build")
+            .arg(s.cluster())
+            .arg("-o")
+            .arg(&out)
+            .arg("--check")
+            .output()
+            .expect("run");
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{}: error: no such directory; --check compares",
+                out.display()
+            )),
+            "{err}"
+        );
+        // No parent directories, no lock file, no check tree.
+        assert_eq!(tree(s.dir.path()), before, "{rel}");
+        assert!(!s.dir.path().join("not").exists());
+    }
+}
