@@ -62,7 +62,10 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
         return Err(InputErrors(
             placeholders
                 .into_iter()
-                .map(|d| Diagnostic { warning: false, ..d })
+                .map(|d| Diagnostic {
+                    warning: false,
+                    ..d
+                })
                 .collect(),
         )
         .into());

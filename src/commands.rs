@@ -445,10 +445,18 @@ pub fn render(
     let picked = build::select(&loaded, &[machine.to_string()])?;
     if document == "staking" {
         let bad = |msg: String| {
-            InputErrors(vec![Diagnostic::error(cluster, Default::default(), "", msg)])
+            InputErrors(vec![Diagnostic::error(
+                cluster,
+                Default::default(),
+                "",
+                msg,
+            )])
         };
         if !loaded.cluster.staking.enabled {
-            return Err(bad("staking.enabled is false: there is no staking stack to render".into()).into());
+            return Err(bad(
+                "staking.enabled is false: there is no staking stack to render".into(),
+            )
+            .into());
         }
         if picked[0].role != "master" {
             return Err(bad(format!(

@@ -120,7 +120,7 @@ enum Command {
     Status(microseed::status::StatusArgs),
     /// Print one document of one machine to stdout.
     #[command(
-        after_help = "Examples:\n  microseed render mycluster/cluster.yaml worker-1 network-config\n  microseed render mycluster/cluster.yaml master staking | sudo microk8s kubectl apply --server-side --field-manager=microseed -f -\n\n`staking` is the master's staking stack: the Kubernetes objects its first boot\napplied, as this cluster file now renders them (apply it to upgrade)."
+        after_help = "Examples:\n  microseed render mycluster/cluster.yaml worker-1 network-config\n  microseed render mycluster/cluster.yaml master staking | sudo microk8s kubectl apply --server-side --field-manager=microseed --force-conflicts -f -\n\n`staking` is the master's staking stack: the Kubernetes objects its first boot\napplied, as this cluster file now renders them (apply it to upgrade)."
     )]
     Render {
         cluster: PathBuf,

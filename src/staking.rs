@@ -165,7 +165,7 @@ pub fn objects(cluster: &Cluster) -> anyhow::Result<String> {
         docs.push(validator(i + 1, v, st, network, &ctx)?);
     }
     let mut out = String::from(
-        "# Written by microseed: the staking stack. Apply with\n#   microk8s kubectl apply --server-side --field-manager=microseed -f FILE\n",
+        "# Written by microseed: the staking stack. Apply with\n#   microk8s kubectl apply --server-side --field-manager=microseed --force-conflicts -f FILE\n",
     );
     for d in docs {
         out.push_str("---\n");
@@ -283,10 +283,11 @@ fn execution_args(client: ExecutionClient, network: &str) -> Vec<String> {
             format!("--JsonRpc.JwtSecretFile={JWT_FILE}"),
         ],
         // hyperledger/besu (develop 3fd224e, 26.3.0-RC0):
-        // BesuCommand.java `--network` (l.492), `--data-path` (l.390),
-        // `--rpc-http-host`; EngineRPCOptions.java `--engine-rpc-port`
-        // (l.40), `--engine-jwt-secret` (l.46), `--engine-host-allowlist`
-        // (l.57).
+        // BesuCommand.java `--network` (l.492), `--data-path` (l.390);
+        // JsonRpcHttpOptions.java `--rpc-http-host` (l.65: the Engine API
+        // listens there too, BesuCommand.createEngineJsonRpcConfiguration);
+        // EngineRPCOptions.java `--engine-rpc-port` (l.40),
+        // `--engine-jwt-secret` (l.46), `--engine-host-allowlist` (l.57).
         ExecutionClient::Besu => vec![
             format!("--network={network}"),
             "--data-path=/data".into(),
@@ -609,7 +610,13 @@ fn keccak_f(a: &mut [u64; 25]) {
             last = tmp;
         }
         for y in 0..5 {
-            let row = [a[5 * y], a[5 * y + 1], a[5 * y + 2], a[5 * y + 3], a[5 * y + 4]];
+            let row = [
+                a[5 * y],
+                a[5 * y + 1],
+                a[5 * y + 2],
+                a[5 * y + 3],
+                a[5 * y + 4],
+            ];
             for x in 0..5 {
                 a[5 * y + x] = row[x] ^ (!row[(x + 1) % 5] & row[(x + 2) % 5]);
             }
@@ -700,7 +707,9 @@ pub fn check_network(s: &str) -> Result<(), String> {
     }
     let choices = NETWORKS.join(", ");
     match RETIRED_NETWORKS.iter().find(|(n, _)| *n == s) {
-        Some((_, why)) => Err(format!("{s} cannot be staked on: {why}; expected one of {choices}")),
+        Some((_, why)) => Err(format!(
+            "{s} cannot be staked on: {why}; expected one of {choices}"
+        )),
         None => Err(format!("unknown network; expected one of {choices}")),
     }
 }
@@ -771,7 +780,12 @@ mod tests {
     #[test]
     fn urls_need_http_a_host_and_no_spaces() {
         assert!(check_url("https://hoodi.checkpoint.sigp.io").is_ok());
-        for bad in ["hoodi.checkpoint.sigp.io", "ftp://x", "http://", "http://a b"] {
+        for bad in [
+            "hoodi.checkpoint.sigp.io",
+            "ftp://x",
+            "http://",
+            "http://a b",
+        ] {
             assert!(check_url(bad).is_err(), "{bad:?} accepted");
         }
     }

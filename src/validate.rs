@@ -475,8 +475,14 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
     let on = st.enabled.value;
     for (key, v) in [
         ("staking.chart", st.chart.as_ref().map(|s| s.referenced)),
-        ("staking.eth1_endpoints", st.eth1_endpoints.as_ref().map(|s| s.referenced)),
-        ("staking.genesis_state_file", st.genesis_state_file.as_ref().map(|s| s.referenced)),
+        (
+            "staking.eth1_endpoints",
+            st.eth1_endpoints.as_ref().map(|s| s.referenced),
+        ),
+        (
+            "staking.genesis_state_file",
+            st.genesis_state_file.as_ref().map(|s| s.referenced),
+        ),
     ] {
         if let Some(at) = v {
             c.push(Diagnostic::error(
@@ -491,7 +497,11 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
         Some(net) => match staking::check_network(&net.value) {
             Ok(()) => Some(net.value.clone()),
             Err(why) => {
-                c.err(net, "staking.network", format!("got {:?}: {why}", net.value));
+                c.err(
+                    net,
+                    "staking.network",
+                    format!("got {:?}: {why}", net.value),
+                );
                 None
             }
         },
@@ -514,7 +524,14 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
         match staking::check_address(&a.value) {
             Ok(()) => Some(a.value.clone()),
             Err(why) => {
-                c.err(a, field, format!("got {:?}: {why}; expected 0x and 40 hex digits, an address you control", a.value));
+                c.err(
+                    a,
+                    field,
+                    format!(
+                        "got {:?}: {why}; expected 0x and 40 hex digits, an address you control",
+                        a.value
+                    ),
+                );
                 None
             }
         }
@@ -523,7 +540,10 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
         .fee_recipient
         .as_ref()
         .and_then(|a| address(c, a, "staking.fee_recipient"));
-    let graffiti = |c: &mut Checker<'_>, g: &Option<Spanned<String>>, field: &str| -> Option<String> {
+    let graffiti = |c: &mut Checker<'_>,
+                    g: &Option<Spanned<String>>,
+                    field: &str|
+     -> Option<String> {
         let g = g.as_ref()?;
         match staking::check_graffiti(&g.value) {
             Ok(()) => Some(g.value.clone()),
@@ -559,7 +579,11 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
         let g = own
             .and_then(|v| graffiti(c, &v.graffiti, &field("graffiti")))
             .unwrap_or_else(|| default_graffiti.clone());
-        if on && fee.is_none() && st.fee_recipient.is_none() && own.and_then(|v| v.fee_recipient.as_ref()).is_none() {
+        if on
+            && fee.is_none()
+            && st.fee_recipient.is_none()
+            && own.and_then(|v| v.fee_recipient.as_ref()).is_none()
+        {
             c.push(Diagnostic::error(
                 c.file,
                 Pos::from_location(raw.staking_pos()),
@@ -581,25 +605,43 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
         {
             Some(k) => k,
             None => {
-                let names: Vec<&str> = model::ExecutionClient::ALL.iter().map(|k| k.name()).collect();
-                c.err(name, "staking.execution.client", format!("got {:?}; expected one of {}", name.value, names.join(", ")));
+                let names: Vec<&str> = model::ExecutionClient::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect();
+                c.err(
+                    name,
+                    "staking.execution.client",
+                    format!("got {:?}; expected one of {}", name.value, names.join(", ")),
+                );
                 model::ExecutionClient::Geth
             }
         },
     };
-    let version = |c: &mut Checker<'_>, v: &Option<Spanned<String>>, field: &str, default: &str| -> String {
-        match v {
-            None => default.to_string(),
-            Some(v) => {
-                if let Err(why) = staking::check_version(&v.value) {
-                    c.err(v, field, format!("got {:?}; expected {why}", v.value));
+    let version =
+        |c: &mut Checker<'_>, v: &Option<Spanned<String>>, field: &str, default: &str| -> String {
+            match v {
+                None => default.to_string(),
+                Some(v) => {
+                    if let Err(why) = staking::check_version(&v.value) {
+                        c.err(v, field, format!("got {:?}; expected {why}", v.value));
+                    }
+                    v.value.clone()
                 }
-                v.value.clone()
             }
-        }
-    };
-    let ex_version = version(c, &ex.version, "staking.execution.version", staking::default_version(client));
-    let prysm_version = version(c, &st.prysm.version, "staking.prysm.version", staking::PRYSM_VERSION);
+        };
+    let ex_version = version(
+        c,
+        &ex.version,
+        "staking.execution.version",
+        staking::default_version(client),
+    );
+    let prysm_version = version(
+        c,
+        &st.prysm.version,
+        "staking.prysm.version",
+        staking::PRYSM_VERSION,
+    );
     let k8s_nodes: Vec<&crate::schema::Machine> = raw
         .machines
         .value
@@ -610,7 +652,15 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
         Some(n) => {
             if !k8s_nodes.iter().any(|m| m.name.value == n.value) {
                 let names: Vec<&str> = k8s_nodes.iter().map(|m| m.name.value.as_str()).collect();
-                c.err(n, "staking.execution.node", format!("got {:?}; expected the name of a master or worker machine ({})", n.value, names.join(", ")));
+                c.err(
+                    n,
+                    "staking.execution.node",
+                    format!(
+                        "got {:?}; expected the name of a master or worker machine ({})",
+                        n.value,
+                        names.join(", ")
+                    ),
+                );
             }
             n.value.clone()
         }
@@ -669,7 +719,10 @@ fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
 pub fn staking_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
     let st = &raw.staking;
     let mut w = Vec::new();
-    let listed = st.validators.iter().flat_map(|l| l.value.iter().enumerate());
+    let listed = st
+        .validators
+        .iter()
+        .flat_map(|l| l.value.iter().enumerate());
     let all = st
         .fee_recipient
         .iter()

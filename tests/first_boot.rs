@@ -112,8 +112,16 @@ fn staking_scripts_pass_shellcheck_and_land_only_where_they_run() {
     }
     // The database directory is made on the execution node (the first
     // worker by default), nowhere else.
-    assert!(!master.join("usr/local/sbin/microseed-execution-dir").exists());
-    assert!(!r.roots["nfs"].join("usr/local/sbin/microseed-execution-dir").exists());
+    assert!(
+        !master
+            .join("usr/local/sbin/microseed-execution-dir")
+            .exists()
+    );
+    assert!(
+        !r.roots["nfs"]
+            .join("usr/local/sbin/microseed-execution-dir")
+            .exists()
+    );
 }
 
 #[test]

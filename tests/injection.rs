@@ -5,7 +5,6 @@
 
 use crate::common;
 
-
 use common::{EXAMPLE, Scratch, extract_write_files, pyyaml, text};
 
 const KEY: &str =

@@ -10,7 +10,9 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{EXAMPLE, SECRETS, STAKING_ON, Scratch, bin, extract_write_files, first_boot, run, text};
+use common::{
+    EXAMPLE, SECRETS, STAKING_ON, Scratch, bin, extract_write_files, first_boot, run, text,
+};
 
 const HOODI: &str = include_str!("../examples/staking-hoodi/cluster.yaml");
 const FEE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
@@ -104,7 +106,10 @@ fn the_hoodi_example_builds_and_every_object_validates_against_its_kubernetes_ve
         "service/beacon",
         "deployment/validator-1",
     ] {
-        assert!(log.contains(&format!("passed for resource {kind}")), "{kind}: {log}");
+        assert!(
+            log.contains(&format!("passed for resource {kind}")),
+            "{kind}: {log}"
+        );
     }
     // The example's client flags: geth on hoodi over the Engine API with
     // the JWT secret, Prysm checkpoint-syncing from the default URL.
@@ -129,7 +134,9 @@ fn the_placeholder_fee_recipient_is_refused_under_strict() {
     let o = s.build(&["--strict"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
     assert!(
-        text(&o).1.contains("error: staking.fee_recipient: 0x000000000000000000000000000000000000dEaD"),
+        text(&o)
+            .1
+            .contains("error: staking.fee_recipient: 0x000000000000000000000000000000000000dEaD"),
         "{}",
         text(&o).1
     );
@@ -138,10 +145,8 @@ fn the_placeholder_fee_recipient_is_refused_under_strict() {
 
 #[test]
 fn every_execution_client_with_two_validators_renders_objects_that_validate() {
-    let base = common::staking_example().replace(
-        "  validator_clients: 1",
-        "  validator_clients: 2",
-    );
+    let base =
+        common::staking_example().replace("  validator_clients: 1", "  validator_clients: 2");
     for client in ["geth", "nethermind", "besu", "erigon", "reth"] {
         let cluster = base.replace(
             STAKING_ON,
@@ -159,10 +164,17 @@ fn every_execution_client_with_two_validators_renders_objects_that_validate() {
             assert!(log.contains("deployment/validator-2"), "{log}");
         }
         let text = std::fs::read_to_string(&objects).expect("objects");
-        assert!(text.contains(&format!("\"name\": \"{client}\"")), "{client}");
+        assert!(
+            text.contains(&format!("\"name\": \"{client}\"")),
+            "{client}"
+        );
         assert!(text.contains("\"--graffiti=one\""));
         assert!(text.contains(&format!("\"--suggested-fee-recipient={FEE}\"")));
-        assert!(text.contains("\"--suggested-fee-recipient=0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359\""));
+        assert!(
+            text.contains(
+                "\"--suggested-fee-recipient=0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359\""
+            )
+        );
     }
 }
 
@@ -173,7 +185,10 @@ fn kubernetes_validate_refuses_a_broken_object() {
     for (from, to) in [
         ("\"replicas\": 1", "\"replicas\": \"one\""),
         ("\"hostPort\"", "\"hostPortt\""),
-        ("\"type\": \"Recreate\"", "\"type\": \"Recreate\", \"maxSurge\": 1"),
+        (
+            "\"type\": \"Recreate\"",
+            "\"type\": \"Recreate\", \"maxSurge\": 1",
+        ),
     ] {
         assert!(good.contains(from), "{from}");
         let bad = s.dir.path().join("bad.yaml");
@@ -191,7 +206,10 @@ fn render_prints_exactly_what_the_master_applies() {
         std::fs::read_to_string(master(&s).join("etc/microseed/staking.yaml")).expect("objects");
     assert_eq!(printed, applied);
     // Only the master's document, and only when staking is on.
-    for (cluster, machine) in [(common::staking_example(), "worker-1"), (EXAMPLE.to_string(), "master")] {
+    for (cluster, machine) in [
+        (common::staking_example(), "worker-1"),
+        (EXAMPLE.to_string(), "master"),
+    ] {
         let s = Scratch::new(&cluster);
         let o = bin()
             .arg("render")
@@ -272,10 +290,8 @@ esac
 #[test]
 fn the_staking_step_applies_server_side_and_no_secret_reaches_a_command_line() {
     let passwords = ["correct horse battery", "Pa$$w0rd!2024"];
-    let cluster = common::staking_example().replace(
-        "  validator_clients: 1",
-        "  validator_clients: 2",
-    );
+    let cluster =
+        common::staking_example().replace("  validator_clients: 1", "  validator_clients: 2");
     let s = scratch(&cluster, &passwords);
     let r = master(&s);
     let objects = std::fs::read_to_string(r.join("etc/microseed/staking.yaml")).expect("objects");
@@ -300,7 +316,11 @@ fn the_staking_step_applies_server_side_and_no_secret_reaches_a_command_line() {
             .arg(&copy)
             .env(
                 "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
             )
             .output()
             .expect("bash");
@@ -308,14 +328,19 @@ fn the_staking_step_applies_server_side_and_no_secret_reaches_a_command_line() {
     }
     let argv = std::fs::read_to_string(s.dir.path().join("argv.log")).expect("log");
     for secret in passwords.iter().chain([&JWT]) {
-        assert!(!argv.contains(secret), "a secret on a command line:\n{argv}");
+        assert!(
+            !argv.contains(secret),
+            "a secret on a command line:\n{argv}"
+        );
     }
     let applies: Vec<&str> = argv.lines().filter(|l| l.contains(" apply ")).collect();
     // Per run: the objects file, the JWT secret and two wallet passwords.
     assert_eq!(applies.len(), 8, "{argv}");
     for a in &applies {
         assert!(
-            a.starts_with("kubectl apply --server-side --field-manager=microseed -f "),
+            a.starts_with(
+                "kubectl apply --server-side --field-manager=microseed --force-conflicts -f "
+            ),
             "{a}"
         );
     }
@@ -345,7 +370,11 @@ fn the_staking_step_applies_server_side_and_no_secret_reaches_a_command_line() {
         ("wallet-password-2", "password", passwords[1]),
     ] {
         let want = format!("name: {name}\ndata:\n  {key}: {}\n", b64(value));
-        assert_eq!(got.iter().filter(|g| g.contains(&want)).count(), 2, "{name}: {got:?}");
+        assert_eq!(
+            got.iter().filter(|g| g.contains(&want)).count(),
+            2,
+            "{name}: {got:?}"
+        );
     }
 }
 
@@ -401,11 +430,19 @@ fn retired_and_unknown_networks_are_refused_by_name_with_the_choices() {
 fn a_missing_or_malformed_fee_recipient_is_refused() {
     let no_fee = common::staking_example().replace(&format!("  fee_recipient: \"{FEE}\"\n"), "");
     assert!(!no_fee.contains(FEE));
-    refused(&no_fee, None, "staking.fee_recipient", &["missing", "0x and 40 hex digits"]);
+    refused(
+        &no_fee,
+        None,
+        "staking.fee_recipient",
+        &["missing", "0x and 40 hex digits"],
+    );
     for (bad, why) in [
         ("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "0x"),
         ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe", "39 hex digits"),
-        ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeg", "not a hex digit"),
+        (
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeg",
+            "not a hex digit",
+        ),
         // One letter's case changed: the EIP-55 checksum catches it.
         ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", "EIP-55"),
     ] {
@@ -427,15 +464,51 @@ fn a_missing_or_malformed_fee_recipient_is_refused() {
 #[test]
 fn the_eth2xk8s_keys_and_other_bad_staking_values_are_refused() {
     for (extra, field, words) in [
-        ("  chart: /opt/eth2xk8s/prysm/helm", "staking.chart", &["removed", "staking.execution"][..]),
-        ("  eth1_endpoints: [\"http://172.20.10.20:8545\"]", "staking.eth1_endpoints", &["removed"][..]),
-        ("  genesis_state_file: /data/g.ssz", "staking.genesis_state_file", &["removed"][..]),
-        ("  execution: {client: parity}", "staking.execution.client", &["geth, nethermind, besu, erigon, reth"][..]),
-        ("  execution: {node: nfs}", "staking.execution.node", &["master or worker", "master, worker-1"][..]),
-        ("  execution: {version: \"v1 2\"}", "staking.execution.version", &["image tag"][..]),
-        ("  prysm: {version: \"v7;x\"}", "staking.prysm.version", &["image tag"][..]),
-        ("  checkpoint_sync_url: \"hoodi.checkpoint.sigp.io\"", "staking.checkpoint_sync_url", &["no scheme"][..]),
-        ("  validators: [{graffiti: a}, {graffiti: b}]", "staking.validators", &["2 entries for 1 validator client"][..]),
+        (
+            "  chart: /opt/eth2xk8s/prysm/helm",
+            "staking.chart",
+            &["removed", "staking.execution"][..],
+        ),
+        (
+            "  eth1_endpoints: [\"http://172.20.10.20:8545\"]",
+            "staking.eth1_endpoints",
+            &["removed"][..],
+        ),
+        (
+            "  genesis_state_file: /data/g.ssz",
+            "staking.genesis_state_file",
+            &["removed"][..],
+        ),
+        (
+            "  execution: {client: parity}",
+            "staking.execution.client",
+            &["geth, nethermind, besu, erigon, reth"][..],
+        ),
+        (
+            "  execution: {node: nfs}",
+            "staking.execution.node",
+            &["master or worker", "master, worker-1"][..],
+        ),
+        (
+            "  execution: {version: \"v1 2\"}",
+            "staking.execution.version",
+            &["image tag"][..],
+        ),
+        (
+            "  prysm: {version: \"v7;x\"}",
+            "staking.prysm.version",
+            &["image tag"][..],
+        ),
+        (
+            "  checkpoint_sync_url: \"hoodi.checkpoint.sigp.io\"",
+            "staking.checkpoint_sync_url",
+            &["no scheme"][..],
+        ),
+        (
+            "  validators: [{graffiti: a}, {graffiti: b}]",
+            "staking.validators",
+            &["2 entries for 1 validator client"][..],
+        ),
     ] {
         refused(&with(extra), None, field, words);
     }
@@ -454,7 +527,12 @@ fn staking_needs_a_jwt_secret_of_32_hex_bytes() {
         .filter(|l| !l.starts_with("jwt_secret:"))
         .map(|l| format!("{l}\n"))
         .collect();
-    refused(&common::staking_example(), Some(&without), "jwt_secret", &["missing", "openssl rand -hex 32"]);
+    refused(
+        &common::staking_example(),
+        Some(&without),
+        "jwt_secret",
+        &["missing", "openssl rand -hex 32"],
+    );
     refused(
         &common::staking_example(),
         Some(&SECRETS.replace(JWT, "abc")),
