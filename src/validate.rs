@@ -1476,6 +1476,24 @@ mod tests {
     }
 
     #[test]
+    fn staking_on_needs_a_network_and_a_fee_recipient() {
+        assert_eq!(
+            problems(&[("  enabled: false\n", "  enabled: true\n")]),
+            vec![
+                (Check::Staking, "staking.network".to_string()),
+                (Check::Staking, "staking.fee_recipient".to_string()),
+            ]
+        );
+        assert_eq!(
+            problems(&[(
+                "  enabled: false\n",
+                "  enabled: true\n  network: hoodi\n  fee_recipient: \"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"\n"
+            )]),
+            vec![]
+        );
+    }
+
+    #[test]
     fn machines_refuse_a_shared_address_and_a_second_master() {
         assert_eq!(
             problems(&[("ip: 172.20.10.12", "ip: 172.20.10.11")]),
