@@ -30,10 +30,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 
-# 2. Python modules for the PyYAML read-back and the autoinstall schema.
+# 2. Python modules for the PyYAML read-back and the autoinstall schema,
+# and kubernetes-validate (the upstream Kubernetes schemas, offline) for the
+# staking stack's objects.
 if ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
     log "installing PyYAML and jsonschema"
     python3 -m pip install -q --disable-pip-version-check pyyaml jsonschema
+fi
+if ! command -v kubernetes-validate >/dev/null; then
+    log "installing kubernetes-validate"
+    python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0
 fi
 
 # 3. Lint, then every Rust test.

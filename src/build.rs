@@ -72,6 +72,20 @@ pub fn load_checked(
     let mut warnings = validate::short_serial_warnings(file, &raw);
     warnings.extend(validate::example_key_warnings(file, &raw));
     warnings.extend(validate::addon_warnings(file, &raw));
+    let placeholders = validate::staking_warnings(file, &raw);
+    if src.strict && !placeholders.is_empty() {
+        return Err(InputErrors(
+            placeholders
+                .into_iter()
+                .map(|d| Diagnostic {
+                    warning: false,
+                    ..d
+                })
+                .collect(),
+        )
+        .into());
+    }
+    warnings.extend(placeholders);
     let mut created = false;
     // Anything at the path, even a link to nowhere, is the user's secrets
     // file: read it (and refuse it clearly), never write a new one there.
@@ -103,6 +117,17 @@ pub fn load_checked(
             }
         }
     };
+    if let Some(s) = &secrets {
+        let n = cluster.staking.validators.len();
+        if cluster.staking.enabled && s.wallet_passwords.len() != n {
+            warnings.push(Diagnostic::warning(
+                &secrets_path,
+                Default::default(),
+                "wallet_passwords",
+                format!("none given for the {n} validator client(s): their pods wait for Secret wallet-password-N until you add one password per client here (the password of the wallet you import the keys into, docs/staking.md) and rerun microseed-staking on the master"),
+            ));
+        }
+    }
     Ok(ClusterInputs {
         file: file.to_path_buf(),
         cluster,

@@ -592,6 +592,32 @@ pub fn render(
     let loaded = build::load(cluster, src, MissingSecrets::Require)?;
     warn_all(&loaded.warnings);
     let picked = build::select(&loaded, &[machine.to_string()])?;
+    if document == "staking" {
+        let bad = |msg: String| {
+            InputErrors(vec![Diagnostic::error(
+                cluster,
+                Default::default(),
+                "",
+                msg,
+            )])
+        };
+        if !loaded.cluster.staking.enabled {
+            return Err(bad(
+                "staking.enabled is false: there is no staking stack to render".into(),
+            )
+            .into());
+        }
+        if picked[0].role != "master" {
+            return Err(bad(format!(
+                "{machine} is a {}; the staking stack is the master's document",
+                picked[0].role
+            ))
+            .into());
+        }
+        let text = crate::staking::objects(&loaded.cluster)?;
+        crate::commands::write_stdout(format_args!("{text}"))?;
+        return Ok(());
+    }
     let docs = build::render_machines(&loaded, src, &picked, target)?;
     let text = docs[0].get(document).context("unknown document")?;
     if json {

@@ -220,12 +220,12 @@ enum Command {
     },
     /// Print one document of one machine to stdout.
     #[command(
-        after_help = "Example:\n  microseed render mycluster/cluster.yaml worker-1 network-config"
+        after_help = "Examples:\n  microseed render mycluster/cluster.yaml worker-1 network-config\n  microseed render mycluster/cluster.yaml master staking | sudo microk8s kubectl apply --server-side --field-manager=microseed --force-conflicts -f -\n\n`staking` is the master's staking stack: the Kubernetes objects its first boot\napplied, as this cluster file now renders them (apply it to upgrade)."
     )]
     Render {
         cluster: PathBuf,
         machine: String,
-        #[arg(value_parser = ["user-data", "meta-data", "network-config"], default_value = "user-data")]
+        #[arg(value_parser = ["user-data", "meta-data", "network-config", "staking"], default_value = "user-data")]
         document: String,
         #[arg(long, value_enum, default_value = "installer")]
         target: Target,

@@ -130,23 +130,81 @@ pub struct Nfs {
     pub gid: u32,
 }
 
+/// The staking stack (`crate::staking` renders it as Kubernetes objects).
+/// Checked whether or not it is enabled; `network` and every validator's
+/// fee recipient are known when it is.
 #[derive(Debug, Clone, Serialize)]
 pub struct Staking {
     pub enabled: bool,
-    pub chart: Option<String>,
-    /// `mainnet`, a testnet name, or `None` when the cluster file does not say.
+    /// `mainnet` or `hoodi` ([`NETWORKS`]); `None` only when
+    /// staking is off and the file does not say.
     pub network: Option<String>,
-    pub eth1_endpoints: Vec<String>,
-    pub graffiti: String,
-    pub genesis_state_file: Option<String>,
+    pub execution: Execution,
+    /// Prysm's version (beacon node and validator clients), an image tag.
+    pub prysm_version: String,
+    /// `None` only when the network is unknown.
+    pub checkpoint_sync_url: Option<String>,
+    /// One per validator client (`nfs.validator_clients`), in order.
+    pub validators: Vec<Validator>,
 }
 
-/// The chart's own graffiti default (eth2xk8s `prysm/helm/values.yaml`).
-pub const DEFAULT_GRAFFITI: &str = "eth2 x k8s";
+#[derive(Debug, Clone, Serialize)]
+pub struct Execution {
+    pub client: ExecutionClient,
+    /// An image tag.
+    pub version: String,
+    /// The machine whose local disk holds the database.
+    pub node: String,
+    /// The database's directory there.
+    pub path: String,
+}
 
-/// Networks the `network` key accepts: the chart passes a testnet's name to
-/// Prysm as `--NAME`; mainnet is the absence of that flag.
-pub const NETWORKS: &[&str] = &["mainnet", "prater", "goerli", "sepolia", "holesky", "hoodi"];
+#[derive(Debug, Clone, Serialize)]
+pub struct Validator {
+    /// `0x` and 40 hex digits; `None` only when staking is off.
+    pub fee_recipient: Option<String>,
+    pub graffiti: String,
+}
+
+/// The execution clients the stack can run; Geth unless the file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionClient {
+    Geth,
+    Nethermind,
+    Besu,
+    Erigon,
+    Reth,
+}
+
+impl ExecutionClient {
+    pub const ALL: [ExecutionClient; 5] = [
+        ExecutionClient::Geth,
+        ExecutionClient::Nethermind,
+        ExecutionClient::Besu,
+        ExecutionClient::Erigon,
+        ExecutionClient::Reth,
+    ];
+
+    /// The name the cluster file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionClient::Geth => "geth",
+            ExecutionClient::Nethermind => "nethermind",
+            ExecutionClient::Besu => "besu",
+            ExecutionClient::Erigon => "erigon",
+            ExecutionClient::Reth => "reth",
+        }
+    }
+}
+
+/// Networks a staking cluster can join: mainnet, and Hoodi, the public
+/// testnet for stakers since March 2025 (the Ethereum Foundation moved
+/// validator testing there and shut Holesky down after Fusaka, 2025).
+pub const NETWORKS: &[&str] = &["mainnet", "hoodi"];
+
+/// The eth2xk8s chart's graffiti, kept as the default.
+pub const DEFAULT_GRAFFITI: &str = "eth2 x k8s";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {

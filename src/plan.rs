@@ -91,7 +91,7 @@ struct ClusterCtx<'a> {
     roles: BTreeMap<&'a str, Vec<&'a Machine>>,
     release: &'a ReleaseProfile,
     secrets: &'a Secrets,
-    /// The chart's values and whether the master installs it.
+    /// The staking stack's objects and namespace.
     staking: StakingPlan,
 }
 
@@ -137,7 +137,7 @@ impl<'a> Planner<'a> {
             release,
             secrets,
             staking: staking::plan(cluster, &secrets.wallet_passwords)
-                .context("serializing the chart's values")?,
+                .context("rendering the staking objects")?,
         })?;
         Ok(Planner {
             cluster,

@@ -239,29 +239,106 @@ impl Default for Nfs {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+fn no() -> Spanned<bool> {
+    sp(false)
+}
+
+impl Default for Staking {
+    fn default() -> Self {
+        Staking {
+            enabled: no(),
+            network: None,
+            fee_recipient: None,
+            graffiti: None,
+            checkpoint_sync_url: None,
+            execution: Execution::default(),
+            prysm: Prysm::default(),
+            validators: None,
+            chart: None,
+            eth1_endpoints: None,
+            genesis_state_file: None,
+        }
+    }
+}
+
+impl ClusterFile {
+    /// Where the staking section's errors about a missing key point: its
+    /// `enabled:` line (or nowhere, when the file has none).
+    pub fn staking_pos(&self) -> serde_saphyr::Location {
+        self.staking.enabled.referenced
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Staking {
-    #[serde(default)]
-    pub enabled: bool,
-    /// Where the eth2xk8s chart is on the master (a directory path or a chart
-    /// reference helm understands). The chart is installed only when set.
-    #[serde(default)]
-    pub chart: Option<Spanned<String>>,
-    /// `mainnet` or a testnet name (the chart's `ethereumTestnet`). Never
-    /// defaulted: validating on the wrong network loses real money or
-    /// wastes a sync.
+    /// Spanned so "missing" errors can point at the staking section.
+    #[serde(default = "no")]
+    pub enabled: Spanned<bool>,
+    /// `mainnet` or `hoodi`. Never defaulted: validating on the wrong
+    /// network loses real money or wastes a sync.
     #[serde(default)]
     pub network: Option<Spanned<String>>,
-    /// Execution-layer (eth1) endpoints for the beacon node, first is primary.
+    /// Where every validator client's priority fees go, unless its entry in
+    /// `validators` names its own.
     #[serde(default)]
-    pub eth1_endpoints: Vec<Spanned<String>>,
+    pub fee_recipient: Option<Spanned<String>>,
     /// Text the validators write into proposed blocks.
     #[serde(default)]
     pub graffiti: Option<Spanned<String>>,
-    /// Genesis state file on the NFS share, for testnets (optional).
+    /// A synced beacon node's API to checkpoint sync from; a default per
+    /// network when absent.
     #[serde(default)]
-    pub genesis_state_file: Option<Spanned<String>>,
+    pub checkpoint_sync_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub execution: Execution,
+    #[serde(default)]
+    pub prysm: Prysm,
+    /// Per validator client (as many as `nfs.validator_clients`), in order.
+    #[serde(default)]
+    pub validators: Option<Spanned<Vec<Validator>>>,
+    /// Keys of the eth2xk8s chart microseed no longer installs: kept here
+    /// only to refuse them with a sentence instead of "unknown field".
+    #[serde(default)]
+    pub chart: Option<Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    pub eth1_endpoints: Option<Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    pub genesis_state_file: Option<Spanned<serde::de::IgnoredAny>>,
+}
+
+/// The execution client: which one, its version, and the node whose local
+/// disk holds its database.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Execution {
+    #[serde(default)]
+    pub client: Option<Spanned<String>>,
+    #[serde(default)]
+    pub version: Option<Spanned<String>>,
+    /// A MicroK8s machine's name; the first worker (or the master) when absent.
+    #[serde(default)]
+    pub node: Option<Spanned<String>>,
+    /// The database's directory on that node.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prysm {
+    #[serde(default)]
+    pub version: Option<Spanned<String>>,
+}
+
+/// One validator client's own settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validator {
+    #[serde(default)]
+    pub fee_recipient: Option<Spanned<String>>,
+    #[serde(default)]
+    pub graffiti: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

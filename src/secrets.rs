@@ -1,9 +1,10 @@
 //! The secrets file (`secrets.yaml`, beside the cluster file, mode 0600):
 //! what must stay the same across rebuilds but must not sit in the cluster
 //! file, chiefly the MicroK8s join token that lets a rebuilt worker rejoin,
-//! and the validators' wallet passwords when the user wants the master to
-//! install the staking chart (microseed never generates those: the wallets
-//! are the user's, made with Prysm).
+//! the JWT secret the execution client and the beacon node share on a
+//! staking cluster (generated like the token), and the validators' wallet
+//! passwords (microseed never generates those: the wallets are the user's,
+//! made with Prysm).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ const MIN_TOKEN_LEN: usize = 32;
 #[derive(Debug, Clone, Serialize)]
 pub struct Secrets {
     pub join_token: String,
+    /// 32 random bytes as 64 hex digits (the Engine API's JWT secret, the
+    /// form `--authrpc.jwtsecret` and Prysm's `--jwt-secret` read); `None`
+    /// in a file made before staking needed it.
+    pub jwt_secret: Option<String>,
     /// One per validator client, in order; empty when not given.
     pub wallet_passwords: Vec<String>,
 }
@@ -33,6 +38,8 @@ struct RawSecrets {
     version: Spanned<u32>,
     join_token: Spanned<String>,
     #[serde(default)]
+    jwt_secret: Option<Spanned<String>>,
+    #[serde(default)]
     wallet_passwords: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
@@ -40,6 +47,7 @@ struct RawSecrets {
 struct SecretsOut<'a> {
     version: u32,
     join_token: &'a str,
+    jwt_secret: Option<&'a str>,
 }
 
 /// The secrets file that belongs to a cluster file.
@@ -64,8 +72,11 @@ pub fn generate() -> Result<Secrets> {
             }
         }
     }
+    let mut jwt = [0u8; 32];
+    getrandom::fill(&mut jwt).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
     Ok(Secrets {
         join_token: token,
+        jwt_secret: Some(hex::encode(jwt)),
         wallet_passwords: Vec::new(),
     })
 }
@@ -78,6 +89,7 @@ pub fn create(path: &Path, secrets: &Secrets) -> Result<()> {
         serde_saphyr::to_string(&SecretsOut {
             version: 1,
             join_token: &secrets.join_token,
+            jwt_secret: secrets.jwt_secret.as_deref(),
         })?
     );
     crate::output::create_new_atomic(path, body.as_bytes(), 0o600)
@@ -86,7 +98,7 @@ pub fn create(path: &Path, secrets: &Secrets) -> Result<()> {
 /// Reads and checks a secrets file. Group- or world-readable files give a
 /// warning (an error with `strict`). `wallets` is the number of validator
 /// clients when the cluster file enables staking: wallet passwords, when
-/// given, must match it.
+/// given, must match it, and the JWT secret must be there.
 pub fn load(
     path: &Path,
     strict: bool,
@@ -123,6 +135,23 @@ pub fn load(
             format!("expected at least {MIN_TOKEN_LEN} letters and digits (MicroK8s splits join strings on '/' and token files on '|')"),
         ));
     }
+    match &raw.jwt_secret {
+        Some(j) if j.value.len() != 64 || !j.value.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            errors.push(Diagnostic::error(
+                path,
+                Pos::from_location(j.referenced),
+                "jwt_secret",
+                "expected 64 hex digits (32 bytes, the Engine API's JWT secret); make one with `openssl rand -hex 32`",
+            ));
+        }
+        None if wallets.is_some() => errors.push(Diagnostic::error(
+            path,
+            Pos { line: 1, column: 1 },
+            "jwt_secret",
+            "missing: staking needs the JWT secret the execution client and the beacon node share; add `jwt_secret: ` and the output of `openssl rand -hex 32` (a new secrets file gets one by itself)",
+        )),
+        _ => {}
+    }
     let mut wallet_passwords = Vec::new();
     if let Some(list) = &raw.wallet_passwords {
         for (i, p) in list.value.iter().enumerate() {
@@ -132,7 +161,7 @@ pub fn load(
                     path,
                     Pos::from_location(p.referenced),
                     format!("wallet_passwords[{i}]"),
-                    format!("{why}; the chart prints it unquoted into YAML"),
+                    format!("{why}; the master keeps it as one line of a file"),
                 ));
             }
             wallet_passwords.push(p.value.clone());
@@ -171,6 +200,7 @@ pub fn load(
     Ok((
         Secrets {
             join_token: raw.join_token.value,
+            jwt_secret: raw.jwt_secret.map(|j| j.value.to_ascii_lowercase()),
             wallet_passwords,
         },
         warnings,

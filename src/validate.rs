@@ -132,7 +132,7 @@ fn run_checks(
     c.check = Check::Nfs;
     check_nfs(c, raw);
     c.check = Check::Staking;
-    check_staking(c, raw);
+    let staking = check_staking(c, raw);
     c.check = Check::Machines;
     let (machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
     c.check = Check::Admin;
@@ -152,7 +152,6 @@ fn run_checks(
     let a = &raw.admin;
     let mk = &raw.microk8s;
     let n = &raw.nfs;
-    let st = &raw.staking;
     let dns = net.dns;
     let port = ssh.port;
     let allow_from = ssh.allow_from;
@@ -222,18 +221,7 @@ fn run_checks(
             uid: n.uid.value,
             gid: n.gid.value,
         },
-        staking: model::Staking {
-            enabled: raw.staking.enabled,
-            chart: raw.staking.chart.as_ref().map(|s| s.value.clone()),
-            network: st.network.as_ref().map(|s| s.value.clone()),
-            eth1_endpoints: st.eth1_endpoints.iter().map(|s| s.value.clone()).collect(),
-            graffiti: st
-                .graffiti
-                .as_ref()
-                .map(|s| s.value.clone())
-                .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string()),
-            genesis_state_file: st.genesis_state_file.as_ref().map(|s| s.value.clone()),
-        },
+        staking,
         machines,
     };
     (Some(cluster), found)
@@ -561,57 +549,282 @@ fn check_nfs(c: &mut Checker<'_>, raw: &ClusterFile) {
     }
 }
 
-/// The staking workload's chart, network, endpoints, graffiti and files.
-fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) {
-    if let Some(ch) = &raw.staking.chart {
-        c.want(
-            ch,
-            "staking.chart",
-            !ch.value.is_empty() && !ch.value.chars().any(char::is_control),
-            "a chart path or reference on one line",
-        );
-    }
+/// The staking stack: network, execution client and its node, versions,
+/// checkpoint URL, fee recipients and graffiti. Values are checked whether
+/// or not staking is enabled; what must be given is required only when it is.
+fn check_staking(c: &mut Checker<'_>, raw: &ClusterFile) -> model::Staking {
     let st = &raw.staking;
-    if let Some(net) = &st.network {
-        c.want(
-            net,
-            "staking.network",
-            NETWORKS.contains(&net.value.as_str()),
-            &format!("one of {}", NETWORKS.join(", ")),
-        );
-    }
-    for (i, e) in st.eth1_endpoints.iter().enumerate() {
-        if let Err(why) = staking::check_endpoint(&e.value) {
-            c.err(
-                e,
-                format!("staking.eth1_endpoints[{i}]"),
-                format!(
-                    "got {} ({why}); expected a URL such as \"http://172.20.10.20:8545\"",
-                    shown(&e.value)
-                ),
-            );
+    let on = st.enabled.value;
+    for (key, v) in [
+        ("staking.chart", st.chart.as_ref().map(|s| s.referenced)),
+        (
+            "staking.eth1_endpoints",
+            st.eth1_endpoints.as_ref().map(|s| s.referenced),
+        ),
+        (
+            "staking.genesis_state_file",
+            st.genesis_state_file.as_ref().map(|s| s.referenced),
+        ),
+    ] {
+        if let Some(at) = v {
+            c.push(Diagnostic::error(
+                c.file,
+                Pos::from_location(at),
+                key,
+                "removed: microseed no longer installs the eth2xk8s chart; it runs its own execution client (staking.execution), Prysm and the validators (docs/staking.md); delete this key",
+            ));
         }
     }
-    if let Some(g) = &st.graffiti
-        && let Err(why) = staking::check_graffiti(&g.value)
+    let network = match &st.network {
+        Some(net) => match staking::check_network(&net.value) {
+            Ok(()) => Some(net.value.clone()),
+            Err(why) => {
+                c.err(
+                    net,
+                    "staking.network",
+                    format!("got {:?}: {why}", net.value),
+                );
+                None
+            }
+        },
+        None => {
+            if on {
+                c.push(Diagnostic::error(
+                    c.file,
+                    Pos::from_location(raw.staking_pos()),
+                    "staking.network",
+                    format!(
+                        "missing; expected one of {} (never defaulted: the wrong network loses money or a sync)",
+                        NETWORKS.join(", ")
+                    ),
+                ));
+            }
+            None
+        }
+    };
+    let address = |c: &mut Checker<'_>, a: &Spanned<String>, field: &str| -> Option<String> {
+        match staking::check_address(&a.value) {
+            Ok(()) => Some(a.value.clone()),
+            Err(why) => {
+                c.err(
+                    a,
+                    field,
+                    format!(
+                        "got {:?}: {why}; expected 0x and 40 hex digits, an address you control",
+                        a.value
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let default_fee = st
+        .fee_recipient
+        .as_ref()
+        .and_then(|a| address(c, a, "staking.fee_recipient"));
+    let graffiti = |c: &mut Checker<'_>,
+                    g: &Option<Spanned<String>>,
+                    field: &str|
+     -> Option<String> {
+        let g = g.as_ref()?;
+        match staking::check_graffiti(&g.value) {
+            Ok(()) => Some(g.value.clone()),
+            Err(why) => {
+                c.err(g, field, format!("got {:?} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&", g.value));
+                None
+            }
+        }
+    };
+    let default_graffiti = graffiti(c, &st.graffiti, "staking.graffiti")
+        .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string());
+    let clients = raw.nfs.validator_clients.value as usize;
+    let mut validators = Vec::new();
+    if let Some(list) = &st.validators
+        && list.value.len() != clients
     {
         c.err(
-            g,
-            "staking.graffiti",
+            list,
+            "staking.validators",
             format!(
-                "got {} ({why}); expected up to 32 letters, digits, spaces and -_.,!?+=@()/*~^'%&",
-                shown(&g.value)
+                "{} entries for {clients} validator client(s) (nfs.validator_clients); expected one per client, in order",
+                list.value.len()
             ),
         );
     }
-    if let Some(f) = &st.genesis_state_file {
-        c.want(
-            f,
-            "staking.genesis_state_file",
-            is_export_path(&f.value),
-            "an absolute path on the NFS share (letters, digits, '.', '_', '-', '/')",
-        );
+    for i in 0..clients.min(64) {
+        let own = st.validators.as_ref().and_then(|l| l.value.get(i));
+        let field = |k: &str| format!("staking.validators[{i}].{k}");
+        let fee = match own.and_then(|v| v.fee_recipient.as_ref()) {
+            Some(a) => address(c, a, &field("fee_recipient")),
+            None => default_fee.clone(),
+        };
+        let g = own
+            .and_then(|v| graffiti(c, &v.graffiti, &field("graffiti")))
+            .unwrap_or_else(|| default_graffiti.clone());
+        if on
+            && fee.is_none()
+            && st.fee_recipient.is_none()
+            && own.and_then(|v| v.fee_recipient.as_ref()).is_none()
+        {
+            c.push(Diagnostic::error(
+                c.file,
+                Pos::from_location(raw.staking_pos()),
+                "staking.fee_recipient",
+                format!("missing for validator client {}: expected staking.fee_recipient (every client) or staking.validators[{i}].fee_recipient, an address you control (0x and 40 hex digits); without one the priority fees of the blocks it proposes are lost", i + 1),
+            ));
+        }
+        validators.push(model::Validator {
+            fee_recipient: fee,
+            graffiti: g,
+        });
     }
+    let ex = &st.execution;
+    let client = match &ex.client {
+        None => model::ExecutionClient::Geth,
+        Some(name) => match model::ExecutionClient::ALL
+            .into_iter()
+            .find(|k| k.name() == name.value)
+        {
+            Some(k) => k,
+            None => {
+                let names: Vec<&str> = model::ExecutionClient::ALL
+                    .iter()
+                    .map(|k| k.name())
+                    .collect();
+                c.err(
+                    name,
+                    "staking.execution.client",
+                    format!("got {:?}; expected one of {}", name.value, names.join(", ")),
+                );
+                model::ExecutionClient::Geth
+            }
+        },
+    };
+    let version =
+        |c: &mut Checker<'_>, v: &Option<Spanned<String>>, field: &str, default: &str| -> String {
+            match v {
+                None => default.to_string(),
+                Some(v) => {
+                    if let Err(why) = staking::check_version(&v.value) {
+                        c.err(v, field, format!("got {:?}; expected {why}", v.value));
+                    }
+                    v.value.clone()
+                }
+            }
+        };
+    let ex_version = version(
+        c,
+        &ex.version,
+        "staking.execution.version",
+        staking::default_version(client),
+    );
+    let prysm_version = version(
+        c,
+        &st.prysm.version,
+        "staking.prysm.version",
+        staking::PRYSM_VERSION,
+    );
+    let k8s_nodes: Vec<&crate::schema::Machine> = raw
+        .machines
+        .value
+        .iter()
+        .filter(|m| m.role.value == "master" || m.role.value == "worker")
+        .collect();
+    let node = match &ex.node {
+        Some(n) => {
+            if !k8s_nodes.iter().any(|m| m.name.value == n.value) {
+                let names: Vec<&str> = k8s_nodes.iter().map(|m| m.name.value.as_str()).collect();
+                c.err(
+                    n,
+                    "staking.execution.node",
+                    format!(
+                        "got {:?}; expected the name of a master or worker machine ({})",
+                        n.value,
+                        names.join(", ")
+                    ),
+                );
+            }
+            n.value.clone()
+        }
+        None => k8s_nodes
+            .iter()
+            .find(|m| m.role.value == "worker")
+            .or(k8s_nodes.first())
+            .map(|m| m.name.value.clone())
+            .unwrap_or_default(),
+    };
+    let path = match &ex.path {
+        None => staking::DEFAULT_EXECUTION_PATH.to_string(),
+        Some(p) => {
+            c.want(p, "staking.execution.path", is_export_path(&p.value), "an absolute path made of letters, digits, '.', '_', '-' and '/', such as /var/lib/microseed/execution");
+            p.value.trim_end_matches('/').to_string()
+        }
+    };
+    let checkpoint_sync_url = match &st.checkpoint_sync_url {
+        Some(u) => {
+            if let Err(why) = staking::check_url(&u.value) {
+                c.err(u, "staking.checkpoint_sync_url", format!("got {:?} ({why}); expected a beacon node API URL such as \"https://hoodi.checkpoint.sigp.io\"", u.value));
+            }
+            Some(u.value.clone())
+        }
+        None => network
+            .as_deref()
+            .and_then(staking::default_checkpoint_sync_url)
+            .map(str::to_string),
+    };
+    if on && !raw.microk8s.addons.iter().any(|a| a.value == "dns") {
+        c.push(Diagnostic::error(
+            c.file,
+            Pos::from_location(raw.staking_pos()),
+            "microk8s.addons",
+            "staking needs the dns add-on: the beacon node finds the execution client, and the validators the beacon node, by Service name; add dns to microk8s.addons",
+        ));
+    }
+    model::Staking {
+        enabled: on,
+        network,
+        execution: model::Execution {
+            client,
+            version: ex_version,
+            node,
+            path,
+        },
+        prysm_version,
+        checkpoint_sync_url,
+        validators,
+    }
+}
+
+/// Fee recipients nobody can spend from (the zero and 0x…dEaD addresses,
+/// which the staking example uses as its placeholder): a warning, an error
+/// with `--strict`, so the example builds but never silently.
+pub fn staking_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    let st = &raw.staking;
+    let mut w = Vec::new();
+    let listed = st
+        .validators
+        .iter()
+        .flat_map(|l| l.value.iter().enumerate());
+    let all = st
+        .fee_recipient
+        .iter()
+        .map(|a| (a, "staking.fee_recipient".to_string()))
+        .chain(listed.filter_map(|(i, v)| {
+            v.fee_recipient
+                .as_ref()
+                .map(|a| (a, format!("staking.validators[{i}].fee_recipient")))
+        }));
+    for (a, field) in all {
+        if st.enabled.value && staking::is_burn_address(&a.value) {
+            w.push(Diagnostic::warning(
+                file,
+                pos(a),
+                field,
+                format!("{} is a placeholder nobody holds the key of: the fees of every block your validators propose would be lost; replace it with an address of your own wallet", a.value),
+            ));
+        }
+    }
+    w
 }
 
 /// Every machine (name, role, address, MAC, interface, disk: each unique
@@ -1616,6 +1829,24 @@ mod tests {
         assert_eq!(
             problems(&[("  enabled: false\n", "  enabled: false\n  network: moon\n")]),
             one(Check::Staking, "staking.network")
+        );
+    }
+
+    #[test]
+    fn staking_on_needs_a_network_and_a_fee_recipient() {
+        assert_eq!(
+            problems(&[("  enabled: false\n", "  enabled: true\n")]),
+            vec![
+                (Check::Staking, "staking.network".to_string()),
+                (Check::Staking, "staking.fee_recipient".to_string()),
+            ]
+        );
+        assert_eq!(
+            problems(&[(
+                "  enabled: false\n",
+                "  enabled: true\n  network: hoodi\n  fee_recipient: \"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"\n"
+            )]),
+            vec![]
         );
     }
 

@@ -32,6 +32,16 @@ fn release_examples_match_their_golden_files() {
     golden_check(&Scratch::new(EXAMPLE_2404), "eth2-staking-24.04");
 }
 
+/// The staking example: the master's seed carries the staking stack's
+/// objects, so a change to any rendered flag or object shows here.
+#[test]
+fn staking_example_matches_its_golden_files() {
+    golden_check(
+        &Scratch::new(include_str!("../examples/staking-hoodi/cluster.yaml")),
+        "staking-hoodi",
+    );
+}
+
 fn golden_check(s: &Scratch, name: &str) {
     build_ok(s, &[]);
     let golden = root().join("tests/golden").join(name);

@@ -77,7 +77,7 @@ fn first_boot_configs_and_network_configs_pass_cloud_init_schema() {
     ensure_chroot();
     let s = built(EXAMPLE, &["--target", "cloud-image", "--format", "dir"]);
     let staking = built(
-        &EXAMPLE.replace("  enabled: false", "  enabled: true\n  chart: ./prysm/helm"),
+        &common::staking_example(),
         &["--target", "cloud-image", "--format", "dir"],
     );
     for out in [s.out(), staking.out()] {

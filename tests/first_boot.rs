@@ -90,37 +90,43 @@ fn release_examples_scripts_pass_shellcheck() {
 }
 
 #[test]
-fn staking_scripts_pass_shellcheck_too() {
-    let r = roots(&EXAMPLE.replace(
-        "  enabled: false",
-        "  enabled: true\n  chart: /opt/eth2xk8s/prysm/helm",
-    ));
-    let s = r.roots["master"].join("usr/local/sbin/microseed-staking");
-    let o = run("shellcheck", &[s.to_str().expect("utf8")]);
-    assert!(o.status.success(), "{}", text(&o).0);
-    let values =
-        std::fs::read_to_string(r.roots["master"].join("etc/microseed/eth2xk8s-values.yaml"))
-            .expect("values");
-    let v = common::pyyaml(&r.roots["master"].join("etc/microseed/eth2xk8s-values.yaml"));
-    assert_eq!(v["nfs"]["serverIp"], "172.20.10.10", "{values}");
-    assert_eq!(v["securityContext"]["runAsUser"], 1001);
-    assert_eq!(v["securityContext"]["runAsGroup"], 2000);
-    assert_eq!(v["beacon"]["dataDirPath"], "/data/prysm/beacon");
-    assert_eq!(
-        v["validatorClients"]["validatorClient1"]["walletDirPath"],
-        "/data/prysm/wallet-1"
-    );
-    assert!(r.roots["worker-1"].join("etc/microseed").exists());
+fn staking_scripts_pass_shellcheck_and_land_only_where_they_run() {
+    let r = roots(&common::staking_example());
+    let master = &r.roots["master"];
+    let worker = &r.roots["worker-1"];
+    for s in [
+        master.join("usr/local/sbin/microseed-staking"),
+        worker.join("usr/local/sbin/microseed-execution-dir"),
+    ] {
+        let o = run("shellcheck", &[s.to_str().expect("utf8")]);
+        assert!(o.status.success(), "{}: {}", s.display(), text(&o).0);
+    }
+    // The objects and the secrets they are made from: master only, 0600.
+    for f in [
+        "etc/microseed/staking.yaml",
+        "etc/microseed/staking/jwt.hex",
+        "etc/microseed/staking/wallet-passwords",
+    ] {
+        assert!(master.join(f).exists(), "{f} missing on the master");
+        assert!(!worker.join(f).exists(), "{f} on the worker");
+    }
+    // The database directory is made on the execution node (the first
+    // worker by default), nowhere else.
     assert!(
-        !r.roots["worker-1"]
-            .join("etc/microseed/eth2xk8s-values.yaml")
+        !master
+            .join("usr/local/sbin/microseed-execution-dir")
+            .exists()
+    );
+    assert!(
+        !r.roots["nfs"]
+            .join("usr/local/sbin/microseed-execution-dir")
             .exists()
     );
 }
 
 #[test]
 fn units_pass_systemd_analyze_verify_with_no_output() {
-    let r = roots(&EXAMPLE.replace("  enabled: false", "  enabled: true"));
+    let r = roots(&common::staking_example());
     let mut n = 0;
     for (m, root) in &r.roots {
         let units = root.join("etc/systemd/system");

@@ -32,7 +32,7 @@ mod semantic_checks;
 mod serve;
 mod serve_limits;
 mod ssh_keys;
-mod staking_values;
+mod staking;
 mod status;
 mod test_scripts;
 mod validation;

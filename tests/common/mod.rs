@@ -21,6 +21,15 @@ pub fn example_with_own_key() -> String {
     EXAMPLE.replacen(&format!("ssh-ed25519 {example_key}"), OWN_KEY, 1)
 }
 
+/// What turns staking on in [`EXAMPLE`] (replacing `  enabled: false`):
+/// the least a staking cluster needs, with an EIP-55 address of EIP-55's
+/// own examples as the fee recipient.
+pub const STAKING_ON: &str = "  enabled: true\n  network: hoodi\n  fee_recipient: \"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"";
+/// [`EXAMPLE`] with staking on.
+pub fn staking_example() -> String {
+    EXAMPLE.replace("  enabled: false", STAKING_ON)
+}
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_microseed"))
 }
