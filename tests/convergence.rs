@@ -58,7 +58,12 @@ struct Node {
 impl Node {
     fn new(channel: &str) -> Node {
         let dir = tempfile::tempdir().expect("tmp");
-        for d in ["data/credentials", "data/var/kubernetes/backend", "conf", "bin"] {
+        for d in [
+            "data/credentials",
+            "data/var/kubernetes/backend",
+            "conf",
+            "bin",
+        ] {
             std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
         }
         // A fresh node's dqlite: itself alone, as the snap leaves it.
@@ -403,8 +408,16 @@ fn a_worker_on_1_20_to_1_22_joins_once_though_it_is_not_ready_right_after_joinin
         w.knob("join-ready-lag", "3");
         let (attempts, out) = join_attempts(&b, &w, &master, 3);
         assert_eq!(attempts, 1, "{ch}: {out}\n{}", w.calls());
-        assert!(out.contains("joined the cluster at 172.20.10.11"), "{ch}: {out}");
-        assert_eq!(w.calls().matches("microk8s join").count(), 1, "{ch}: {}", w.calls());
+        assert!(
+            out.contains("joined the cluster at 172.20.10.11"),
+            "{ch}: {out}"
+        );
+        assert_eq!(
+            w.calls().matches("microk8s join").count(),
+            1,
+            "{ch}: {}",
+            w.calls()
+        );
         // The services restart again (a reboot): the node is not ready,
         // `status` lists no datastore, and it has still joined.
         let now = std::time::SystemTime::now()
@@ -415,7 +428,12 @@ fn a_worker_on_1_20_to_1_22_joins_once_though_it_is_not_ready_right_after_joinin
         let (attempts, out) = join_attempts(&b, &w, &master, 3);
         assert_eq!(attempts, 1, "{ch}: {out}");
         assert!(out.contains("already part of the cluster"), "{ch}: {out}");
-        assert_eq!(w.calls().matches("microk8s join").count(), 1, "{ch}: {}", w.calls());
+        assert_eq!(
+            w.calls().matches("microk8s join").count(),
+            1,
+            "{ch}: {}",
+            w.calls()
+        );
         assert_eq!(
             std::fs::read_to_string(w.dir.path().join("conf/joins")).expect("joins"),
             "1\n",
@@ -444,6 +462,42 @@ fn no_worker_joins_without_the_worker_flag_from_1_23_to_latest() {
         assert!(joins[0].ends_with(" --worker"), "{ch}: {joins:?}");
         assert!(w.data().join("var/lock/clustered.lock").exists(), "{ch}");
     }
+}
+
+/// cloud-init 24.1+ no longer starts after snapd.seeded (commit 551f560d),
+/// and a seeding snapd answers "too early for operation": the MicroK8s
+/// step waits for the seed before it asks snapd anything.
+#[test]
+fn microk8s_step_waits_for_snapd_to_seed_before_installing() {
+    let b = Built::new("1.20");
+    let n = Node::new("1.20");
+    let bin = n.dir.path().join("bin");
+    std::os::unix::fs::symlink(root().join("tests/fixtures/fakes/snap"), bin.join("snap"))
+        .expect("link");
+    // What the script and the stand-in snap would change on this machine.
+    for stub in ["usermod", "install", "getent", "groupadd"] {
+        std::fs::write(bin.join(stub), "#!/bin/sh\nexit 0\n").expect("stub");
+        common::make_executable(&bin.join(stub));
+    }
+    let snaps = n.dir.path().join("snaps");
+    let o = n.run(
+        &b.file("master", "/usr/local/sbin/microseed-microk8s"),
+        T0,
+        &[("FAKE_SNAP_STATE", &snaps)],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let calls = n.calls();
+    let snap_calls: Vec<&str> = calls.lines().filter(|l| l.starts_with("snap ")).collect();
+    assert_eq!(
+        snap_calls,
+        [
+            "snap wait system seed.loaded",
+            "snap list microk8s",
+            "snap install microk8s --classic --channel=1.20/stable",
+        ],
+        "{calls}"
+    );
+    assert!(snaps.join("microk8s").exists(), "{calls}");
 }
 
 /// One channel of each token-validation and join behaviour, the three
