@@ -133,6 +133,9 @@ cat /var/log/fake-microk8s.calls 2>&1
 sec "fake-microk8s state"
 # powered-off: the stand-in cut the power at its first enable (a boot ago).
 ls -1 /var/lib/fake-microk8s 2>&1
+sec "fake-microk8s joins"
+# Joins the stand-in carried out (a refused one is not counted).
+cat /var/lib/fake-microk8s/joins 2>&1
 sec "fake-apt.calls"
 cat /var/log/fake-apt.calls 2>&1
 sec "timezone"
@@ -156,6 +159,10 @@ ss -Htlnp 2>&1
 sec "ssh journal"
 journalctl -b -o short-monotonic --no-pager -u microseed-test-noble-ssh.service -u microseed-firewall.service \
     -u microseed-ssh.service -u ssh.socket -u ssh.service 2>&1 | grep -v 'Rules updated' | tail -n 150
+sec "ssh rollback"
+# microseed.test.ssh-move-fails-once boots: ufw and listeners right after
+# the ssh step rolled back (vm-noble-ssh.sh's rollback watch).
+cat /run/microseed-test/ssh-rollback 2>&1
 sec "launch configuration"
 # Mode and owner of the MicroK8s launch configuration (1.27+), the length of
 # its persistent token and whether it is the seed's join token: never the token.
