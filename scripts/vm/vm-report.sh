@@ -102,7 +102,9 @@ fi
 sec "microseed-status"
 run /usr/local/sbin/microseed-status
 sec "microseed journal"
-journalctl -b -u 'microseed-*' --no-pager -o cat 2>&1 | tail -n 80
+# Long enough for every step's retries: the checks look for early attempts
+# (a first add-on enable refused) after the ssh step's rollback and retry.
+journalctl -b -u 'microseed-*' --no-pager -o cat 2>&1 | tail -n 250
 sec "cluster-tokens"
 # Token length and expiry per line: never the token itself.
 awk -F'|' '{ print length($1), $2 }' /var/snap/microk8s/current/credentials/cluster-tokens.txt 2>&1
