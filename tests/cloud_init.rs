@@ -273,6 +273,22 @@ fn master_first_boot_applies_in_cloud_init() {
         calls.contains("microk8s enable dns") && calls.contains("microk8s enable helm3"),
         "{calls}"
     );
+    // snapd seeded before anything asks it for MicroK8s.
+    let seeded = calls
+        .find("snap wait system seed.loaded")
+        .expect("no seed wait");
+    assert!(
+        seeded < calls.find("snap install").expect("install"),
+        "{calls}"
+    );
+    // Every apt run of the steps, with needrestart listing only.
+    let apt = read(&out.join("fake-apt.calls"));
+    assert!(apt.contains(" upgrade"), "{apt}");
+    assert!(
+        apt.lines()
+            .all(|l| l.starts_with("NEEDRESTART_MODE=l apt-get ")),
+        "{apt}"
+    );
     // The token went into MicroK8s' token file without any command
     // seeing it as an argument.
     assert!(!calls.contains("TestTokenForGoldenFiles"), "{calls}");
@@ -436,6 +452,8 @@ fn noble_first_boot_applies_and_converges_for_nfs_and_master() {
                 .any(|l| l.starts_with("2222/tcp") && l.contains("ALLOW IN")),
             "{m}: {ufw}"
         );
+        // Kept open while sshd was still there, closed once it moved.
+        assert!(!ufw.lines().any(|l| l.starts_with("22/tcp")), "{m}: {ufw}");
         assert_eq!(
             std::fs::read_link(r.join("etc/alternatives/iptables"))
                 .expect("iptables alternative")
@@ -498,4 +516,11 @@ fn noble_ssh_socket_not_listening_on_the_new_port_is_rolled_back() {
         assert!(status.contains(line), "{line}: {status}");
     }
     assert!(status.contains("ssh        failed"), "{status}");
+    // sshd is still on 22, and ufw lets it through: nobody is locked out.
+    let ufw = read(&out.join("ufw-status.txt"));
+    assert!(
+        ufw.lines()
+            .any(|l| l.starts_with("22/tcp") && l.contains("ALLOW IN")),
+        "{ufw}"
+    );
 }

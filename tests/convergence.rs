@@ -58,9 +58,20 @@ struct Node {
 impl Node {
     fn new(channel: &str) -> Node {
         let dir = tempfile::tempdir().expect("tmp");
-        for d in ["data/credentials", "conf", "bin"] {
+        for d in [
+            "data/credentials",
+            "data/var/kubernetes/backend",
+            "conf",
+            "bin",
+        ] {
             std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
         }
+        // A fresh node's dqlite: itself alone, as the snap leaves it.
+        std::fs::write(
+            dir.path().join("data/var/kubernetes/backend/cluster.yaml"),
+            "- Address: 127.0.0.1:19001\n  ID: 3297041220608546238\n  Role: 0\n",
+        )
+        .expect("cluster.yaml");
         std::fs::write(
             dir.path().join("conf/channel"),
             format!("{channel}/stable\n"),
@@ -349,6 +360,144 @@ fn worker_joins_the_master_on_every_channel_and_knows_it_has_joined() {
         assert!(out.contains("already part of the cluster"), "{ch}: {out}");
         assert_eq!(w.calls().matches("microk8s join").count(), 1, "{ch}");
     }
+}
+
+/// The worker's join attempts as microseed-step makes them (attempt N in
+/// MICROSEED_STEP_ATTEMPT), until one succeeds or `max` have failed.
+/// Returns the attempts made and the last output.
+fn join_attempts(b: &Built, w: &Node, master: &Node, max: u32) -> (u32, String) {
+    let token_file = b.file("worker-1", "/etc/microseed/join-token");
+    let fp = b.fingerprint_script();
+    let mut last = String::new();
+    for attempt in 1..=max {
+        let n = attempt.to_string();
+        let o = w.run_on(
+            &Lan::master(b, master),
+            &b.file("worker-1", "/usr/local/sbin/microseed-join"),
+            T0 + 60,
+            &[
+                ("MICROSEED_JOIN_TOKEN_FILE", &token_file),
+                ("MICROSEED_FINGERPRINT", &fp),
+                ("MICROSEED_STEP_ATTEMPT", Path::new(&n)),
+            ],
+        );
+        let (out, err) = text(&o);
+        last = format!("{out}{err}");
+        if o.status.success() {
+            return (attempt, last);
+        }
+    }
+    (max + 1, last)
+}
+
+/// 1.20-1.22: `microk8s join` ends by restarting every service, and
+/// `status` lists the datastore only once the node is ready again (1.20
+/// `join.py`, `status.py`); a second join re-initialises the node's
+/// datastore, and the agent does not refuse it. The stand-in behaves so
+/// (join-ready-lag). A worker that has joined must know it from its own
+/// dqlite and never join again: neither in the attempt that joined, nor in
+/// one run again while the node restarts (a reboot right after the join).
+#[test]
+fn a_worker_on_1_20_to_1_22_joins_once_though_it_is_not_ready_right_after_joining() {
+    for ch in ["1.20", "1.21", "1.22"] {
+        let b = Built::new(ch);
+        let master = Node::new(ch);
+        register(&b, &master, T0);
+        let w = Node::new(ch);
+        w.knob("master-data", &master.data().display().to_string());
+        w.knob("join-ready-lag", "3");
+        let (attempts, out) = join_attempts(&b, &w, &master, 3);
+        assert_eq!(attempts, 1, "{ch}: {out}\n{}", w.calls());
+        assert!(
+            out.contains("joined the cluster at 172.20.10.11"),
+            "{ch}: {out}"
+        );
+        assert_eq!(
+            w.calls().matches("microk8s join").count(),
+            1,
+            "{ch}: {}",
+            w.calls()
+        );
+        // The services restart again (a reboot): the node is not ready,
+        // `status` lists no datastore, and it has still joined.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        w.knob("ready-at", &(now + 3).to_string());
+        let (attempts, out) = join_attempts(&b, &w, &master, 3);
+        assert_eq!(attempts, 1, "{ch}: {out}");
+        assert!(out.contains("already part of the cluster"), "{ch}: {out}");
+        assert_eq!(
+            w.calls().matches("microk8s join").count(),
+            1,
+            "{ch}: {}",
+            w.calls()
+        );
+        assert_eq!(
+            std::fs::read_to_string(w.dir.path().join("conf/joins")).expect("joins"),
+            "1\n",
+            "{ch}"
+        );
+    }
+}
+
+/// From 1.23 a join without `--worker` makes a control-plane node, handed
+/// the cluster CA key: no worker ever joins without it, on any track the
+/// scripts know, `latest` included (1.23-1.31: the test above).
+#[test]
+fn no_worker_joins_without_the_worker_flag_from_1_23_to_latest() {
+    for ch in ["1.32", "1.33", "1.34", "1.35", "latest"] {
+        let b = Built::new(ch);
+        let master = Node::new(ch);
+        register(&b, &master, T0);
+        let (w, o) = join(&b, ch, &master, T0 + 60);
+        assert!(o.status.success(), "{ch}: {:?}", text(&o));
+        let calls = w.calls();
+        let joins: Vec<&str> = calls
+            .lines()
+            .filter(|l| l.starts_with("microk8s join"))
+            .collect();
+        assert_eq!(joins.len(), 1, "{ch}: {joins:?}");
+        assert!(joins[0].ends_with(" --worker"), "{ch}: {joins:?}");
+        assert!(w.data().join("var/lock/clustered.lock").exists(), "{ch}");
+    }
+}
+
+/// cloud-init 24.1+ no longer starts after snapd.seeded (commit 551f560d),
+/// and a seeding snapd answers "too early for operation": the MicroK8s
+/// step waits for the seed before it asks snapd anything.
+#[test]
+fn microk8s_step_waits_for_snapd_to_seed_before_installing() {
+    let b = Built::new("1.20");
+    let n = Node::new("1.20");
+    let bin = n.dir.path().join("bin");
+    std::os::unix::fs::symlink(root().join("tests/fixtures/fakes/snap"), bin.join("snap"))
+        .expect("link");
+    // What the script and the stand-in snap would change on this machine.
+    for stub in ["usermod", "install", "getent", "groupadd"] {
+        std::fs::write(bin.join(stub), "#!/bin/sh\nexit 0\n").expect("stub");
+        common::make_executable(&bin.join(stub));
+    }
+    let snaps = n.dir.path().join("snaps");
+    let o = n.run(
+        &b.file("master", "/usr/local/sbin/microseed-microk8s"),
+        T0,
+        &[("FAKE_SNAP_STATE", &snaps)],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let calls = n.calls();
+    let snap_calls: Vec<&str> = calls.lines().filter(|l| l.starts_with("snap ")).collect();
+    assert_eq!(
+        snap_calls,
+        [
+            "snap wait system seed.loaded",
+            "snap list microk8s",
+            "snap install microk8s --classic --channel=1.20/stable",
+        ],
+        "{calls}"
+    );
+    assert!(snaps.join("microk8s").exists(), "{calls}");
 }
 
 /// One channel of each token-validation and join behaviour, the three

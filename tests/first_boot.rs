@@ -298,9 +298,12 @@ fn ufw_dry_run(root: &Path) -> String {
         std::fs::read_to_string(root.join("usr/local/sbin/microseed-firewall")).expect("firewall");
     let dry: String = script
         .lines()
-        .map(|l| match l.strip_prefix("ufw ") {
-            Some(rest) => format!("ufw --dry-run {rest}\n"),
-            None => format!("{l}\n"),
+        .map(|l| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            match l.trim_start().strip_prefix("ufw ") {
+                Some(rest) => format!("{indent}ufw --dry-run {rest}\n"),
+                None => format!("{l}\n"),
+            }
         })
         .collect();
     // `reset` backs up /etc/ufw even with --dry-run: give ufw a private copy.
@@ -328,8 +331,31 @@ fn ufw_dry_run(root: &Path) -> String {
 fn allow_lines(script: &str) -> Vec<&str> {
     script
         .lines()
+        .map(str::trim_start)
         .filter(|l| l.starts_with("ufw allow "))
         .collect()
+}
+
+/// Runs a seed script with a stand-in `ufw` that records its arguments;
+/// MICROSEED_STATE is `state`. Returns the recorded ufw calls.
+fn ufw_calls(script: &Path, state: &Path) -> String {
+    let t = tempfile::tempdir().expect("tmp");
+    let fake = t.path().join("ufw");
+    std::fs::write(&fake, "#!/bin/sh\necho \"ufw $*\" >>\"$UFW_CALLS\"\n").expect("fake ufw");
+    common::make_executable(&fake);
+    let calls = t.path().join("calls");
+    let o = Command::new("bash")
+        .arg(script)
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", t.path().display()),
+        )
+        .env("UFW_CALLS", &calls)
+        .env("MICROSEED_STATE", state)
+        .output()
+        .expect("bash");
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::read_to_string(calls).unwrap_or_default()
 }
 
 #[test]
@@ -396,6 +422,27 @@ fn ssh_port_is_opened_before_sshd_moves() {
             .unwrap_or_else(|| panic!("{m}: {fw}"));
         let enable = fw.find("ufw --force enable").expect("enable");
         assert!(rule < enable, "{m}: ufw is enabled before the ssh rule");
+        // sshd still listens on 22 until the ssh step has moved it: 22
+        // stays open from the same sources until then, and only then.
+        let keep22 =
+            "ufw allow proto tcp from 192.168.1.0/24 to any port 22 comment ssh until moved";
+        let state = tempfile::tempdir().expect("state");
+        let script = root.join("usr/local/sbin/microseed-firewall");
+        let calls = ufw_calls(&script, state.path());
+        let at = calls
+            .find(keep22)
+            .unwrap_or_else(|| panic!("{m}: 22 closed before sshd moved: {calls}"));
+        assert!(
+            at < calls.find("ufw --force enable").expect("enable"),
+            "{m}: {calls}"
+        );
+        std::fs::create_dir_all(state.path().join("done")).expect("done");
+        std::fs::write(state.path().join("done/ssh"), "x").expect("done/ssh");
+        let calls = ufw_calls(&script, state.path());
+        assert!(
+            !calls.contains("port 22 "),
+            "{m}: 22 reopened after the move: {calls}"
+        );
         let steps = std::fs::read_to_string(root.join("etc/microseed/steps")).expect("steps");
         assert!(
             steps.lines().any(|l| l.starts_with("ssh|firewall|")),
@@ -507,6 +554,87 @@ fn step_units_are_enabled_before_anything_long_or_fallible_runs() {
     }
 }
 
+/// Ubuntu's needrestart restarts services after non-interactive apt runs
+/// (LP #2059337, cloud-init#5109): a join restarted midway leaves its lock
+/// behind. microseed's apt runs ask it to list only: the packages script
+/// and the step runner (so every step) set NEEDRESTART_MODE=l, which the
+/// real needrestart reads ahead of its configuration.
+#[test]
+fn apt_in_the_steps_runs_with_needrestart_in_list_mode() {
+    let r = roots(EXAMPLE);
+    let t = tempfile::tempdir().expect("tmp");
+    let calls = t.path().join("calls");
+    for (name, body) in [
+        (
+            "apt-get",
+            "echo \"NEEDRESTART_MODE=${NEEDRESTART_MODE:-unset} apt-get $*\" >>\"$CALLS\"",
+        ),
+        ("dpkg", "exit 0"),
+    ] {
+        let f = t.path().join(name);
+        std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).expect("stub");
+        common::make_executable(&f);
+    }
+    for (m, root) in &r.roots {
+        let _ = std::fs::remove_file(&calls);
+        let o = Command::new("bash")
+            .arg(root.join("usr/local/sbin/microseed-packages"))
+            .env_remove("NEEDRESTART_MODE")
+            .env("PATH", format!("{}:/usr/bin:/bin", t.path().display()))
+            .env("CALLS", &calls)
+            .output()
+            .expect("bash");
+        assert!(o.status.success(), "{m}: {:?}", text(&o));
+        let c = std::fs::read_to_string(&calls).expect("apt calls");
+        assert!(
+            c.contains(" upgrade") && c.contains(" install "),
+            "{m}: {c}"
+        );
+        assert!(
+            c.lines()
+                .all(|l| l.starts_with("NEEDRESTART_MODE=l apt-get ")),
+            "{m}: {c}"
+        );
+        // Every step, whatever it runs.
+        let o = Command::new("bash")
+            .arg(root.join("usr/local/sbin/microseed-step"))
+            .args(["probe", "sh", "-c", "echo mode=${NEEDRESTART_MODE:-unset}"])
+            .env_remove("NEEDRESTART_MODE")
+            .env("MICROSEED_STATE", t.path().join(format!("state-{m}")))
+            .env("MICROSEED_RUN", t.path().join(format!("run-{m}")))
+            .output()
+            .expect("step");
+        assert!(text(&o).0.contains("mode=l\n"), "{m}: {:?}", text(&o));
+    }
+    // needrestart takes the mode from its environment over its own
+    // configuration: a configuration naming no valid mode is not used.
+    let conf = t.path().join("needrestart.conf");
+    let base = std::fs::read_to_string("/etc/needrestart/needrestart.conf")
+        .expect("needrestart installed (apt-get install needrestart)");
+    std::fs::write(&conf, format!("{base}\n$nrconf{{restart}} = 'bogus';\n")).expect("conf");
+    let nr = |mode: Option<&str>| {
+        let mut c = Command::new("/usr/sbin/needrestart");
+        c.args(["-b", "-c", conf.to_str().expect("utf8")]);
+        c.env_remove("NEEDRESTART_MODE");
+        if let Some(m) = mode {
+            c.env("NEEDRESTART_MODE", m);
+        }
+        c.output().expect("needrestart")
+    };
+    let o = nr(None);
+    assert!(
+        !o.status.success() && text(&o).1.contains("Unknown restart option 'bogus'"),
+        "{:?}",
+        text(&o)
+    );
+    let o = nr(Some("l"));
+    assert!(
+        o.status.success() && !text(&o).1.contains("Unknown restart option"),
+        "{:?}",
+        text(&o)
+    );
+}
+
 /// Runs 24.04's microseed-ssh (socket-activated sshd) as root in private
 /// mount and network namespaces, over an overlay of this machine's /etc
 /// (its real sshd checks the drop-in), with a stand-in `systemctl` that
@@ -553,6 +681,9 @@ exit 0
     )
     .expect("fake systemctl");
     common::make_executable(&fake);
+    let ufw = bin.join("ufw");
+    std::fs::write(&ufw, "#!/bin/sh\necho \"ufw $*\" >>\"$CALLS\"\n").expect("fake ufw");
+    common::make_executable(&ufw);
     let o = run(
         "unshare",
         &[
@@ -614,6 +745,10 @@ fn noble_ssh_moves_the_socket_and_rolls_back_when_it_does_not_listen() {
         ],
         "{calls}"
     );
+    // 22 (kept open by microseed-firewall) is closed only once the socket
+    // listens on 2222.
+    let close = "ufw delete allow proto tcp from any to any port 22 comment ssh until moved";
+    assert_eq!(calls.lines().nth(4), Some(close), "{calls}");
     let (rc, calls, kept) = noble_ssh_switch(&script, &staged, false);
     assert_eq!(rc, 1, "{calls}");
     assert!(!kept, "the drop-in stayed with nothing on 2222: {calls}");
@@ -625,5 +760,11 @@ fn noble_ssh_moves_the_socket_and_rolls_back_when_it_does_not_listen() {
         calls.matches("restart ssh.socket").count(),
         2,
         "the socket was not switched back: {calls}"
+    );
+    // Rolled back to 22: 22 stays allowed (reopened if anything closed it).
+    assert!(!calls.contains("ufw delete"), "{calls}");
+    assert!(
+        calls.contains("ufw allow proto tcp from any to any port 22 comment ssh until moved"),
+        "{calls}"
     );
 }

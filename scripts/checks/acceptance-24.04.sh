@@ -17,7 +17,13 @@
 #    it on the socket;
 #  - ufw allows MS_SSH_PORT/tcp, and the firewall step was done before the
 #    ssh step first ran and before ssh.socket last started listening;
-#  - the ssh step is done.
+#  - the ssh step is done;
+#  - on the machine booted with microseed.test.ssh-move-fails-once (the
+#    first move leaves ssh.socket on 22; scripts/acceptance.sh picks it by
+#    role), the ssh step rolled back, and right after the rollback ufw
+#    allowed 22/tcp and ssh.socket listened on 22 without microseed's
+#    drop-in: reachable where sshd listened (issue 23). The retry then
+#    moved it, and 22 is closed at the end.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=../lib/report.sh
@@ -78,4 +84,17 @@ firewall_first() {
 }
 ms_check "$m (24.04): the firewall step was done before the ssh step ran and the socket moved" firewall_first
 ms_check "$m (24.04): the ssh step is done" ms_section_has "$r" microseed-status '^ssh +done$'
+if [[ "${MS_ROLE:-}" == "${MS_SSH_MOVE_FAILS_ROLE:-master}" && "$port" != 22 ]]; then
+    rb="$(ms_section "$r" "ssh rollback")"
+    ms_check "$m (24.04): the first ssh move failed and was rolled back" \
+        grep -qF "ssh.socket is not listening on $port; keeping the previous settings" <<<"$journal"
+    ms_check "$m (24.04): snapshot taken when the ssh step failed" grep -q '^ssh step error: attempt 1 exited' <<<"$rb"
+    ms_check "$m (24.04): after the rollback, ufw allowed 22/tcp" grep -qE '^22/tcp +ALLOW IN +Anywhere( |$)' <<<"$rb"
+    ms_check "$m (24.04): after the rollback, ssh.socket listened on 22" grep -qxF 'Listen=0.0.0.0:22 (Stream)' <<<"$rb"
+    no_dropin_after_rollback() { ! sed -n '/^--- sshd_config.d$/,$p' <<<"$rb" | grep -q '10-microseed.conf'; }
+    ms_check "$m (24.04): after the rollback, microseed's sshd drop-in was gone" no_dropin_after_rollback
+    ms_check "$m (24.04): the retry moved ssh (attempt 2 done)" grep -q 'microseed-step ssh: done on attempt 2' <<<"$journal"
+fi
+closed_22() { ! grep -q '^22/tcp ' <<<"$(ms_ufw_allowed "$r")"; }
+[[ "$port" == 22 ]] || ms_check "$m (24.04): 22/tcp closed once ssh moved to $port" closed_22
 exit "$(ms_check_failures)"

@@ -78,6 +78,10 @@ ms_bookworm_configure() {
     mkdir -p "$r/var/lib/fake-microk8s"
     echo 2 >"$r/var/lib/fake-microk8s/enable-failures"
     echo 1 >"$r/var/lib/fake-microk8s/join-failures"
+    # Like 1.20, a join restarts every service: the node is not ready (and
+    # lists no datastore) for a while after it. Tens of seconds, as on a
+    # real machine.
+    echo 40 >"$r/var/lib/fake-microk8s/join-ready-lag"
 
     cat >"$r/etc/cloud/cloud.cfg.d/90-microseed-test.cfg" <<'EOF'
 # microseed tests: NoCloud only; render the network like Ubuntu (netplan).
@@ -147,6 +151,21 @@ EOF
     # ssh.service to ssh.socket before cloud-init runs.
     install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-noble-ssh.sh" "$r/usr/local/sbin/microseed-test-noble-ssh"
     install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-noble-ssh.sh" "$r/etc/systemd/system-generators/microseed-test-noble-ssh-generator"
+    # With microseed.test.ssh-move-fails-once as well: the first move fails,
+    # and this keeps ufw's and the listeners' state right after the rollback.
+    install -D -m 755 "$MS_SCRIPTS_DIR/vm/vm-noble-ssh.sh" "$r/usr/local/sbin/microseed-test-ssh-rollback-watch"
+    cat >"$r/etc/systemd/system/microseed-test-ssh-rollback-watch.service" <<'EOF'
+[Unit]
+Description=microseed tests: ufw and listeners right after the ssh step rolls back
+ConditionKernelCommandLine=microseed.test.ssh-move-fails-once
+After=local-fs.target
+
+[Service]
+ExecStart=/usr/local/sbin/microseed-test-ssh-rollback-watch
+
+[Install]
+WantedBy=multi-user.target
+EOF
     cat >"$r/etc/systemd/system/microseed-test-noble-ssh.service" <<'EOF'
 [Unit]
 Description=microseed tests: OpenSSH socket-activated, as on Ubuntu 24.04
@@ -189,7 +208,7 @@ EOF
     # section (offline: nothing runs in the chroot).
     chroot "$r" systemctl enable --quiet microseed-test-status-watch.service \
         microseed-test-fake-master.service microseed-test-cluster-agent.service \
-        microseed-test-noble-ssh.service microseed-report.service ||
+        microseed-test-noble-ssh.service microseed-test-ssh-rollback-watch.service microseed-report.service ||
         ms_die "enabling the test units in $r failed"
     # Quiet serial getty on ttyS0 is fine; no login needed.
 

@@ -9,7 +9,9 @@
 # join.py sends them. The stand-in microk8s judges the token by the
 # channel's rules against the tokens this machine registered
 # (`microk8s fake-agent-join HOSTNAME`, token on stdin) and records the
-# joiner, which `microk8s kubectl get nodes -o json` then lists.
+# joiner, which `microk8s kubectl get nodes -o json` then lists. Like 1.20's
+# agent (join_node_dqlite), it accepts a node that has joined already; it
+# logs how many joins each host made, so a second join shows.
 # Every MicroK8s node runs an agent, so this runs on the worker too.
 import http.server
 import json
@@ -28,6 +30,9 @@ LOG = os.environ.get("FAKE_CLUSTER_AGENT_LOG", "/var/log/fake-cluster-agent.log"
 def log(msg):
     with open(LOG, "a") as f:
         f.write("{} {}\n".format(time.strftime("%H:%M:%S"), msg))
+
+
+JOINS = {}
 
 
 class Agent(http.server.BaseHTTPRequestHandler):
@@ -51,7 +56,8 @@ class Agent(http.server.BaseHTTPRequestHandler):
         )
         # The token itself is never logged.
         if r.returncode == 0:
-            log("join from {} ({}): accepted".format(host, self.client_address[0]))
+            JOINS[host] = JOINS.get(host, 0) + 1
+            log("join from {} ({}): accepted (join {} from this host)".format(host, self.client_address[0], JOINS[host]))
             self.reply(200, {"hostname_override": host})
         else:
             log("join from {} ({}): invalid token".format(host, self.client_address[0]))

@@ -14,6 +14,18 @@
 #    noble's generator does. So a new Port takes effect on the socket only
 #    after daemon-reload and a restart of ssh.socket, as on noble.
 #
+#    With microseed.test.ssh-move-fails-once on the kernel command line as
+#    well, the first time sshd asks for another port the generator leaves
+#    the socket on 22, as a generator or socket that failed would: the
+#    seed's microseed-ssh must roll back, keep 22 reachable through ufw, and
+#    move on its next attempt.
+#
+#  microseed-test-ssh-rollback-watch   (on such boots)
+#    Waits for the ssh step's first failure (microseed-step's error file,
+#    written once the attempt, rollback included, has exited) and keeps
+#    what ufw allows and what listens at that moment, before the retry, in
+#    /run/microseed-test/ssh-rollback for vm-report.sh.
+#
 #  microseed-test-noble-ssh   (microseed-test-noble-ssh.service, early boot)
 #    The disk as noble leaves it: ssh.socket enabled, ssh.service disabled.
 #    This boot's start jobs were queued before the switch, so it also
@@ -54,12 +66,44 @@ EOF
         rm -f "$d/addresses.conf"
         exit 0
     fi
+    failed=/run/microseed-test/ssh-move-failed
+    if tr ' ' '\n' </proc/cmdline | grep -qxF microseed.test.ssh-move-fails-once && [ ! -e "$failed" ]; then
+        mkdir -p "${failed%/*}"
+        printf '%s\n' "$custom" >"$failed"
+        rm -f "$d/addresses.conf"
+        echo "microseed-test-noble-ssh-generator: microseed.test.ssh-move-fails-once: ssh.socket stays on 22 this time" >/dev/kmsg 2>/dev/null || true
+        exit 0
+    fi
     {
         echo "# microseed tests: as noble's sshd-socket-generator, from sshd -T"
         echo "[Socket]"
         echo "ListenStream="
         printf '%s\n' "$addrs" | sed 's/^/ListenStream=/'
     } >"$d/addresses.conf"
+    ;;
+*-rollback-watch)
+    tr ' ' '\n' </proc/cmdline | grep -qxF microseed.test.ssh-move-fails-once || exit 0
+    out=/run/microseed-test/ssh-rollback
+    err=/var/lib/microseed/error/ssh
+    mkdir -p "${out%/*}"
+    for _ in $(seq 18000); do
+        if [ -e "$err" ]; then
+            {
+                echo "ssh step error: $(head -n 1 "$err")"
+                echo "--- ufw status verbose"
+                ufw status verbose 2>&1
+                echo "--- ssh.socket"
+                systemctl show -p Listen ssh.socket 2>&1
+                echo "--- tcp listeners"
+                ss -Htlnp 2>&1
+                echo "--- sshd_config.d"
+                ls /etc/ssh/sshd_config.d 2>&1
+            } >"$out.new"
+            mv -f "$out.new" "$out"
+            exit 0
+        fi
+        sleep 0.1
+    done
     ;;
 *)
     # The links `systemctl disable ssh.service; systemctl enable ssh.socket`

@@ -102,7 +102,9 @@ fi
 sec "microseed-status"
 run /usr/local/sbin/microseed-status
 sec "microseed journal"
-journalctl -b -u 'microseed-*' --no-pager -o cat 2>&1 | tail -n 80
+# Long enough for every step's retries: the checks look for early attempts
+# (a first add-on enable refused) after the ssh step's rollback and retry.
+journalctl -b -u 'microseed-*' --no-pager -o cat 2>&1 | tail -n 250
 sec "cluster-tokens"
 # Token length and expiry per line: never the token itself.
 awk -F'|' '{ print length($1), $2 }' /var/snap/microk8s/current/credentials/cluster-tokens.txt 2>&1
@@ -133,6 +135,9 @@ cat /var/log/fake-microk8s.calls 2>&1
 sec "fake-microk8s state"
 # powered-off: the stand-in cut the power at its first enable (a boot ago).
 ls -1 /var/lib/fake-microk8s 2>&1
+sec "fake-microk8s joins"
+# Joins the stand-in carried out (a refused one is not counted).
+cat /var/lib/fake-microk8s/joins 2>&1
 sec "fake-apt.calls"
 cat /var/log/fake-apt.calls 2>&1
 sec "timezone"
@@ -156,6 +161,10 @@ ss -Htlnp 2>&1
 sec "ssh journal"
 journalctl -b -o short-monotonic --no-pager -u microseed-test-noble-ssh.service -u microseed-firewall.service \
     -u microseed-ssh.service -u ssh.socket -u ssh.service 2>&1 | grep -v 'Rules updated' | tail -n 150
+sec "ssh rollback"
+# microseed.test.ssh-move-fails-once boots: ufw and listeners right after
+# the ssh step rolled back (vm-noble-ssh.sh's rollback watch).
+cat /run/microseed-test/ssh-rollback 2>&1
 sec "launch configuration"
 # Mode and owner of the MicroK8s launch configuration (1.27+), the length of
 # its persistent token and whether it is the seed's join token: never the token.
