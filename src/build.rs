@@ -57,6 +57,21 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
     let cluster = validate::validate(file, &raw, &profiles)?;
     let secrets_path = secrets::path_for(file);
     let mut warnings = validate::short_serial_warnings(file, &raw);
+    warnings.extend(validate::nic_warnings(
+        file,
+        &raw,
+        &cluster.release.default_interface,
+    ));
+    warnings.extend(validate::ntp_warnings(file, &raw));
+    let tracks = crate::profile::load_tracks(&profiles)?;
+    warnings.extend(crate::support::warnings(
+        file,
+        &raw,
+        &cluster,
+        &profiles,
+        &tracks,
+        crate::support::today()?,
+    ));
     let mut created = false;
     // Anything at the path, even a link to nowhere, is the user's secrets
     // file: read it (and refuse it clearly), never write a new one there.

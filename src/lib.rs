@@ -35,6 +35,7 @@ pub mod secrets;
 pub mod serve;
 pub mod staking;
 pub mod status;
+pub mod support;
 pub mod templates;
 pub mod validate;
 pub mod verify;

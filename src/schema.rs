@@ -108,12 +108,13 @@ pub struct Ntp {
     pub pools: Spanned<Vec<Spanned<String>>>,
 }
 
+/// The guide's pools without its `time.google.com`: Google smears leap
+/// seconds and advises against mixing its servers with ones that step
+/// (developers.google.com/time/smear), so the default does not mix.
+pub const DEFAULT_POOLS: &[&str] = &["us.pool.ntp.org", "ntp.ubuntu.com"];
+
 fn default_pools() -> Spanned<Vec<Spanned<String>>> {
-    sp(sps(&[
-        "time.google.com",
-        "us.pool.ntp.org",
-        "ntp.ubuntu.com",
-    ]))
+    sp(sps(DEFAULT_POOLS))
 }
 
 impl Default for Ntp {

@@ -1119,6 +1119,74 @@ pub fn short_serial_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> 
     w
 }
 
+/// Google's public NTP servers, which smear a leap second over 24 hours
+/// (developers.google.com/time/smear); other public servers step it.
+const SMEARED_NTP: &[&str] = &[
+    "time.google.com",
+    "time1.google.com",
+    "time2.google.com",
+    "time3.google.com",
+    "time4.google.com",
+];
+
+fn is_smeared(host: &str) -> bool {
+    SMEARED_NTP.contains(&host.trim_end_matches('.').to_ascii_lowercase().as_str())
+}
+
+/// A warning when `ntp.pools` mixes leap-smeared and stepping servers:
+/// around a leap second they disagree by up to half a second, so chrony
+/// sees falsetickers and may follow either (Google advises against it).
+pub fn ntp_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    let pools = &raw.ntp.pools.value;
+    let (smeared, stepping): (Vec<&str>, Vec<&str>) = pools
+        .iter()
+        .map(|p| p.value.as_str())
+        .partition(|p| is_smeared(p));
+    if smeared.is_empty() || stepping.is_empty() {
+        return Vec::new();
+    }
+    let at = pools
+        .iter()
+        .find(|p| is_smeared(&p.value))
+        .map(pos)
+        .filter(|p| p.known())
+        .unwrap_or_else(|| pos(&raw.ntp.pools));
+    vec![Diagnostic::warning(
+        file,
+        at,
+        "ntp.pools",
+        format!(
+            "mixes leap-smeared servers ({}) with servers that step leap seconds ({}): around a leap second they disagree by up to 0.5 s and chrony may follow either, which Google advises against (developers.google.com/time/smear); expected only one kind, such as pools: [{}] or pools: [{}]",
+            smeared.join(", "),
+            stepping.join(", "),
+            stepping.join(", "),
+            smeared.join(", "),
+        ),
+    )]
+}
+
+/// A warning for each machine with neither `mac` nor `interface`: its
+/// address goes to the release profile's default interface name only,
+/// which a machine whose NIC is named otherwise does not have.
+pub fn nic_warnings(file: &Path, raw: &ClusterFile, default_interface: &str) -> Vec<Diagnostic> {
+    let mut w = Vec::new();
+    for (i, m) in raw.machines.value.iter().enumerate() {
+        if m.mac.is_some() || m.interface.is_some() {
+            continue;
+        }
+        w.push(Diagnostic::warning(
+            file,
+            pos(&m.name),
+            format!("machines[{i}]"),
+            format!(
+                "{:?} has neither mac nor interface: its address goes to the interface named {default_interface} only (one address on one NIC: netplan would give a name pattern's address to every NIC it matches); a NIC named otherwise (enp1s0, ens18, a USB adapter) gets no address and the machine stays off the network; give `mac:` (on the machine: `ip -br link`; or the label on the board) or `interface:`",
+                m.name.value
+            ),
+        ));
+    }
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
