@@ -51,7 +51,36 @@ pub struct ClusterFile {
     pub nfs: Nfs,
     #[serde(default)]
     pub staking: Staking,
+    #[serde(default)]
+    pub maintenance: Maintenance,
     pub machines: Spanned<Vec<Machine>>,
+}
+
+/// When snapd may refresh snaps (MicroK8s patch releases among them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// The cluster's weekly window, in snapd's `refresh.timer` form
+    /// restricted to weekdays and one span within a day
+    /// (`sat,02:00-06:00`), in the cluster's time zone; each machine gets
+    /// its own slot inside it.
+    #[serde(default = "default_refresh_window")]
+    pub refresh_window: Spanned<String>,
+}
+
+/// Saturday night, a quiet time for a home cluster.
+pub const DEFAULT_REFRESH_WINDOW: &str = "sat,02:00-06:00";
+
+fn default_refresh_window() -> Spanned<String> {
+    sp(DEFAULT_REFRESH_WINDOW.into())
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            refresh_window: default_refresh_window(),
+        }
+    }
 }
 
 fn default_release() -> Spanned<String> {

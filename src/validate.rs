@@ -75,6 +75,7 @@ enum Check {
     Nfs,
     Staking,
     Machines,
+    Maintenance,
 }
 
 /// What the network check hands on.
@@ -133,7 +134,13 @@ fn run_checks(
     c.check = Check::Staking;
     check_staking(c, raw);
     c.check = Check::Machines;
-    let (machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
+    let (mut machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
+    c.check = Check::Maintenance;
+    if let Some(timers) = check_maintenance(c, raw, machines.len()) {
+        for (m, t) in machines.iter_mut().zip(timers) {
+            m.refresh_timer = t;
+        }
+    }
     c.check = Check::Admin;
     if (1..=65535).contains(&ssh.port) {
         check_ssh_port_free(c, &raw.ssh.port, profiles, by_role.keys().copied());
@@ -233,6 +240,7 @@ fn run_checks(
                 .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string()),
             genesis_state_file: st.genesis_state_file.as_ref().map(|s| s.value.clone()),
         },
+        refresh_window: raw.maintenance.refresh_window.value.clone(),
         machines,
     };
     (Some(cluster), found)
@@ -654,6 +662,8 @@ fn check_machines<'r>(
             mac,
             interface: m.interface.as_ref().map(|s| s.value.clone()),
             disk,
+            // Set by `check_maintenance`, which needs every machine.
+            refresh_timer: String::new(),
         });
     }
     for (role, prof) in &profiles.roles {
@@ -682,6 +692,124 @@ fn check_machines<'r>(
         }
     }
     (machines, by_role)
+}
+
+/// The shortest slot a machine gets in the refresh window: a MicroK8s
+/// refresh (download, restart, node Ready again) takes minutes, and snapd
+/// starts it at the slot's start, so slots this long keep two machines'
+/// refreshes apart.
+pub const MIN_REFRESH_SLOT_MINUTES: u32 = 30;
+
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// A weekly refresh window: days, and one span within each day (minutes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshWindow {
+    pub days: Vec<&'static str>,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// Parses `maintenance.refresh_window`: a subset of snapd's `refresh.timer`
+/// grammar (timeutil/schedule.go, `ParseSchedule`: `wdaylist "," timelist`,
+/// `time = 2DIGIT ":" 2DIGIT`, `timespan = time "-" time`): one or more
+/// distinct weekdays, then one span within the day, `24:00` allowed as its
+/// end. The error is the whole message.
+pub fn parse_refresh_window(s: &str) -> Result<RefreshWindow, String> {
+    let expected = "expected weekdays and a span within the day, such as \"sat,02:00-06:00\" or \"sat,sun,03:00-05:00\" (mon to sun, 24-hour HH:MM, start before end; the cluster's time zone)";
+    let parts: Vec<&str> = s.split(',').collect();
+    let Some((span, days)) = parts.split_last() else {
+        return Err(format!("got {s:?}; {expected}"));
+    };
+    if days.is_empty() {
+        return Err(format!("got {s:?}: no weekday; {expected}"));
+    }
+    let mut out = Vec::new();
+    for d in days {
+        let Some(day) = WEEKDAYS.iter().find(|w| *w == d) else {
+            return Err(format!("got {s:?}: {d:?} is not a weekday; {expected}"));
+        };
+        if out.contains(day) {
+            return Err(format!("got {s:?}: {d} is named twice; {expected}"));
+        }
+        out.push(*day);
+    }
+    let clock = |t: &str| -> Option<u32> {
+        let (h, m) = t.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
+    };
+    let Some((a, b)) = span.split_once('-') else {
+        return Err(format!("got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"));
+    };
+    let (Some(start), Some(end)) = (clock(a), clock(b)) else {
+        return Err(format!("got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"));
+    };
+    if start >= end {
+        return Err(format!(
+            "got {s:?}: the span must end after it starts on the same day (split one across midnight into two days' spans is not supported); {expected}"
+        ));
+    }
+    Ok(RefreshWindow {
+        days: out,
+        start,
+        end,
+    })
+}
+
+impl RefreshWindow {
+    /// The `n` machines' slots, in cluster-file order: each day of the
+    /// window split into as many equal slots as it needs, filled day by
+    /// day, so the master (listed early) and each worker get their own.
+    /// `None` when a slot would be shorter than
+    /// [`MIN_REFRESH_SLOT_MINUTES`].
+    pub fn slots(&self, n: usize) -> Option<Vec<String>> {
+        let n = n.max(1) as u32;
+        let days = self.days.len() as u32;
+        let per_day = n.div_ceil(days);
+        let len = (self.end - self.start) / per_day;
+        if len < MIN_REFRESH_SLOT_MINUTES {
+            return None;
+        }
+        let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
+        Some(
+            (0..n)
+                .map(|k| {
+                    let day = self.days[(k / per_day) as usize];
+                    let from = self.start + (k % per_day) * len;
+                    format!("{day},{}-{}", hm(from), hm(from + len))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The refresh window, and each machine's slot in it (in file order).
+fn check_maintenance(c: &mut Checker<'_>, raw: &ClusterFile, machines: usize) -> Option<Vec<String>> {
+    let at = &raw.maintenance.refresh_window;
+    let w = match parse_refresh_window(&at.value) {
+        Ok(w) => w,
+        Err(e) => {
+            c.err(at, "maintenance.refresh_window", e);
+            return None;
+        }
+    };
+    let slots = w.slots(machines);
+    if slots.is_none() {
+        let need = machines.max(1) as u32 * MIN_REFRESH_SLOT_MINUTES;
+        c.err(
+            at,
+            "maintenance.refresh_window",
+            format!(
+                "{:?} is too short for {machines} machines: each gets its own slot of at least {MIN_REFRESH_SLOT_MINUTES} minutes, so no two refresh at once; expected {need} minutes in all, such as more hours or more days",
+                at.value
+            ),
+        );
+    }
+    slots
 }
 
 /// The MicroK8s channel the cluster runs: the file's `microk8s.channel`,
