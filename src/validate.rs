@@ -1463,6 +1463,110 @@ mod tests {
         );
     }
 
+    /// What snapd's `ParseSchedule` documents (timeutil/schedule.go):
+    /// `wdaylist "," timelist`, `wday = "sun" / ... / "sat"`,
+    /// `timespan = time "-" time`, and its `validTime` pattern
+    /// `^([0-9]|0[0-9]|1[0-9]|2[0-3]):([0-5][0-9])$|^24:00$`.
+    fn snapd_accepts(timer: &str) -> bool {
+        let valid_time = |t: &str| {
+            t == "24:00"
+                || t.split_once(':').is_some_and(|(h, m)| {
+                    (1..=2).contains(&h.len())
+                        && h.bytes().all(|c| c.is_ascii_digit())
+                        && h.parse::<u32>().is_ok_and(|h| h < 24)
+                        && m.len() == 2
+                        && m.bytes().all(|c| c.is_ascii_digit())
+                        && m.parse::<u32>().is_ok_and(|m| m < 60)
+                })
+        };
+        let parts: Vec<&str> = timer.split(',').collect();
+        let (span, days) = parts.split_last().expect("non-empty");
+        days.iter()
+            .all(|d| ["sun", "mon", "tue", "wed", "thu", "fri", "sat"].contains(d))
+            && span
+                .split_once('-')
+                .is_some_and(|(a, b)| valid_time(a) && valid_time(b))
+    }
+
+    fn minutes(span: &str) -> (u32, u32) {
+        let m = |t: &str| {
+            let (h, m) = t.split_once(':').expect("HH:MM");
+            h.parse::<u32>().expect("h") * 60 + m.parse::<u32>().expect("m")
+        };
+        let (a, b) = span.split_once('-').expect("span");
+        (m(a), m(b))
+    }
+
+    #[test]
+    fn every_machine_gets_its_own_refresh_slot_in_snapds_timer_grammar() {
+        for (window, n) in [
+            ("sat,02:00-06:00", 3),
+            ("sat,sun,03:00-05:00", 6),
+            ("mon,tue,wed,00:00-24:00", 10),
+            ("fri,22:00-24:00", 4),
+            ("sun,00:00-00:30", 1),
+        ] {
+            let w = parse_refresh_window(window).expect(window);
+            let slots = w.slots(n).expect(window);
+            assert_eq!(slots.len(), n, "{window}");
+            let mut seen: Vec<(&str, u32, u32)> = Vec::new();
+            for t in &slots {
+                assert!(snapd_accepts(t), "{window}: {t}");
+                let (day, span) = t.split_once(',').expect("day,span");
+                assert!(w.days.contains(&day), "{t}");
+                let (a, b) = minutes(span);
+                assert!(w.start <= a && b <= w.end && b - a >= MIN_REFRESH_SLOT_MINUTES, "{t}");
+                // No two machines' slots overlap: none refreshes with another.
+                for (d, x, y) in &seen {
+                    assert!(*d != day || b <= *x || *y <= a, "{window}: {t} overlaps");
+                }
+                seen.push((day, a, b));
+            }
+        }
+        assert_eq!(
+            parse_refresh_window("sat,02:00-06:00").expect("ok").slots(3),
+            Some(vec![
+                "sat,02:00-03:20".to_string(),
+                "sat,03:20-04:40".to_string(),
+                "sat,04:40-06:00".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn a_refresh_window_outside_the_grammar_or_too_short_is_refused_at_its_place() {
+        for bad in [
+            "02:00-06:00",
+            "saturday,02:00-06:00",
+            "sat,sat,02:00-06:00",
+            "sat,2:00-06:00",
+            "sat,06:00-02:00",
+            "sat,02:00~06:00",
+            "sat,02:00-06:00/2",
+            "sat,,sun,02:00-06:00",
+            "sat,02:00-24:01",
+            "sat,25:00-26:00",
+            "",
+        ] {
+            assert!(parse_refresh_window(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            problems(&[(
+                "staking:\n  enabled: false\n",
+                "staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"sat,1am\"\n"
+            )]),
+            one(Check::Maintenance, "maintenance.refresh_window")
+        );
+        // Three machines need 90 minutes.
+        assert_eq!(
+            problems(&[(
+                "staking:\n  enabled: false\n",
+                "staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"sat,02:00-03:00\"\n"
+            )]),
+            one(Check::Maintenance, "maintenance.refresh_window")
+        );
+    }
+
     #[test]
     fn every_check_reports_in_one_run() {
         let found: Vec<Check> = problems(&[

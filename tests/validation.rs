@@ -466,3 +466,35 @@ fn latest_and_new_tracks_pass_on_every_release() {
         }
     }
 }
+
+#[test]
+fn a_refresh_window_snapd_would_not_read_or_too_short_for_the_cluster_is_refused_at_its_place() {
+    // After `staking:` (lines 39-40), `maintenance:` is line 41, the window 42.
+    let window = |w: &str| {
+        (
+            "staking:\n  enabled: false\n",
+            format!("staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"{w}\"\n"),
+        )
+    };
+    let (from, to) = window("saturday,02:00-06:00");
+    rejects(
+        &[(from, &to)],
+        "maintenance.refresh_window",
+        42,
+        "\"saturday\" is not a weekday; expected weekdays and a span within the day, such as \"sat,02:00-06:00\"",
+    );
+    let (from, to) = window("sat,23:00-01:00");
+    rejects(
+        &[(from, &to)],
+        "maintenance.refresh_window",
+        42,
+        "must end after it starts on the same day",
+    );
+    let (from, to) = window("sat,02:00-03:00");
+    rejects(
+        &[(from, &to)],
+        "maintenance.refresh_window",
+        42,
+        "too short for 3 machines: each gets its own slot of at least 30 minutes",
+    );
+}
