@@ -124,7 +124,7 @@ pub fn warnings(
                 (d >= today).then(|| (r.release.clone(), d))
             })
             .collect();
-        supported.sort_by(|a, b| version_key(&a.0).cmp(&version_key(&b.0)));
+        supported.sort_by_key(|a| version_key(&a.0));
         let instead = match supported.last() {
             Some((r, d)) => format!(
                 "; expected a supported release such as release: \"{r}\" (standard support until {d})"
@@ -196,7 +196,14 @@ mod tests {
                 day: 31
             })
         );
-        for bad in ["2025-5-31", "2025-06-31", "2023-02-29", "2025-13-01", "20250531", "2025-05-3x"] {
+        for bad in [
+            "2025-5-31",
+            "2025-06-31",
+            "2023-02-29",
+            "2025-13-01",
+            "20250531",
+            "2025-05-3x",
+        ] {
             assert_eq!(Day::parse(bad), None, "{bad}");
         }
         assert!(Day::parse("2024-02-29").is_some());

@@ -736,17 +736,22 @@ pub fn parse_refresh_window(s: &str) -> Result<RefreshWindow, String> {
     }
     let clock = |t: &str| -> Option<u32> {
         let (h, m) = t.split_once(':')?;
-        if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit()) {
+        if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit())
+        {
             return None;
         }
         let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
         (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
     };
     let Some((a, b)) = span.split_once('-') else {
-        return Err(format!("got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"));
+        return Err(format!(
+            "got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"
+        ));
     };
     let (Some(start), Some(end)) = (clock(a), clock(b)) else {
-        return Err(format!("got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"));
+        return Err(format!(
+            "got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"
+        ));
     };
     if start >= end {
         return Err(format!(
@@ -788,7 +793,11 @@ impl RefreshWindow {
 }
 
 /// The refresh window, and each machine's slot in it (in file order).
-fn check_maintenance(c: &mut Checker<'_>, raw: &ClusterFile, machines: usize) -> Option<Vec<String>> {
+fn check_maintenance(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    machines: usize,
+) -> Option<Vec<String>> {
     let at = &raw.maintenance.refresh_window;
     let w = match parse_refresh_window(&at.value) {
         Ok(w) => w,
@@ -1515,7 +1524,10 @@ mod tests {
                 let (day, span) = t.split_once(',').expect("day,span");
                 assert!(w.days.contains(&day), "{t}");
                 let (a, b) = minutes(span);
-                assert!(w.start <= a && b <= w.end && b - a >= MIN_REFRESH_SLOT_MINUTES, "{t}");
+                assert!(
+                    w.start <= a && b <= w.end && b - a >= MIN_REFRESH_SLOT_MINUTES,
+                    "{t}"
+                );
                 // No two machines' slots overlap: none refreshes with another.
                 for (d, x, y) in &seen {
                     assert!(*d != day || b <= *x || *y <= a, "{window}: {t} overlaps");
@@ -1524,7 +1536,9 @@ mod tests {
             }
         }
         assert_eq!(
-            parse_refresh_window("sat,02:00-06:00").expect("ok").slots(3),
+            parse_refresh_window("sat,02:00-06:00")
+                .expect("ok")
+                .slots(3),
             Some(vec![
                 "sat,02:00-03:20".to_string(),
                 "sat,03:20-04:40".to_string(),

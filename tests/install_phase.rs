@@ -684,7 +684,11 @@ fn a_static_address_goes_to_one_nic_of_a_two_nic_machine() {
         // cloud-init's network-config (the cloud-image target) is the same.
         let net = std::fs::read_to_string(s.out().join("worker-1/network-config"))
             .expect("network-config");
-        assert_eq!(pyyaml_str(&net), pyyaml_str(installed)["network"], "{extra:?}");
+        assert_eq!(
+            pyyaml_str(&net),
+            pyyaml_str(installed)["network"],
+            "{extra:?}"
+        );
     }
 }
 

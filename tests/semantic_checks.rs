@@ -293,7 +293,10 @@ fn with_macs(cluster: &str) -> String {
 #[test]
 fn a_machine_without_mac_or_interface_is_warned_about_at_its_name() {
     let w = warnings_on(EXAMPLE, "2025-01-01");
-    let nic: Vec<_> = w.iter().filter(|(f, _, _)| f.starts_with("machines[")).collect();
+    let nic: Vec<_> = w
+        .iter()
+        .filter(|(f, _, _)| f.starts_with("machines["))
+        .collect();
     assert_eq!(nic.len(), 3, "{w:?}");
     let line = EXAMPLE
         .lines()
@@ -307,8 +310,14 @@ fn a_machine_without_mac_or_interface_is_warned_about_at_its_name() {
     }
     // A MAC or an interface name is one NIC: nothing to warn about.
     let w = warnings_on(&with_macs(EXAMPLE), "2025-01-01");
-    assert!(!fields(&w).iter().any(|f| f.starts_with("machines[")), "{w:?}");
-    let named = EXAMPLE.replace("    ip: 172.20.10.12\n", "    ip: 172.20.10.12\n    interface: enp2s0\n");
+    assert!(
+        !fields(&w).iter().any(|f| f.starts_with("machines[")),
+        "{w:?}"
+    );
+    let named = EXAMPLE.replace(
+        "    ip: 172.20.10.12\n",
+        "    ip: 172.20.10.12\n    interface: enp2s0\n",
+    );
     let w = warnings_on(&named, "2025-01-01");
     assert!(!fields(&w).contains(&"machines[2]"), "{w:?}");
 }
@@ -319,7 +328,11 @@ fn ntp_pools_mixing_smeared_and_stepping_servers_are_warned_about() {
     let ntp: Vec<_> = mixed.iter().filter(|(f, _, _)| f == "ntp.pools").collect();
     assert_eq!(ntp.len(), 1, "{mixed:?}");
     let msg = &ntp[0].2;
-    for words in ["time.google.com", "us.pool.ntp.org", "developers.google.com/time/smear"] {
+    for words in [
+        "time.google.com",
+        "us.pool.ntp.org",
+        "developers.google.com/time/smear",
+    ] {
         assert!(msg.contains(words), "{msg}");
     }
     for pools in [
@@ -327,10 +340,8 @@ fn ntp_pools_mixing_smeared_and_stepping_servers_are_warned_about() {
         "[time.google.com, time2.google.com]",
         "[TIME1.GOOGLE.COM]",
     ] {
-        let text = with_macs(EXAMPLE).replace(
-            "[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
-            pools,
-        );
+        let text =
+            with_macs(EXAMPLE).replace("[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]", pools);
         let w = warnings_on(&text, "2025-01-01");
         assert!(!fields(&w).contains(&"ntp.pools"), "{pools}: {w:?}");
     }
@@ -352,7 +363,12 @@ fn a_release_or_track_past_its_support_is_warned_about_naming_the_date_and_a_sup
     assert_eq!(fields(&w), vec!["microk8s.channel"], "{w:?}");
     let (_, line, msg) = &w[0];
     assert_eq!(*line, 30, "at the channel: {msg}");
-    for words in ["1.20", "2022-02-28", "channel: 1.35/stable", "one minor version at a time"] {
+    for words in [
+        "1.20",
+        "2022-02-28",
+        "channel: 1.35/stable",
+        "one minor version at a time",
+    ] {
         assert!(msg.contains(words), "{msg}");
     }
     // The day after, 20.04 is past it, and 24.04 is the supported choice.

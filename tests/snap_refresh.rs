@@ -32,10 +32,7 @@ fn fake_snap(dir: &Path) -> PathBuf {
     let snap = bin.join("snap");
     std::fs::write(
         &snap,
-        format!(
-            "#!/bin/sh\necho \"$*\" >>{}\n",
-            dir.join("calls").display()
-        ),
+        format!("#!/bin/sh\necho \"$*\" >>{}\n", dir.join("calls").display()),
     )
     .expect("write");
     common::make_executable(&snap);
@@ -44,18 +41,21 @@ fn fake_snap(dir: &Path) -> PathBuf {
 
 fn script(root: &Path, machine: &str, arg: &str, work: &Path) -> Command {
     let mut c = Command::new("sh");
-    c.arg(root.join(machine).join("usr/local/sbin/microseed-snap-refresh"))
-        .arg(arg)
-        .env(
-            "PATH",
-            format!("{}:/usr/bin:/bin", fake_snap(work).display()),
-        )
-        .env("MICROSEED_STATE", work.join("state"))
-        .env(
-            "MICROSEED_STEPS",
-            root.join(machine).join("etc/microseed/steps"),
-        )
-        .env("MICROSEED_REFRESH_POLL", "0.2");
+    c.arg(
+        root.join(machine)
+            .join("usr/local/sbin/microseed-snap-refresh"),
+    )
+    .arg(arg)
+    .env(
+        "PATH",
+        format!("{}:/usr/bin:/bin", fake_snap(work).display()),
+    )
+    .env("MICROSEED_STATE", work.join("state"))
+    .env(
+        "MICROSEED_STEPS",
+        root.join(machine).join("etc/microseed/steps"),
+    )
+    .env("MICROSEED_REFRESH_POLL", "0.2");
     c
 }
 
@@ -73,9 +73,7 @@ fn each_machine_holds_refreshes_and_takes_its_own_slot_of_the_window() {
         ("worker-1", "sat,04:40-06:00"),
     ] {
         let work = tempfile::tempdir().expect("tmp");
-        let o = script(&root, m, "hold", work.path())
-            .output()
-            .expect("run");
+        let o = script(&root, m, "hold", work.path()).output().expect("run");
         assert!(o.status.success(), "{m}: {:?}", text(&o));
         let calls = calls(work.path());
         let lines: Vec<&str> = calls.lines().collect();
@@ -134,7 +132,10 @@ fn refreshes_stay_held_until_every_other_step_is_done() {
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(child.try_wait().expect("wait").is_none(), "released before the join");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "released before the join"
+    );
     assert_eq!(calls(work.path()), "", "snap was called before convergence");
     std::fs::write(done.join("join"), "").expect("marker");
     let start = Instant::now();
@@ -165,5 +166,9 @@ fn a_machine_without_snapd_has_nothing_to_hold() {
         .output()
         .expect("run");
     assert!(o.status.success(), "{:?}", text(&o));
-    assert!(text(&o).0.contains("snapd is not installed"), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("snapd is not installed"),
+        "{:?}",
+        text(&o)
+    );
 }

@@ -449,7 +449,10 @@ fn a_converged_cluster_exits_0_with_every_row_filled_in_and_records_host_keys() 
         row(&out, "nfs").contains("next 2026-12-12T02:00:00Z (sat,02:00-03:20)"),
         "{out}"
     );
-    assert!(row(&out, "worker-1").contains("snapd not installed"), "{out}");
+    assert!(
+        row(&out, "worker-1").contains("snapd not installed"),
+        "{out}"
+    );
     for m in ALL {
         let r = row(&out, m);
         assert!(
