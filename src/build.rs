@@ -72,6 +72,8 @@ pub fn load(file: &Path, src: &GlobalOptions, missing: MissingSecrets) -> Result
         &tracks,
         crate::support::today()?,
     ));
+    // In the order of the file, as errors are.
+    warnings.sort_by_key(|d| (d.pos.line, d.pos.column));
     let mut created = false;
     // Anything at the path, even a link to nowhere, is the user's secrets
     // file: read it (and refuse it clearly), never write a new one there.

@@ -15,6 +15,7 @@ pub mod assets;
 pub mod build;
 pub mod cleanup;
 pub mod commands;
+pub mod day;
 pub mod diag;
 pub mod documents;
 pub mod flash;

@@ -273,7 +273,7 @@ fn load_release(tree: &Tree, name: &str) -> Result<ReleaseProfile> {
         );
     }
     if let Some(d) = &r.standard_support_ends
-        && crate::support::Day::parse(d).is_none()
+        && crate::day::Day::parse(d).is_none()
     {
         bail!(
             "{}: standard_support_ends: got {d:?}; expected a date YYYY-MM-DD",
@@ -296,7 +296,7 @@ pub fn load_tracks(profiles: &Profiles) -> Result<Microk8sTracks> {
                 at.display()
             );
         }
-        if crate::support::Day::parse(ends).is_none() {
+        if crate::day::Day::parse(ends).is_none() {
             bail!(
                 "{}: tracks.{track}: got {ends:?}; expected a date YYYY-MM-DD",
                 at.display()
@@ -703,6 +703,8 @@ mod tests {
         for name in tree.list("").expect("list") {
             let (built, parsed) = if name.starts_with("releases/") {
                 built_and_parsed::<ReleaseProfile>(&tree, &name)
+            } else if name == "microk8s-tracks.yaml" {
+                built_and_parsed::<Microk8sTracks>(&tree, &name)
             } else if name == "common.yaml"
                 || name.starts_with("roles/")
                 || name.starts_with("layers/")

@@ -63,22 +63,25 @@ pub struct Maintenance {
     /// The cluster's weekly window, in snapd's `refresh.timer` form
     /// restricted to weekdays and one span within a day
     /// (`sat,02:00-06:00`), in the cluster's time zone; each machine gets
-    /// its own slot inside it.
-    #[serde(default = "default_refresh_window")]
-    pub refresh_window: Spanned<String>,
+    /// its own slot inside it. Absent: the first of
+    /// [`DEFAULT_REFRESH_WINDOWS`] with a slot for every machine.
+    #[serde(default)]
+    pub refresh_window: Option<Spanned<String>>,
 }
 
-/// Saturday night, a quiet time for a home cluster.
-pub const DEFAULT_REFRESH_WINDOW: &str = "sat,02:00-06:00";
-
-fn default_refresh_window() -> Spanned<String> {
-    sp(DEFAULT_REFRESH_WINDOW.into())
-}
+/// The windows a cluster file without one gets, the first that gives every
+/// machine its own slot: Saturday night (up to 24 machines), every night
+/// (168), any time of the week (1,008).
+pub const DEFAULT_REFRESH_WINDOWS: &[&str] = &[
+    "sat,02:00-06:00",
+    "mon,tue,wed,thu,fri,sat,sun,02:00-06:00",
+    "mon,tue,wed,thu,fri,sat,sun,00:00-24:00",
+];
 
 impl Default for Maintenance {
     fn default() -> Self {
         Maintenance {
-            refresh_window: default_refresh_window(),
+            refresh_window: None,
         }
     }
 }

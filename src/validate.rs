@@ -136,7 +136,9 @@ fn run_checks(
     c.check = Check::Machines;
     let (mut machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
     c.check = Check::Maintenance;
-    if let Some(timers) = check_maintenance(c, raw, machines.len()) {
+    let mut refresh_window = String::new();
+    if let Some((window, timers)) = check_maintenance(c, raw, machines.len()) {
+        refresh_window = window;
         for (m, t) in machines.iter_mut().zip(timers) {
             m.refresh_timer = t;
         }
@@ -240,7 +242,7 @@ fn run_checks(
                 .unwrap_or_else(|| model::DEFAULT_GRAFFITI.to_string()),
             genesis_state_file: st.genesis_state_file.as_ref().map(|s| s.value.clone()),
         },
-        refresh_window: raw.maintenance.refresh_window.value.clone(),
+        refresh_window,
         machines,
     };
     (Some(cluster), found)
@@ -694,11 +696,10 @@ fn check_machines<'r>(
     (machines, by_role)
 }
 
-/// The shortest slot a machine gets in the refresh window: a MicroK8s
-/// refresh (download, restart, node Ready again) takes minutes, and snapd
-/// starts it at the slot's start, so slots this long keep two machines'
-/// refreshes apart.
-pub const MIN_REFRESH_SLOT_MINUTES: u32 = 30;
+/// The shortest slot a machine gets in the refresh window: snapd starts a
+/// refresh at its slot's start, so two machines' refreshes start at least
+/// this far apart; a MicroK8s refresh (download, restart) takes minutes.
+pub const MIN_REFRESH_SLOT_MINUTES: u32 = 10;
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -793,12 +794,30 @@ impl RefreshWindow {
 }
 
 /// The refresh window, and each machine's slot in it (in file order).
+/// Returns the window used and the slots.
 fn check_maintenance(
     c: &mut Checker<'_>,
     raw: &ClusterFile,
     machines: usize,
-) -> Option<Vec<String>> {
-    let at = &raw.maintenance.refresh_window;
+) -> Option<(String, Vec<String>)> {
+    let Some(at) = &raw.maintenance.refresh_window else {
+        // No window in the file: the first default with room for everyone.
+        for d in crate::schema::DEFAULT_REFRESH_WINDOWS {
+            if let Some(slots) = parse_refresh_window(d).ok().and_then(|w| w.slots(machines)) {
+                return Some((d.to_string(), slots));
+            }
+        }
+        c.push(Diagnostic::error(
+            c.file,
+            pos(&raw.machines),
+            "machines",
+            format!(
+                "{machines} machines cannot each have their own {MIN_REFRESH_SLOT_MINUTES}-minute snap refresh slot in a week; expected at most {}",
+                7 * 24 * 60 / MIN_REFRESH_SLOT_MINUTES
+            ),
+        ));
+        return None;
+    };
     let w = match parse_refresh_window(&at.value) {
         Ok(w) => w,
         Err(e) => {
@@ -806,19 +825,21 @@ fn check_maintenance(
             return None;
         }
     };
-    let slots = w.slots(machines);
-    if slots.is_none() {
-        let need = machines.max(1) as u32 * MIN_REFRESH_SLOT_MINUTES;
+    let Some(slots) = w.slots(machines) else {
+        let days = w.days.len() as u32;
+        let per_day = (machines.max(1) as u32).div_ceil(days);
         c.err(
             at,
             "maintenance.refresh_window",
             format!(
-                "{:?} is too short for {machines} machines: each gets its own slot of at least {MIN_REFRESH_SLOT_MINUTES} minutes, so no two refresh at once; expected {need} minutes in all, such as more hours or more days",
-                at.value
+                "{:?} is too short for {machines} machines: each gets its own slot of at least {MIN_REFRESH_SLOT_MINUTES} minutes, so no two refresh at once; expected a span of at least {} minutes on each of its {days} day(s), or more days",
+                at.value,
+                per_day * MIN_REFRESH_SLOT_MINUTES
             ),
         );
-    }
-    slots
+        return None;
+    };
+    Some((at.value.clone(), slots))
 }
 
 /// The MicroK8s channel the cluster runs: the file's `microk8s.channel`,
@@ -1548,6 +1569,36 @@ mod tests {
     }
 
     #[test]
+    fn without_a_window_the_first_default_with_a_slot_for_every_machine_is_used() {
+        let pick = |n: usize| {
+            crate::schema::DEFAULT_REFRESH_WINDOWS
+                .iter()
+                .find(|d| {
+                    parse_refresh_window(d)
+                        .expect("default parses")
+                        .slots(n)
+                        .is_some()
+                })
+                .copied()
+        };
+        assert_eq!(pick(3), Some("sat,02:00-06:00"));
+        assert_eq!(pick(24), Some("sat,02:00-06:00"));
+        assert_eq!(pick(25), Some("mon,tue,wed,thu,fri,sat,sun,02:00-06:00"));
+        assert_eq!(pick(169), Some("mon,tue,wed,thu,fri,sat,sun,00:00-24:00"));
+        assert_eq!(pick(1008), Some("mon,tue,wed,thu,fri,sat,sun,00:00-24:00"));
+        assert_eq!(pick(1009), None);
+        for n in [25, 169, 1008] {
+            let w = parse_refresh_window(pick(n).expect("a default")).expect("parses");
+            let slots = w.slots(n).expect("slots");
+            assert!(slots.iter().all(|t| snapd_accepts(t)), "{n}");
+            let mut unique = slots.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), n, "{n}: a slot shared");
+        }
+    }
+
+    #[test]
     fn a_refresh_window_outside_the_grammar_or_too_short_is_refused_at_its_place() {
         for bad in [
             "02:00-06:00",
@@ -1571,11 +1622,11 @@ mod tests {
             )]),
             one(Check::Maintenance, "maintenance.refresh_window")
         );
-        // Three machines need 90 minutes.
+        // Three machines need 30 minutes.
         assert_eq!(
             problems(&[(
                 "staking:\n  enabled: false\n",
-                "staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"sat,02:00-03:00\"\n"
+                "staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"sat,02:00-02:20\"\n"
             )]),
             one(Check::Maintenance, "maintenance.refresh_window")
         );

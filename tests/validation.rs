@@ -490,11 +490,11 @@ fn a_refresh_window_snapd_would_not_read_or_too_short_for_the_cluster_is_refused
         42,
         "must end after it starts on the same day",
     );
-    let (from, to) = window("sat,02:00-03:00");
+    let (from, to) = window("sat,02:00-02:20");
     rejects(
         &[(from, &to)],
         "maintenance.refresh_window",
         42,
-        "too short for 3 machines: each gets its own slot of at least 30 minutes",
+        "too short for 3 machines: each gets its own slot of at least 10 minutes",
     );
 }
