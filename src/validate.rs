@@ -1323,26 +1323,58 @@ pub fn ntp_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
     )]
 }
 
-/// A warning for each machine with neither `mac` nor `interface`: its
-/// address goes to the release profile's default interface name only,
-/// which a machine whose NIC is named otherwise does not have.
+/// Beyond this many machines without `mac` or `interface`, one warning
+/// names them all: hundreds of identical lines would bury everything else.
+const NIC_WARNINGS_EACH: usize = 3;
+
+/// A warning for each machine with neither `mac` nor `interface` (one for
+/// all of them when there are many): its address goes to the release
+/// profile's default interface name only, which a machine whose NIC is
+/// named otherwise does not have.
 pub fn nic_warnings(file: &Path, raw: &ClusterFile, default_interface: &str) -> Vec<Diagnostic> {
-    let mut w = Vec::new();
-    for (i, m) in raw.machines.value.iter().enumerate() {
-        if m.mac.is_some() || m.interface.is_some() {
-            continue;
-        }
-        w.push(Diagnostic::warning(
+    let unbound: Vec<(usize, &crate::schema::Machine)> = raw
+        .machines
+        .value
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.mac.is_none() && m.interface.is_none())
+        .collect();
+    let why = format!(
+        "its address goes to the interface named {default_interface} only (one address on one NIC: netplan would give a name pattern's address to every NIC it matches); a NIC named otherwise (enp1s0, ens18, a USB adapter) gets no address and the machine stays off the network; give `mac:` (on the machine: `ip -br link`; or the label on the board) or `interface:`"
+    );
+    if unbound.len() > NIC_WARNINGS_EACH {
+        let (i, first) = unbound[0];
+        let names: Vec<&str> = unbound
+            .iter()
+            .take(5)
+            .map(|(_, m)| m.name.value.as_str())
+            .collect();
+        let more = match unbound.len() - names.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        return vec![Diagnostic::warning(
             file,
-            pos(&m.name),
+            pos(&first.name),
             format!("machines[{i}]"),
             format!(
-                "{:?} has neither mac nor interface: its address goes to the interface named {default_interface} only (one address on one NIC: netplan would give a name pattern's address to every NIC it matches); a NIC named otherwise (enp1s0, ens18, a USB adapter) gets no address and the machine stays off the network; give `mac:` (on the machine: `ip -br link`; or the label on the board) or `interface:`",
-                m.name.value
+                "{} machines ({}{more}) have neither mac nor interface: on each, {why}",
+                unbound.len(),
+                names.join(", ")
             ),
-        ));
+        )];
     }
-    w
+    unbound
+        .into_iter()
+        .map(|(i, m)| {
+            Diagnostic::warning(
+                file,
+                pos(&m.name),
+                format!("machines[{i}]"),
+                format!("{:?} has neither mac nor interface: {why}", m.name.value),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

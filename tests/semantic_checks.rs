@@ -308,6 +308,25 @@ fn a_machine_without_mac_or_interface_is_warned_about_at_its_name() {
     for words in ["worker-1", "eno1", "gets no address", "mac:", "interface:"] {
         assert!(msg.contains(words), "{msg}");
     }
+    // Many such machines: one warning names them, not one line each.
+    let mut big = EXAMPLE.to_string();
+    for i in 2..=5 {
+        big.push_str(&format!(
+            "  - name: worker-{i}\n    role: worker\n    ip: 172.20.10.{}\n",
+            20 + i
+        ));
+    }
+    let w = warnings_on(&big, "2025-01-01");
+    let nic: Vec<_> = w
+        .iter()
+        .filter(|(f, _, _)| f.starts_with("machines["))
+        .collect();
+    assert_eq!(nic.len(), 1, "{w:?}");
+    assert!(
+        nic[0].2.starts_with("7 machines (nfs, master, worker-1, worker-2, worker-3 and 2 more) have neither mac nor interface"),
+        "{}",
+        nic[0].2
+    );
     // A MAC or an interface name is one NIC: nothing to warn about.
     let w = warnings_on(&with_macs(EXAMPLE), "2025-01-01");
     assert!(
