@@ -57,7 +57,7 @@ pub struct ClusterFile {
 }
 
 /// When snapd may refresh snaps (MicroK8s patch releases among them).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Maintenance {
     /// The cluster's weekly window, in snapd's `refresh.timer` form
@@ -77,14 +77,6 @@ pub const DEFAULT_REFRESH_WINDOWS: &[&str] = &[
     "mon,tue,wed,thu,fri,sat,sun,02:00-06:00",
     "mon,tue,wed,thu,fri,sat,sun,00:00-24:00",
 ];
-
-impl Default for Maintenance {
-    fn default() -> Self {
-        Maintenance {
-            refresh_window: None,
-        }
-    }
-}
 
 fn default_release() -> Spanned<String> {
     sp("20.04".into())
