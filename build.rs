@@ -50,6 +50,8 @@ fn preparse_profiles() {
             .unwrap_or_else(|e| panic!("reading profiles/{name}: {e}"));
         let json = if name.starts_with("releases/") {
             to_json::<types::ReleaseProfile>(&name, &text)
+        } else if name == "microk8s-tracks.yaml" {
+            to_json::<types::Microk8sTracks>(&name, &text)
         } else {
             to_json::<types::RoleProfile>(&name, &text)
         };
@@ -76,6 +78,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         };
         let rel = rel.to_string_lossy().replace('\\', "/");
         let profile = rel == "common.yaml"
+            || rel == "microk8s-tracks.yaml"
             || (["layers/", "roles/", "releases/"]
                 .iter()
                 .any(|d| rel.starts_with(d))

@@ -86,6 +86,23 @@ pub fn load_checked(
         .into());
     }
     warnings.extend(placeholders);
+    warnings.extend(validate::nic_warnings(
+        file,
+        &raw,
+        &cluster.release.default_interface,
+    ));
+    warnings.extend(validate::ntp_warnings(file, &raw));
+    let tracks = crate::profile::load_tracks(&profiles)?;
+    warnings.extend(crate::support::warnings(
+        file,
+        &raw,
+        &cluster,
+        &profiles,
+        &tracks,
+        crate::support::today()?,
+    ));
+    // In the order of the file, as errors are.
+    warnings.sort_by_key(|d| (d.pos.line, d.pos.column));
     let mut created = false;
     // Anything at the path, even a link to nowhere, is the user's secrets
     // file: read it (and refuse it clearly), never write a new one there.

@@ -306,8 +306,11 @@ fn cloud_config_with(
 /// The machine's static address as netplan v2.
 pub fn netplan(cluster: &Cluster, plan: &Plan) -> Netplan {
     let m = &plan.machine;
-    // Without a MAC or a name, match any wired NIC the kernel calls en*: right
-    // for the common one-NIC machine; multi-NIC machines should give a MAC.
+    // One device, always: netplan gives a definition's address to every
+    // device its `match` selects (doc/netplan-yaml.md), so a glob such as
+    // `en*` would put this address and default route on every wired NIC.
+    // Without a MAC or a name, the release profile's default interface
+    // name is the one device (`check` warns about such machines).
     let (id, match_, set_name) = match (&m.mac, &m.interface) {
         (Some(mac), ifname) => (
             ifname.clone().unwrap_or_else(|| "lan0".into()),
@@ -318,14 +321,7 @@ pub fn netplan(cluster: &Cluster, plan: &Plan) -> Netplan {
             ifname.clone(),
         ),
         (None, Some(ifname)) => (ifname.clone(), None, None),
-        (None, None) => (
-            "lan0".into(),
-            Some(Match {
-                macaddress: None,
-                name: Some("en*".into()),
-            }),
-            None,
-        ),
+        (None, None) => (cluster.release.default_interface.clone(), None, None),
     };
     let eth = Ethernet {
         match_,

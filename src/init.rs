@@ -44,6 +44,7 @@ pub fn init(args: &InitArgs, profiles: Option<&Path>, json: bool) -> Result<()> 
         Some((_, k)) => replace_keys(INIT_TEMPLATE, k)?,
         None => replace_keys(INIT_TEMPLATE, "")?,
     };
+    body = set_pools(&body)?;
     if let Some(r) = args.release.as_deref() {
         let profiles = crate::profile::Profiles::load(profiles)?;
         let Some(p) = profiles.release(r)? else {
@@ -150,6 +151,31 @@ fn set_release(template: &str, release: &str, channel: &str) -> Result<String> {
     ensure!(
         releases == 1 && channels == 1,
         "the init template has {releases} release and {channels} channel lines; expected one each"
+    );
+    Ok(out)
+}
+
+/// The example keeps the guide's pools, which mix Google's leap-smeared
+/// servers with stepping ones (`check` warns); a new cluster file gets
+/// the schema's default, which does not mix.
+fn set_pools(template: &str) -> Result<String> {
+    // Host names (a-z, 0-9, '.', '-') are plain YAML scalars as they are.
+    let flow = crate::schema::DEFAULT_POOLS;
+    let mut out = String::new();
+    let mut found = 0;
+    for line in template.lines() {
+        if line.starts_with("  pools:") {
+            out.push_str("  # Not time.google.com with these: Google smears leap seconds, these step them.\n");
+            out.push_str(&format!("  pools: [{}]\n", flow.join(", ")));
+            found += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    ensure!(
+        found == 1,
+        "the init template has {found} ntp pools lines; expected one"
     );
     Ok(out)
 }

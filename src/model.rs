@@ -26,6 +26,9 @@ pub struct Cluster {
     pub microk8s: Microk8s,
     pub nfs: Nfs,
     pub staking: Staking,
+    /// `maintenance.refresh_window` as written (each machine's own slot
+    /// is `Machine::refresh_timer`).
+    pub refresh_window: String,
     pub machines: Vec<Machine>,
 }
 
@@ -217,6 +220,10 @@ pub struct Machine {
     pub mac: Option<String>,
     pub interface: Option<String>,
     pub disk: Disk,
+    /// This machine's slot of the cluster's refresh window, as snapd's
+    /// `refresh.timer` reads it (`sat,02:00-03:20`): no two machines share
+    /// one, so no two refresh MicroK8s at once.
+    pub refresh_timer: String,
 }
 
 /// Which disk the installer wipes and installs onto. Templates see it as

@@ -260,7 +260,50 @@ fn load_release(tree: &Tree, name: &str) -> Result<ReleaseProfile> {
         );
     }
     check_release_microk8s(&r)?;
+    let i = &r.default_interface;
+    if i.is_empty()
+        || i.len() > 15
+        || !i
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+    {
+        bail!(
+            "{}: default_interface: got {i:?}; expected one interface name such as \"eno1\" (no glob: netplan would give the address to every device it matches)",
+            r.origin.display()
+        );
+    }
+    if let Some(d) = &r.standard_support_ends
+        && crate::day::Day::parse(d).is_none()
+    {
+        bail!(
+            "{}: standard_support_ends: got {d:?}; expected a date YYYY-MM-DD",
+            r.origin.display()
+        );
+    }
     Ok(r)
+}
+
+/// `microk8s-tracks.yaml`: each MicroK8s track's end of support, every
+/// date checked (a profile error names the file).
+pub fn load_tracks(profiles: &Profiles) -> Result<Microk8sTracks> {
+    let name = "microk8s-tracks.yaml";
+    let t: Microk8sTracks = load_one(&profiles.tree, name)?;
+    let at = origin(&profiles.tree, name)?;
+    for (track, ends) in &t.tracks {
+        if channel_version(&format!("{track}/stable")).is_none() || track == "latest" {
+            bail!(
+                "{}: tracks: got track {track:?}; expected major.minor such as \"1.35\"",
+                at.display()
+            );
+        }
+        if crate::day::Day::parse(ends).is_none() {
+            bail!(
+                "{}: tracks.{track}: got {ends:?}; expected a date YYYY-MM-DD",
+                at.display()
+            );
+        }
+    }
+    Ok(t)
 }
 
 /// A release's MicroK8s default must be a channel, its `min_track` a
@@ -660,6 +703,8 @@ mod tests {
         for name in tree.list("").expect("list") {
             let (built, parsed) = if name.starts_with("releases/") {
                 built_and_parsed::<ReleaseProfile>(&tree, &name)
+            } else if name == "microk8s-tracks.yaml" {
+                built_and_parsed::<Microk8sTracks>(&tree, &name)
             } else if name == "common.yaml"
                 || name.starts_with("roles/")
                 || name.starts_with("layers/")

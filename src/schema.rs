@@ -51,8 +51,32 @@ pub struct ClusterFile {
     pub nfs: Nfs,
     #[serde(default)]
     pub staking: Staking,
+    #[serde(default)]
+    pub maintenance: Maintenance,
     pub machines: Spanned<Vec<Machine>>,
 }
+
+/// When snapd may refresh snaps (MicroK8s patch releases among them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// The cluster's weekly window, in snapd's `refresh.timer` form
+    /// restricted to weekdays and one span within a day
+    /// (`sat,02:00-06:00`), in the cluster's time zone; each machine gets
+    /// its own slot inside it. Absent: the first of
+    /// [`DEFAULT_REFRESH_WINDOWS`] with a slot for every machine.
+    #[serde(default)]
+    pub refresh_window: Option<Spanned<String>>,
+}
+
+/// The windows a cluster file without one gets, the first that gives every
+/// machine its own slot: Saturday night (up to 24 machines), every night
+/// (168), any time of the week (1,008).
+pub const DEFAULT_REFRESH_WINDOWS: &[&str] = &[
+    "sat,02:00-06:00",
+    "mon,tue,wed,thu,fri,sat,sun,02:00-06:00",
+    "mon,tue,wed,thu,fri,sat,sun,00:00-24:00",
+];
 
 fn default_release() -> Spanned<String> {
     sp("20.04".into())
@@ -108,12 +132,13 @@ pub struct Ntp {
     pub pools: Spanned<Vec<Spanned<String>>>,
 }
 
+/// The guide's pools without its `time.google.com`: Google smears leap
+/// seconds and advises against mixing its servers with ones that step
+/// (developers.google.com/time/smear), so the default does not mix.
+pub const DEFAULT_POOLS: &[&str] = &["us.pool.ntp.org", "ntp.ubuntu.com"];
+
 fn default_pools() -> Spanned<Vec<Spanned<String>>> {
-    sp(sps(&[
-        "time.google.com",
-        "us.pool.ntp.org",
-        "ntp.ubuntu.com",
-    ]))
+    sp(sps(DEFAULT_POOLS))
 }
 
 impl Default for Ntp {

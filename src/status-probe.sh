@@ -72,6 +72,9 @@ section os-release "" cat /etc/os-release
 section status microseed-status run_root microseed-status
 section chrony chronyc run chronyc -n tracking
 section ufw ufw run_root ufw status
+# When snapd will refresh (MicroK8s among the snaps): the timer, a hold,
+# the next refresh, as absolute times.
+section refresh snap run snap refresh --time --abs-time
 case "$role" in
 nfs)
     section exports exportfs run_root exportfs -v

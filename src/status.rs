@@ -98,6 +98,10 @@ pub struct Report {
     pub nodes: Option<Nodes>,
     pub chrony: Check,
     pub ufw: Check,
+    /// snapd's refresh schedule: `held` (first boot not converged, or held
+    /// by hand), `scheduled` (next refresh in this machine's slot),
+    /// `other-timer` (a timer other than the cluster's slot for it).
+    pub refresh: Check,
     /// On the NFS server only.
     pub nfs_export: Option<NfsExport>,
     /// Converged, and on the master every node Ready.
@@ -648,6 +652,7 @@ fn unreachable_report(cluster: &Cluster, m: &Machine, port: u16, why: &str) -> R
         nodes: None,
         chrony: unknown("unreachable"),
         ufw: unknown("unreachable"),
+        refresh: unknown("unreachable"),
         nfs_export: None,
         ok: false,
     }
@@ -758,6 +763,9 @@ fn report_from(
         nodes,
         chrony: sections.get("chrony").map_or_else(missing_section, chrony),
         ufw: sections.get("ufw").map_or_else(missing_section, ufw),
+        refresh: sections
+            .get("refresh")
+            .map_or_else(missing_section, |s| refresh(s, &m.refresh_timer)),
         nfs_export,
         ok,
     }
@@ -1013,6 +1021,43 @@ fn chrony(s: &Section) -> Check {
     }
 }
 
+/// `snap refresh --time --abs-time` (snapd's `showRefreshTimes`): the
+/// `timer:`, `hold:` and `next:` lines, against the slot the cluster gave
+/// this machine.
+fn refresh(s: &Section, expected_timer: &str) -> Check {
+    let check = |state, detail: String| Check {
+        state,
+        detail,
+        offset_seconds: None,
+    };
+    if s.code == 127 {
+        return check("not-installed", "snapd not installed".into());
+    }
+    if s.code != 0 {
+        return check("unknown", first_line(&s.text));
+    }
+    let field = |key: &str| {
+        s.text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+    };
+    let Some(timer) = field("timer").or_else(|| field("schedule")) else {
+        return check("unknown", first_line(&s.text));
+    };
+    if timer != expected_timer {
+        return check(
+            "other-timer",
+            format!("timer {timer}, the cluster's slot is {expected_timer}"),
+        );
+    }
+    let next = field("next").unwrap_or_else(|| "n/a".into());
+    match field("hold") {
+        Some(hold) => check("held", format!("held until {hold}; then {timer}")),
+        None => check("scheduled", format!("next {next} ({timer})")),
+    }
+}
+
 fn ufw(s: &Section) -> Check {
     let check = |state, detail: &str| Check {
         state,
@@ -1151,9 +1196,10 @@ fn print(reports: &[Report], json: bool) -> Result<()> {
         "NODES",
         "CHRONY",
         "UFW",
+        "REFRESH",
         "NFS EXPORT",
     ];
-    let rows: Vec<[String; 10]> = reports.iter().map(row).collect();
+    let rows: Vec<[String; 11]> = reports.iter().map(row).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -1210,7 +1256,7 @@ fn print(reports: &[Report], json: bool) -> Result<()> {
     Ok(())
 }
 
-fn row(r: &Report) -> [String; 10] {
+fn row(r: &Report) -> [String; 11] {
     let dash = || "-".to_string();
     if !r.reachable {
         let ssh = if host_key_changed(r) {
@@ -1223,6 +1269,7 @@ fn row(r: &Report) -> [String; 10] {
             r.role.clone(),
             format!("{}:{}", r.address, r.port),
             ssh.into(),
+            dash(),
             dash(),
             dash(),
             dash(),
@@ -1252,6 +1299,7 @@ fn row(r: &Report) -> [String; 10] {
         }),
         truncate(&r.chrony.detail, 40),
         truncate(&r.ufw.detail, 30),
+        truncate(&r.refresh.detail, 60),
         r.nfs_export
             .as_ref()
             .map_or_else(dash, |e| truncate(&e.detail, 40)),

@@ -76,6 +76,7 @@ enum Check {
     Nfs,
     Staking,
     Machines,
+    Maintenance,
 }
 
 /// What the network check hands on.
@@ -134,7 +135,15 @@ fn run_checks(
     c.check = Check::Staking;
     let staking = check_staking(c, raw);
     c.check = Check::Machines;
-    let (machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
+    let (mut machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
+    c.check = Check::Maintenance;
+    let mut refresh_window = String::new();
+    if let Some((window, timers)) = check_maintenance(c, raw, machines.len()) {
+        refresh_window = window;
+        for (m, t) in machines.iter_mut().zip(timers) {
+            m.refresh_timer = t;
+        }
+    }
     c.check = Check::Admin;
     if (1..=65535).contains(&ssh.port) {
         check_ssh_port_free(c, &raw.ssh.port, profiles, by_role.keys().copied());
@@ -222,6 +231,7 @@ fn run_checks(
             gid: n.gid.value,
         },
         staking,
+        refresh_window,
         machines,
     };
     (Some(cluster), found)
@@ -965,6 +975,8 @@ fn check_machines<'r>(
             mac,
             interface: m.interface.as_ref().map(|s| s.value.clone()),
             disk,
+            // Set by `check_maintenance`, which needs every machine.
+            refresh_timer: String::new(),
         });
     }
     for (role, prof) in &profiles.roles {
@@ -993,6 +1005,152 @@ fn check_machines<'r>(
         }
     }
     (machines, by_role)
+}
+
+/// The shortest slot a machine gets in the refresh window: snapd starts a
+/// refresh at its slot's start, so two machines' refreshes start at least
+/// this far apart; a MicroK8s refresh (download, restart) takes minutes.
+pub const MIN_REFRESH_SLOT_MINUTES: u32 = 10;
+
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// A weekly refresh window: days, and one span within each day (minutes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshWindow {
+    pub days: Vec<&'static str>,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// Parses `maintenance.refresh_window`: a subset of snapd's `refresh.timer`
+/// grammar (timeutil/schedule.go, `ParseSchedule`: `wdaylist "," timelist`,
+/// `time = 2DIGIT ":" 2DIGIT`, `timespan = time "-" time`): one or more
+/// distinct weekdays, then one span within the day, `24:00` allowed as its
+/// end. The error is the whole message.
+pub fn parse_refresh_window(s: &str) -> Result<RefreshWindow, String> {
+    let expected = "expected weekdays and a span within the day, such as \"sat,02:00-06:00\" or \"sat,sun,03:00-05:00\" (mon to sun, 24-hour HH:MM, start before end; the cluster's time zone)";
+    let parts: Vec<&str> = s.split(',').collect();
+    let Some((span, days)) = parts.split_last() else {
+        return Err(format!("got {s:?}; {expected}"));
+    };
+    if days.is_empty() {
+        return Err(format!("got {s:?}: no weekday; {expected}"));
+    }
+    let mut out = Vec::new();
+    for d in days {
+        let Some(day) = WEEKDAYS.iter().find(|w| *w == d) else {
+            return Err(format!("got {s:?}: {d:?} is not a weekday; {expected}"));
+        };
+        if out.contains(day) {
+            return Err(format!("got {s:?}: {d} is named twice; {expected}"));
+        }
+        out.push(*day);
+    }
+    let clock = |t: &str| -> Option<u32> {
+        let (h, m) = t.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
+    };
+    let Some((a, b)) = span.split_once('-') else {
+        return Err(format!(
+            "got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"
+        ));
+    };
+    let (Some(start), Some(end)) = (clock(a), clock(b)) else {
+        return Err(format!(
+            "got {s:?}: {span:?} is not a span HH:MM-HH:MM; {expected}"
+        ));
+    };
+    if start >= end {
+        return Err(format!(
+            "got {s:?}: the span must end after it starts on the same day (split one across midnight into two days' spans is not supported); {expected}"
+        ));
+    }
+    Ok(RefreshWindow {
+        days: out,
+        start,
+        end,
+    })
+}
+
+impl RefreshWindow {
+    /// The `n` machines' slots, in cluster-file order: each day of the
+    /// window split into as many equal slots as it needs, filled day by
+    /// day, so the master (listed early) and each worker get their own.
+    /// `None` when a slot would be shorter than
+    /// [`MIN_REFRESH_SLOT_MINUTES`].
+    pub fn slots(&self, n: usize) -> Option<Vec<String>> {
+        let n = n.max(1) as u32;
+        let days = self.days.len() as u32;
+        let per_day = n.div_ceil(days);
+        let len = (self.end - self.start) / per_day;
+        if len < MIN_REFRESH_SLOT_MINUTES {
+            return None;
+        }
+        let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
+        Some(
+            (0..n)
+                .map(|k| {
+                    let day = self.days[(k / per_day) as usize];
+                    let from = self.start + (k % per_day) * len;
+                    format!("{day},{}-{}", hm(from), hm(from + len))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The refresh window, and each machine's slot in it (in file order).
+/// Returns the window used and the slots.
+fn check_maintenance(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    machines: usize,
+) -> Option<(String, Vec<String>)> {
+    let Some(at) = &raw.maintenance.refresh_window else {
+        // No window in the file: the first default with room for everyone.
+        for d in crate::schema::DEFAULT_REFRESH_WINDOWS {
+            if let Some(slots) = parse_refresh_window(d).ok().and_then(|w| w.slots(machines)) {
+                return Some((d.to_string(), slots));
+            }
+        }
+        c.push(Diagnostic::error(
+            c.file,
+            pos(&raw.machines),
+            "machines",
+            format!(
+                "{machines} machines cannot each have their own {MIN_REFRESH_SLOT_MINUTES}-minute snap refresh slot in a week; expected at most {}",
+                7 * 24 * 60 / MIN_REFRESH_SLOT_MINUTES
+            ),
+        ));
+        return None;
+    };
+    let w = match parse_refresh_window(&at.value) {
+        Ok(w) => w,
+        Err(e) => {
+            c.err(at, "maintenance.refresh_window", e);
+            return None;
+        }
+    };
+    let Some(slots) = w.slots(machines) else {
+        let days = w.days.len() as u32;
+        let per_day = (machines.max(1) as u32).div_ceil(days);
+        c.err(
+            at,
+            "maintenance.refresh_window",
+            format!(
+                "{:?} is too short for {machines} machines: each gets its own slot of at least {MIN_REFRESH_SLOT_MINUTES} minutes, so no two refresh at once; expected a span of at least {} minutes on each of its {days} day(s), or more days",
+                at.value,
+                per_day * MIN_REFRESH_SLOT_MINUTES
+            ),
+        );
+        return None;
+    };
+    Some((at.value.clone(), slots))
 }
 
 /// The MicroK8s channel the cluster runs: the file's `microk8s.channel`,
@@ -1643,6 +1801,106 @@ pub fn short_serial_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> 
     w
 }
 
+/// Google's public NTP servers, which smear a leap second over 24 hours
+/// (developers.google.com/time/smear); other public servers step it.
+const SMEARED_NTP: &[&str] = &[
+    "time.google.com",
+    "time1.google.com",
+    "time2.google.com",
+    "time3.google.com",
+    "time4.google.com",
+];
+
+fn is_smeared(host: &str) -> bool {
+    SMEARED_NTP.contains(&host.trim_end_matches('.').to_ascii_lowercase().as_str())
+}
+
+/// A warning when `ntp.pools` mixes leap-smeared and stepping servers:
+/// around a leap second they disagree by up to half a second, so chrony
+/// sees falsetickers and may follow either (Google advises against it).
+pub fn ntp_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    let pools = &raw.ntp.pools.value;
+    let (smeared, stepping): (Vec<&str>, Vec<&str>) = pools
+        .iter()
+        .map(|p| p.value.as_str())
+        .partition(|p| is_smeared(p));
+    if smeared.is_empty() || stepping.is_empty() {
+        return Vec::new();
+    }
+    let at = pools
+        .iter()
+        .find(|p| is_smeared(&p.value))
+        .map(pos)
+        .filter(|p| p.known())
+        .unwrap_or_else(|| pos(&raw.ntp.pools));
+    vec![Diagnostic::warning(
+        file,
+        at,
+        "ntp.pools",
+        format!(
+            "mixes leap-smeared servers ({}) with servers that step leap seconds ({}): around a leap second they disagree by up to 0.5 s and chrony may follow either, which Google advises against (developers.google.com/time/smear); expected only one kind, such as pools: [{}] or pools: [{}]",
+            smeared.join(", "),
+            stepping.join(", "),
+            stepping.join(", "),
+            smeared.join(", "),
+        ),
+    )]
+}
+
+/// Beyond this many machines without `mac` or `interface`, one warning
+/// names them all: hundreds of identical lines would bury everything else.
+const NIC_WARNINGS_EACH: usize = 3;
+
+/// A warning for each machine with neither `mac` nor `interface` (one for
+/// all of them when there are many): its address goes to the release
+/// profile's default interface name only, which a machine whose NIC is
+/// named otherwise does not have.
+pub fn nic_warnings(file: &Path, raw: &ClusterFile, default_interface: &str) -> Vec<Diagnostic> {
+    let unbound: Vec<(usize, &crate::schema::Machine)> = raw
+        .machines
+        .value
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.mac.is_none() && m.interface.is_none())
+        .collect();
+    let why = format!(
+        "its address goes to the interface named {default_interface} only (one address on one NIC: netplan would give a name pattern's address to every NIC it matches); a NIC named otherwise (enp1s0, ens18, a USB adapter) gets no address and the machine stays off the network; give `mac:` (on the machine: `ip -br link`; or the label on the board) or `interface:`"
+    );
+    if unbound.len() > NIC_WARNINGS_EACH {
+        let (i, first) = unbound[0];
+        let names: Vec<&str> = unbound
+            .iter()
+            .take(5)
+            .map(|(_, m)| m.name.value.as_str())
+            .collect();
+        let more = match unbound.len() - names.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        return vec![Diagnostic::warning(
+            file,
+            pos(&first.name),
+            format!("machines[{i}]"),
+            format!(
+                "{} machines ({}{more}) have neither mac nor interface: on each, {why}",
+                unbound.len(),
+                names.join(", ")
+            ),
+        )];
+    }
+    unbound
+        .into_iter()
+        .map(|(i, m)| {
+            Diagnostic::warning(
+                file,
+                pos(&m.name),
+                format!("machines[{i}]"),
+                format!("{:?} has neither mac nor interface: {why}", m.name.value),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1859,6 +2117,145 @@ mod tests {
         assert_eq!(
             problems(&[("role: worker", "role: master")]),
             one(Check::Machines, "machines")
+        );
+    }
+
+    /// What snapd's `ParseSchedule` documents (timeutil/schedule.go):
+    /// `wdaylist "," timelist`, `wday = "sun" / ... / "sat"`,
+    /// `timespan = time "-" time`, and its `validTime` pattern
+    /// `^([0-9]|0[0-9]|1[0-9]|2[0-3]):([0-5][0-9])$|^24:00$`.
+    fn snapd_accepts(timer: &str) -> bool {
+        let valid_time = |t: &str| {
+            t == "24:00"
+                || t.split_once(':').is_some_and(|(h, m)| {
+                    (1..=2).contains(&h.len())
+                        && h.bytes().all(|c| c.is_ascii_digit())
+                        && h.parse::<u32>().is_ok_and(|h| h < 24)
+                        && m.len() == 2
+                        && m.bytes().all(|c| c.is_ascii_digit())
+                        && m.parse::<u32>().is_ok_and(|m| m < 60)
+                })
+        };
+        let parts: Vec<&str> = timer.split(',').collect();
+        let (span, days) = parts.split_last().expect("non-empty");
+        days.iter()
+            .all(|d| ["sun", "mon", "tue", "wed", "thu", "fri", "sat"].contains(d))
+            && span
+                .split_once('-')
+                .is_some_and(|(a, b)| valid_time(a) && valid_time(b))
+    }
+
+    fn minutes(span: &str) -> (u32, u32) {
+        let m = |t: &str| {
+            let (h, m) = t.split_once(':').expect("HH:MM");
+            h.parse::<u32>().expect("h") * 60 + m.parse::<u32>().expect("m")
+        };
+        let (a, b) = span.split_once('-').expect("span");
+        (m(a), m(b))
+    }
+
+    #[test]
+    fn every_machine_gets_its_own_refresh_slot_in_snapds_timer_grammar() {
+        for (window, n) in [
+            ("sat,02:00-06:00", 3),
+            ("sat,sun,03:00-05:00", 6),
+            ("mon,tue,wed,00:00-24:00", 10),
+            ("fri,22:00-24:00", 4),
+            ("sun,00:00-00:30", 1),
+        ] {
+            let w = parse_refresh_window(window).expect(window);
+            let slots = w.slots(n).expect(window);
+            assert_eq!(slots.len(), n, "{window}");
+            let mut seen: Vec<(&str, u32, u32)> = Vec::new();
+            for t in &slots {
+                assert!(snapd_accepts(t), "{window}: {t}");
+                let (day, span) = t.split_once(',').expect("day,span");
+                assert!(w.days.contains(&day), "{t}");
+                let (a, b) = minutes(span);
+                assert!(
+                    w.start <= a && b <= w.end && b - a >= MIN_REFRESH_SLOT_MINUTES,
+                    "{t}"
+                );
+                // No two machines' slots overlap: none refreshes with another.
+                for (d, x, y) in &seen {
+                    assert!(*d != day || b <= *x || *y <= a, "{window}: {t} overlaps");
+                }
+                seen.push((day, a, b));
+            }
+        }
+        assert_eq!(
+            parse_refresh_window("sat,02:00-06:00")
+                .expect("ok")
+                .slots(3),
+            Some(vec![
+                "sat,02:00-03:20".to_string(),
+                "sat,03:20-04:40".to_string(),
+                "sat,04:40-06:00".to_string()
+            ])
+        );
+    }
+
+    #[test]
+    fn without_a_window_the_first_default_with_a_slot_for_every_machine_is_used() {
+        let pick = |n: usize| {
+            crate::schema::DEFAULT_REFRESH_WINDOWS
+                .iter()
+                .find(|d| {
+                    parse_refresh_window(d)
+                        .expect("default parses")
+                        .slots(n)
+                        .is_some()
+                })
+                .copied()
+        };
+        assert_eq!(pick(3), Some("sat,02:00-06:00"));
+        assert_eq!(pick(24), Some("sat,02:00-06:00"));
+        assert_eq!(pick(25), Some("mon,tue,wed,thu,fri,sat,sun,02:00-06:00"));
+        assert_eq!(pick(169), Some("mon,tue,wed,thu,fri,sat,sun,00:00-24:00"));
+        assert_eq!(pick(1008), Some("mon,tue,wed,thu,fri,sat,sun,00:00-24:00"));
+        assert_eq!(pick(1009), None);
+        for n in [25, 169, 1008] {
+            let w = parse_refresh_window(pick(n).expect("a default")).expect("parses");
+            let slots = w.slots(n).expect("slots");
+            assert!(slots.iter().all(|t| snapd_accepts(t)), "{n}");
+            let mut unique = slots.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), n, "{n}: a slot shared");
+        }
+    }
+
+    #[test]
+    fn a_refresh_window_outside_the_grammar_or_too_short_is_refused_at_its_place() {
+        for bad in [
+            "02:00-06:00",
+            "saturday,02:00-06:00",
+            "sat,sat,02:00-06:00",
+            "sat,2:00-06:00",
+            "sat,06:00-02:00",
+            "sat,02:00~06:00",
+            "sat,02:00-06:00/2",
+            "sat,,sun,02:00-06:00",
+            "sat,02:00-24:01",
+            "sat,25:00-26:00",
+            "",
+        ] {
+            assert!(parse_refresh_window(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            problems(&[(
+                "staking:\n  enabled: false\n",
+                "staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"sat,1am\"\n"
+            )]),
+            one(Check::Maintenance, "maintenance.refresh_window")
+        );
+        // Three machines need 30 minutes.
+        assert_eq!(
+            problems(&[(
+                "staking:\n  enabled: false\n",
+                "staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"sat,02:00-02:20\"\n"
+            )]),
+            one(Check::Maintenance, "maintenance.refresh_window")
         );
     }
 

@@ -39,6 +39,13 @@ fn init_writes_the_reference_cluster_and_private_secrets() {
         .output()
         .expect("run");
     assert!(o.status.success(), "{:?}", text(&o));
+    // The example's pools mix Google's smeared servers with stepping ones
+    // (check warns there); a new cluster file's do not.
+    assert!(
+        cluster.contains("  pools: [us.pool.ntp.org, ntp.ubuntu.com]\n"),
+        "{cluster}"
+    );
+    assert!(!text(&o).1.contains("ntp.pools"), "{:?}", text(&o));
     // A second init never overwrites.
     let before = std::fs::read(dir.join("secrets.yaml")).expect("read");
     let o = bin()

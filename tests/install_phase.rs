@@ -616,3 +616,84 @@ fn the_lvm_test_vm_scripts_pass_shellcheck() {
         .expect("shellcheck");
     assert!(o.status.success(), "{}", text(&o).0);
 }
+
+/// netplan's own rendering of a machine's network on a two-NIC machine
+/// (`eno1` 52:54:00:00:00:01, `enp2s0` 52:54:00:00:00:02): which NICs the
+/// systemd-networkd unit carrying the static address matches, by networkd's
+/// rules (`Name=` is a list of fnmatch globs, `MACAddress=` and
+/// `PermanentMACAddress=`, which netplan 0.106 writes, lists of MACs).
+fn nics_given_the_address(network_config: &str) -> Vec<String> {
+    let r = tempfile::tempdir().expect("tmp");
+    let np = r.path().join("etc/netplan");
+    std::fs::create_dir_all(&np).expect("netplan dir");
+    let f = np.join("00-installer-config.yaml");
+    std::fs::write(&f, network_config).expect("write");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let g = run(
+        "netplan",
+        &["generate", "--root-dir", r.path().to_str().expect("utf8")],
+    );
+    assert!(g.status.success(), "netplan generate: {:?}", text(&g));
+    let o = run(
+        "python3",
+        &[
+            "-c",
+            "import sys, glob, fnmatch, configparser\n\
+             nics = {'eno1': '52:54:00:00:00:01', 'enp2s0': '52:54:00:00:00:02'}\n\
+             got = set()\n\
+             for f in glob.glob(sys.argv[1] + '/run/systemd/network/*.network'):\n\
+             \x20   c = configparser.ConfigParser(strict=False)\n\
+             \x20   c.read(f)\n\
+             \x20   if not c.has_option('Network', 'Address'): continue\n\
+             \x20   m = c['Match']\n\
+             \x20   for n, mac in nics.items():\n\
+             \x20       ok = True\n\
+             \x20       if 'Name' in m: ok = ok and any(fnmatch.fnmatchcase(n, p) for p in m['Name'].split())\n\
+             \x20       for k in ('MACAddress', 'PermanentMACAddress'):\n\
+             \x20           if k in m: ok = ok and mac in m[k].lower().split()\n\
+             \x20       if ok: got.add(n)\n\
+             print(' '.join(sorted(got)))",
+            r.path().to_str().expect("utf8"),
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    text(&o).0.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn a_static_address_goes_to_one_nic_of_a_two_nic_machine() {
+    // worker-1 with nothing said about its NIC, with a name, with a MAC.
+    for (extra, want) in [
+        ("", "eno1"),
+        ("    interface: enp2s0\n", "enp2s0"),
+        ("    mac: 52:54:00:00:00:02\n", "enp2s0"),
+    ] {
+        let cluster = common::EXAMPLE.replace(
+            "    ip: 172.20.10.12\n",
+            &format!("    ip: 172.20.10.12\n{extra}"),
+        );
+        let s = built(&cluster);
+        // The installed system's netplan, as the late-command writes it.
+        let cmds = late_commands(&s, "worker-1");
+        let installed = &named(&cmds, "microseed-target-files")[5];
+        assert_eq!(
+            nics_given_the_address(installed),
+            vec![want],
+            "{extra:?}: {installed}"
+        );
+        // cloud-init's network-config (the cloud-image target) is the same.
+        let net = std::fs::read_to_string(s.out().join("worker-1/network-config"))
+            .expect("network-config");
+        assert_eq!(
+            pyyaml_str(&net),
+            pyyaml_str(installed)["network"],
+            "{extra:?}"
+        );
+    }
+}
+
+fn pyyaml_str(text: &str) -> serde_json::Value {
+    let f = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(f.path(), text).expect("write");
+    pyyaml(f.path())
+}

@@ -31,6 +31,7 @@ mod seed_image;
 mod semantic_checks;
 mod serve;
 mod serve_limits;
+mod snap_refresh;
 mod ssh_keys;
 mod staking;
 mod status;

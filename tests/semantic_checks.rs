@@ -242,3 +242,205 @@ fn pxe_url_host_must_be_reachable_by_the_machines() {
         assert!(!s.out().exists());
     }
 }
+
+/// `check --json`'s warnings as (field, line, message), with today fixed.
+fn warnings_on(cluster: &str, today: &str) -> Vec<(String, u64, String)> {
+    let s = Scratch::new(cluster);
+    let o = common::bin()
+        .arg("check")
+        .arg(s.cluster())
+        .arg("--json")
+        .env("MICROSEED_TODAY", today)
+        .output()
+        .expect("run microseed");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&text(&o).0).expect("json");
+    v["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| {
+            assert_eq!(w["severity"], "warning");
+            (
+                w["field"].as_str().expect("field").to_string(),
+                w["line"].as_u64().expect("line"),
+                w["message"].as_str().expect("message").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn fields(w: &[(String, u64, String)]) -> Vec<&str> {
+    w.iter().map(|(f, _, _)| f.as_str()).collect()
+}
+
+/// The example with every machine given a MAC, so the NIC warning is out
+/// of the way of the others.
+fn with_macs(cluster: &str) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for line in cluster.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("    ip: ") {
+            n += 1;
+            out.push_str(&format!("    mac: 52:54:00:00:00:{n:02x}\n"));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_machine_without_mac_or_interface_is_warned_about_at_its_name() {
+    let w = warnings_on(EXAMPLE, "2025-01-01");
+    let nic: Vec<_> = w
+        .iter()
+        .filter(|(f, _, _)| f.starts_with("machines["))
+        .collect();
+    assert_eq!(nic.len(), 3, "{w:?}");
+    let line = EXAMPLE
+        .lines()
+        .position(|l| l.contains("name: worker-1"))
+        .expect("worker-1")
+        + 1;
+    let (field, at, msg) = nic[2];
+    assert_eq!((field.as_str(), *at), ("machines[2]", line as u64));
+    for words in ["worker-1", "eno1", "gets no address", "mac:", "interface:"] {
+        assert!(msg.contains(words), "{msg}");
+    }
+    // Many such machines: one warning names them, not one line each.
+    let mut big = EXAMPLE.to_string();
+    for i in 2..=5 {
+        big.push_str(&format!(
+            "  - name: worker-{i}\n    role: worker\n    ip: 172.20.10.{}\n",
+            20 + i
+        ));
+    }
+    let w = warnings_on(&big, "2025-01-01");
+    let nic: Vec<_> = w
+        .iter()
+        .filter(|(f, _, _)| f.starts_with("machines["))
+        .collect();
+    assert_eq!(nic.len(), 1, "{w:?}");
+    assert!(
+        nic[0].2.starts_with("7 machines (nfs, master, worker-1, worker-2, worker-3 and 2 more) have neither mac nor interface"),
+        "{}",
+        nic[0].2
+    );
+    // A MAC or an interface name is one NIC: nothing to warn about.
+    let w = warnings_on(&with_macs(EXAMPLE), "2025-01-01");
+    assert!(
+        !fields(&w).iter().any(|f| f.starts_with("machines[")),
+        "{w:?}"
+    );
+    let named = EXAMPLE.replace(
+        "    ip: 172.20.10.12\n",
+        "    ip: 172.20.10.12\n    interface: enp2s0\n",
+    );
+    let w = warnings_on(&named, "2025-01-01");
+    assert!(!fields(&w).contains(&"machines[2]"), "{w:?}");
+}
+
+#[test]
+fn ntp_pools_mixing_smeared_and_stepping_servers_are_warned_about() {
+    let mixed = warnings_on(&with_macs(EXAMPLE), "2025-01-01");
+    let ntp: Vec<_> = mixed.iter().filter(|(f, _, _)| f == "ntp.pools").collect();
+    assert_eq!(ntp.len(), 1, "{mixed:?}");
+    let msg = &ntp[0].2;
+    for words in [
+        "time.google.com",
+        "us.pool.ntp.org",
+        "developers.google.com/time/smear",
+    ] {
+        assert!(msg.contains(words), "{msg}");
+    }
+    for pools in [
+        "[us.pool.ntp.org, ntp.ubuntu.com]",
+        "[time.google.com, time2.google.com]",
+        "[TIME1.GOOGLE.COM]",
+    ] {
+        let text =
+            with_macs(EXAMPLE).replace("[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]", pools);
+        let w = warnings_on(&text, "2025-01-01");
+        assert!(!fields(&w).contains(&"ntp.pools"), "{pools}: {w:?}");
+    }
+    let text = with_macs(EXAMPLE).replace(
+        "[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
+        "[pool.ntp.org, Time3.Google.Com]",
+    );
+    assert!(fields(&warnings_on(&text, "2025-01-01")).contains(&"ntp.pools"));
+}
+
+#[test]
+fn a_release_or_track_past_its_support_is_warned_about_naming_the_date_and_a_supported_choice() {
+    let example = with_macs(EXAMPLE).replace(
+        "[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
+        "[us.pool.ntp.org]",
+    );
+    // 20.04's last day of standard support: only the 1.20 track is over.
+    let w = warnings_on(&example, "2025-05-31");
+    assert_eq!(fields(&w), vec!["microk8s.channel"], "{w:?}");
+    let (_, line, msg) = &w[0];
+    assert_eq!(*line, 30, "at the channel: {msg}");
+    for words in [
+        "1.20",
+        "2022-02-28",
+        "channel: 1.35/stable",
+        "one minor version at a time",
+    ] {
+        assert!(msg.contains(words), "{msg}");
+    }
+    // The day after, 20.04 is past it, and 24.04 is the supported choice.
+    let w = warnings_on(&example, "2025-06-01");
+    assert_eq!(fields(&w), vec!["release", "microk8s.channel"], "{w:?}");
+    let (_, line, msg) = &w[0];
+    assert_eq!(*line, 5);
+    for words in ["20.04", "2025-05-31", "release: \"24.04\""] {
+        assert!(msg.contains(words), "{msg}");
+    }
+    // Before 1.20's end nothing is said; a current track on 24.04 neither.
+    assert!(warnings_on(&example, "2022-01-01").is_empty());
+    let noble = example
+        .replace("release: \"20.04\"", "release: \"24.04\"")
+        .replace("channel: 1.20/stable", "channel: 1.35/stable");
+    assert!(warnings_on(&noble, "2026-12-07").is_empty());
+    // ...until 1.35 itself ends: warned, still not refused.
+    let w = warnings_on(&noble, "2027-03-01");
+    assert_eq!(fields(&w), vec!["microk8s.channel"], "{w:?}");
+    // A cluster file without a channel gets the release's default: the
+    // warning points at the release line then.
+    let w = warnings_on(&noble.replace("  channel: 1.35/stable\n", ""), "2027-03-01");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].1, 5);
+}
+
+#[test]
+fn a_malformed_today_override_is_an_error_not_the_clock() {
+    let s = Scratch::example();
+    let o = common::bin()
+        .arg("check")
+        .arg(s.cluster())
+        .env("MICROSEED_TODAY", "2025-13-01")
+        .output()
+        .expect("run microseed");
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("MICROSEED_TODAY"), "{:?}", text(&o));
+}
+
+#[test]
+fn build_output_bytes_do_not_depend_on_the_date() {
+    let sums = |today: &str| {
+        let s = Scratch::example();
+        let o = common::bin()
+            .arg("build")
+            .arg(s.cluster())
+            .arg("-o")
+            .arg(s.out())
+            .env("MICROSEED_TODAY", today)
+            .output()
+            .expect("run microseed");
+        assert!(o.status.success(), "{:?}", text(&o));
+        std::fs::read_to_string(s.out().join("SHA256SUMS")).expect("SHA256SUMS")
+    };
+    assert_eq!(sums("2022-01-01"), sums("2030-01-01"));
+}

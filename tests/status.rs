@@ -288,6 +288,24 @@ impl Lab {
             &f.join("bin/ufw"),
             "#!/bin/sh\n[ \"$1\" = status ] || exit 2\necho 'Status: active'\necho\necho 'To                         Action      From'\necho '2222/tcp                   ALLOW       Anywhere'\n",
         );
+        // snapd's `refresh --time --abs-time`, as its showRefreshTimes
+        // prints it: the master still held, the NFS server scheduled in its
+        // slot; worker-1 has no snap (nothing on this host's PATH either).
+        let snap_time = match name {
+            "master" => Some(
+                "timer: sat,03:20-04:40\nlast: n/a\nhold: 2027-01-06T11:30:00Z\nnext: 2026-12-12T03:20:00Z (but held)\n",
+            ),
+            "nfs" => Some("timer: sat,02:00-03:20\nlast: n/a\nnext: 2026-12-12T02:00:00Z\n"),
+            _ => None,
+        };
+        if let Some(out) = snap_time {
+            write_exec(
+                &f.join("bin/snap"),
+                &format!(
+                    "#!/bin/sh\n[ \"$*\" = 'refresh --time --abs-time' ] || exit 2\nprintf '{out}'\n"
+                ),
+            );
+        }
         if name != "worker-1" {
             write(&f.join("tracking"), CHRONY_TRACKING);
             write_exec(
@@ -440,10 +458,24 @@ fn a_converged_cluster_exits_0_with_every_row_filled_in_and_records_host_keys() 
         "NODES",
         "CHRONY",
         "UFW",
+        "REFRESH",
         "NFS EXPORT",
     ] {
         assert!(header.contains(col), "{header}");
     }
+    // Each machine's next refresh window, or its hold.
+    assert!(
+        row(&out, "master").contains("held until 2027-01-06T11:30:00Z; then sat,03:20-04:40"),
+        "{out}"
+    );
+    assert!(
+        row(&out, "nfs").contains("next 2026-12-12T02:00:00Z (sat,02:00-03:20)"),
+        "{out}"
+    );
+    assert!(
+        row(&out, "worker-1").contains("snapd not installed"),
+        "{out}"
+    );
     for m in ALL {
         let r = row(&out, m);
         assert!(
@@ -566,6 +598,7 @@ fn json_has_the_documented_keys_for_reachable_and_unreachable_machines() {
         "nodes",
         "chrony",
         "ufw",
+        "refresh",
         "nfs_export",
         "ok",
     ];
@@ -590,8 +623,10 @@ fn json_has_the_documented_keys_for_reachable_and_unreachable_machines() {
     assert_eq!(master["chrony"]["state"], "synchronized");
     assert_eq!(master["chrony"]["offset_seconds"], 0.000012345);
     assert_eq!(master["ufw"]["state"], "active");
+    assert_eq!(master["refresh"]["state"], "held");
     assert!(master["nfs_export"].is_null());
     let nfs = &ms[0];
+    assert_eq!(nfs["refresh"]["state"], "scheduled");
     assert_eq!(nfs["nfs_export"]["state"], "ok");
     assert_eq!(nfs["nfs_export"]["exported"], true);
     assert!(nfs["nodes"].is_null());

@@ -593,7 +593,7 @@ fn the_examples_key_is_warned_about_and_ones_own_is_not() {
     );
     let o = common::bin()
         .arg("check")
-        .arg(Scratch::new(&common::example_with_own_key()).cluster())
+        .arg(Scratch::new(&common::quiet_example()).cluster())
         .output()
         .expect("run");
     let (_, err) = text(&o);
@@ -725,4 +725,36 @@ fn an_unknown_add_on_is_warned_about_with_the_nearest_name() {
     );
     assert!(err.contains("did you mean \"helm\""), "{err}");
     assert!(!err.contains("metallb"), "metallb is an add-on: {err}");
+}
+
+#[test]
+fn a_refresh_window_snapd_would_not_read_or_too_short_for_the_cluster_is_refused_at_its_place() {
+    // After `staking:` (lines 39-40), `maintenance:` is line 41, the window 42.
+    let window = |w: &str| {
+        (
+            "staking:\n  enabled: false\n",
+            format!("staking:\n  enabled: false\nmaintenance:\n  refresh_window: \"{w}\"\n"),
+        )
+    };
+    let (from, to) = window("saturday,02:00-06:00");
+    rejects(
+        &[(from, &to)],
+        "maintenance.refresh_window",
+        42,
+        "\"saturday\" is not a weekday; expected weekdays and a span within the day, such as \"sat,02:00-06:00\"",
+    );
+    let (from, to) = window("sat,23:00-01:00");
+    rejects(
+        &[(from, &to)],
+        "maintenance.refresh_window",
+        42,
+        "must end after it starts on the same day",
+    );
+    let (from, to) = window("sat,02:00-02:20");
+    rejects(
+        &[(from, &to)],
+        "maintenance.refresh_window",
+        42,
+        "too short for 3 machines: each gets its own slot of at least 10 minutes",
+    );
 }

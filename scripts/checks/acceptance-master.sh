@@ -21,7 +21,9 @@
 #  - on a 1.27+ channel, the launch configuration /etc/microk8s.yaml (root
 #    only) whose persistent token is the seed's join token;
 #  - ufw is active and allows 16443 and 25000 (tcp), and ssh on the seed's
-#    port (MS_SSH_PORT).
+#    port (MS_SSH_PORT);
+#  - snap refreshes set to the master's slot of the refresh window and held,
+#    then the hold lifted once first boot converged.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=../lib/report.sh
@@ -45,6 +47,10 @@ no_token_arg() { ! grep -qE -- '--token [A-Za-z0-9]{32,}' <<<"$calls"; }
 ms_check "master: no command got the token as an argument" no_token_arg
 ms_check "master: microseed-status converged" ms_section_has "$r" microseed-status '^microseed: converged '
 ms_check "master: microseed-status exited 0" ms_section_has "$r" microseed-status '^rc=0$'
+ms_check "master: snap refreshes set to its own slot and held (snap-hold)" \
+    grep -qE '^snap set system refresh\.timer=[a-z]{3},[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2} refresh\.hold=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$' <<<"$calls"
+ms_check "master: the hold lifted once first boot converged (snap-open)" \
+    grep -qxE 'snap unset system refresh\.hold' <<<"$calls"
 ms_check "master: the add-ons were enabled in the end" ms_section_has "$r" fake-microk8s.calls '^microk8s enable dns'
 ms_check "master: journal shows the retry" ms_section_has "$r" "microseed journal" 'microseed-step addons: attempt 1 failed'
 if [[ "${MS_POWERCUT:-1}" == 1 ]]; then

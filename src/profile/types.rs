@@ -145,10 +145,25 @@ pub struct ReleaseProfile {
     /// How the release's OpenSSH server listens.
     #[serde(default)]
     pub ssh: ReleaseSsh,
+    /// The last day of the release's standard support (YYYY-MM-DD), as
+    /// Ubuntu's release cycle publishes it; `check` warns after it.
+    /// Absent: no date is known, and nothing is said.
+    #[serde(default)]
+    pub standard_support_ends: Option<String>,
+    /// The one interface a machine with neither `mac` nor `interface` gets
+    /// its address on (by name: netplan gives a glob's address to every
+    /// device it matches). Absent: `eno1`, systemd's name for the first
+    /// on-board NIC the firmware numbers.
+    #[serde(default = "default_interface")]
+    pub default_interface: String,
     /// Where this profile was read from (`embedded:…` or an overlay path),
     /// so a trust decision taken from an overlay can say so.
     #[serde(skip)]
     pub origin: std::path::PathBuf,
+}
+
+fn default_interface() -> String {
+    "eno1".into()
 }
 
 /// How the `network:` section of `autoinstall:` is written.
@@ -253,4 +268,18 @@ pub struct BootFiles {
     pub initrd: String,
     /// Boot menus whose kernel command lines get `autoinstall`.
     pub configs: Vec<String>,
+}
+
+/// `profiles/microk8s-tracks.yaml`: how long each MicroK8s track is
+/// supported, as data, so a new date needs no code.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Microk8sTracks {
+    /// Where the dates come from and how MicroK8s follows them.
+    pub source: String,
+    /// The day the dates were read (YYYY-MM-DD).
+    pub checked_on: String,
+    /// Per track (`major.minor`), the last day it is supported (YYYY-MM-DD).
+    /// A track not listed (a newer one) is taken to be supported.
+    pub tracks: std::collections::BTreeMap<String, String>,
 }

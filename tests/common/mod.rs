@@ -252,3 +252,30 @@ impl Drop for Paused {
         let _ = self.child.wait();
     }
 }
+
+/// The day the tests' support warnings are judged on (`MICROSEED_TODAY`).
+pub const TODAY: &str = "2026-12-07";
+
+/// The example with nothing `check` warns about on [`TODAY`]: Ubuntu 24.04
+/// with MicroK8s 1.35, pools that do not mix smeared and stepping servers,
+/// a MAC for every machine, and a key of the tests' own.
+pub fn quiet_example() -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    let text = example_with_own_key()
+        .replace("release: \"20.04\"", "release: \"24.04\"")
+        .replace("channel: 1.20/stable", "channel: 1.35/stable")
+        .replace(
+            "[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
+            "[us.pool.ntp.org, ntp.ubuntu.com]",
+        );
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("    ip: ") {
+            n += 1;
+            out.push_str(&format!("    mac: 52:54:00:00:00:{n:02x}\n"));
+        }
+    }
+    out
+}
