@@ -86,11 +86,7 @@ pub fn load_checked(
         .into());
     }
     warnings.extend(placeholders);
-    warnings.extend(validate::nic_warnings(
-        file,
-        &raw,
-        &cluster.release.default_interface,
-    ));
+    warnings.extend(validate::nic_warnings(file, &raw));
     warnings.extend(validate::ntp_warnings(file, &raw));
     let tracks = crate::profile::load_tracks(&profiles)?;
     warnings.extend(crate::support::warnings(

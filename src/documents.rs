@@ -306,11 +306,12 @@ fn cloud_config_with(
 /// The machine's static address as netplan v2.
 pub fn netplan(cluster: &Cluster, plan: &Plan) -> Netplan {
     let m = &plan.machine;
-    // One device, always: netplan gives a definition's address to every
-    // device its `match` selects (doc/netplan-yaml.md), so a glob such as
-    // `en*` would put this address and default route on every wired NIC.
-    // Without a MAC or a name, the release profile's default interface
-    // name is the one device (`check` warns about such machines).
+    // With a MAC or a name, one device. With neither, the wired NIC whatever
+    // the kernel named it: right on the common one-NIC machine, whose NIC
+    // name (eno1, enp1s0, ens18) is unknown before it first boots. netplan
+    // gives a definition's address to every device its `match` selects
+    // (doc/netplan-yaml.md), so on a machine with two wired NICs both would
+    // get it: `check` warns about every machine with neither.
     let (id, match_, set_name) = match (&m.mac, &m.interface) {
         (Some(mac), ifname) => (
             ifname.clone().unwrap_or_else(|| "lan0".into()),
@@ -321,7 +322,14 @@ pub fn netplan(cluster: &Cluster, plan: &Plan) -> Netplan {
             ifname.clone(),
         ),
         (None, Some(ifname)) => (ifname.clone(), None, None),
-        (None, None) => (cluster.release.default_interface.clone(), None, None),
+        (None, None) => (
+            "lan0".into(),
+            Some(Match {
+                macaddress: None,
+                name: Some("en*".into()),
+            }),
+            None,
+        ),
     };
     let eth = Ethernet {
         match_,

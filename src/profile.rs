@@ -260,18 +260,6 @@ fn load_release(tree: &Tree, name: &str) -> Result<ReleaseProfile> {
         );
     }
     check_release_microk8s(&r)?;
-    let i = &r.default_interface;
-    if i.is_empty()
-        || i.len() > 15
-        || !i
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
-    {
-        bail!(
-            "{}: default_interface: got {i:?}; expected one interface name such as \"eno1\" (no glob: netplan would give the address to every device it matches)",
-            r.origin.display()
-        );
-    }
     if let Some(d) = &r.standard_support_ends
         && crate::day::Day::parse(d).is_none()
     {

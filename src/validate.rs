@@ -1852,10 +1852,9 @@ pub fn ntp_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
 const NIC_WARNINGS_EACH: usize = 3;
 
 /// A warning for each machine with neither `mac` nor `interface` (one for
-/// all of them when there are many): its address goes to the release
-/// profile's default interface name only, which a machine whose NIC is
-/// named otherwise does not have.
-pub fn nic_warnings(file: &Path, raw: &ClusterFile, default_interface: &str) -> Vec<Diagnostic> {
+/// all of them when there are many): its address goes to every wired NIC,
+/// which is one NIC on most small machines but not on all.
+pub fn nic_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
     let unbound: Vec<(usize, &crate::schema::Machine)> = raw
         .machines
         .value
@@ -1863,9 +1862,7 @@ pub fn nic_warnings(file: &Path, raw: &ClusterFile, default_interface: &str) -> 
         .enumerate()
         .filter(|(_, m)| m.mac.is_none() && m.interface.is_none())
         .collect();
-    let why = format!(
-        "its address goes to the interface named {default_interface} only (one address on one NIC: netplan would give a name pattern's address to every NIC it matches); a NIC named otherwise (enp1s0, ens18, a USB adapter) gets no address and the machine stays off the network; give `mac:` (on the machine: `ip -br link`; or the label on the board) or `interface:`"
-    );
+    let why = "its address goes to the wired NIC whatever its name (en*), which is right on a machine with one; on a machine with two or more wired NICs, netplan gives the same address and default route to every one of them (and netplan 1.1+ makes the boot wait for all); give `mac:` (on the machine: `ip -br link`; or the label on the board) or `interface:`";
     if unbound.len() > NIC_WARNINGS_EACH {
         let (i, first) = unbound[0];
         let names: Vec<&str> = unbound

@@ -356,7 +356,7 @@ fn autoinstall_network_takes_the_form_of_each_release() {
         let inner = if nested { &net["network"] } else { net };
         assert_eq!(inner["version"], 2, "{net}");
         assert_eq!(
-            inner["ethernets"]["eno1"]["addresses"][0], "172.20.10.11/20",
+            inner["ethernets"]["lan0"]["addresses"][0], "172.20.10.11/20",
             "{net}"
         );
         assert_eq!(net.get("version").is_none(), nested, "{net}");

@@ -150,20 +150,10 @@ pub struct ReleaseProfile {
     /// Absent: no date is known, and nothing is said.
     #[serde(default)]
     pub standard_support_ends: Option<String>,
-    /// The one interface a machine with neither `mac` nor `interface` gets
-    /// its address on (by name: netplan gives a glob's address to every
-    /// device it matches). Absent: `eno1`, systemd's name for the first
-    /// on-board NIC the firmware numbers.
-    #[serde(default = "default_interface")]
-    pub default_interface: String,
     /// Where this profile was read from (`embedded:…` or an overlay path),
     /// so a trust decision taken from an overlay can say so.
     #[serde(skip)]
     pub origin: std::path::PathBuf,
-}
-
-fn default_interface() -> String {
-    "eno1".into()
 }
 
 /// How the `network:` section of `autoinstall:` is written.
