@@ -658,6 +658,12 @@ impl Steps {
     }
 }
 
+impl Drop for Steps {
+    fn drop(&mut self) {
+        common::assert_nothing_left(self.dir.path());
+    }
+}
+
 #[test]
 fn a_failing_step_is_retried_until_it_succeeds_and_status_tracks_it() {
     let b = Built::new("1.20");

@@ -546,16 +546,18 @@ exit 0
     )
     .expect("fake systemctl");
     common::make_executable(&fake);
-    let o = run(
-        "unshare",
-        &[
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            r#"set -u
+    let o = common::unshare(&[
+        "--mount",
+        "--net",
+        "--propagation",
+        "private",
+        "--pid",
+        "--mount-proc",
+        "--fork",
+        "--kill-child",
+        "bash",
+        "-c",
+        r#"set -u
 T=$1; export T CALLS=$T/calls
 ip link set lo up
 mkdir -p "$T/upper" "$T/work"
@@ -569,12 +571,13 @@ PATH=$T/bin:$PATH bash "$2" >"$T/out" 2>&1 || rc=$?
 [ -f "$T/listener.pid" ] && kill "$(cat "$T/listener.pid")" 2>/dev/null
 cat "$T/out" >&2
 exit "$rc""#,
-            "x",
-            t.path().to_str().expect("utf8"),
-            script.to_str().expect("utf8"),
-            staged.to_str().expect("utf8"),
-        ],
-    );
+        "x",
+        t.path().to_str().expect("utf8"),
+        script.to_str().expect("utf8"),
+        staged.to_str().expect("utf8"),
+    ])
+    .output()
+    .expect("unshare (util-linux)");
     let calls = std::fs::read_to_string(t.path().join("calls")).unwrap_or_default();
     (
         o.status.code().unwrap_or(-1),

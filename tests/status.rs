@@ -32,7 +32,7 @@ const MACHINES: &[(&str, &str)] = &[
     ("worker-1", "192.0.2.12"),
 ];
 
-/// Runs inside `unshare --net --mount --fork`: brings up the namespace's
+/// Runs inside `unshare --net --mount --pid --fork`: brings up the namespace's
 /// loopback with the machines' addresses, starts one sshd per machine that
 /// is up, runs the command after `--`, stops the sshds, exits with the
 /// command's status.
@@ -369,9 +369,18 @@ impl Lab {
 
     /// `microseed status` inside the namespace with the sshds of `up`.
     fn status(&self, up: &[&str], args: &[&str]) -> Output {
-        let mut c = Command::new("unshare");
-        c.args(["--net", "--mount", "--fork", "--"])
-            .arg(self.t.join("harness.sh"))
+        // Its own PID namespace too: the sshds die with the harness even
+        // when it fails before stopping them, or the test is killed.
+        let mut c = common::unshare(&[
+            "--net",
+            "--mount",
+            "--pid",
+            "--mount-proc",
+            "--fork",
+            "--kill-child",
+            "--",
+        ]);
+        c.arg(self.t.join("harness.sh"))
             .arg(&self.t)
             .args(up)
             .arg("--")

@@ -74,12 +74,11 @@ pub fn text(o: &Output) -> (String, String) {
 
 /// Runs a program, failing the test (not skipping) when it is missing.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("{program} is needed for this test (scripts/test.sh installs it): {e}")
-        })
+    let mut c = Command::new(program);
+    dies_with_the_test(&mut c);
+    c.args(args).output().unwrap_or_else(|e| {
+        panic!("{program} is needed for this test (scripts/test.sh installs it): {e}")
+    })
 }
 
 /// Parses YAML with PyYAML, as cloud-init does, and returns it as JSON.
