@@ -238,10 +238,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Every process but this one whose command line, or working directory,
-/// names `dir` (or anything under it). A test's scratch directory is
-/// unique to the test, so whatever names it was started by the test (or
-/// by what the test ran), and concurrent tests, or other test runs on the
-/// machine, never count. Zombies have no command line and are not listed.
+/// names `dir` (or anything under it), and what those started. A test's
+/// scratch directory is unique to the test, so whatever names it was
+/// started by the test (or by what the test ran), and concurrent tests, or
+/// other test runs on the machine, never count. Zombies have no command
+/// line and are not listed.
 pub fn processes_using(dir: &Path) -> Vec<Leftover> {
     let mut names = vec![dir.to_path_buf()];
     if let Ok(c) = dir.canonicalize()
@@ -250,9 +251,9 @@ pub fn processes_using(dir: &Path) -> Vec<Leftover> {
         names.push(c);
     }
     let me = std::process::id() as i32;
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
+        return Vec::new();
     };
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
@@ -273,9 +274,6 @@ pub fn processes_using(dir: &Path) -> Vec<Leftover> {
             contains(&cmdline, n.as_os_str().as_encoded_bytes())
                 || cwd.as_deref().is_some_and(|c| c.starts_with(n))
         });
-        if !named {
-            continue;
-        }
         // The parent follows the command name, which may hold `)`.
         let ppid = std::fs::read_to_string(p.join("stat"))
             .ok()
@@ -287,9 +285,26 @@ pub fn processes_using(dir: &Path) -> Vec<Leftover> {
         let cmdline = String::from_utf8_lossy(&cmdline)
             .trim_end_matches('\0')
             .replace('\0', " ");
-        out.push(Leftover { pid, ppid, cmdline });
+        all.push((Leftover { pid, ppid, cmdline }, named));
     }
-    out
+    let parent: std::collections::HashMap<i32, i32> =
+        all.iter().map(|(l, _)| (l.pid, l.ppid)).collect();
+    let named: std::collections::HashSet<i32> =
+        all.iter().filter(|(_, n)| *n).map(|(l, _)| l.pid).collect();
+    let below_named = |mut pid: i32| {
+        for _ in 0..64 {
+            match parent.get(&pid) {
+                Some(&pp) if named.contains(&pp) => return true,
+                Some(&pp) => pid = pp,
+                None => return false,
+            }
+        }
+        false
+    };
+    all.into_iter()
+        .filter(|(l, n)| *n || below_named(l.pid))
+        .map(|(l, _)| l)
+        .collect()
 }
 
 /// What still names `dir` once processes being torn down have had two
