@@ -338,6 +338,29 @@ fn forget_host_key(known_hosts: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A path as one value of an ssh `-o` option: ssh splits the value into
+/// words (UserKnownHostsFile takes several files), so a cluster directory
+/// with a space in its name would have the keys recorded in another file.
+/// Double quotes keep it one word (`\` and `"` escaped inside), and `%`
+/// is doubled as ssh expands `%` tokens in file names.
+fn ssh_option_path(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '%' => out.push_str("%%"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 struct Ssh {
     config: Option<PathBuf>,
     known_hosts: PathBuf,
@@ -359,7 +382,10 @@ impl Ssh {
         opt(format!("ConnectTimeout={}", self.connect_timeout));
         opt("ServerAliveInterval=5".into());
         opt("ServerAliveCountMax=3".into());
-        opt(format!("UserKnownHostsFile={}", self.known_hosts.display()));
+        opt(format!(
+            "UserKnownHostsFile={}",
+            ssh_option_path(&self.known_hosts)
+        ));
         // Only the cluster's own file decides, never a system-wide entry.
         opt("GlobalKnownHostsFile=/dev/null".into());
         opt("StrictHostKeyChecking=accept-new".into());

@@ -109,6 +109,8 @@ Leap status     : Normal
 struct Lab {
     s: Scratch,
     t: PathBuf,
+    /// The NFS export: elsewhere, as export_root allows no space.
+    export: tempfile::TempDir,
 }
 
 fn write(p: &Path, body: &str) {
@@ -170,11 +172,14 @@ impl Lab {
             "tests/status.rs needs root to create its network namespace and run sshd \
              (CI runs as root: scripts/test.sh); it cannot check `microseed status` otherwise"
         );
-        let probe = Scratch::new("");
+        // A space in every path: the sshd, ssh and shell configuration the
+        // test writes, and microseed's own ssh options, must quote them.
+        let probe = Scratch::with_prefix("", "status lab ");
         let t = probe.dir.path().to_path_buf();
         keygen(&t.join("client"), "status-test-client");
         let client_pub = read(&t.join("client.pub"));
-        let export = t.join("export");
+        let export_dir = tempfile::tempdir().expect("tmp");
+        let export = export_dir.path().join("export");
         std::fs::create_dir_all(&export).expect("mkdir export");
         let cluster = EXAMPLE
             .replace("172.20.0.0/20", "192.0.2.0/24")
@@ -192,13 +197,17 @@ impl Lab {
             .expect("example key");
         let cluster = cluster.replace(key_line, &format!("    - {}", client_pub.trim()));
         write(&t.join("cluster.yaml"), &cluster);
-        let lab = Lab { s: probe, t };
+        let lab = Lab {
+            s: probe,
+            t,
+            export: export_dir,
+        };
         let o = lab.s.build(&["--format", "dir"]);
         assert!(o.status.success(), "build: {}", text(&o).1);
         write(
             &lab.t.join("ssh_config"),
             &format!(
-                "Host *\n    IdentityFile {}\n    IdentitiesOnly yes\n",
+                "Host *\n    IdentityFile \"{}\"\n    IdentitiesOnly yes\n",
                 lab.t.join("client").display()
             ),
         );
@@ -248,26 +257,27 @@ impl Lab {
         write(
             &f.join("sshd_config"),
             &format!(
-                "ListenAddress {ip}:{PORT}\nHostKey {hk}\nPidFile {f}/sshd.pid\n\
-                 AuthorizedKeysFile {t}/authorized_keys\nStrictModes no\nPermitRootLogin yes\n\
+                "ListenAddress {ip}:{PORT}\nHostKey \"{hk}\"\nPidFile \"{f}/sshd.pid\"\n\
+                 AuthorizedKeysFile \"{t}/authorized_keys\"\nStrictModes no\nPermitRootLogin yes\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 ForceCommand {f}/dispatch\n",
+                 ForceCommand {dispatch}\n",
                 hk = f.join("host_key").display(),
                 f = f.display(),
-                t = self.t.display()
+                t = self.t.display(),
+                dispatch = common::shq(f.join("dispatch"))
             ),
         );
         // The machine's tools first on PATH; the probe itself runs as sent.
         write_exec(
             &f.join("dispatch"),
             &format!(
-                "#!/bin/sh\nPATH={}/bin:$PATH\nexport PATH\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
-                f.display()
+                "#!/bin/sh\nPATH={}:$PATH\nexport PATH\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                common::shq(f.join("bin"))
             ),
         );
         write_exec(
             &f.join("bin/microseed-status"),
-            &STATUS_WRAPPER.replace("@F@", &f.display().to_string()),
+            &STATUS_WRAPPER.replace("@F@", &common::shq(&f)),
         );
         write_exec(
             &f.join("bin/ufw"),
@@ -277,16 +287,16 @@ impl Lab {
             write(&f.join("tracking"), CHRONY_TRACKING);
             write_exec(
                 &f.join("bin/chronyc"),
-                &format!("#!/bin/sh\ncat {}/tracking\n", f.display()),
+                &format!("#!/bin/sh\ncat {}\n", common::shq(f.join("tracking"))),
             );
         }
         if name == "nfs" {
-            let export = self.t.join("export");
+            let export = self.export.path().join("export");
             write_exec(
                 &f.join("bin/exportfs"),
                 &format!(
                     "#!/bin/sh\n[ \"$1\" = -v ] || exit 2\nprintf '%s\\t192.0.2.0/24(sync,wdelay,hide,no_subtree_check,sec=sys,rw,secure,root_squash,no_all_squash)\\n' {}\n",
-                    export.display()
+                    common::shq(&export)
                 ),
             );
         }
@@ -298,8 +308,8 @@ impl Lab {
             write_exec(
                 &f.join("bin/microk8s"),
                 &format!(
-                    "#!/bin/sh\n[ \"$*\" = 'kubectl get nodes -o json' ] || {{ echo \"unexpected: $*\" >&2; exit 2; }}\ncat {}/nodes.json\n",
-                    f.display()
+                    "#!/bin/sh\n[ \"$*\" = 'kubectl get nodes -o json' ] || {{ echo \"unexpected: $*\" >&2; exit 2; }}\ncat {}\n",
+                    common::shq(f.join("nodes.json"))
                 ),
             );
         }

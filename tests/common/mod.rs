@@ -48,6 +48,20 @@ impl Scratch {
         std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         Scratch { dir }
     }
+    /// As `new`, in a directory whose name starts with `prefix` (a space
+    /// in it puts every path the test hands on through quoting).
+    pub fn with_prefix(cluster: &str, prefix: &str) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("tempdir");
+        let sc = Scratch { dir };
+        std::fs::write(sc.cluster(), cluster).expect("write cluster");
+        let s = sc.dir.path().join("secrets.yaml");
+        std::fs::write(&s, SECRETS).expect("write secrets");
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        sc
+    }
     pub fn example() -> Scratch {
         Scratch::new(EXAMPLE)
     }
@@ -340,4 +354,9 @@ pub fn assert_nothing_left(dir: &Path) {
             list.join("\n")
         );
     }
+}
+
+/// `s` as one word for sh (single-quoted).
+pub fn shq(s: impl AsRef<std::ffi::OsStr>) -> String {
+    format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
 }
