@@ -676,8 +676,8 @@ fn a_failing_step_is_retried_until_it_succeeds_and_status_tracks_it() {
     std::fs::write(
         &flaky,
         format!(
-            "#!/bin/sh\nn=$(cat {0}/count 2>/dev/null || echo 0)\necho $((n + 1)) > {0}/count\n[ \"$n\" -ge 2 ] || {{ echo \"download of helm failed ($n)\"; exit 1; }}\necho fine\n",
-            work.display()
+            "#!/bin/sh\nn=$(cat {0} 2>/dev/null || echo 0)\necho $((n + 1)) > {0}\n[ \"$n\" -ge 2 ] || {{ echo \"download of helm failed ($n)\"; exit 1; }}\necho fine\n",
+            common::shq(work.join("count"))
         ),
     )
     .expect("w");

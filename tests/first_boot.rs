@@ -136,14 +136,14 @@ fn units_pass_systemd_analyze_verify_with_no_output() {
         // /usr/local/sbin (and /usr/local/lib) in a private mount namespace.
         let lib = root.join("usr/local/lib");
         let bind_lib = if lib.exists() {
-            format!("mount --bind {} /usr/local/lib && ", lib.display())
+            format!("mount --bind {} /usr/local/lib && ", common::shq(&lib))
         } else {
             String::new()
         };
         let script = format!(
             "mount --bind {} /usr/local/sbin && {bind_lib}systemd-analyze verify {}",
-            root.join("usr/local/sbin").display(),
-            files.join(" ")
+            common::shq(root.join("usr/local/sbin")),
+            files.iter().map(common::shq).collect::<Vec<_>>().join(" ")
         );
         let o = run(
             "unshare",
@@ -192,7 +192,9 @@ fn chrony_conf_passes_chronyd_parse_and_has_the_guide_settings() {
 
 #[test]
 fn exports_pass_exportfs_and_go_to_the_subnet_only() {
-    let data = tempfile::tempdir().expect("tmp");
+    // In /tmp, not $TMPDIR: export_root allows no space, and TMPDIR may
+    // hold one.
+    let data = tempfile::tempdir_in("/tmp").expect("tmp");
     let r = roots(&EXAMPLE.replace(
         "export_root: /data",
         &format!("export_root: {}", data.path().display()),
@@ -200,7 +202,7 @@ fn exports_pass_exportfs_and_go_to_the_subnet_only() {
     let exports = r.roots["nfs"].join("etc/exports");
     let script = format!(
         "mount --bind {} /etc/exports && mount -t tmpfs tmpfs /var/lib/nfs && exportfs -ra && exportfs -v",
-        exports.display()
+        common::shq(&exports)
     );
     let o = run(
         "unshare",
@@ -241,8 +243,8 @@ fn nfs_script_builds_the_guides_layout_with_owners() {
         std::fs::write(
             &p,
             format!(
-                "#!/bin/sh\necho {fake} \"$@\" >> {}/calls\n",
-                bin.path().display()
+                "#!/bin/sh\necho {fake} \"$@\" >> {}\n",
+                common::shq(bin.path().join("calls"))
             ),
         )
         .expect("fake");
@@ -300,7 +302,7 @@ fn ufw_dry_run(root: &Path) -> String {
     let etc = tempfile::tempdir().expect("tmp");
     let prelude = format!(
         "cp -a /etc/ufw/. {0}/ && mount --bind {0} /etc/ufw\n",
-        etc.path().display()
+        common::shq(etc.path())
     );
     let o = run(
         "unshare",
