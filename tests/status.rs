@@ -178,7 +178,8 @@ impl Lab {
         let t = probe.dir.path().to_path_buf();
         keygen(&t.join("client"), "status-test-client");
         let client_pub = read(&t.join("client.pub"));
-        let export_dir = tempfile::tempdir().expect("tmp");
+        // Short, in /tmp: status shows it in a width-limited column.
+        let export_dir = tempfile::tempdir_in("/tmp").expect("tmp");
         let export = export_dir.path().join("export");
         std::fs::create_dir_all(&export).expect("mkdir export");
         let cluster = EXAMPLE

@@ -50,10 +50,13 @@ impl Scratch {
     }
     /// As `new`, in a directory whose name starts with `prefix` (a space
     /// in it puts every path the test hands on through quoting).
+    /// Made in /tmp, not $TMPDIR, for a test whose paths another user must
+    /// reach (or that shows them in width-limited columns): a TMPDIR may be
+    /// private to its owner, or long.
     pub fn with_prefix(cluster: &str, prefix: &str) -> Scratch {
         let dir = tempfile::Builder::new()
             .prefix(prefix)
-            .tempdir()
+            .tempdir_in("/tmp")
             .expect("tempdir");
         let sc = Scratch { dir };
         std::fs::write(sc.cluster(), cluster).expect("write cluster");
