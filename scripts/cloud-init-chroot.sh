@@ -81,7 +81,7 @@ ensure_built() {
 }
 
 ns_run() {
-    unshare --mount --uts --net --ipc --pid --fork --kill-child -- "$MS_SCRIPTS_DIR/vm/chroot-ns.sh" "$@"
+    ms_tied unshare --mount --uts --net --ipc --pid --fork --kill-child -- "$MS_SCRIPTS_DIR/vm/chroot-ns.sh" "$@"
 }
 
 cmd_schema() {

@@ -19,10 +19,12 @@ case "$mode" in
 esac
 : > "$log"
 log="$(realpath "$log")"
-# A private mount namespace (nothing leaks to the host's mounts) and an empty
-# network namespace (nothing leaves the machine).
+# A private mount namespace (nothing leaks to the host's mounts), an empty
+# network namespace (nothing leaves the machine) and a PID namespace whose
+# PID 1 is the inner shell (then timeout): when it ends, or unshare is
+# killed, the kernel kills qemu with it.
 # shellcheck disable=SC2016 # the inner bash expands them, from its arguments
-exec unshare --mount --net --fork -- bash -euo pipefail -c '
+exec unshare --mount --net --pid --fork --kill-child -- bash -euo pipefail -c '
   root="$1"; img="$2"; log="$3"; limit="$4"; shift 4
   mount --make-rprivate /
   mkdir -p "$root/mnt/img" "$root/mnt/log"

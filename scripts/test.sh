@@ -47,8 +47,22 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets -- -D warnings
+# The tests' temporary files go under a directory of this run's own, so
+# that what still names it (or works in this checkout, orphaned) once
+# cargo test is over is something a test left running: that fails the run
+# (and is killed), whether the tests passed or not.
+run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/microseed-tests.XXXXXX")
+before="$run_tmp.procs"
+python3 scripts/lib/leftovers.py snapshot "$before" "$run_tmp" "$PWD"
 log "cargo test"
-cargo test --release -- --test-threads="${MICROSEED_TEST_THREADS:-2}"
+test_rc=0
+TMPDIR="$run_tmp" cargo test --release -- --test-threads="${MICROSEED_TEST_THREADS:-2}" || test_rc=$?
+log "processes the tests left running"
+left_rc=0
+python3 scripts/lib/leftovers.py check "$before" "$run_tmp" "$PWD" || left_rc=$?
+rm -rf "$run_tmp" "$before"
+[ "$test_rc" = 0 ] || { log "cargo test FAILED (rc=$test_rc)"; exit 1; }
+[ "$left_rc" = 0 ] || { log "the tests left processes running"; exit 1; }
 
 # 4. The installer's own check of the seeds (subiquity --dry-run at every
 # revision of the bundle in ../shared/tools/subiquity/; without the bundle the

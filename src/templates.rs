@@ -303,15 +303,16 @@ mod tests {
 
     #[test]
     fn a_template_that_includes_another_finds_it() {
-        let dir = std::env::temp_dir().join(format!("microseed-tmpl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // A directory of this test's own: never one a crashed earlier run
+        // (same pid, other templates) left behind.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("outer.tera"), "[{% include \"inner.tera\" %}]").unwrap();
         std::fs::write(dir.join("inner.tera"), "{{ x | shq }}").unwrap();
-        let mut t = Templates::new(Some(&dir));
+        let mut t = Templates::new(Some(dir));
         let mut ctx = tera::Context::new();
         ctx.insert("x", "it's");
         let out = t.render("outer.tera", &ctx);
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(out.unwrap(), r"['it'\''s']");
     }
 

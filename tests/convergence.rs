@@ -102,10 +102,16 @@ impl Node {
     /// As `run`, in a network namespace of its own where `lan` answers at
     /// the master's address.
     fn run_on(&self, lan: &Lan, script: &Path, now: u64, extra: &[(&str, &Path)]) -> Output {
+        self.on(lan, script, now, extra).output().expect("bash")
+    }
+    /// The command `run_on` runs: the script in network and PID namespaces
+    /// of its own, behind what `lan` starts.
+    fn on(&self, lan: &Lan, script: &Path, now: u64, extra: &[(&str, &Path)]) -> Command {
         self.knob("now", &now.to_string());
-        let mut c = Command::new("unshare");
-        c.args([
+        let mut c = common::unshare(&[
             "--net",
+            "--pid",
+            "--mount-proc",
             "--fork",
             "--kill-child",
             "--",
@@ -113,54 +119,60 @@ impl Node {
             "-c",
             LAN_SCRIPT,
             "lan",
-        ])
-        .arg(script)
-        .env_clear()
-        .env(
-            "LAN_PUBLISHER",
-            lan.publisher
-                .as_ref()
-                .map(|p| p.script.as_os_str())
-                .unwrap_or_default(),
-        )
-        .env(
-            "LAN_PUBLISHER_SNAP",
-            lan.publisher
-                .as_ref()
-                .map(|p| p.snap_data.as_os_str())
-                .unwrap_or_default(),
-        )
-        .env(
-            "LAN_PUBLISHER_TOKEN",
-            lan.publisher
-                .as_ref()
-                .map(|p| p.token_file.as_os_str())
-                .unwrap_or_default(),
-        )
-        .env(
-            "LAN_AGENT_CERTS",
-            lan.agent_certs
-                .as_deref()
-                .map(Path::as_os_str)
-                .unwrap_or_default(),
-        )
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-                self.dir.path().join("bin").display()
-            ),
-        )
-        .env("FAKE_MICROK8S_DATA", self.data())
-        .env("FAKE_MICROK8S_CONF", self.dir.path().join("conf"))
-        .env("FAKE_MICROK8S_LOG", self.dir.path().join("calls"))
-        .env("MICROSEED_SNAP_DATA", self.data())
-        .env("MICROSEED_NOW", now.to_string())
-        .env("MICROSEED_JOIN_STAGGER", "0");
+        ]);
+        c.arg(script)
+            .env_clear()
+            .env(
+                "LAN_PUBLISHER",
+                lan.publisher
+                    .as_ref()
+                    .map(|p| p.script.as_os_str())
+                    .unwrap_or_default(),
+            )
+            .env(
+                "LAN_PUBLISHER_SNAP",
+                lan.publisher
+                    .as_ref()
+                    .map(|p| p.snap_data.as_os_str())
+                    .unwrap_or_default(),
+            )
+            .env(
+                "LAN_PUBLISHER_TOKEN",
+                lan.publisher
+                    .as_ref()
+                    .map(|p| p.token_file.as_os_str())
+                    .unwrap_or_default(),
+            )
+            .env(
+                "LAN_AGENT_CERTS",
+                lan.agent_certs
+                    .as_deref()
+                    .map(Path::as_os_str)
+                    .unwrap_or_default(),
+            )
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.dir.path().join("bin").display()
+                ),
+            )
+            .env("FAKE_MICROK8S_DATA", self.data())
+            .env("FAKE_MICROK8S_CONF", self.dir.path().join("conf"))
+            .env("FAKE_MICROK8S_LOG", self.dir.path().join("calls"))
+            .env("MICROSEED_SNAP_DATA", self.data())
+            .env("MICROSEED_NOW", now.to_string())
+            .env("MICROSEED_JOIN_STAGGER", "0");
         for (k, v) in extra {
             c.env(k, v);
         }
-        c.output().expect("bash")
+        c
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        common::assert_nothing_left(self.dir.path());
     }
 }
 
@@ -235,8 +247,9 @@ impl Lan {
 
 /// Sets up the namespace's loopback as the master's address, starts what
 /// `Lan` asks for, waits for it to listen, then runs the script ($1). The
-/// shell is PID 1 of its own PID namespace: when it exits, the servers it
-/// started die with it (else they would hold the test's pipes open).
+/// shell is PID 1 of its own PID namespace (`unshare --pid --fork`): when
+/// it exits, or is killed with the test, the kernel kills the servers it
+/// started (else they would outlive the test, orphaned).
 const LAN_SCRIPT: &str = r#"
 set -eu
 ip link set lo up
@@ -630,6 +643,69 @@ fn join_fails_and_says_why_while_the_master_is_unreachable_or_local_microk8s_not
     assert!(o.status.success(), "{:?}", text(&o));
 }
 
+/// The servers a `Lan` starts (the master's fingerprint service under
+/// systemd-socket-activate, the agent's TLS server) are gone once the run
+/// is, whether the script passes, fails, or the run is killed as a test
+/// harness kills one that takes too long. Each names the master's or the
+/// seed's directory on its command line, which is how they are counted:
+/// other tests and other runs on the machine name other directories.
+#[test]
+fn the_servers_a_namespace_starts_die_with_it_whether_it_passes_fails_or_is_killed() {
+    let b = Built::new("1.28");
+    let master = Node::new("1.28");
+    let w = Node::new("1.28");
+    let lan = Lan::master(&b, &master);
+    let ours = |when: &str| {
+        for d in [b.dir.as_path(), master.dir.path(), w.dir.path()] {
+            let left = common::leftovers(d);
+            assert!(
+                left.is_empty(),
+                "{when}: still running:\n{}",
+                left.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    };
+    for (name, rc) in [("passes", 0), ("fails", 3)] {
+        let script = w.dir.path().join(name);
+        std::fs::write(&script, format!("exit {rc}\n")).expect("w");
+        let o = w.run_on(&lan, &script, T0, &[]);
+        assert_eq!(o.status.code(), Some(rc), "{name}: {:?}", text(&o));
+        ours(&format!("after a script that {name}"));
+    }
+    let ready = w.dir.path().join("ready");
+    let script = w.dir.path().join("hangs");
+    std::fs::write(&script, "touch \"$READY\"\nexec sleep 600\n").expect("w");
+    let mut run = w
+        .on(&lan, &script, T0, &[("READY", &ready)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let started = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the namespace's servers never came up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The check sees them while the run lasts: it could fail.
+    let running = common::processes_using(master.dir.path());
+    assert!(
+        running.iter().any(|p| p.cmdline.contains("s_server"))
+            && running
+                .iter()
+                .any(|p| p.cmdline.contains("systemd-socket-activate")),
+        "{running:?}"
+    );
+    run.kill().expect("kill");
+    run.wait().expect("wait");
+    ours("after the run was killed");
+}
+
 /// Who may be at the master's address during a join, and what the worker
 /// must do: `Lan` in a network namespace of the test's own.
 fn impostor_join(ch: &str, lan: impl Fn(&Built, &Node, &Path) -> Lan) -> (Node, Node, Output) {
@@ -731,6 +807,12 @@ impl Steps {
     }
 }
 
+impl Drop for Steps {
+    fn drop(&mut self) {
+        common::assert_nothing_left(self.dir.path());
+    }
+}
+
 #[test]
 fn a_failing_step_is_retried_until_it_succeeds_and_status_tracks_it() {
     let b = Built::new("1.20");
@@ -743,8 +825,8 @@ fn a_failing_step_is_retried_until_it_succeeds_and_status_tracks_it() {
     std::fs::write(
         &flaky,
         format!(
-            "#!/bin/sh\nn=$(cat {0}/count 2>/dev/null || echo 0)\necho $((n + 1)) > {0}/count\n[ \"$n\" -ge 2 ] || {{ echo \"download of helm failed ($n)\"; exit 1; }}\necho fine\n",
-            work.display()
+            "#!/bin/sh\nn=$(cat {0} 2>/dev/null || echo 0)\necho $((n + 1)) > {0}\n[ \"$n\" -ge 2 ] || {{ echo \"download of helm failed ($n)\"; exit 1; }}\necho fine\n",
+            common::shq(work.join("count"))
         ),
     )
     .expect("w");

@@ -142,14 +142,14 @@ fn units_pass_systemd_analyze_verify_with_no_output() {
         // /usr/local/sbin (and /usr/local/lib) in a private mount namespace.
         let lib = root.join("usr/local/lib");
         let bind_lib = if lib.exists() {
-            format!("mount --bind {} /usr/local/lib && ", lib.display())
+            format!("mount --bind {} /usr/local/lib && ", common::shq(&lib))
         } else {
             String::new()
         };
         let script = format!(
             "mount --bind {} /usr/local/sbin && {bind_lib}systemd-analyze verify {}",
-            root.join("usr/local/sbin").display(),
-            files.join(" ")
+            common::shq(root.join("usr/local/sbin")),
+            files.iter().map(common::shq).collect::<Vec<_>>().join(" ")
         );
         let o = run(
             "unshare",
@@ -205,8 +205,10 @@ fn chrony_conf_passes_chronyd_parse_and_polls_public_servers_at_default_interval
 
 #[test]
 fn exports_pass_exportfs_and_go_to_the_subnet_only() {
-    // Not under /tmp: an export root there is refused (wiped at every boot).
-    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+    // Under /srv: an export root in /tmp is refused (wiped at every boot),
+    // and one under the checkout may hold a space, which export_root refuses.
+    std::fs::create_dir_all("/srv").expect("mkdir /srv");
+    let data = tempfile::tempdir_in("/srv").expect("tmp");
     let r = roots(&EXAMPLE.replace(
         "export_root: /data",
         &format!("export_root: {}", data.path().display()),
@@ -214,7 +216,7 @@ fn exports_pass_exportfs_and_go_to_the_subnet_only() {
     let exports = r.roots["nfs"].join("etc/exports");
     let script = format!(
         "mount --bind {} /etc/exports && mount -t tmpfs tmpfs /var/lib/nfs && exportfs -ra && exportfs -v",
-        exports.display()
+        common::shq(&exports)
     );
     let o = run(
         "unshare",
@@ -255,8 +257,8 @@ fn nfs_script_builds_the_guides_layout_with_owners() {
         std::fs::write(
             &p,
             format!(
-                "#!/bin/sh\necho {fake} \"$@\" >> {}/calls\n",
-                bin.path().display()
+                "#!/bin/sh\necho {fake} \"$@\" >> {}\n",
+                common::shq(bin.path().join("calls"))
             ),
         )
         .expect("fake");
@@ -317,7 +319,7 @@ fn ufw_dry_run(root: &Path) -> String {
     let etc = tempfile::tempdir().expect("tmp");
     let prelude = format!(
         "cp -a /etc/ufw/. {0}/ && mount --bind {0} /etc/ufw\n",
-        etc.path().display()
+        common::shq(etc.path())
     );
     let o = run(
         "unshare",
@@ -691,16 +693,18 @@ exit 0
     let ufw = bin.join("ufw");
     std::fs::write(&ufw, "#!/bin/sh\necho \"ufw $*\" >>\"$CALLS\"\n").expect("fake ufw");
     common::make_executable(&ufw);
-    let o = run(
-        "unshare",
-        &[
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            r#"set -u
+    let o = common::unshare(&[
+        "--mount",
+        "--net",
+        "--propagation",
+        "private",
+        "--pid",
+        "--mount-proc",
+        "--fork",
+        "--kill-child",
+        "bash",
+        "-c",
+        r#"set -u
 T=$1; export T CALLS=$T/calls
 ip link set lo up
 mkdir -p "$T/upper" "$T/work"
@@ -714,12 +718,13 @@ PATH=$T/bin:$PATH bash "$2" >"$T/out" 2>&1 || rc=$?
 [ -f "$T/listener.pid" ] && kill "$(cat "$T/listener.pid")" 2>/dev/null
 cat "$T/out" >&2
 exit "$rc""#,
-            "x",
-            t.path().to_str().expect("utf8"),
-            script.to_str().expect("utf8"),
-            staged.to_str().expect("utf8"),
-        ],
-    );
+        "x",
+        t.path().to_str().expect("utf8"),
+        script.to_str().expect("utf8"),
+        staged.to_str().expect("utf8"),
+    ])
+    .output()
+    .expect("unshare (util-linux)");
     let calls = std::fs::read_to_string(t.path().join("calls")).unwrap_or_default();
     (
         o.status.code().unwrap_or(-1),

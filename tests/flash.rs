@@ -631,9 +631,10 @@ fn an_interrupted_flash_is_an_error_and_never_safe_to_remove() {
 /// Runs flash under `script` (util-linux's bsdutils), so stdin is a
 /// terminal and the typed answers go through the real prompts.
 fn flash_at_terminal(fake: &Fake, args: &[&str], typed: &str) -> Output {
-    let cmd = std::iter::once(env!("CARGO_BIN_EXE_microseed").to_string())
+    // The binary's path holds the checkout's, which may hold a space.
+    let cmd = std::iter::once(common::shq(env!("CARGO_BIN_EXE_microseed")))
         .chain(std::iter::once("flash".to_string()))
-        .chain(args.iter().map(|a| format!("'{a}'")))
+        .chain(args.iter().map(common::shq))
         .collect::<Vec<_>>()
         .join(" ");
     let mut child = Command::new("script")

@@ -405,11 +405,9 @@ fn run_lvm_cases(cases: &[LvmCase]) -> Report {
         }
     }
     let out = dir.path().join("out");
-    let o = Command::new(root().join("scripts/lvm-vm.sh"))
-        .arg(&cdir)
-        .arg(&out)
-        .output()
-        .expect("spawn lvm-vm.sh");
+    let mut c = Command::new(root().join("scripts/lvm-vm.sh"));
+    common::dies_with_the_test(&mut c);
+    let o = c.arg(&cdir).arg(&out).output().expect("spawn lvm-vm.sh");
     assert!(
         o.status.success(),
         "the LVM VM did not complete (device-mapper needs the VM's kernel; see its console): {:?}",

@@ -22,7 +22,10 @@ fn boot(fx: Fixture, firmware: &str) -> String {
 fn boot_image(img: &std::path::Path, firmware: &str, dir: &std::path::Path, what: &str) -> String {
     let log = dir.join("serial.log");
     let script = repo().join("scripts/installer-boot-test.sh");
-    let status = std::process::Command::new("bash")
+    let mut c = std::process::Command::new("bash");
+    // bash execs unshare, which keeps this: a killed test kills qemu.
+    crate::common::dies_with_the_test(&mut c);
+    let status = c
         .arg(&script)
         .arg(img)
         .arg(firmware)

@@ -67,7 +67,15 @@ impl Running {
     fn finish(mut self) -> (std::process::ExitStatus, String) {
         std::io::Read::read_to_string(&mut self.err, &mut self.seen).expect("read");
         let st = self.child.wait().expect("wait");
-        (st, self.seen)
+        (st, std::mem::take(&mut self.seen))
+    }
+}
+
+/// A run the test gave up on (it failed first) is paused for good: kill it.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -23,6 +23,7 @@ mod installer_image;
 mod interrupt;
 mod iso_download;
 mod iso_input;
+mod leftovers;
 mod never_crash;
 mod output_safety;
 mod pxe;

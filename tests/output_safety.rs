@@ -80,14 +80,24 @@ fn output_that_is_holds_or_sits_in_an_input_is_refused_before_anything_is_writte
     std::fs::write(tpl.join("keep.tera"), "x").expect("write");
     std::fs::write(isodir.join("ubuntu.iso"), "not really an iso").expect("write");
     let iso = isodir.join("ubuntu.iso");
+    // A cluster file one level down, so that an output holding its
+    // directory is still inside this test's own directory: the parent of a
+    // temporary directory (/tmp) may be a mount point, or hold the current
+    // directory, each refused for its own reason first.
+    let inner = dir.join("inner");
+    std::fs::create_dir_all(&inner).expect("mkdir");
+    std::fs::copy(sc.cluster(), inner.join("cluster.yaml")).expect("copy");
     let before = snapshot(dir);
     let cluster = sc.cluster();
+    // Run from a directory no case names: none is then refused for holding
+    // the current directory, wherever the project is checked out.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
     let inst = ["--format", "installer"];
     let cases: Vec<(PathBuf, Vec<String>, &str)> = vec![
         (dir.to_path_buf(), vec![], "is the cluster file's directory"),
         (
-            dir.parent().expect("parent").to_path_buf(),
-            vec![],
+            dir.to_path_buf(),
+            vec!["--cluster".into(), s(&inner.join("cluster.yaml")).into()],
             "holds the cluster file's directory",
         ),
         (
@@ -134,13 +144,20 @@ fn output_that_is_holds_or_sits_in_an_input_is_refused_before_anything_is_writte
     ];
     for (out, extra, reason) in cases {
         let mut c = bin();
-        // Global flags go before the subcommand.
+        c.current_dir(elsewhere.path());
+        // Global flags go before the subcommand; `--cluster` (ours) names
+        // another cluster file.
         let (global, local): (Vec<_>, Vec<_>) = extra
             .chunks(2)
             .partition(|kv| kv[0] == "--templates" || kv[0] == "--profiles");
+        let (other, local): (Vec<_>, Vec<_>) =
+            local.into_iter().partition(|kv| kv[0] == "--cluster");
         for kv in global {
             c.args(kv);
         }
+        let cluster = other
+            .first()
+            .map_or(cluster.clone(), |kv| PathBuf::from(&kv[1]));
         c.arg("build").arg(&cluster).arg("-o").arg(&out);
         for kv in local {
             c.args(kv);

@@ -32,7 +32,7 @@ const MACHINES: &[(&str, &str)] = &[
     ("worker-1", "192.0.2.12"),
 ];
 
-/// Runs inside `unshare --net --mount --fork`: brings up the namespace's
+/// Runs inside `unshare --net --mount --pid --fork`: brings up the namespace's
 /// loopback with the machines' addresses, starts one sshd per machine that
 /// is up, runs the command after `--`, stops the sshds, exits with the
 /// command's status.
@@ -173,7 +173,9 @@ impl Lab {
             "tests/status.rs needs root to create its network namespace and run sshd \
              (CI runs as root: scripts/test.sh); it cannot check `microseed status` otherwise"
         );
-        let probe = Scratch::new("");
+        // A space in every path: the sshd, ssh and shell configuration the
+        // test writes, and microseed's own ssh options, must quote them.
+        let probe = Scratch::with_prefix("", "status lab ");
         let t = probe.dir.path().to_path_buf();
         keygen(&t.join("client"), "status-test-client");
         let client_pub = read(&t.join("client.pub"));
@@ -213,7 +215,7 @@ impl Lab {
         write(
             &lab.t.join("ssh_config"),
             &format!(
-                "Host *\n    IdentityFile {}\n    IdentitiesOnly yes\n",
+                "Host *\n    IdentityFile \"{}\"\n    IdentitiesOnly yes\n",
                 lab.t.join("client").display()
             ),
         );
@@ -263,13 +265,14 @@ impl Lab {
         write(
             &f.join("sshd_config"),
             &format!(
-                "ListenAddress {ip}:{PORT}\nHostKey {hk}\nPidFile {f}/sshd.pid\n\
-                 AuthorizedKeysFile {t}/authorized_keys\nStrictModes no\nPermitRootLogin yes\n\
+                "ListenAddress {ip}:{PORT}\nHostKey \"{hk}\"\nPidFile \"{f}/sshd.pid\"\n\
+                 AuthorizedKeysFile \"{t}/authorized_keys\"\nStrictModes no\nPermitRootLogin yes\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 ForceCommand {f}/dispatch\n",
+                 ForceCommand {dispatch}\n",
                 hk = f.join("host_key").display(),
                 f = f.display(),
-                t = self.t.display()
+                t = self.t.display(),
+                dispatch = common::shq(f.join("dispatch"))
             ),
         );
         // The machine's tools first on PATH; the probe itself runs as sent.
@@ -277,12 +280,12 @@ impl Lab {
             &f.join("dispatch"),
             &format!(
                 "#!/bin/sh\nF={f}\n[ ! -f \"$F/hang\" ] || exec sleep 600\n[ ! -f \"$F/flood\" ] || exec head -c 300000000 /dev/zero\nPATH={f}/bin:$PATH\nexport PATH\nexec sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
-                f = f.display()
+                f = common::shq(&f)
             ),
         );
         write_exec(
             &f.join("bin/microseed-status"),
-            &STATUS_WRAPPER.replace("@F@", &f.display().to_string()),
+            &STATUS_WRAPPER.replace("@F@", &common::shq(&f)),
         );
         write_exec(
             &f.join("bin/ufw"),
@@ -310,7 +313,7 @@ impl Lab {
             write(&f.join("tracking"), CHRONY_TRACKING);
             write_exec(
                 &f.join("bin/chronyc"),
-                &format!("#!/bin/sh\ncat {}/tracking\n", f.display()),
+                &format!("#!/bin/sh\ncat {}\n", common::shq(f.join("tracking"))),
             );
         }
         if name == "nfs" {
@@ -319,7 +322,7 @@ impl Lab {
                 &f.join("bin/exportfs"),
                 &format!(
                     "#!/bin/sh\n[ \"$1\" = -v ] || exit 2\nprintf '%s\\t192.0.2.0/24(sync,wdelay,hide,no_subtree_check,sec=sys,rw,secure,root_squash,no_all_squash)\\n' {}\n",
-                    export.display()
+                    common::shq(&export)
                 ),
             );
         }
@@ -331,8 +334,8 @@ impl Lab {
             write_exec(
                 &f.join("bin/microk8s"),
                 &format!(
-                    "#!/bin/sh\n[ \"$*\" = 'kubectl get nodes -o json' ] || {{ echo \"unexpected: $*\" >&2; exit 2; }}\ncat {}/nodes.json\n",
-                    f.display()
+                    "#!/bin/sh\n[ \"$*\" = 'kubectl get nodes -o json' ] || {{ echo \"unexpected: $*\" >&2; exit 2; }}\ncat {}\n",
+                    common::shq(f.join("nodes.json"))
                 ),
             );
         }
@@ -409,9 +412,18 @@ impl Lab {
     /// `/usr/bin/time`). The namespace has its own PIDs: whatever a
     /// machine left running dies with the harness.
     fn status_of(&self, cluster: &Path, wrapper: &[&str], up: &[&str], args: &[&str]) -> Output {
-        let mut c = Command::new("unshare");
-        c.args(["--net", "--mount", "--pid", "--fork", "--"])
-            .arg(self.t.join("harness.sh"))
+        // Its own PID namespace too: the sshds die with the harness even
+        // when it fails before stopping them, or the test is killed.
+        let mut c = common::unshare(&[
+            "--net",
+            "--mount",
+            "--pid",
+            "--mount-proc",
+            "--fork",
+            "--kill-child",
+            "--",
+        ]);
+        c.arg(self.t.join("harness.sh"))
             .arg(&self.t)
             .args(up)
             .arg("--")

@@ -38,7 +38,9 @@ cluster_net_up() {
     # shellcheck disable=SC1090
     prefix="$(. "$out/$first.env" && a="${SEED_ADDRS%% *}" && echo "${a#*/}")"
     [[ -n "$gw" && "$prefix" =~ ^[0-9]+$ ]] || ms_die "no gateway or prefix in $out/$first.env"
-    unshare --net -- sleep infinity </dev/null >/dev/null 2>&1 &
+    # setpriv, unshare and sleep exec each other: $! is the sleeping process,
+    # and it dies with this shell even when no EXIT trap runs (ms_tied).
+    setpriv --pdeathsig KILL -- unshare --net -- sleep infinity </dev/null >/dev/null 2>&1 &
     MS_NET_PID=$!
     ms_on_exit "kill $MS_NET_PID 2>/dev/null"
     # unshare execs sleep once it is in the new namespace.
@@ -101,7 +103,7 @@ cluster_boot() {
         rm -f "$work/boot-seconds"
         ms_log "booting $name on the shared network (tap ms-tap-$n, mac ${SEED_MACS%% *})"
         MS_TAP="ms-tap-$n" MS_SMP="${MS_CLUSTER_SMP:-2}" MS_EXTRA_APPEND="$words" \
-            nsenter --net="/proc/$MS_NET_PID/ns/net" -- \
+            setpriv --pdeathsig KILL -- nsenter --net="/proc/$MS_NET_PID/ns/net" -- \
             unshare --mount --pid --ipc --fork --kill-child -- \
             "$MS_SCRIPTS_DIR/vm/qemu-ns.sh" "$vm" "$work" "$seeds/$name/seed.img" "${SEED_MACS%% *}" \
             </dev/null >"$work/qemu.log" 2>&1 &

@@ -7,6 +7,7 @@
 #   ms_need_root                fail unless root
 #   ms_apt_deps FILE...         install missing host packages listed in FILE(s)
 #   ms_timeout SECS CMD...      run CMD with a hard bound (TERM, then KILL 15 s later)
+#   ms_tied CMD...              run CMD so that it dies with this shell
 #   ms_recipe_hash FILE...      sha256 over the given files (the build recipe)
 #   ms_cache_fresh DIR FILE...  true if DIR exists with a matching recipe hash
 #   ms_cache_stamp DIR FILE...  record the recipe hash beside DIR (DIR.recipe-sha256)
@@ -109,11 +110,20 @@ ms_apt_deps() {
     fi
 }
 
-# ms_timeout SECS CMD...: hard bound; rc 124 means it timed out.
+# ms_timeout SECS CMD...: hard bound; rc 124 means it timed out. Both
+# timeout and CMD are tied to their parent (ms_tied): a killed script does
+# not leave CMD (a VM, say) running until the bound.
 ms_timeout() {
     local secs="$1"
     shift
-    timeout --kill-after=15 "$secs" "$@"
+    ms_tied timeout --kill-after=15 "$secs" setpriv --pdeathsig KILL -- "$@"
+}
+
+# ms_tied CMD...: CMD gets SIGKILL when the shell that started it dies, even
+# by SIGKILL, when no EXIT trap runs (the kernel's parent-death signal,
+# kept across exec; unshare --kill-child passes it on to its child).
+ms_tied() {
+    setpriv --pdeathsig KILL -- "$@"
 }
 
 ms_recipe_hash() {

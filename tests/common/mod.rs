@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,8 +31,16 @@ pub fn staking_example() -> String {
     EXAMPLE.replace("  enabled: false", STAKING_ON)
 }
 
+/// The binary, with what it reads from the environment fixed: a build
+/// must not change with the tester's `SOURCE_DATE_EPOCH`, nor find an ISO
+/// in the tester's own download cache (tests that want one of these set
+/// it after this call, which wins).
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_microseed"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_microseed"));
+    for k in ["SOURCE_DATE_EPOCH", "MICROSEED_CACHE_DIR", "XDG_CACHE_HOME"] {
+        c.env_remove(k);
+    }
+    c
 }
 
 pub fn root() -> PathBuf {
@@ -39,9 +48,16 @@ pub fn root() -> PathBuf {
 }
 
 /// A temporary directory holding `cluster.yaml` (the given text) and the
-/// fixed test secrets (mode 0600).
+/// fixed test secrets (mode 0600). Dropping it fails the test when a
+/// process still names the directory (see [`assert_nothing_left`]).
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        assert_nothing_left(self.dir.path());
+    }
 }
 
 impl Scratch {
@@ -52,6 +68,23 @@ impl Scratch {
         std::fs::write(&s, SECRETS).expect("write secrets");
         std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         Scratch { dir }
+    }
+    /// As `new`, in a directory whose name starts with `prefix` (a space
+    /// in it puts every path the test hands on through quoting).
+    /// Made in /tmp, not $TMPDIR, for a test whose paths another user must
+    /// reach (or that shows them in width-limited columns): a TMPDIR may be
+    /// private to its owner, or long.
+    pub fn with_prefix(cluster: &str, prefix: &str) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let sc = Scratch { dir };
+        std::fs::write(sc.cluster(), cluster).expect("write cluster");
+        let s = sc.dir.path().join("secrets.yaml");
+        std::fs::write(&s, SECRETS).expect("write secrets");
+        std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        sc
     }
     pub fn example() -> Scratch {
         Scratch::new(EXAMPLE)
@@ -79,12 +112,11 @@ pub fn text(o: &Output) -> (String, String) {
 
 /// Runs a program, failing the test (not skipping) when it is missing.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("{program} is needed for this test (scripts/test.sh installs it): {e}")
-        })
+    let mut c = Command::new(program);
+    dies_with_the_test(&mut c);
+    c.args(args).output().unwrap_or_else(|e| {
+        panic!("{program} is needed for this test (scripts/test.sh installs it): {e}")
+    })
 }
 
 /// Parses YAML with PyYAML, as cloud-init does, and returns it as JSON.
@@ -174,19 +206,183 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Runs `script` under bash as root in a private mount namespace (mounts
-/// it makes vanish with it), with `args` as `$1`, `$2`...
+/// it makes vanish with it) and PID namespace (what it starts dies with
+/// it), with `args` as `$1`, `$2`...
 pub fn in_mount_namespace(script: &str, args: &[&str]) -> Output {
     let mut argv = vec![
         "--mount",
         "--propagation",
         "private",
+        "--pid",
+        "--mount-proc",
+        "--fork",
+        "--kill-child",
         "bash",
         "-c",
         script,
         "x",
     ];
     argv.extend_from_slice(args);
-    run("unshare", &argv)
+    unshare(&argv)
+        .output()
+        .unwrap_or_else(|e| panic!("unshare (util-linux) is needed for this test: {e}"))
+}
+
+/// `unshare ARGS`, killed (SIGKILL) when the test's thread ends: a test
+/// that panics, or a test binary killed for taking too long, takes the
+/// namespace down with it. With `--pid --fork --kill-child` the child is
+/// PID 1 of its own PID namespace, and the kernel kills everything in the
+/// namespace when it dies, servers backgrounded inside included.
+pub fn unshare(args: &[&str]) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(args);
+    dies_with_the_test(&mut c);
+    c
+}
+
+/// Has `c`'s process get SIGKILL when the thread that started it ends.
+pub fn dies_with_the_test(c: &mut Command) {
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of ours.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A process still running that names `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub pid: i32,
+    pub ppid: i32,
+    pub cmdline: String,
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} (parent {}): {}",
+            self.pid, self.ppid, self.cmdline
+        )
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every process but this one whose command line, or working directory,
+/// names `dir` (or anything under it), and what those started. A test's
+/// scratch directory is unique to the test, so whatever names it was
+/// started by the test (or by what the test ran), and concurrent tests, or
+/// other test runs on the machine, never count. Zombies have no command
+/// line and are not listed.
+pub fn processes_using(dir: &Path) -> Vec<Leftover> {
+    let mut names = vec![dir.to_path_buf()];
+    if let Ok(c) = dir.canonicalize()
+        && c != dir
+    {
+        names.push(c);
+    }
+    let me = std::process::id() as i32;
+    let mut all = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let p = e.path();
+        let Ok(cmdline) = std::fs::read(p.join("cmdline")) else {
+            continue;
+        };
+        if cmdline.is_empty() {
+            continue;
+        }
+        let cwd = std::fs::read_link(p.join("cwd")).ok();
+        let named = names.iter().any(|n| {
+            contains(&cmdline, n.as_os_str().as_encoded_bytes())
+                || cwd.as_deref().is_some_and(|c| c.starts_with(n))
+        });
+        // The parent follows the command name, which may hold `)`.
+        let ppid = std::fs::read_to_string(p.join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0);
+        let cmdline = String::from_utf8_lossy(&cmdline)
+            .trim_end_matches('\0')
+            .replace('\0', " ");
+        all.push((Leftover { pid, ppid, cmdline }, named));
+    }
+    let parent: std::collections::HashMap<i32, i32> =
+        all.iter().map(|(l, _)| (l.pid, l.ppid)).collect();
+    let named: std::collections::HashSet<i32> =
+        all.iter().filter(|(_, n)| *n).map(|(l, _)| l.pid).collect();
+    let below_named = |mut pid: i32| {
+        for _ in 0..64 {
+            match parent.get(&pid) {
+                Some(&pp) if named.contains(&pp) => return true,
+                Some(&pp) => pid = pp,
+                None => return false,
+            }
+        }
+        false
+    };
+    all.into_iter()
+        .filter(|(l, n)| *n || below_named(l.pid))
+        .map(|(l, _)| l)
+        .collect()
+}
+
+/// What still names `dir` once processes being torn down have had two
+/// seconds to go; those left are then killed (SIGKILL), so a failing test
+/// leaves nothing running either.
+pub fn leftovers(dir: &Path) -> Vec<Leftover> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let left = processes_using(dir);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            for l in &left {
+                // SAFETY: kill(2) has no memory effects; the process names
+                // this test's own scratch directory.
+                unsafe { libc::kill(l.pid, libc::SIGKILL) };
+            }
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Fails the test (unless it is failing already) when a process it started
+/// still names `dir`: nothing a test starts may outlive it. Called when a
+/// test's scratch directory goes away.
+pub fn assert_nothing_left(dir: &Path) {
+    let left = leftovers(dir);
+    if !left.is_empty() && !std::thread::panicking() {
+        let list: Vec<String> = left.iter().map(ToString::to_string).collect();
+        panic!(
+            "the test left {} process(es) running that name {} (now killed):\n{}",
+            left.len(),
+            dir.display(),
+            list.join("\n")
+        );
+    }
+}
+
+/// `s` as one word for sh (single-quoted).
+pub fn shq(s: impl AsRef<std::ffi::OsStr>) -> String {
+    format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
 }
 
 /// A run held at a test pause point (`MICROSEED_TEST_PAUSE`) until the test
