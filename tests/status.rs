@@ -322,7 +322,7 @@ impl Lab {
                 &f.join("bin/exportfs"),
                 &format!(
                     "#!/bin/sh\n[ \"$1\" = -v ] || exit 2\nprintf '%s\\t192.0.2.0/24(sync,wdelay,hide,no_subtree_check,sec=sys,rw,secure,root_squash,no_all_squash)\\n' {}\n",
-                    common::shq(&export)
+                    common::shq(export)
                 ),
             );
         }
