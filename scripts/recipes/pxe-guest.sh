@@ -11,13 +11,15 @@
 # Skips the build when the outputs exist and were made by this very script.
 #   pxe-guest.sh OUTDIR
 set -euo pipefail
+# The busybox initramfs kit both recipes share (hashed into the stamp too).
+kit="$(cd "$(dirname "$0")/../lib" && pwd)/initrd-kit.sh"
 out="${1:?usage: pxe-guest.sh OUTDIR}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 # One build at a time (test binaries may ask concurrently).
 exec 9>"$out/.lock"
 flock 9
-stamp="$(sha256sum "$0" | cut -c1-64)"
+stamp="$(cat "$0" "$kit" | sha256sum | cut -c1-64)"
 if [ -f "$out/vmlinuz" ] && [ -f "$out/initrd" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
@@ -30,36 +32,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-kpkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')"
-[ -n "$kpkg" ] || { echo "pxe-guest.sh: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
-mkdir debs
-(cd debs && apt-get download -q "$kpkg" busybox-static >/dev/null 2>&1) \
-  || { echo "pxe-guest.sh: apt-get download $kpkg busybox-static failed" >&2; exit 1; }
-dpkg-deb -x debs/linux-image-*.deb kern
-dpkg-deb -x debs/busybox-static_*.deb bb
-kver="$(ls kern/lib/modules)"
-moddir="kern/lib/modules/$kver/kernel"
-
-mkdir -p initrd/bin initrd/proc initrd/sys initrd/dev initrd/mods
-cp bb/bin/busybox initrd/bin/busybox
-# The virtio NIC's modules, dependencies first.
-declare -A seen=()
-order=()
-add_mod() {
-  local name="$1" path deps d
-  [ -n "${seen[$name]:-}" ] && return 0
-  seen[$name]=1
-  path="$(find "$moddir" -name "$name.ko" -o -name "$(echo "$name" | tr _ -).ko" | head -n1)"
-  [ -n "$path" ] || { echo "pxe-guest.sh: module $name not found" >&2; exit 1; }
-  deps="$(grep -a -o 'depends=[a-z0-9_,-]*' "$path" | head -n1 | cut -d= -f2 | tr , ' ')"
-  for d in $deps; do add_mod "$d"; done
-  cp "$path" "initrd/mods/$name.ko"
-  order+=("$name")
-}
-for m in virtio_pci virtio_net; do add_mod "$m"; done
+# shellcheck source-path=SCRIPTDIR source=../lib/initrd-kit.sh
+. "$kit"
+kit_unpack pxe-guest.sh
+kit_add_mod virtio_pci virtio_net
 # udhcpc needs packet sockets; built in or a module, depending on the kernel.
-if find "$moddir" -name af_packet.ko | grep -q .; then add_mod af_packet; fi
-printf '%s\n' "${order[@]}" > initrd/mods/order
+if find "$moddir" -name af_packet.ko | grep -q .; then kit_add_mod af_packet; fi
+kit_mod_order
 
 cat > initrd/bin/dhcp-event <<'EV'
 #!/bin/busybox sh
