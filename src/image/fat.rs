@@ -312,14 +312,14 @@ impl Drop for ClockGuard {
 fn fat_date_time(epoch: i64) -> DateTime {
     let epoch = epoch.clamp(FAT_MIN_EPOCH, FAT_MAX_EPOCH);
     let (days, secs) = (epoch.div_euclid(86_400), epoch.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
+    let d = crate::day::Day::from_unix_days(days);
     // The clamp keeps every field within the FAT ranges, so the narrowing
     // conversions cannot truncate.
     DateTime {
         date: Date {
-            year: year as u16,
-            month: month as u16,
-            day: day as u16,
+            year: d.year as u16,
+            month: d.month as u16,
+            day: d.day as u16,
         },
         time: Time {
             hour: (secs / 3600) as u16,
@@ -338,21 +338,6 @@ fn encode_dos(now: DateTime) -> (u16, u16, u8) {
     let dos_time = (time.hour << 11) | (time.min << 5) | (time.sec / 2);
     let centis = (time.millis / 10 + (time.sec % 2) * 100) as u8;
     (dos_date, dos_time, centis)
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
-/// (Howard Hinnant's algorithm), to avoid a date crate for one conversion.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -378,7 +363,8 @@ mod tests {
             (2107, 12, 31)
         );
         assert_eq!((last.time.hour, last.time.min, last.time.sec), (23, 59, 59));
-        assert_eq!(civil_from_days((FAT_MAX_EPOCH + 1) / 86_400), (2108, 1, 1));
+        let next = crate::day::Day::from_unix_days((FAT_MAX_EPOCH + 1) / 86_400);
+        assert_eq!((next.year, next.month, next.day), (2108, 1, 1));
     }
 
     #[test]
