@@ -105,19 +105,134 @@ fn parse_typed_quoting<T: for<'de> Deserialize<'de>>(
     // moves it each time: measured at ~1/4 of parsing the profiles. The path
     // only matters in an error, and the same text fails the same way again,
     // so a text parses without it first and only a failure is parsed twice.
-    if let Ok(v) = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
-        T::deserialize(de)
-    }) {
+    if let Ok(v) = parse_fast::<T>(text) {
         return Ok(v);
     }
+    let first = first_error::<T>(file, text, quote);
+    // serde stops at the first unknown key, so a file with three misspelt
+    // keys would take three runs to fix. Each unknown key that starts its
+    // line is blanked with the lines of its value (line numbers kept) and the
+    // text parsed again, for as long as what comes back is another unknown
+    // key; any other error may be the blanking's own doing and is not shown.
+    let mut errors = vec![first];
+    let mut now = text.to_string();
+    while errors.len() < MAX_UNKNOWN_KEYS {
+        let last = &errors[errors.len() - 1];
+        if !is_unknown_key(last) {
+            break;
+        }
+        // A misspelt key is read as the key it was meant to be (so a key
+        // the file needs is not reported missing next); one with no close
+        // match is blanked.
+        let fixed = match suggestion(&last.message) {
+            Some(k) => rename_key(&now, last.pos, k),
+            None => blank_key(&now, last.pos),
+        };
+        let Some(fixed) = fixed else {
+            break;
+        };
+        now = fixed;
+        if parse_fast::<T>(&now).is_ok() {
+            break;
+        }
+        let next = first_error::<T>(file, &now, quote);
+        if !is_unknown_key(&next) || next.pos == last.pos {
+            break;
+        }
+        errors.push(next);
+    }
+    Err(InputErrors(errors))
+}
+
+/// At most this many unknown keys are gathered in one run.
+const MAX_UNKNOWN_KEYS: usize = 20;
+
+fn parse_fast<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| T::deserialize(de))
+}
+
+fn is_unknown_key(d: &Diagnostic) -> bool {
+    d.message.starts_with("unknown key `") || d.message.starts_with("an unknown key;")
+}
+
+/// The key an unknown-key message suggests (`did you mean `gateway`?`).
+fn suggestion(message: &str) -> Option<&str> {
+    let rest = message.rsplit_once("did you mean `")?.1;
+    rest.split_once('`').map(|(k, _)| k)
+}
+
+/// `text` with the plain key at `pos` renamed to `new` (line and the
+/// columns of everything after it on other lines kept).
+fn rename_key(text: &str, pos: Pos, new: &str) -> Option<String> {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let at = usize::try_from(pos.line).ok()?.checked_sub(1)?;
+    let col = usize::try_from(pos.column).ok()?.checked_sub(1)?;
+    let line = lines.get(at)?;
+    let key_end = col + line.get(col..)?.find(':')?;
+    let key = &line[col..key_end];
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    {
+        return None;
+    }
+    lines[at] = format!("{}{new}{}", &line[..col], &line[key_end..]);
+    Some(lines.join("\n"))
+}
+
+/// `text` with the key at `pos` and the more-indented lines of its value
+/// made empty, when the key starts its line (not after `- ` or inside
+/// `{...}`, where removing it would change what the rest means).
+fn blank_key(text: &str, pos: Pos) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let at = usize::try_from(pos.line).ok()?.checked_sub(1)?;
+    let line = lines.get(at)?;
+    let col = usize::try_from(pos.column).ok()?.checked_sub(1)?;
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    if indent != col || line[col..].starts_with(['-', '{', '[']) {
+        return None;
+    }
+    let mut end = at + 1;
+    while let Some(l) = lines.get(end) {
+        let t = l.trim_start_matches(' ');
+        let deeper = l.len() - t.len() > indent;
+        if !(t.is_empty() || t.starts_with('#') || deeper) {
+            break;
+        }
+        end += 1;
+    }
+    let mut out: Vec<&str> = lines.clone();
+    for l in &mut out[at..end] {
+        *l = "";
+    }
+    Some(out.join("\n"))
+}
+
+/// The diagnostic for the first error in `text`, with its field path.
+fn first_error<T: for<'de> Deserialize<'de>>(
+    file: &Path,
+    text: &str,
+    quote: Quote<'_>,
+) -> Diagnostic {
     let path = RefCell::new(String::new());
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
             *path.borrow_mut() = e.path().to_string();
             e.into_inner()
         })
     });
-    result.map_err(|err| {
+    let Err(err) = result else {
+        // The fast parse failed and this one did not: cannot happen, since
+        // both read the same text; say so rather than panic.
+        return Diagnostic::error(
+            file,
+            Pos::default(),
+            "",
+            "the file could not be read twice the same way".to_string(),
+        );
+    };
+    {
         let pos = err.location().map(Pos::from_location).unwrap_or_default();
         let field = path.into_inner();
         // Spanned<T> adds a `.value` step that means nothing to the user.
@@ -132,13 +247,8 @@ fn parse_typed_quoting<T: for<'de> Deserialize<'de>>(
             pos,
             quote,
         );
-        InputErrors(vec![Diagnostic::error(
-            file,
-            pos,
-            quote.field(field),
-            message,
-        )])
-    })
+        Diagnostic::error(file, pos, quote.field(field), message)
+    }
 }
 
 /// The first explicit tag (`!foo`, `!!binary`, `!<...>`) in `text`: where

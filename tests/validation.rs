@@ -758,3 +758,41 @@ fn a_refresh_window_snapd_would_not_read_or_too_short_for_the_cluster_is_refused
         "too short for 3 machines: each gets its own slot of at least 10 minutes",
     );
 }
+
+#[test]
+fn every_misspelt_key_is_reported_in_one_run() {
+    let cluster = EXAMPLE
+        .replacen(
+            "timezone: America/Los_Angeles",
+            "timezon: America/Los_Angeles",
+            1,
+        )
+        .replacen("  gateway: 172.20.0.1", "  gatway: 172.20.0.1", 1)
+        .replacen(
+            "  - name: nfs\n    role: nfs\n",
+            "  - name: nfs\n    rol: nfs\n",
+            1,
+        )
+        .replacen(
+            "    ip: 172.20.10.12\n",
+            "    ip: 172.20.10.12\n    macc: 52:54:00:00:00:01\n",
+            1,
+        );
+    let s = Scratch::new(&cluster);
+    let o = s.build(&[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let file = s.cluster().display().to_string();
+    for (at, field, meant) in [
+        ("6:1", "timezon", "timezone"),
+        ("13:3", "network.gatway", "gateway"),
+        ("44:5", "machines[0].rol", "role"),
+        ("52:5", "machines[2].macc", "mac"),
+    ] {
+        let want = format!("{file}:{at}: error: {field}: unknown key");
+        assert!(err.contains(&want), "no {want:?} in: {err}");
+        assert!(err.contains(&format!("did you mean `{meant}`?")), "{err}");
+    }
+    assert!(err.contains("4 errors; nothing was written"), "{err}");
+    assert!(!s.out().exists());
+}
