@@ -796,3 +796,30 @@ fn every_misspelt_key_is_reported_in_one_run() {
     assert!(err.contains("4 errors; nothing was written"), "{err}");
     assert!(!s.out().exists());
 }
+
+#[test]
+fn a_track_too_old_for_the_release_is_refused_in_two_short_lines_pointing_to_the_docs() {
+    let s = Scratch::new(&EXAMPLE.replacen("release: \"20.04\"", "release: \"22.04\"", 1));
+    let o = common::bin()
+        .arg("check")
+        .arg(s.cluster())
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("error: microk8s.channel"))
+        .expect("the channel's error");
+    assert!(line.contains("docs/releases.md"), "{line}");
+    assert!(
+        !line.contains("66df7516"),
+        "commit hashes belong in the docs: {line}"
+    );
+    assert!(
+        line.chars().count() <= 300,
+        "{} characters: {line}",
+        line.chars().count()
+    );
+    assert!(common::root().join("docs/releases.md").is_file());
+}
