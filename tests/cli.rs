@@ -473,3 +473,35 @@ fn flags_count_before_or_after_the_subcommand() {
         assert_eq!(v["ok"], true, "{args:?}");
     }
 }
+
+#[test]
+fn every_json_answer_is_one_object_with_ok() {
+    let s = common::Scratch::example();
+    let cluster = s.cluster().display().to_string();
+    let out = s.out().display().to_string();
+    let cache = s.dir.path().join("cache");
+    std::fs::create_dir(&cache).expect("mkdir");
+    let cache = cache.display().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["build", &cluster, "-o", &out, "--json"],
+        vec!["check", &cluster, "--json"],
+        vec!["verify", &out, "--json"],
+        vec!["build", &cluster, "-o", &out, "--check", "--json"],
+        vec!["render", &cluster, "master", "meta-data", "--json"],
+        vec!["iso", "list", "--cache-dir", &cache, "--json"],
+        // Bad input answers in the same shape.
+        vec!["check", "/nonexistent/cluster.yaml", "--json"],
+        vec!["verify", &cache, "--json"],
+    ];
+    for args in cases {
+        let o = bin().args(&args).output().expect("run");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", text(&o).0));
+        assert!(v.is_object(), "{args:?}: {v}");
+        assert_eq!(
+            v["ok"].as_bool(),
+            Some(o.status.success()),
+            "{args:?}: `ok` disagrees with the exit code: {v}"
+        );
+    }
+}
