@@ -247,7 +247,10 @@ fn refuse_lost_secrets(cluster_file: &Path, out: &Path, c: &crate::model::Cluste
 fn explain_drift(fresh: &Path, out: &Path, entries: &[verify::Entry]) {
     let hosts = verify::hosts_only_changes(fresh, out, entries);
     let mut groups: Vec<(&[String], &[String], Vec<&str>)> = Vec::new();
-    for h in &hosts {
+    for h in hosts
+        .iter()
+        .filter(|h| !(h.add.is_empty() && h.remove.is_empty()))
+    {
         match groups
             .iter_mut()
             .find(|(a, r, _)| *a == h.add.as_slice() && *r == h.remove.as_slice())
@@ -255,6 +258,17 @@ fn explain_drift(fresh: &Path, out: &Path, entries: &[verify::Entry]) {
             Some(g) => g.2.push(&h.machine),
             None => groups.push((&h.add, &h.remove, vec![&h.machine])),
         }
+    }
+    let moved: Vec<String> = hosts
+        .iter()
+        .filter_map(|h| Some(format!("{} {}", h.machine, h.refresh_timer.as_deref()?)))
+        .collect();
+    if !moved.is_empty() {
+        errln!(
+            "note: the refresh slots moved (each machine's share of maintenance.refresh_window); \
+             on each installed machine, `sudo snap set system refresh.timer=SLOT`: {}",
+            moved.join(", ")
+        );
     }
     for (add, remove, machines) in groups {
         let mut what = String::new();
@@ -268,9 +282,9 @@ fn explain_drift(fresh: &Path, out: &Path, entries: &[verify::Entry]) {
             what += &format!(" remove `{}`", remove.join("`, `"));
         }
         errln!(
-            "note: {}: only /etc/hosts differs, so installed machines need no reinstall; on \
-             each,{what} in /etc/hosts by hand (MicroK8s 1.24-1.27 masters refuse a joiner \
-             whose name they cannot resolve)",
+            "note: {}: only /etc/hosts (and the refresh slot) differs, so installed machines \
+             need no reinstall; on each,{what} in /etc/hosts by hand (MicroK8s 1.24-1.27 \
+             masters refuse a joiner whose name they cannot resolve)",
             machines.join(", ")
         );
     }

@@ -220,13 +220,16 @@ pub fn print(entries: &[Entry], json: bool, what: &str) -> Result<()> {
 }
 
 /// A machine whose rebuilt user-data differs from the installed one only
-/// in `/etc/hosts` lines: a machine was added, removed or moved elsewhere
-/// in the cluster. It needs no reinstall, only these lines.
+/// in `/etc/hosts` lines and its snap refresh slot: a machine was added,
+/// removed or moved elsewhere in the cluster (each machine's slot is its
+/// share of the cluster's window). It needs no reinstall, only these.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostsOnly {
     pub machine: String,
     pub add: Vec<String>,
     pub remove: Vec<String>,
+    /// The new `refresh.timer`, when the slot moved.
+    pub refresh_timer: Option<String>,
 }
 
 /// user-data is a few hundred KiB at most; an out tree's file may be anything.
@@ -253,14 +256,23 @@ pub fn hosts_only_changes(fresh: &Path, out: &Path, entries: &[Entry]) -> Vec<Ho
             let new = read(&fresh.join(&e.path))?;
             let old = read(&out.join(&e.path))?;
             let (add, remove) = (only_in(&new, &old), only_in(&old, &new));
-            let hostsish = |ls: &Vec<String>| ls.iter().all(|l| is_hosts_line(l));
-            (!(add.is_empty() && remove.is_empty()) && hostsish(&add) && hostsish(&remove)).then(
-                || HostsOnly {
-                    machine: machine.to_string(),
-                    add,
-                    remove,
-                },
-            )
+            let known = |l: &String| is_hosts_line(l) || refresh_timer(l).is_some();
+            let refresh_timer = add
+                .iter()
+                .find_map(|l| refresh_timer(l))
+                .map(str::to_string);
+            let hosts = |ls: Vec<String>| -> Vec<String> {
+                ls.into_iter().filter(|l| is_hosts_line(l)).collect()
+            };
+            (!(add.is_empty() && remove.is_empty())
+                && add.iter().all(known)
+                && remove.iter().all(known))
+            .then(|| HostsOnly {
+                machine: machine.to_string(),
+                add: hosts(add),
+                remove: hosts(remove),
+                refresh_timer,
+            })
         })
         .collect()
 }
@@ -279,6 +291,14 @@ fn only_in(a: &str, b: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The slot in `microseed-snap-refresh`'s `timer='sat,04:40-06:00'` line.
+fn refresh_timer(l: &str) -> Option<&str> {
+    let v = l.strip_prefix("timer='")?.strip_suffix('\'')?;
+    v.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b",:-".contains(&c))
+        .then_some(v)
 }
 
 /// `172.20.10.13 worker-2`: an /etc/hosts line as hosts.tera writes them.

@@ -427,7 +427,9 @@ fn chown_tree(dir: &Path, uid: u32) {
 
 #[test]
 fn an_output_made_read_only_is_replaced_and_the_old_tree_removed() {
-    let sc = Scratch::example();
+    // In /tmp: nobody must reach the cluster file whatever TMPDIR is
+    // (scripts/test.sh gives the tests a private one).
+    let sc = Scratch::with_prefix(common::EXAMPLE, "ms-nobody-");
     chown_tree(sc.dir.path(), 65534);
     let (cluster, out) = (sc.cluster(), sc.out());
     let build = |extra: &[&str]| {

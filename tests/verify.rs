@@ -220,9 +220,15 @@ fn check_after_adding_a_worker_says_installed_machines_need_only_a_hosts_line() 
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(
-            "note: master, nfs, worker-1: only /etc/hosts differs, so installed machines need \
-             no reinstall; on each, add `172.20.10.13 worker-2` in /etc/hosts by hand"
+            "note: master, nfs, worker-1: only /etc/hosts (and the refresh slot) differs, so \
+             installed machines need no reinstall; on each, add `172.20.10.13 worker-2` in \
+             /etc/hosts by hand"
         ),
+        "{err}"
+    );
+    // The window is shared among four now: each slot moved.
+    assert!(
+        err.contains("refresh.timer=SLOT`: master sat,03:00-04:00, nfs sat,02:00-03:00, worker-1 sat,04:00-05:00"),
         "{err}"
     );
     assert!(err.contains("note: worker-2 is new"), "{err}");
@@ -239,7 +245,7 @@ fn check_after_adding_a_worker_says_installed_machines_need_only_a_hosts_line() 
     .expect("write");
     let (code, _, err) = check(&s, &[]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(!err.contains("only /etc/hosts differs"), "{err}");
+    assert!(!err.contains("only /etc/hosts"), "{err}");
 }
 
 #[test]
