@@ -652,11 +652,67 @@ pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) -> Resu
     use std::io::Write;
     let mut buf = Vec::new();
     clap_complete::generate(shell, cmd, "microseed", &mut buf);
+    // Static scripts cannot know a cluster's machines: these hooks ask
+    // `microseed complete-machines` for the cluster file on the line.
+    match shell {
+        clap_complete::Shell::Bash => buf.extend_from_slice(BASH_MACHINES.as_bytes()),
+        clap_complete::Shell::Fish => buf.extend_from_slice(FISH_MACHINES.as_bytes()),
+        _ => {}
+    }
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(&buf).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
         other => Ok(other?),
     }
+}
+
+const BASH_MACHINES: &str = r#"
+# microseed: `--machine` offers the machines of the cluster file on the line.
+_microseed_with_machines() {
+    local w cluster=
+    if [[ "${COMP_WORDS[COMP_CWORD-1]}" == --machine ]]; then
+        for w in "${COMP_WORDS[@]:1}"; do
+            if [[ "$w" == *.yaml || "$w" == *.yml ]] && [[ -f "$w" ]]; then
+                cluster=$w
+                break
+            fi
+        done
+        if [[ -n "$cluster" ]]; then
+            local IFS=$'
+'
+            # shellcheck disable=SC2207 # one name a line, no spaces in names
+            COMPREPLY=($(compgen -W "$(microseed complete-machines "$cluster" 2>/dev/null)" -- "${COMP_WORDS[COMP_CWORD]}"))
+            return 0
+        fi
+    fi
+    _microseed "$@"
+}
+complete -F _microseed_with_machines -o bashdefault -o default microseed
+"#;
+
+const FISH_MACHINES: &str = r#"
+# microseed: `--machine` offers the machines of the cluster file on the line.
+function __microseed_machines
+    for w in (commandline -opc)
+        if string match -qr '\.ya?ml$' -- $w; and test -f $w
+            microseed complete-machines $w 2>/dev/null
+            return
+        end
+    end
+end
+complete -c microseed -n "__fish_seen_subcommand_from build flash status" -l machine -x -a "(__microseed_machines)"
+"#;
+
+/// `complete-machines CLUSTER`: the names, one a line; nothing (and exit 0)
+/// when the file does not validate, so a completion never prints errors.
+pub fn complete_machines(cluster: &Path) -> Result<()> {
+    let Ok(loaded) = build::load(cluster, &GlobalOptions::default(), MissingSecrets::Skip) else {
+        return Ok(());
+    };
+    for m in &loaded.cluster.machines {
+        outln!("{}", m.name)?;
+    }
+    Ok(())
 }
 
 /// Checks the installer flags before anything is written.
@@ -1017,4 +1073,36 @@ pub fn flash(src: &GlobalOptions, args: &FlashArgs, json: bool) -> Result<()> {
         outln!("{}: safe to remove", plan.device.path.display())?;
     }
     Ok(())
+}
+
+/// `--release R`: any name (an overlay from `--profiles` may add releases),
+/// offered as the built-in releases by completions and `--help`.
+#[derive(Clone, Debug)]
+pub struct ReleaseName;
+
+impl clap::builder::TypedValueParser for ReleaseName {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<String, clap::Error> {
+        value
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidUtf8))
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let names: Vec<String> = crate::profile::Profiles::load(None)
+            .map(|p| p.release_names().map(str::to_string).collect())
+            .unwrap_or_default();
+        Some(Box::new(
+            names.into_iter().map(clap::builder::PossibleValue::new),
+        ))
+    }
 }

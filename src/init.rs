@@ -18,7 +18,7 @@ pub struct InitArgs {
     pub dir: PathBuf,
     /// Ubuntu release to write, with its profile's default MicroK8s
     /// channel (default: the guide's 20.04 and 1.20/stable).
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", value_parser = crate::commands::ReleaseName)]
     pub release: Option<String>,
     /// Public key to put in the admin's authorized keys (default: the
     /// first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,

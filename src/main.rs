@@ -246,6 +246,11 @@ enum Command {
         after_help = "Example:\n  microseed completions bash > ~/.local/share/bash-completion/completions/microseed"
     )]
     Completions { shell: clap_complete::Shell },
+    /// The machine names of a cluster file, one a line, for the completion
+    /// scripts' `--machine` (nothing, quietly, for a file that does not
+    /// validate).
+    #[command(hide = true)]
+    CompleteMachines { cluster: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -256,7 +261,7 @@ enum IsoCommand {
     )]
     Fetch {
         /// Release to fetch (repeatable; default: every release profile).
-        #[arg(long = "release", value_name = "R")]
+        #[arg(long = "release", value_name = "R", value_parser = commands::ReleaseName)]
         releases: Vec<String>,
         /// Where ISOs are cached.
         #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
@@ -395,6 +400,7 @@ fn main() -> ExitCode {
             commands::render(&cluster, &src, &machine, &document, target, json)
         }
         Command::Completions { shell } => commands::completions(shell, &mut Cli::command()),
+        Command::CompleteMachines { cluster } => commands::complete_machines(&cluster),
     };
     commands::exit(result, json)
 }

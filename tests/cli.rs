@@ -505,3 +505,80 @@ fn every_json_answer_is_one_object_with_ok() {
         );
     }
 }
+
+#[test]
+fn completions_offer_the_clusters_machines_and_the_releases() {
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::write(d.path().join("cluster.yaml"), common::EXAMPLE).expect("write");
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_microseed"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = d.path().join("microseed.bash");
+    let o = bin().args(["completions", "bash"]).output().expect("run");
+    std::fs::write(&script, &o.stdout).expect("write");
+    // What bash offers after `--machine` and after `--release`.
+    let complete = |words: &str, cword: usize| {
+        let o = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; \
+                 _microseed_with_machines microseed \"${{COMP_WORDS[COMP_CWORD]}}\" \
+                 \"${{COMP_WORDS[COMP_CWORD-1]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                common::shq(&script)
+            ))
+            .current_dir(d.path())
+            .env("PATH", &path)
+            .output()
+            .expect("bash");
+        assert!(o.status.success(), "{:?}", text(&o));
+        text(&o).0
+    };
+    assert_eq!(
+        complete("microseed build cluster.yaml -o out --machine ''", 6),
+        "nfs\nmaster\nworker-1\n"
+    );
+    assert_eq!(
+        complete("microseed status cluster.yaml --machine w", 4),
+        "worker-1\n"
+    );
+    assert_eq!(
+        complete("microseed init new --release ''", 4),
+        "20.04\n22.04\n24.04\n"
+    );
+    // fish: the same through its own completion engine.
+    let fish = d.path().join("microseed.fish");
+    let o = bin().args(["completions", "fish"]).output().expect("run");
+    std::fs::write(&fish, &o.stdout).expect("write");
+    let o = std::process::Command::new("fish")
+        .arg("-c")
+        .arg(format!(
+            "source {}; complete -C 'microseed build cluster.yaml --machine '",
+            common::shq(&fish)
+        ))
+        .current_dir(d.path())
+        .env("PATH", &path)
+        .output()
+        .expect("fish (scripts/deps/core.apt)");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let mut got: Vec<&str> = text(&o).0.leak().lines().collect();
+    got.sort();
+    assert_eq!(got, ["master", "nfs", "worker-1"]);
+    // A file that does not validate offers nothing, and says nothing.
+    std::fs::write(d.path().join("cluster.yaml"), "version: 1\nnonsense: [").expect("write");
+    let o = bin()
+        .arg("complete-machines")
+        .arg(d.path().join("cluster.yaml"))
+        .output()
+        .expect("run");
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "{:?}",
+        text(&o)
+    );
+}
