@@ -298,6 +298,30 @@ fn explain_drift(fresh: &Path, out: &Path, entries: &[verify::Entry]) {
     }
 }
 
+/// The cluster's machines whose seeds the previous OUT holds (by its
+/// manifest) but a `--machine` build replaces OUT without: a whole-tree
+/// swap would drop them silently otherwise.
+fn dropped_machines(out: &Path, loaded: &build::ClusterInputs, picked: &[String]) -> Vec<String> {
+    if picked.is_empty() {
+        return Vec::new();
+    }
+    let Ok(listed) = verify::read_manifest(out) else {
+        return Vec::new();
+    };
+    let held: BTreeSet<&str> = listed
+        .keys()
+        .filter_map(|p| p.split_once('/').map(|(dir, _)| dir))
+        .collect();
+    loaded
+        .cluster
+        .machines
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| held.contains(n) && !picked.iter().any(|p| p == n))
+        .map(str::to_string)
+        .collect()
+}
+
 /// What `build` reads, which OUT must stay clear of.
 fn build_inputs(
     args: &BuildArgs,
@@ -489,7 +513,18 @@ pub fn build(src: &GlobalOptions, args: &BuildArgs, json: bool) -> Result<()> {
         }
         return Ok(());
     }
+    let dropped = dropped_machines(out, &loaded, machines);
     let written = build::build(&loaded, src, &request(out))?;
+    if !dropped.is_empty() {
+        errln!(
+            "warning: {} held {}, which this build (--machine {}) does not: their seeds are no \
+             longer in it; build without --machine to keep every machine, or give each \
+             subset its own -o",
+            out.display(),
+            dropped.join(", "),
+            machines.join(" --machine ")
+        );
+    }
     if json {
         outln!(
             "{}",

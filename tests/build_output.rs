@@ -377,3 +377,25 @@ fn instance_id_changes_with_content_and_only_then() {
     build_ok(&changed, &[]);
     assert_ne!(before, id(&changed, "worker-1"));
 }
+
+#[test]
+fn a_machine_subset_build_says_which_machines_it_drops_from_the_output() {
+    let s = Scratch::example();
+    build_ok(&s, &[]);
+    let o = s.build(&["--machine", "worker-1"]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: {} held nfs, master, which this build (--machine worker-1) does not: \
+             their seeds are no longer in it",
+            s.out().display()
+        )),
+        "{err}"
+    );
+    assert!(!s.out().join("master").exists());
+    // The same subset again drops nothing, and says nothing of it.
+    let o = s.build(&["--machine", "worker-1"]);
+    assert!(o.status.success());
+    assert!(!text(&o).1.contains("no longer in it"), "{}", text(&o).1);
+}
