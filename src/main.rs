@@ -115,6 +115,22 @@ struct JsonFlag {
     json: bool,
 }
 
+/// The flags of the commands that render seeds and may download (build,
+/// flash).
+#[derive(clap::Args, Default)]
+struct SeedFlags {
+    #[command(flatten)]
+    p: ProfilesFlag,
+    #[command(flatten)]
+    t: TemplatesFlag,
+    #[command(flatten)]
+    s: StrictFlag,
+    #[command(flatten)]
+    j: JsonFlag,
+    #[command(flatten)]
+    o: OfflineFlag,
+}
+
 /// `--offline`, for the commands that may download.
 #[derive(clap::Args, Default)]
 struct OfflineFlag {
@@ -157,15 +173,7 @@ enum Command {
         #[command(flatten)]
         args: commands::BuildArgs,
         #[command(flatten)]
-        p: ProfilesFlag,
-        #[command(flatten)]
-        t: TemplatesFlag,
-        #[command(flatten)]
-        s: StrictFlag,
-        #[command(flatten)]
-        j: JsonFlag,
-        #[command(flatten)]
-        o: OfflineFlag,
+        f: SeedFlags,
     },
     /// Serve DIR (usually OUT/pxe) read-only over HTTP for netbooting.
     #[command(
@@ -196,15 +204,7 @@ enum Command {
         #[command(flatten)]
         args: commands::FlashArgs,
         #[command(flatten)]
-        p: ProfilesFlag,
-        #[command(flatten)]
-        t: TemplatesFlag,
-        #[command(flatten)]
-        s: StrictFlag,
-        #[command(flatten)]
-        j: JsonFlag,
-        #[command(flatten)]
-        o: OfflineFlag,
+        f: SeedFlags,
     },
     /// Ask every machine over ssh whether its first boot converged.
     #[command(after_help = STATUS_HELP)]
@@ -315,17 +315,10 @@ fn main() -> ExitCode {
             json = json_of(&j);
             commands::check(&cluster, &src(Some(p), None, Some(s)), json)
         }
-        Command::Build {
-            mut args,
-            p,
-            t,
-            s,
-            j,
-            o,
-        } => {
-            json = json_of(&j);
-            args.offline = offline_of(&o);
-            commands::build(&src(Some(p), Some(t), Some(s)), &args, json)
+        Command::Build { mut args, f } => {
+            json = json_of(&f.j);
+            args.offline = offline_of(&f.o);
+            commands::build(&src(Some(f.p), Some(f.t), Some(f.s)), &args, json)
         }
         Command::Iso(IsoCommand::Fetch {
             releases,
@@ -356,17 +349,10 @@ fn main() -> ExitCode {
             json = json_of(&j);
             commands::verify(&out, json)
         }
-        Command::Flash {
-            mut args,
-            p,
-            t,
-            s,
-            j,
-            o,
-        } => {
-            json = json_of(&j);
-            args.offline = offline_of(&o);
-            commands::flash(&src(Some(p), Some(t), Some(s)), &args, json)
+        Command::Flash { mut args, f } => {
+            json = json_of(&f.j);
+            args.offline = offline_of(&f.o);
+            commands::flash(&src(Some(f.p), Some(f.t), Some(f.s)), &args, json)
         }
         // status exists to reach the machines over ssh: --offline cannot
         // mean anything for it, and ignoring the flag would surprise. Only
