@@ -92,12 +92,18 @@ fn parse_typed_quoting<T: for<'de> Deserialize<'de>>(
     quote: Quote<'_>,
 ) -> Result<T, InputErrors> {
     if let Some((pos, field, tag)) = first_tag(text) {
+        // In a file of secrets the "tag" may be a piece of a secret that
+        // happens to start with `!`: never shown there.
+        let tag = match quote {
+            Quote::All => format!("a YAML tag ({tag})"),
+            Quote::Only(_) => "a YAML tag (not shown: this file holds secrets)".to_string(),
+        };
         return Err(InputErrors(vec![Diagnostic::error(
             file,
             pos,
-            field,
+            quote.field(field),
             format!(
-                "a YAML tag ({tag}); microseed reads plain values only (a tag such as `!!binary` would change the value silently, and an unknown one means nothing); write the value without the tag"
+                "{tag}; microseed reads plain values only (a tag such as `!!binary` would change the value silently, and an unknown one means nothing); write the value without the tag"
             ),
         )]));
     }

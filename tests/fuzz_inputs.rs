@@ -291,6 +291,10 @@ fn secrets_errors_seen_in_review_quote_no_secret() {
         format!("version: 1\njoin_token: {t}\nwallet_passwords:\n  - [{p}]\n"),
         format!("version: 1\njoin_token: {t}\nwallet_passwords:\n  {p}: x\n"),
         format!("version: 1\njoin_token: [{t}]\n"),
+        // A value starting with `!` reads as a YAML tag (found by the
+        // property test once tags were refused).
+        format!("version: 1\njoin_token: !{t}\n"),
+        format!("version: 1\njoin_token: {t}\nwallet_passwords:\n  - !{p}\n"),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("secrets.yaml");
