@@ -274,22 +274,6 @@ fn fields(w: &[(String, u64, String)]) -> Vec<&str> {
     w.iter().map(|(f, _, _)| f.as_str()).collect()
 }
 
-/// The example with every machine given a MAC, so the NIC warning is out
-/// of the way of the others.
-fn with_macs(cluster: &str) -> String {
-    let mut out = String::new();
-    let mut n = 0;
-    for line in cluster.lines() {
-        out.push_str(line);
-        out.push('\n');
-        if line.starts_with("    ip: ") {
-            n += 1;
-            out.push_str(&format!("    mac: 52:54:00:00:00:{n:02x}\n"));
-        }
-    }
-    out
-}
-
 #[test]
 fn a_machine_without_mac_or_interface_is_warned_about_at_its_name() {
     let w = warnings_on(EXAMPLE, "2025-01-01");
@@ -334,7 +318,10 @@ fn a_machine_without_mac_or_interface_is_warned_about_at_its_name() {
         nic[0].2
     );
     // A MAC or an interface name is one NIC: nothing to warn about.
-    let w = warnings_on(&with_macs(&common::example_with_own_key()), "2025-01-01");
+    let w = warnings_on(
+        &common::with_macs(&common::example_with_own_key()),
+        "2025-01-01",
+    );
     assert!(
         !fields(&w).iter().any(|f| f.starts_with("machines[")),
         "{w:?}"
@@ -349,7 +336,10 @@ fn a_machine_without_mac_or_interface_is_warned_about_at_its_name() {
 
 #[test]
 fn ntp_pools_mixing_smeared_and_stepping_servers_are_warned_about() {
-    let mixed = warnings_on(&with_macs(&common::example_with_own_key()), "2025-01-01");
+    let mixed = warnings_on(
+        &common::with_macs(&common::example_with_own_key()),
+        "2025-01-01",
+    );
     let ntp: Vec<_> = mixed.iter().filter(|(f, _, _)| f == "ntp.pools").collect();
     assert_eq!(ntp.len(), 1, "{mixed:?}");
     let msg = &ntp[0].2;
@@ -365,12 +355,12 @@ fn ntp_pools_mixing_smeared_and_stepping_servers_are_warned_about() {
         "[time.google.com, time2.google.com]",
         "[TIME1.GOOGLE.COM]",
     ] {
-        let text = with_macs(&common::example_with_own_key())
+        let text = common::with_macs(&common::example_with_own_key())
             .replace("[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]", pools);
         let w = warnings_on(&text, "2025-01-01");
         assert!(!fields(&w).contains(&"ntp.pools"), "{pools}: {w:?}");
     }
-    let text = with_macs(&common::example_with_own_key()).replace(
+    let text = common::with_macs(&common::example_with_own_key()).replace(
         "[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
         "[pool.ntp.org, Time3.Google.Com]",
     );
@@ -379,7 +369,7 @@ fn ntp_pools_mixing_smeared_and_stepping_servers_are_warned_about() {
 
 #[test]
 fn a_release_or_track_past_its_support_is_warned_about_naming_the_date_and_a_supported_choice() {
-    let example = with_macs(&common::example_with_own_key()).replace(
+    let example = common::with_macs(&common::example_with_own_key()).replace(
         "[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
         "[us.pool.ntp.org]",
     );

@@ -456,8 +456,6 @@ pub const TODAY: &str = "2026-12-07";
 /// with MicroK8s 1.35, pools that do not mix smeared and stepping servers,
 /// a MAC for every machine, and a key of the tests' own.
 pub fn quiet_example() -> String {
-    let mut out = String::new();
-    let mut n = 0;
     let text = example_with_own_key()
         .replace("release: \"20.04\"", "release: \"24.04\"")
         .replace("channel: 1.20/stable", "channel: 1.35/stable")
@@ -465,7 +463,16 @@ pub fn quiet_example() -> String {
             "[time.google.com, us.pool.ntp.org, ntp.ubuntu.com]",
             "[us.pool.ntp.org, ntp.ubuntu.com]",
         );
-    for line in text.lines() {
+    with_macs(&text)
+}
+
+/// `cluster` with a distinct MAC after every machine's `ip:` line, so the
+/// warning about machines with neither `mac` nor `interface` stays out of
+/// the way of the others.
+pub fn with_macs(cluster: &str) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for line in cluster.lines() {
         out.push_str(line);
         out.push('\n');
         if line.starts_with("    ip: ") {
