@@ -1,7 +1,7 @@
 # microseed late-command: writes the installed system's host name, netplan and
 # cloud-init datasource and network settings from the seed, because not every
-# installer revision carries them (README, "Install"). Every value arrives as
-# an argument, never as shell text:
+# installer revision carries them (docs/installer.md, "Install"). Every value
+# arrives as an argument, never as shell text:
 #   $1 host name   $2 netplan YAML   $3 cloud-init datasource drop-in (YAML)
 #   $4 cloud-init network drop-in (YAML: network rendering disabled)
 # The installer mounts the new system at /target; subiquity 22.07+ also says
