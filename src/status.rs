@@ -159,8 +159,8 @@ pub struct NfsExport {
     pub exported: bool,
     pub directory: bool,
     pub mounted: bool,
-    /// The export root is its own volume (`nfs.data_volume`), so it must
-    /// be mounted.
+    /// The export root is its own volume (`nfs.data_volume`) or disk
+    /// (`nfs.data_disk`), so it must be mounted.
     pub mount_expected: bool,
     pub detail: String,
 }
@@ -741,7 +741,7 @@ fn report_from(
             sections.get("exports"),
             sections.get("export-dir"),
             &cluster.nfs.export_root,
-            cluster.nfs.data_volume,
+            cluster.nfs.data_volume || cluster.nfs.data_disk.is_some(),
         )
     });
     let missing_section = || Check {
