@@ -830,7 +830,7 @@ fn an_nfs_data_disk_by_kernel_name_or_beside_a_largest_root_disk_is_refused_at_i
     let (from, to) = data("{path: /dev/sdb}");
     rejects(
         &[
-            (&from, &to),
+            (from, &to),
             (
                 "    ip: 172.20.10.10",
                 "    ip: 172.20.10.10\n    disk: {serial: S4EWNX0N123456}",
@@ -843,7 +843,7 @@ fn an_nfs_data_disk_by_kernel_name_or_beside_a_largest_root_disk_is_refused_at_i
     // The NFS server's root disk left to `largest`, the default.
     let (from, to) = data("{path: /dev/disk/by-id/ata-WDC_WD40EFRX-68N32N0_WD-WCC7K0TESTSER}");
     rejects(
-        &[(&from, &to)],
+        &[(from, &to)],
         "nfs.data_disk",
         38,
         "installs onto its largest disk (`disk` not given, or `largest`), which may be the data disk",
