@@ -51,8 +51,11 @@ build examples/eth2-staking/cluster.yaml example
 build examples/eth2-staking-22.04/cluster.yaml example-2204
 build tests/fixtures/subiquity/variants.yaml variants
 build tests/fixtures/subiquity/variants-20.04.yaml variants-2004
+build tests/fixtures/subiquity/data-disk-22.04.yaml data-disk
+build tests/fixtures/subiquity/data-disk-20.04.yaml data-disk-2004
 
 # seed  host name  expected disk  storage mode  machine config  revisions
+#   [a disk no storage action may name: the NFS data disk]
 # A seed runs at the revisions of its release's installers: 20.04 media
 # carried 20.04.3 (GA) and later ones; 22.04 seeds use the single
 # `network:` form, which the 20.04 GA installer cannot read (its netplan
@@ -78,11 +81,13 @@ runs=(
     "variants/seeds/nfs nfs /dev/sdb data $twodisk $jammy"
     "variants/seeds/master master /dev/sdb root $twodisk $jammy"
     "variants/seeds/worker-1 worker-1 /dev/sdb root $twodisk $jammy"
+    "data-disk-2004/seeds/nfs nfs /dev/sda root $twodisk $ga /dev/sdb"
+    "data-disk/seeds/nfs nfs /dev/sda root $twodisk $jammy /dev/sdb"
 )
 fail=0
 start=$SECONDS
 for r in "${runs[@]}"; do
-    read -r seed host disk mode mc revs <<< "$r"
+    read -r seed host disk mode mc revs untouched <<< "$r"
     export SQ_VERSIONS=${revs//,/ }
     wd=$work/run-${seed//\//-}
     # 20.04.3 runs late-commands with no TARGET_MOUNT_POINT of its own (on a
@@ -90,8 +95,8 @@ for r in "${runs[@]}"; do
     mkdir -p "$wd/target-20.04.3/etc"
     TARGET_MOUNT_POINT=$wd/target-20.04.3 SQ_MACHINE_CONFIG=$mc \
         "$tool" "$work/$seed/user-data" "$wd/out" > "$wd/tool.log" 2>&1 || true
-    echo "== $seed (disk $disk, storage $mode, $(basename "$mc"), subiquity $SQ_VERSIONS)"
-    if python3 scripts/checks/subiquity-verdict.py "$wd/tool.log" "$wd/out" "$wd/target-20.04.3" "$host" "$disk" "$mode" "$H"; then
+    echo "== $seed (disk $disk, storage $mode, $(basename "$mc"), subiquity $SQ_VERSIONS${untouched:+, data disk $untouched untouched})"
+    if SQ_MACHINE_CONFIG=$mc python3 scripts/checks/subiquity-verdict.py "$wd/tool.log" "$wd/out" "$wd/target-20.04.3" "$host" "$disk" "$mode" "$H" ${untouched:+"$untouched"}; then
         :
     else
         fail=1

@@ -70,6 +70,7 @@ pub fn load_checked(
     check(&cluster)?;
     let secrets_path = secrets::path_for(file);
     let mut warnings = validate::short_serial_warnings(file, &raw);
+    warnings.extend(validate::data_disk_warnings(file, &raw));
     warnings.extend(validate::example_key_warnings(file, &raw));
     warnings.extend(validate::addon_warnings(file, &raw));
     let placeholders = validate::staking_warnings(file, &raw);

@@ -128,9 +128,24 @@ pub struct Nfs {
     /// The export gets its own logical volume (the rest of the disk) instead
     /// of living on the root filesystem.
     pub data_volume: bool,
+    /// The disk the export lives on when it is not the root disk.
+    pub data_disk: Option<DataDisk>,
     pub validator_clients: u32,
     pub uid: u32,
     pub gid: u32,
+}
+
+/// The NFS server's data disk (`nfs.data_disk`): never in the autoinstall's
+/// storage section, found at first boot by its serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataDisk {
+    /// The serial as the file gives it, or the `ID_SERIAL` a
+    /// `/dev/disk/by-id/` name was made from (`crate::diskid`).
+    pub serial: String,
+    /// What first boot matches udev's `ID_SERIAL` against, with the root
+    /// disk's rule (`crate::documents::serial_glob`: a plain serial anywhere
+    /// inside it, a glob as written), so one name means one disk in both.
+    pub pattern: String,
 }
 
 /// The staking stack (`crate::staking` renders it as Kubernetes objects).

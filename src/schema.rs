@@ -237,6 +237,20 @@ pub struct Nfs {
     /// root filesystem, which then takes the whole disk.
     #[serde(default)]
     pub data_volume: bool,
+    /// A disk of its own for the export, which the installer never touches
+    /// and first boot formats only when it holds nothing: the data outlives
+    /// a reinstall of the NFS server.
+    #[serde(default)]
+    pub data_disk: Option<Spanned<DataDiskChoice>>,
+}
+
+/// How `nfs.data_disk` names the disk: by what stays the same from boot to
+/// boot (a kernel name such as `/dev/sdb` does not).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum DataDiskChoice {
+    Serial(String),
+    Path(String),
 }
 
 fn default_export_root() -> Spanned<String> {
@@ -260,6 +274,7 @@ impl Default for Nfs {
             uid: default_uid(),
             gid: default_gid(),
             data_volume: false,
+            data_disk: None,
         }
     }
 }

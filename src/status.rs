@@ -159,8 +159,8 @@ pub struct NfsExport {
     pub exported: bool,
     pub directory: bool,
     pub mounted: bool,
-    /// The export root is its own volume (`nfs.data_volume`), so it must
-    /// be mounted.
+    /// The export root is its own volume (`nfs.data_volume`) or disk
+    /// (`nfs.data_disk`), so it must be mounted.
     pub mount_expected: bool,
     pub detail: String,
 }
@@ -741,7 +741,7 @@ fn report_from(
             sections.get("exports"),
             sections.get("export-dir"),
             &cluster.nfs.export_root,
-            cluster.nfs.data_volume,
+            cluster.nfs.data_volume || cluster.nfs.data_disk.is_some(),
         )
     });
     let missing_section = || Check {
@@ -1496,6 +1496,43 @@ join       pending: waiting on microk8s (join the master (retried until it answe
         assert_eq!(e.state, "missing");
         let e = nfs_export(Some(&ex), Some(&dir), "/dat", false);
         assert!(!e.exported);
+    }
+
+    /// An export root on a data disk (`nfs.data_disk`) is a mount point, as
+    /// one on a data volume is: the bare directory beneath it is a problem.
+    #[test]
+    fn an_export_on_a_data_disk_must_be_mounted() {
+        let example = include_str!("../examples/eth2-staking/cluster.yaml");
+        let with_disk = example
+            .replace(
+                "  gid: 2000\n",
+                "  gid: 2000\n  data_disk: {serial: WD-WCC7K0TESTSER}\n",
+            )
+            .replace(
+                "    ip: 172.20.10.10",
+                "    ip: 172.20.10.10\n    disk: {serial: QEMU_HARDDISK_QM00001}",
+            );
+        let file = std::path::Path::new("cluster.yaml");
+        let profiles = crate::profile::Profiles::load(None).expect("profiles");
+        let mut sections = BTreeMap::new();
+        sections.insert(
+            "exports".to_string(),
+            section(
+                "/data 172.20.0.0/20(rw,sync,no_subtree_check,mountpoint)",
+                0,
+            ),
+        );
+        sections.insert(
+            "export-dir".to_string(),
+            section("directory: yes\nmounted: no", 0),
+        );
+        for (text, want) in [(example.to_string(), "ok"), (with_disk, "missing")] {
+            let raw = crate::schema::parse(file, &text).expect("parses");
+            let cluster = crate::validate::validate(file, &raw, &profiles).expect("valid");
+            let nfs = cluster.machine("nfs").expect("nfs");
+            let r = report_from(&cluster, nfs, 22, &sections);
+            assert_eq!(r.nfs_export.expect("nfs export").state, want);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::known;
 use crate::model::Disk;
 use crate::model::{self, Cidr, Cluster, NETWORKS};
 use crate::profile::{Count, Profiles, Proto, ReleaseProfile};
-use crate::schema::{ClusterFile, DiskChoice};
+use crate::schema::{ClusterFile, DataDiskChoice, DiskChoice};
 use crate::staking;
 
 struct Checker<'a> {
@@ -131,11 +131,15 @@ fn run_checks(
     c.check = Check::Microk8s;
     let (chan, channel) = check_microk8s(c, raw, profiles);
     c.check = Check::Nfs;
-    check_nfs(c, raw);
+    let data_disk = check_nfs(c, raw);
     c.check = Check::Staking;
     let staking = check_staking(c, raw);
     c.check = Check::Machines;
     let (mut machines, by_role) = check_machines(c, raw, profiles, net.subnet, net.gateway);
+    if let Some(serial) = &data_disk {
+        c.check = Check::Nfs;
+        check_data_disk_apart(c, raw, &machines, serial);
+    }
     c.check = Check::Maintenance;
     let mut refresh_window = String::new();
     if let Some((window, timers)) = check_maintenance(c, raw, machines.len()) {
@@ -226,6 +230,10 @@ fn run_checks(
         nfs: model::Nfs {
             export_root: n.export_root.value.trim_end_matches('/').to_string(),
             data_volume: n.data_volume,
+            data_disk: data_disk.map(|serial| model::DataDisk {
+                pattern: crate::documents::serial_glob(&serial),
+                serial,
+            }),
             validator_clients: n.validator_clients.value,
             uid: n.uid.value,
             gid: n.gid.value,
@@ -501,8 +509,9 @@ fn check_microk8s(
     (chan, channel)
 }
 
-/// The NFS export: its path, client count and owner ids.
-fn check_nfs(c: &mut Checker<'_>, raw: &ClusterFile) {
+/// The NFS export: its path, client count, owner ids and data disk. Returns
+/// the data disk's serial when the file names one and it is well-formed.
+fn check_nfs(c: &mut Checker<'_>, raw: &ClusterFile) -> Option<String> {
     let n = &raw.nfs;
     if c.want(
         &n.export_root,
@@ -557,6 +566,113 @@ fn check_nfs(c: &mut Checker<'_>, raw: &ClusterFile) {
             );
         }
     }
+    let d = n.data_disk.as_ref()?;
+    if n.data_volume {
+        c.err(d, "nfs.data_disk", "set together with `data_volume: true`; both would be mounted at the export root: keep one (`data_disk` keeps the data through a reinstall, `data_volume` is on the root disk the installer erases)");
+        return None;
+    }
+    match &d.value {
+        DataDiskChoice::Serial(s) if is_serial(s) => Some(s.clone()),
+        DataDiskChoice::Serial(s) => {
+            c.err(d, "nfs.data_disk.serial", format!("got {}; expected the data disk's serial: the short one `lsblk -o NAME,SERIAL` prints, udev's ID_SERIAL (`udevadm info --query=property --name=/dev/sdX`), or a glob of it (letters, digits, '_', '-', '.', ':', and '*', '?', '[', ']'; at least one letter or digit)", shown(s)));
+            None
+        }
+        DataDiskChoice::Path(p) => match crate::diskid::parse(p) {
+            Ok(crate::diskid::DiskPath::Serial(s)) => Some(s),
+            // First boot formats an empty disk it finds by this name: a
+            // kernel name may be another disk after the next boot.
+            Ok(crate::diskid::DiskPath::Kernel(k)) => {
+                c.err(d, "nfs.data_disk.path", format!("{k:?} is a kernel name, which may name another disk after a reboot (disks are not always found in the same order), and first boot formats the data disk when it is empty: name it by what stays, `data_disk: {{serial: ID_SERIAL}}` (`udevadm info --query=property --name={k} | grep ID_SERIAL` prints it) or its /dev/disk/by-id/ name"));
+                None
+            }
+            Err(e) => {
+                c.err(d, "nfs.data_disk.path", e);
+                None
+            }
+        },
+    }
+}
+
+/// The data disk is a disk of the NFS server's that its root disk selector
+/// can never pick: subiquity takes the first disk its `match` selects (the
+/// largest for `size: largest`) and erases it, and first boot formats the
+/// data disk it finds when that disk is empty.
+fn check_data_disk_apart(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    machines: &[model::Machine],
+    data: &str,
+) {
+    let Some(d) = raw.nfs.data_disk.as_ref() else {
+        return;
+    };
+    let nfs: Vec<&model::Machine> = machines.iter().filter(|m| m.role == "nfs").collect();
+    if nfs.is_empty() {
+        c.err(
+            d,
+            "nfs.data_disk",
+            "no machine has role nfs: the data disk belongs to the NFS server",
+        );
+    }
+    for m in nfs {
+        let i = m.index;
+        let name = &m.name;
+        match &m.disk {
+            Disk::Largest => c.err(d, "nfs.data_disk", format!("the NFS server machines[{i}] ({name}) installs onto its largest disk (`disk` not given, or `largest`), which may be the data disk: the installer would erase it; name its root disk on machines[{i}]: `disk: {{serial: ID_SERIAL}}`")),
+            Disk::Serial(root) if serials_overlap(root, data) => c.err(d, "nfs.data_disk", format!("{data:?} and the root disk of machines[{i}] ({name}), {root:?}, may name the same disk (one is matched inside the other's ID_SERIAL): the installer would erase the data disk, or first boot would take the root disk for it; give each disk's full ID_SERIAL")),
+            // A kernel name cannot be compared with a serial here (a warning
+            // says so); select.sh and first boot check the disks themselves.
+            Disk::Serial(_) | Disk::Path(_) => {}
+        }
+    }
+}
+
+/// Whether two serial selectors (each a plain serial, matched as `*S*`, or
+/// a glob: `documents::serial_glob`) may select the same disk: one's
+/// pattern matches the other's plain serial, or two globs are the same.
+fn serials_overlap(a: &str, b: &str) -> bool {
+    let plain = |s: &str| !s.contains(['*', '?', '[']);
+    let glob = crate::documents::serial_glob;
+    (plain(b) && fnmatch(&glob(a), b)) || (plain(a) && fnmatch(&glob(b), a)) || a == b
+}
+
+/// Python's `fnmatch.fnmatchcase` (what subiquity matches serials with) on
+/// the characters a serial may hold: `*`, `?` and `[...]` (ranges too).
+fn fnmatch(pat: &str, text: &str) -> bool {
+    let p: Vec<char> = pat.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // One class at p[i] ('[' ... ']'): whether it matches c, and its length.
+    fn class(p: &[char], c: char) -> Option<(bool, usize)> {
+        let end = p.iter().skip(2).position(|&x| x == ']')? + 2;
+        let body = &p[1..end];
+        let mut hit = false;
+        let mut k = 0;
+        while k < body.len() {
+            if k + 2 < body.len() && body[k + 1] == '-' {
+                hit |= body[k] <= c && c <= body[k + 2];
+                k += 3;
+            } else {
+                hit |= body[k] == c;
+                k += 1;
+            }
+        }
+        Some((hit, end + 1))
+    }
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('*') => (0..=t.len()).any(|k| go(&p[1..], &t[k..])),
+            Some('?') => !t.is_empty() && go(&p[1..], &t[1..]),
+            Some('[') => match (class(p, *t.first().unwrap_or(&'\0')), t.is_empty()) {
+                (Some((hit, n)), false) => hit && go(&p[n..], &t[1..]),
+                // An unclosed '[' is a literal, as in fnmatch.
+                (None, false) => t[0] == '[' && go(&p[1..], &t[1..]),
+                (_, true) => false,
+            },
+            Some(&ch) => t.first() == Some(&ch) && go(&p[1..], &t[1..]),
+        }
+    }
+    go(&p, &t)
 }
 
 /// The staking stack: network, execution client and its node, versions,
@@ -1801,6 +1917,36 @@ pub fn short_serial_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> 
     w
 }
 
+/// A warning (never an error: the disk is right on most machines) for an
+/// NFS server with a data disk whose root disk is a kernel name: `/dev/sda`
+/// may be the data disk at the install's boot, and the installer would
+/// erase it.
+pub fn data_disk_warnings(file: &Path, raw: &ClusterFile) -> Vec<Diagnostic> {
+    if raw.nfs.data_disk.is_none() {
+        return Vec::new();
+    }
+    let mut w = Vec::new();
+    for (i, m) in raw.machines.value.iter().enumerate() {
+        let Some(d) = &m.disk else { continue };
+        if m.role.value != "nfs" {
+            continue;
+        }
+        if let DiskChoice::Path(p) = &d.value
+            && let Ok(crate::diskid::DiskPath::Kernel(k)) = crate::diskid::parse(p)
+        {
+            w.push(Diagnostic::warning(
+                file,
+                pos(d),
+                format!("machines[{i}].disk.path"),
+                format!(
+                    "{k:?} is a kernel name and this machine also has a data disk (nfs.data_disk): disks are not always found in the same order, so {k} may be the data disk when the installer runs, and it would erase it; name the root disk by its serial, `disk: {{serial: ID_SERIAL}}`"
+                ),
+            ));
+        }
+    }
+    w
+}
+
 /// Google's public NTP servers, which smear a leap second over 24 hours
 /// (developers.google.com/time/smear); other public servers step it.
 const SMEARED_NTP: &[&str] = &[
@@ -2024,6 +2170,121 @@ mod tests {
             problems(&[("uid: 1001", "uid: 0")]),
             one(Check::Nfs, "nfs.uid")
         );
+    }
+
+    /// The example's NFS server with root disk `root` and `data_disk: data`.
+    fn with_data_disk(root: &str, data: &str) -> Vec<(Check, String)> {
+        let root = if root.is_empty() {
+            String::new()
+        } else {
+            format!("\n    disk: {root}")
+        };
+        problems(&[
+            (
+                "  gid: 2000\n",
+                &format!("  gid: 2000\n  data_disk: {data}\n"),
+            ),
+            (
+                "    ip: 172.20.10.10",
+                &format!("    ip: 172.20.10.10{root}"),
+            ),
+        ])
+    }
+
+    #[test]
+    fn nfs_takes_a_data_disk_by_serial_or_by_id_name_apart_from_the_root_disk() {
+        let root = "{serial: QEMU_HARDDISK_QM00001}";
+        assert_eq!(with_data_disk(root, "{serial: WD-WCC7K0TESTSER}"), vec![]);
+        assert_eq!(
+            with_data_disk(
+                root,
+                "{path: /dev/disk/by-id/ata-WDC_WD40EFRX-68N32N0_WD-WCC7K0TESTSER}"
+            ),
+            vec![]
+        );
+        assert_eq!(
+            with_data_disk("{path: /dev/sda}", "{serial: WD-WCC7K0TESTSER}"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn nfs_refuses_a_data_disk_the_root_disk_selector_may_pick() {
+        let data = "{serial: WD-WCC7K0TESTSER}";
+        for root in [
+            // No disk, or the largest: the data disk may be the largest.
+            "",
+            "largest",
+            // The same disk, or one serial inside the other.
+            "{serial: WD-WCC7K0TESTSER}",
+            "{serial: WCC7K0}",
+            "{serial: WDC_WD40EFRX_WD-WCC7K0TESTSER}",
+            "{serial: \"WD-WCC7K0*\"}",
+        ] {
+            assert_eq!(
+                with_data_disk(root, data),
+                one(Check::Nfs, "nfs.data_disk"),
+                "{root}"
+            );
+        }
+        assert_eq!(
+            with_data_disk("{serial: \"QEMU_*\"}", "{serial: \"QEMU_*\"}"),
+            one(Check::Nfs, "nfs.data_disk")
+        );
+        assert_eq!(
+            with_data_disk("{serial: \"QEMU_*\"}", "{serial: WD-WCC7K0TESTSER}"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn nfs_refuses_a_data_disk_by_a_name_that_may_change_or_never_match() {
+        let root = "{serial: QEMU_HARDDISK_QM00001}";
+        for (data, field) in [
+            ("{path: /dev/sdb}", "nfs.data_disk.path"),
+            ("{path: /dev/disk/by-uuid/1234-ABCD}", "nfs.data_disk.path"),
+            (
+                "{path: /dev/disk/by-id/wwn-0x5000c500a1b2c3d4}",
+                "nfs.data_disk.path",
+            ),
+            (
+                "{path: /dev/disk/by-id/ata-WDC_X_Y-part1}",
+                "nfs.data_disk.path",
+            ),
+            ("{serial: \"*\"}", "nfs.data_disk.serial"),
+            ("{serial: \"a b\"}", "nfs.data_disk.serial"),
+        ] {
+            assert_eq!(with_data_disk(root, data), one(Check::Nfs, field), "{data}");
+        }
+    }
+
+    #[test]
+    fn nfs_refuses_a_data_disk_beside_a_data_volume() {
+        assert_eq!(
+            problems(&[(
+                "  gid: 2000\n",
+                "  gid: 2000\n  data_volume: true\n  data_disk: {serial: WD-WCC7K0TESTSER}\n"
+            )]),
+            one(Check::Nfs, "nfs.data_disk")
+        );
+    }
+
+    #[test]
+    fn fnmatch_agrees_with_python_fnmatchcase_on_serial_globs() {
+        for (pat, text, want) in [
+            ("*WCC7K0*", "WDC_WD40EFRX_WD-WCC7K0TESTSER", true),
+            ("WDC_*", "WDC_WD40EFRX", true),
+            ("WDC_*", "xWDC_", false),
+            ("S4EW?X0R[12]*", "S4EWNX0R2abc", true),
+            ("S4EW?X0R[12]*", "S4EWNX0R3abc", false),
+            ("[a-c]x", "bx", true),
+            ("[a-c]x", "dx", false),
+            ("ab[", "ab[", true),
+            ("*", "", true),
+            ("?", "", false),
+        ] {
+            assert_eq!(fnmatch(pat, text), want, "{pat} {text}");
+        }
     }
 
     #[test]

@@ -780,3 +780,292 @@ fn noble_ssh_moves_the_socket_and_rolls_back_when_it_does_not_listen() {
         "{calls}"
     );
 }
+
+/// A loop device over a sparse file, detached when dropped.
+struct Loop {
+    dev: String,
+    _file: tempfile::NamedTempFile,
+}
+
+impl Loop {
+    fn new(mib: u64) -> Loop {
+        let file = tempfile::NamedTempFile::new().expect("tmp");
+        file.as_file().set_len(mib << 20).expect("size");
+        let o = run(
+            "losetup",
+            &["-f", "--show", file.path().to_str().expect("utf8")],
+        );
+        assert!(o.status.success(), "losetup: {:?}", text(&o));
+        Loop {
+            dev: text(&o).0.trim().to_string(),
+            _file: file,
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
+    }
+}
+
+/// The NFS server of a cluster whose export is a data disk, its first-boot
+/// script run the way a boot runs it, each "boot" in its own mount
+/// namespace: /etc an overlay whose upper layer is that installed system's
+/// (a new one is a reinstall, whose /etc/fstab knows nothing of the data
+/// disk), the real /etc/exports bound in, the real exportfs asked what it
+/// exports afterwards. Disks are loop devices; a stand-in udevadm
+/// gives them an ID_SERIAL (a loop device has none), blkid, mkfs.ext4,
+/// mount and findmnt are real; systemctl and the script's exportfs are
+/// recorded.
+struct DataDiskRig {
+    _s: tempfile::TempDir,
+    data: tempfile::TempDir,
+    script: PathBuf,
+    exports: PathBuf,
+    bin: PathBuf,
+    work: PathBuf,
+}
+
+const DATA_SERIAL: &str = "WDC_WD40EFRX_WD-WCC7K0TESTSER";
+
+impl DataDiskRig {
+    fn new() -> DataDiskRig {
+        // Under /srv: an export root in /tmp is refused.
+        std::fs::create_dir_all("/srv").expect("mkdir /srv");
+        let data = tempfile::tempdir_in("/srv").expect("tmp");
+        let cluster = EXAMPLE
+            .replace(
+                "export_root: /data",
+                &format!(
+                    "export_root: {}\n  data_disk: {{path: /dev/disk/by-id/ata-{DATA_SERIAL}}}",
+                    data.path().display()
+                ),
+            )
+            .replace(
+                "    ip: 172.20.10.10",
+                "    ip: 172.20.10.10\n    disk: {serial: QEMU_HARDDISK_QM00001}",
+            );
+        let r = roots(&cluster);
+        let s = tempfile::tempdir().expect("tmp");
+        let root = &r.roots["nfs"];
+        let script = s.path().join("microseed-nfs");
+        let exports = s.path().join("exports");
+        std::fs::copy(root.join("usr/local/sbin/microseed-nfs"), &script).expect("script");
+        std::fs::copy(root.join("etc/exports"), &exports).expect("exports");
+        let o = run("shellcheck", &[script.to_str().expect("utf8")]);
+        assert!(o.status.success(), "{}", text(&o).0);
+        let bin = s.path().join("bin");
+        let work = s.path().join("work");
+        std::fs::create_dir_all(&bin).expect("bin");
+        std::fs::create_dir_all(&work).expect("work");
+        for fake in ["systemctl", "exportfs"] {
+            let p = bin.join(fake);
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho {fake} \"$@\" >> {}\n",
+                    common::shq(s.path().join("calls"))
+                ),
+            )
+            .expect("fake");
+            common::make_executable(&p);
+        }
+        DataDiskRig {
+            _s: s,
+            data,
+            script,
+            exports,
+            bin,
+            work,
+        }
+    }
+
+    /// udevadm answers ID_SERIAL `serial` for `dev` only, nothing for the rest.
+    fn plug(&self, disks: &[(&str, &str)]) {
+        let mut cases = String::new();
+        for (dev, serial) in disks {
+            cases.push_str(&format!(
+                "*--name={dev}) echo DEVNAME={dev}; echo ID_SERIAL={serial} ;;\n"
+            ));
+        }
+        let p = self.bin.join("udevadm");
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\ncase \"$*\" in\nsettle*) exit 0 ;;\n{cases}esac\n"),
+        )
+        .expect("udevadm");
+        common::make_executable(&p);
+    }
+
+    /// One boot of the installed system `install` (its /etc): the script's
+    /// exit code and everything the boot printed.
+    fn boot(&self, install: &str) -> (i32, String) {
+        let upper = self.work.join(install);
+        let wk = self.work.join(format!("{install}.work"));
+        std::fs::create_dir_all(upper.join("up")).expect("upper");
+        std::fs::create_dir_all(&wk).expect("work");
+        let root = self.data.path().display().to_string();
+        let wrapper = format!(
+            r#"set -u
+mount -t overlay overlay -o lowerdir=/etc,upperdir={up},workdir={wk} /etc
+mount --bind {exports} /etc/exports
+mount -t tmpfs tmpfs /var/lib/nfs
+rc=0
+PATH={bin}:$PATH MICROSEED_DATA_DISK_WAIT=0 bash {script} || rc=$?
+echo "script rc=$rc"
+/usr/sbin/exportfs -ra; echo "exported after: $(/usr/sbin/exportfs -v | tr -s ' \n\t' ' ')"
+echo "fstab: $(grep -v '^#' /etc/fstab | grep {root_q} || true)"
+echo "mounted: $(findmnt -n -o SOURCE --mountpoint {root_q} || true)"
+[ -f {root_q}/prysm/keep ] && echo "keep: $(cat {root_q}/prysm/keep)"
+[ "$rc" = 0 ] && mountpoint -q {root_q} && echo kept-through-reinstall > {root_q}/prysm/keep
+exit "$rc"
+"#,
+            up = common::shq(upper.join("up")),
+            wk = common::shq(&wk),
+            exports = common::shq(&self.exports),
+            bin = common::shq(&self.bin),
+            script = common::shq(&self.script),
+            root_q = common::shq(&root),
+        );
+        let o = run(
+            "unshare",
+            &[
+                "--mount",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                &wrapper,
+            ],
+        );
+        let (out, err) = text(&o);
+        (
+            o.status.code().unwrap_or(-1),
+            format!("{out}--- stderr\n{err}"),
+        )
+    }
+}
+
+fn blkid_uuid(dev: &str) -> String {
+    text(&run("blkid", &["-p", "-o", "value", "-s", "UUID", dev]))
+        .0
+        .trim()
+        .to_string()
+}
+
+/// The data disk is formatted on the first boot of the first install only:
+/// a reinstall (a new /etc, the same disk) mounts the ext4 from before by
+/// its UUID, with the file written on it; the other disk is never touched.
+#[test]
+fn nfs_data_disk_is_formatted_once_and_kept_through_a_reinstall() {
+    let rig = DataDiskRig::new();
+    let disk = Loop::new(64);
+    let other = Loop::new(64);
+    rig.plug(&[
+        (&other.dev, "QEMU_HARDDISK_QM00001"),
+        (&disk.dev, DATA_SERIAL),
+    ]);
+    let root = rig.data.path().display().to_string();
+
+    let (rc, out) = rig.boot("install-1");
+    assert_eq!(rc, 0, "{out}");
+    let uuid = blkid_uuid(&disk.dev);
+    assert!(!uuid.is_empty(), "no filesystem made: {out}");
+    assert!(out.contains("making an ext4 on it"), "{out}");
+    assert!(
+        out.contains(&format!("fstab: UUID={uuid} {root} ext4 defaults,nofail,")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("mounted: {}", disk.dev)), "{out}");
+    // exportfs takes the line and its `mp` (mountd then serves the export
+    // only while the path is a mount point, exports(5)).
+    assert!(
+        out.contains(&format!("exported after: {root} 172.20.0.0/20("))
+            && out.contains(",mountpoint,"),
+        "{out}"
+    );
+    assert!(out.ends_with("--- stderr\n"), "{out}");
+    // The other disk was never touched.
+    assert!(blkid_uuid(&other.dev).is_empty());
+
+    // Again on the same install (the step retried): nothing changes.
+    let (rc, out) = rig.boot("install-1");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("already holds an ext4"), "{out}");
+    assert!(out.contains("keep: kept-through-reinstall"), "{out}");
+    assert_eq!(blkid_uuid(&disk.dev), uuid);
+
+    // A reinstall: a new root filesystem, whose fstab has no data disk.
+    let (rc, out) = rig.boot("install-2");
+    assert_eq!(rc, 0, "{out}");
+    assert!(!out.contains("making an ext4"), "formatted again: {out}");
+    assert!(out.contains("keep: kept-through-reinstall"), "{out}");
+    assert_eq!(blkid_uuid(&disk.dev), uuid);
+    assert!(
+        out.contains(&format!("fstab: UUID={uuid} {root} ")),
+        "{out}"
+    );
+}
+
+/// A disk that holds anything but an ext4 of its own (here a partition
+/// table) stops the step, says so, and is left as it was; so is a disk
+/// that is not there, or a serial two disks match.
+#[test]
+fn nfs_data_disk_holding_something_else_or_missing_stops_the_step_untouched() {
+    let rig = DataDiskRig::new();
+    let disk = Loop::new(64);
+    let o = Command::new("sfdisk")
+        .args(["-q", &disk.dev])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"label: gpt\n,,L\n")?;
+            c.wait_with_output()
+        })
+        .expect("sfdisk");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let before = text(&run("blkid", &["-p", "-o", "export", &disk.dev])).0;
+    assert!(before.contains("PTTYPE=gpt"), "{before}");
+
+    rig.plug(&[(&disk.dev, DATA_SERIAL)]);
+    let (rc, out) = rig.boot("install-1");
+    assert_eq!(rc, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the data disk {} holds a gpt partition table, not an ext4 of its own and not nothing: it is left untouched",
+            disk.dev
+        )),
+        "{out}"
+    );
+    assert!(out.contains("fstab: \n"), "{out}");
+    assert!(out.contains("mounted: \n"), "{out}");
+    assert_eq!(
+        text(&run("blkid", &["-p", "-o", "export", &disk.dev])).0,
+        before
+    );
+
+    rig.plug(&[]);
+    let (rc, out) = rig.boot("install-1");
+    assert_eq!(rc, 1, "{out}");
+    assert!(
+        out.contains("no disk's ID_SERIAL matches the data disk's serial"),
+        "{out}"
+    );
+
+    let twin = Loop::new(8);
+    rig.plug(&[(&disk.dev, DATA_SERIAL), (&twin.dev, DATA_SERIAL)]);
+    let (rc, out) = rig.boot("install-1");
+    assert_eq!(rc, 1, "{out}");
+    assert!(
+        out.contains("2 disks match the data disk's serial"),
+        "{out}"
+    );
+    assert!(blkid_uuid(&twin.dev).is_empty());
+}

@@ -696,3 +696,32 @@ fn pyyaml_str(text: &str) -> serde_json::Value {
     std::fs::write(f.path(), text).expect("write");
     pyyaml(f.path())
 }
+
+/// The installer never touches the NFS data disk: the autoinstall's storage
+/// section matches the root disk alone (subiquity's `match` picks one disk
+/// and curtin acts only on what its config names; scripts/subiquity-tier.sh
+/// shows that in subiquity's own plan), the install phase's storage step
+/// gets the root layout, and the data disk's serial reaches the seed only in
+/// the first-boot config, for the NFS step that finds it.
+#[test]
+fn the_nfs_data_disk_appears_in_no_install_step_only_in_first_boot() {
+    let s = built(include_str!("fixtures/subiquity/data-disk-22.04.yaml"));
+    let ud = pyyaml(&s.out().join("nfs").join("user-data"));
+    let ai = &ud["autoinstall"];
+    assert_eq!(
+        ai["storage"],
+        serde_json::json!({"layout": {"name": "lvm", "match": {"serial": "*QEMU_HARDDISK_QM00001*"}}})
+    );
+    let data = "WDC_WD40EFRX_WD-WCC7K0TESTSER";
+    let mut install = ai.clone();
+    let first_boot = install
+        .as_object_mut()
+        .expect("autoinstall is a mapping")
+        .remove("user-data")
+        .expect("first-boot user-data");
+    assert!(!install.to_string().contains(data), "{install}");
+    assert!(!install.to_string().contains("WCC7K0"), "{install}");
+    assert!(first_boot.to_string().contains(data));
+    let storage = named(&late_commands(&s, "nfs"), "microseed-storage").clone();
+    assert_eq!(storage[4], "root", "{storage:?}");
+}

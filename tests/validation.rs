@@ -823,3 +823,29 @@ fn a_track_too_old_for_the_release_is_refused_in_two_short_lines_pointing_to_the
     );
     assert!(common::root().join("docs/releases.md").is_file());
 }
+
+#[test]
+fn an_nfs_data_disk_by_kernel_name_or_beside_a_largest_root_disk_is_refused_at_its_place() {
+    let data = |d: &str| ("  gid: 2000\n", format!("  gid: 2000\n  data_disk: {d}\n"));
+    let (from, to) = data("{path: /dev/sdb}");
+    rejects(
+        &[
+            (from, &to),
+            (
+                "    ip: 172.20.10.10",
+                "    ip: 172.20.10.10\n    disk: {serial: S4EWNX0N123456}",
+            ),
+        ],
+        "nfs.data_disk.path",
+        38,
+        "\"/dev/sdb\" is a kernel name, which may name another disk after a reboot",
+    );
+    // The NFS server's root disk left to `largest`, the default.
+    let (from, to) = data("{path: /dev/disk/by-id/ata-WDC_WD40EFRX-68N32N0_WD-WCC7K0TESTSER}");
+    rejects(
+        &[(from, &to)],
+        "nfs.data_disk",
+        38,
+        "installs onto its largest disk (`disk` not given, or `largest`), which may be the data disk",
+    );
+}

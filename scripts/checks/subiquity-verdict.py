@@ -17,14 +17,21 @@ them, per revision, from what the dry-run left behind:
   - that revision's cloud-init, given the target's cloud.cfg.d, ignores a
     CIDATA device (20.04.3: and the same device does win without the drop-in);
   - the curtin storage plan: the expected disk, and root on ubuntu-vg/ubuntu-lv
-    (what the storage late-command grows), with sizes printed.
+    (what the storage late-command grows), with sizes printed;
+  - with UNTOUCHED (the NFS data disk, nfs.data_disk): no storage action
+    names that disk, by path or serial. curtin partitions, formats and
+    wipes only what the storage config names (block_meta
+    get_device_paths_from_storage_config: entries with `wipe`), and
+    subiquity renders only the disk its `match` picked (_render_actions
+    skips preserved, unused disks), so the data disk is left as it was.
 
-usage: subiquity-verdict.py TOOL_LOG WORKDIR TARGET_2004 HOSTNAME DISK MODE HARNESS
+usage: subiquity-verdict.py TOOL_LOG WORKDIR TARGET_2004 HOSTNAME DISK MODE HARNESS [UNTOUCHED]
 """
 import json, os, re, subprocess, sys, tempfile
 import yaml
 
 log_path, wd, t2004, hostname, disk, mode, harness = sys.argv[1:8]
+untouched = sys.argv[8] if len(sys.argv) > 8 else None
 log = open(log_path).read()
 sections = re.split(r'^== subiquity ', log, flags=re.M)[1:]
 by_rev = {s.split()[0]: s for s in sections}
@@ -192,6 +199,19 @@ def check(rev, sec):
             pv = sum(ids[d]['size'] for d in vgs[0]['devices'])
             say('storage: %s, / on ubuntu-vg/ubuntu-lv %s of a %d-byte VG; late-command grows it (%s)'
                 % (disk, lvs[0].get('size'), pv, mode))
+    if untouched and cc:
+        # The disk's ID_SERIAL, from the machine the dry-run probed.
+        mc = json.load(open(os.environ['SQ_MACHINE_CONFIG']))
+        serial = mc['storage']['blockdev'].get(untouched, {}).get('ID_SERIAL')
+        if not serial:
+            bad.append('untouched disk %s is not in the machine config' % untouched)
+        named = [a for a in acts
+                 if a.get('path') == untouched or (serial and a.get('serial') == serial)]
+        if named:
+            bad.append('the storage plan names the data disk %s: %r' % (untouched, named))
+        else:
+            say('data disk %s (%s): in no storage action, so never partitioned, formatted or wiped'
+                % (untouched, serial))
     cmds = ai.get('late-commands', [])
     if not any(isinstance(c, list) and c[3:5] == ['microseed-storage', mode] for c in cmds):
         bad.append('no storage late-command with mode %s' % mode)
