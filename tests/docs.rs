@@ -26,7 +26,6 @@ const PENDING: &[&str] = &[
     "docs/stick.md",
     "docs/discover.md",
     "docs/ha.md",
-    "docs/recovery.md",
 ];
 
 fn read(rel: &str) -> String {
