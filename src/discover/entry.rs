@@ -85,7 +85,11 @@ pub fn pick_nic(r: &Report) -> Option<(&Nic, String)> {
                 "the first of {} wired cards with a link ({}): plug the cluster's cable into it, \
                  or name another card with --machine NAME=MAC",
                 linked.len(),
-                linked.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                linked
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         return Some((first, why));
@@ -169,7 +173,9 @@ pub fn with_nic(r: &Report, nic: &Nic, why_interface: String) -> Entry {
             Some(s) if s == d.id_serial => (
                 Some(s),
                 Some(d.name.clone()),
-                format!("{why}; pinned by its ID_SERIAL, so a disk added later cannot take its place"),
+                format!(
+                    "{why}; pinned by its ID_SERIAL, so a disk added later cannot take its place"
+                ),
             ),
             Some(s) => (
                 Some(s),
@@ -186,7 +192,11 @@ pub fn with_nic(r: &Report, nic: &Nic, why_interface: String) -> Entry {
                 format!("{why}; udev gave it no ID_SERIAL, so `disk` stays `largest`"),
             ),
         },
-        None => (None, None, "no disk found: `disk` stays `largest`".to_string()),
+        None => (
+            None,
+            None,
+            "no disk found: `disk` stays `largest`".to_string(),
+        ),
     };
     Entry {
         mac: normalize_mac(nic.mac()).unwrap_or_else(|| nic.mac().to_string()),
@@ -247,7 +257,10 @@ pub fn facts(r: &Report) -> Vec<String> {
             link += ", wireless";
         }
         let mac = if n.permanent.is_empty() {
-            format!("{} (current; permanent unknown)", or(&n.address, "no address"))
+            format!(
+                "{} (current; permanent unknown)",
+                or(&n.address, "no address")
+            )
         } else {
             n.permanent.clone()
         };
@@ -359,7 +372,10 @@ mod tests {
 
     #[test]
     fn a_serial_with_characters_the_file_cannot_hold_becomes_a_glob() {
-        assert_eq!(serial_glob("WD_Blue+1TB#2").as_deref(), Some("WD_Blue?1TB?2"));
+        assert_eq!(
+            serial_glob("WD_Blue+1TB#2").as_deref(),
+            Some("WD_Blue?1TB?2")
+        );
         assert_eq!(serial_glob("ab*c[1]").as_deref(), Some("ab?c?1?"));
         assert_eq!(serial_glob("#+="), None);
         assert_eq!(serial_glob(""), None);

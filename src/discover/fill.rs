@@ -91,11 +91,17 @@ fn tree(text: &str) -> Option<Node> {
             Event::Scalar(v, ..) => Some(node(Kind::Scalar(v.into_owned()), false)),
             Event::Alias(_) => Some(node(Kind::Other, false)),
             Event::MappingStart(style, ..) => {
-                stack.push((node(Kind::Map(Vec::new()), style == StructureStyle::Flow), Vec::new()));
+                stack.push((
+                    node(Kind::Map(Vec::new()), style == StructureStyle::Flow),
+                    Vec::new(),
+                ));
                 None
             }
             Event::SequenceStart(style, ..) => {
-                stack.push((node(Kind::Seq(Vec::new()), style == StructureStyle::Flow), Vec::new()));
+                stack.push((
+                    node(Kind::Seq(Vec::new()), style == StructureStyle::Flow),
+                    Vec::new(),
+                ));
                 None
             }
             Event::MappingEnd | Event::SequenceEnd => {
@@ -196,10 +202,13 @@ pub fn fill(
     profile_set.release(&raw.release.value)?;
     crate::validate::validate(file, &raw, &profile_set)?;
     let root = tree(&text).context("the cluster file parsed once but not twice")?;
-    let machines = match root.get("machines") {
-        Some((_, v @ Node {
-            kind: Kind::Seq(_), ..
-        })) => v,
+    let (machines_key, machines) = match root.get("machines") {
+        Some((
+            k,
+            v @ Node {
+                kind: Kind::Seq(_), ..
+            },
+        )) => (k, v),
         _ => anyhow::bail!("the cluster file has no machines list"),
     };
     let Kind::Seq(items) = &machines.kind else {
@@ -225,15 +234,17 @@ pub fn fill(
             continue;
         }
         seen.push(&req.name);
-        let Some((index, item)) = items.iter().enumerate().find(|(_, m)| {
-            m.get("name").and_then(|(_, v)| v.scalar()) == Some(req.name.as_str())
-        }) else {
+        let Some((index, item)) = items
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.get("name").and_then(|(_, v)| v.scalar()) == Some(req.name.as_str()))
+        else {
             let hint = nearest(&req.name, &names)
                 .map(|n| format!("; did you mean {n:?}?"))
                 .unwrap_or_default();
             errors.push(at(
                 "machines",
-                machines.pos(),
+                machines_key.pos(),
                 format!(
                     "no machine named {} (--machine {}={}); the file has {}{hint}",
                     shown(&req.name),
@@ -308,7 +319,9 @@ pub fn fill(
                 None => missing.push((key, new_text)),
                 Some((_, v)) => {
                     let same = match key {
-                        "mac" => v.scalar().and_then(normalize_mac).as_deref() == Some(e.mac.as_str()),
+                        "mac" => {
+                            v.scalar().and_then(normalize_mac).as_deref() == Some(e.mac.as_str())
+                        }
                         "interface" => v.scalar() == Some(e.interface.as_str()),
                         _ => {
                             v.get("serial").and_then(|(_, s)| s.scalar())
@@ -347,10 +360,7 @@ pub fn fill(
             if item.flow {
                 // `- {name: a, role: b, ip: c}`: before the closing brace.
                 let close = text[..item.end].rfind('}').unwrap_or(item.end);
-                let add: String = missing
-                    .iter()
-                    .map(|(k, v)| format!(", {k}: {v}"))
-                    .collect();
+                let add: String = missing.iter().map(|(k, v)| format!(", {k}: {v}")).collect();
                 edits.push(Edit {
                     start: close,
                     end: close,
@@ -420,9 +430,11 @@ fn after_fill(e: InputErrors) -> InputErrors {
 /// `text` by a rename in its directory, keeping its mode.
 fn write_atomically(file: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    let target = std::fs::canonicalize(file)
-        .with_context(|| format!("resolving {}", file.display()))?;
-    let dir = target.parent().context("the cluster file has no directory")?;
+    let target =
+        std::fs::canonicalize(file).with_context(|| format!("resolving {}", file.display()))?;
+    let dir = target
+        .parent()
+        .context("the cluster file has no directory")?;
     let mode = std::fs::metadata(&target)?.permissions().mode() & 0o7777;
     let mut tmp = tempfile::Builder::new()
         .prefix(".microseed-discover-")

@@ -43,11 +43,7 @@ pub struct DiscoverArgs {
     pub cluster: Option<PathBuf>,
     /// With --cluster: the machine NAME of the file gets the values of the
     /// report holding a card with this MAC (repeatable).
-    #[arg(
-        long = "machine",
-        value_name = "NAME=MAC",
-        requires = "cluster"
-    )]
+    #[arg(long = "machine", value_name = "NAME=MAC", requires = "cluster")]
     pub machines: Vec<String>,
     /// With --cluster: replace a mac, interface or disk the file already
     /// sets to something else.

@@ -34,7 +34,13 @@ pub struct Found {
 }
 
 fn refuse(path: &Path, msg: impl Into<String>) -> anyhow::Error {
-    InputErrors(vec![Diagnostic::error(path, Pos::default(), "", msg.into())]).into()
+    InputErrors(vec![Diagnostic::error(
+        path,
+        Pos::default(),
+        "",
+        msg.into(),
+    )])
+    .into()
 }
 
 /// Reads every report SRC holds.
@@ -111,9 +117,7 @@ pub fn read(src: &Path) -> anyhow::Result<Found> {
 }
 
 fn is_report_name(name: &str) -> bool {
-    name.len() > 4
-        && name.to_ascii_lowercase().ends_with(".txt")
-        && !name.starts_with('.')
+    name.len() > 4 && name.to_ascii_lowercase().ends_with(".txt") && !name.starts_with('.')
 }
 
 fn read_dir(dir: &Path) -> anyhow::Result<Vec<RawReport>> {
@@ -283,7 +287,9 @@ fn read_stick(path: &Path) -> anyhow::Result<Option<Vec<RawReport>>> {
                 continue;
             }
             if out.len() >= MAX_REPORTS {
-                anyhow::bail!("more than {MAX_REPORTS} files in {REPORTS_DIR}; not a reports directory");
+                anyhow::bail!(
+                    "more than {MAX_REPORTS} files in {REPORTS_DIR}; not a reports directory"
+                );
             }
             if e.len() > MAX_REPORT_BYTES {
                 anyhow::bail!(
@@ -292,9 +298,9 @@ fn read_stick(path: &Path) -> anyhow::Result<Option<Vec<RawReport>>> {
                 );
             }
             let mut bytes = Vec::new();
-            e.to_file()
-                .read_to_end(&mut bytes)
-                .map_err(|err| anyhow::anyhow!("reading {REPORTS_DIR}/{name} on the stick: {err}"))?;
+            e.to_file().read_to_end(&mut bytes).map_err(|err| {
+                anyhow::anyhow!("reading {REPORTS_DIR}/{name} on the stick: {err}")
+            })?;
             out.push(RawReport { name, bytes });
         }
         return Ok(Some(out));

@@ -116,6 +116,7 @@ disk_of() {
 # The stick: the disk holding DIR's filesystem (select.sh mounts the CIDATA
 # partition there) and any disk with a partition labelled CIDATA.
 stick=
+mkdir -p "$dir" 2>/dev/null
 src=$(findmnt -n -o SOURCE --target "$dir" 2>/dev/null) || src=
 case $src in
 /dev/*) stick=" $(disk_of "$src") " ;;
@@ -248,7 +249,8 @@ for p in "$sys"/block/*; do
     emit disk.transport "$transport"
     emit disk.model "$model"
     emit disk.vendor "$(attr "$p/device/vendor")"
-    emit disk.id_serial "$prop_ID_SERIAL"
+    id_serial=$prop_ID_SERIAL
+    emit disk.id_serial "$id_serial"
     emit disk.id_serial_short "$prop_ID_SERIAL_SHORT"
     emit disk.wwn "$prop_ID_WWN"
     ids=
@@ -273,7 +275,7 @@ for p in "$sys"/block/*; do
     [ "$removable" = 1 ] && flags=", removable"
     [ "$transport" = usb ] && flags="$flags, USB"
     say "  $n  $(human "$size")  ${model:-unknown model}$flags"
-    say "      ID_SERIAL ${prop_ID_SERIAL:-unknown}${ids}"
+    say "      ID_SERIAL ${id_serial:-unknown}${ids}"
 done
 [ "$disks" -gt 0 ] || say "  none found"
 for n in $skipped; do
