@@ -582,7 +582,8 @@ fn the_stick_image_is_read_without_mounting_and_gives_one_entry_per_report() {
 }
 
 /// An MBR stick (as the 20.04 hybrid ISO's table is) whose FAT partition
-/// mkfs.vfat made, with a second FAT of another label before it.
+/// mkfs.vfat made, with a FAT of another label before it and every MBR slot
+/// used (a table `iso::parttable` could add nothing to).
 #[test]
 fn an_mbr_stick_is_searched_for_its_cidata_partition() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -602,12 +603,12 @@ fn an_mbr_stick_is_searched_for_its_cidata_partition() {
         let mut stdin = child.stdin.take().expect("stdin");
         stdin
             .write_all(
-                b"label: dos\nstart=2048, size=4096, type=ef\nstart=6144, size=8192, type=c\n",
+                b"label: dos\nstart=2048, size=4096, type=ef\nstart=6144, size=1024, type=83\nstart=7168, size=1024, type=83\nstart=8192, size=8192, type=c\n",
             )
             .expect("table");
     }
     assert!(child.wait().expect("sfdisk").success());
-    for (offset, sectors, label) in [("1048576", "4096", "ESP"), ("3145728", "8192", "cidata")] {
+    for (offset, sectors, label) in [("1048576", "4096", "ESP"), ("4194304", "8192", "cidata")] {
         let o = run(
             "mkfs.vfat",
             &[
@@ -621,7 +622,7 @@ fn an_mbr_stick_is_searched_for_its_cidata_partition() {
         );
         assert!(o.status.success(), "{:?}", text(&o));
     }
-    let at = format!("{}@@3145728", img.display());
+    let at = format!("{}@@4194304", img.display());
     assert!(
         run("mmd", &["-i", &at, "::microseed", "::microseed/reports"])
             .status
@@ -654,7 +655,7 @@ fn an_mbr_stick_is_searched_for_its_cidata_partition() {
             "-n",
             "OTHER",
             "--offset",
-            "6144",
+            "8192",
             img.to_str().expect("utf8"),
             "4096",
         ],
@@ -987,4 +988,39 @@ fn discover_has_help_with_examples_and_completions_offer_it() {
         .output()
         .expect("run");
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn an_empty_value_is_filled_where_it_stands_and_crlf_line_ends_are_kept() {
+    let cluster = common::EXAMPLE
+        .replace(
+            "    ip: 172.20.10.10\n",
+            "    ip: 172.20.10.10\n    mac:    # fill me\n    interface: ~\n",
+        )
+        .replace('\n', "\r\n");
+    let sc = common::Scratch::new(&cluster);
+    let reports = three_reports();
+    let o = fill(
+        &sc.cluster(),
+        reports.path(),
+        &["--machine", "nfs=52:54:00:00:00:0a"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let after = std::fs::read_to_string(sc.cluster()).expect("cluster");
+    assert!(
+        after.contains(
+            "    ip: 172.20.10.10\r\n    mac: 52:54:00:00:00:0a    # fill me\r\n    interface: enp1s0\r\n    disk: {serial: SN_A1}\r\n  - name: master\r\n"
+        ),
+        "{after:?}"
+    );
+    assert!(
+        !after.replace("\r\n", "").contains('\n'),
+        "a bare LF: {after:?}"
+    );
+    let o = bin()
+        .arg("check")
+        .arg(sc.cluster())
+        .output()
+        .expect("check");
+    assert!(o.status.success(), "{:?}", text(&o));
 }

@@ -317,6 +317,21 @@ pub fn fill(
         for (key, new_text) in wanted {
             match item.get(key) {
                 None => missing.push((key, new_text)),
+                // `mac:` with no value, `~` or `null`: unset, filled in place.
+                Some((_, v)) if v.scalar().is_some_and(is_null) => {
+                    let (start, text) = if v.start == v.end {
+                        // An empty value stands at the key's colon.
+                        let colon = text[v.start..]
+                            .find(':')
+                            .map_or(v.start, |i| v.start + i + 1);
+                        (colon, format!(" {new_text}"))
+                    } else {
+                        (v.start, new_text)
+                    };
+                    let end = if v.start == v.end { start } else { v.end };
+                    edits.push(Edit { start, end, text });
+                    changed.push(key);
+                }
                 Some((_, v)) => {
                     let same = match key {
                         "mac" => {
@@ -369,12 +384,17 @@ pub fn fill(
             } else {
                 let indent = entries.first().map_or(4, |(k, _)| k.col);
                 let last_end = entries.iter().map(|(_, v)| v.end).max().unwrap_or(item.end);
-                let eol = text[last_end..]
+                let mut eol = text[last_end..]
                     .find('\n')
                     .map_or(text.len(), |i| last_end + i);
+                // A file written with CRLF line ends keeps them.
+                let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
+                if eol > last_end && text.as_bytes()[eol - 1] == b'\r' {
+                    eol -= 1;
+                }
                 let add: String = missing
                     .iter()
-                    .map(|(k, v)| format!("\n{}{k}: {v}", " ".repeat(indent)))
+                    .map(|(k, v)| format!("{nl}{}{k}: {v}", " ".repeat(indent)))
                     .collect();
                 edits.push(Edit {
                     start: eol,
@@ -408,6 +428,11 @@ pub fn fill(
     crate::validate::validate(file, &raw, &profile_set).map_err(after_fill)?;
     write_atomically(file, &new_text)?;
     Ok(filled)
+}
+
+/// YAML 1.2's null, as the cluster file's parser reads it.
+fn is_null(s: &str) -> bool {
+    matches!(s, "" | "~" | "null" | "Null" | "NULL")
 }
 
 /// Errors in the filled-in text: said to be so, since their lines are

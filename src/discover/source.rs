@@ -224,6 +224,22 @@ fn size_of(file: &mut File) -> io::Result<u64> {
     Ok(n)
 }
 
+/// The byte offsets of the MBR's partitions (not the GPT-protective one).
+fn mbr_starts(file: &File) -> Vec<u64> {
+    let mut b = [0u8; 512];
+    if file.read_exact_at(&mut b, 0).is_err() || b[510] != 0x55 || b[511] != 0xAA {
+        return Vec::new();
+    }
+    (0..4)
+        .filter_map(|i| {
+            let e = &b[446 + 16 * i..462 + 16 * i];
+            let start = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
+            (e[4] != 0 && e[4] != 0xee && start > 0)
+                .then(|| u64::from(start) * crate::iso::parttable::LBA)
+        })
+        .collect()
+}
+
 /// Whether the 512 bytes at `at` are a FAT boot sector.
 fn looks_like_fat(file: &File, at: u64) -> bool {
     let mut b = [0u8; 512];
@@ -236,18 +252,33 @@ fn looks_like_fat(file: &File, at: u64) -> bool {
 /// The reports on the stick `path`: `None` when its CIDATA partition has
 /// no reports directory yet.
 fn read_stick(path: &Path) -> anyhow::Result<Option<Vec<RawReport>>> {
-    let mut file = File::open(path)?;
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(refuse(
+                path,
+                format!(
+                    "cannot read it ({e}): a disk needs root (sudo), or give the mounted \
+                     stick's directory instead"
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let len = size_of(&mut file)?;
-    // Partition starts from the table; a FAT on the whole device (no table)
-    // is tried too.
+    // Partition starts from the tables as `iso::parttable` reads them; it
+    // refuses layouts it could not add a partition to (a full MBR), which
+    // still list their partitions: those are read from the MBR directly.
+    // A FAT on the whole device (no table) is tried too.
     let mut starts: Vec<u64> = match crate::iso::parttable::read_layout(&file, len) {
         Ok(layout) => crate::iso::parttable::partitions(&layout)
             .into_iter()
             .map(|(_, lba)| lba * crate::iso::parttable::LBA)
             .collect(),
-        Err(_) => Vec::new(),
+        Err(_) => mbr_starts(&file),
     };
     starts.push(0);
+    starts.sort_unstable();
     starts.dedup();
     let mut labels = Vec::new();
     for start in starts {
