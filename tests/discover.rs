@@ -1024,3 +1024,38 @@ fn an_empty_value_is_filled_where_it_stands_and_crlf_line_ends_are_kept() {
         .expect("check");
     assert!(o.status.success(), "{:?}", text(&o));
 }
+
+/// The installer image `iso::make_installer_image` writes, on both hybrid
+/// layouts (20.04's MBR, 22.04's GPT), with reports a machine left in its
+/// CIDATA partition: found through the image's own tables.
+#[test]
+fn reports_are_read_from_an_installer_image_on_both_hybrid_layouts() {
+    use crate::iso_common::{Fixture, patched};
+    for fx in [Fixture::Focal, Fixture::Jammy] {
+        let (dir, img, rep) = patched(fx);
+        let at = format!("{}@@{}", img.display(), rep.partition.offset);
+        let o = run("mmd", &["-i", &at, "::microseed", "::microseed/reports"]);
+        assert!(o.status.success(), "{fx:?}: {:?}", text(&o));
+        let src = dir.path().join("r.txt");
+        std::fs::write(&src, report("52:54:00:00:00:0d", "enp5s0", "SN_D4")).expect("report");
+        let o = run(
+            "mcopy",
+            &[
+                "-i",
+                &at,
+                src.to_str().expect("utf8"),
+                "::microseed/reports/52-54-00-00-00-0d.txt",
+            ],
+        );
+        assert!(o.status.success(), "{fx:?}: {:?}", text(&o));
+        let o = bin().arg("discover").arg(&img).output().expect("run");
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{fx:?} ({}): {err}", rep.layout);
+        assert!(
+            out.contains(
+                "    mac: 52:54:00:00:00:0d\n    interface: enp5s0\n    disk: {serial: SN_D4}\n"
+            ),
+            "{fx:?}: {out}"
+        );
+    }
+}

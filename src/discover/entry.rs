@@ -216,9 +216,19 @@ pub fn yaml_scalar(s: &str) -> String {
         .unwrap_or_else(|_| format!("{s:?}"))
 }
 
-/// `{serial: "…"}`: the flow form, which fits on the key's line.
+/// `{serial: …}`: the flow form, which fits on the key's line. Inside
+/// braces `[`, `]`, `:` and `?` can end or start a plain scalar, so any
+/// serial but letters, digits, `_`, `-` and `.` is double-quoted (the
+/// characters [`serial_glob`] leaves need no escapes there).
 pub fn disk_value(serial: &str) -> String {
-    format!("{{serial: {}}}", yaml_scalar(serial))
+    if serial
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c))
+    {
+        format!("{{serial: {serial}}}")
+    } else {
+        format!("{{serial: \"{serial}\"}}")
+    }
 }
 
 /// One report's facts as comment lines (`# ` and the text).
@@ -368,6 +378,23 @@ mod tests {
         let (d, why) = pick_disk(&r).expect("disk");
         assert_eq!(d.name, "nvme0n1");
         assert!(why.contains("would pick sdb"), "{why}");
+    }
+
+    #[test]
+    fn a_serial_with_flow_indicators_is_quoted_and_reads_back_as_written() {
+        for serial in ["SN_A1", "ab:c?d[1]*", "WD-1.0"] {
+            let text = format!("disk: {}\n", disk_value(serial));
+            #[derive(serde::Deserialize)]
+            struct D {
+                disk: crate::schema::DiskChoice,
+            }
+            let d: D = serde_saphyr::from_str(&text).expect("yaml");
+            assert_eq!(
+                d.disk,
+                crate::schema::DiskChoice::Serial(serial.into()),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -254,6 +254,8 @@ for p in "$sys"/block/*; do
     emit disk.id_serial_short "$prop_ID_SERIAL_SHORT"
     emit disk.wwn "$prop_ID_WWN"
     ids=
+    # Split on blanks only: a link name is never a glob.
+    set -f
     for l in $prop_DEVLINKS; do
         case $l in /dev/disk/by-id/*)
             emit disk.by_id "$l"
@@ -262,6 +264,7 @@ for p in "$sys"/block/*; do
             ;;
         esac
     done
+    set +f
     for q in $parts; do
         udev_props "$q"
         emit part "$q"
