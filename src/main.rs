@@ -225,8 +225,8 @@ enum Command {
         #[command(flatten)]
         f: SeedFlags,
     },
-    /// Turn the hardware reports machines left on the cluster stick into
-    /// `machines:` entries (mac, interface, disk), or fill them into the cluster file.
+    /// Turn the hardware reports on the cluster stick into `machines:` entries
+    /// (mac, interface, disk), or fill them into the cluster file.
     #[command(after_help = DISCOVER_HELP)]
     Discover {
         #[command(flatten)]

@@ -338,6 +338,16 @@ fn a_report_names_physical_cards_and_disks_and_leaves_out_the_stick_and_virtual_
     );
     assert!(out.contains("would pick sdc"), "{out}");
     assert!(
+        out.contains(
+            "# note: sda holds filesystems, which the install erases: sda1 (ext4 \"staking data\")"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("# note: other fixed disks, left alone by the install: nvme0n1 (1.0 TB, ID_SERIAL Samsung SSD 970 EVO Plus 1TB_S4EWNX0R123456)"),
+        "{out}"
+    );
+    assert!(
         out.contains("#   system: Dell Inc. OptiPlex 7070 \"Micro\" $(reboot)"),
         "{out}"
     );

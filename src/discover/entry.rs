@@ -19,6 +19,9 @@ pub struct Entry {
     /// Why this card and this disk, one sentence each.
     pub why_interface: String,
     pub why_disk: String,
+    /// What else to know before the install disk is erased: filesystems on
+    /// it, other fixed disks (an NFS data disk, `nfs.data_disk`).
+    pub notes: Vec<String>,
 }
 
 /// Characters a serial in the cluster file may hold besides letters and
@@ -198,7 +201,56 @@ pub fn with_nic(r: &Report, nic: &Nic, why_interface: String) -> Entry {
             "no disk found: `disk` stays `largest`".to_string(),
         ),
     };
+    let mut notes = Vec::new();
+    if let Some(name) = &disk_name
+        && let Some(d) = r.disks.iter().find(|d| &d.name == name)
+    {
+        let used: Vec<String> = d
+            .parts
+            .iter()
+            .filter(|p| !p.fstype.is_empty())
+            .map(|p| {
+                if p.label.is_empty() {
+                    format!("{} ({})", p.name, p.fstype)
+                } else {
+                    format!("{} ({} {:?})", p.name, p.fstype, p.label)
+                }
+            })
+            .collect();
+        if !used.is_empty() {
+            notes.push(format!(
+                "{} holds filesystems, which the install erases: {}",
+                d.name,
+                used.join(", ")
+            ));
+        }
+        let others: Vec<String> = r
+            .disks
+            .iter()
+            .filter(|o| o.name != d.name && !o.is_removable() && o.size > 0)
+            .map(|o| {
+                format!(
+                    "{} ({}, ID_SERIAL {})",
+                    o.name,
+                    human(o.size),
+                    if o.id_serial.is_empty() {
+                        "unknown"
+                    } else {
+                        &o.id_serial
+                    }
+                )
+            })
+            .collect();
+        if !others.is_empty() {
+            notes.push(format!(
+                "other fixed disks, left alone by the install: {}; on the NFS server one can hold \
+                 the export (`nfs.data_disk`); to install onto another, set `disk` to its serial",
+                others.join(", ")
+            ));
+        }
+    }
     Entry {
+        notes,
         mac: normalize_mac(nic.mac()).unwrap_or_else(|| nic.mac().to_string()),
         interface: nic.name.clone(),
         disk_serial,
@@ -341,6 +393,9 @@ pub fn render(r: &Report, e: Option<&Entry>) -> String {
     };
     s += &format!("# interface: {}\n", e.why_interface);
     s += &format!("# disk: {}\n", e.why_disk);
+    for n in &e.notes {
+        s += &format!("# note: {n}\n");
+    }
     s += "# paste under the machine's `- name:` line (or: microseed discover SRC --cluster FILE --machine NAME=MAC)\n";
     s += &format!("    mac: {}\n", e.mac);
     s += &format!("    interface: {}\n", yaml_scalar(&e.interface));

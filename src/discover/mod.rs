@@ -109,6 +109,9 @@ pub fn run(args: &DiscoverArgs, profiles: Option<&Path>, json: bool) -> Result<(
             )?;
             crate::outln!("  interface: {}", f.entry.why_interface)?;
             crate::outln!("  disk: {}", f.entry.why_disk)?;
+            for n in &f.entry.notes {
+                crate::outln!("  note: {n}")?;
+            }
         }
         crate::outln!(
             "{}: passes check; next: microseed build {} -o OUT --format installer",
