@@ -297,6 +297,7 @@ if mkdir -p "$dir" 2>/dev/null; then
         mv -f "$tmp_report" "$report" 2>/dev/null; then
         sync 2>/dev/null
         echo "Report saved: $report"
+        echo "Next: on your computer, \`microseed discover\` on this stick (docs/discover.md)."
     else
         rm -f "$tmp_report" 2>/dev/null
         echo "microseed: could not write $report (the report is shown above only)" >&2
