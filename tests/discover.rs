@@ -919,6 +919,29 @@ fn an_unknown_machine_or_a_mac_in_no_report_is_refused_and_nothing_is_written() 
         before
     );
 
+    let o = fill(
+        &sc.cluster(),
+        reports.path(),
+        &[
+            "--machine",
+            "nfs=52:54:00:00:00:0a",
+            "--machine",
+            "master=52:54:00:00:00:0A",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("master and nfs are both given MAC 52:54:00:00:00:0a"),
+        "{:?}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(sc.cluster()).expect("cluster"),
+        before
+    );
+
     let o = fill(&sc.cluster(), reports.path(), &["--machine", "nfs"]);
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains("expected NAME=MAC"), "{:?}", text(&o));
@@ -1067,5 +1090,201 @@ fn reports_are_read_from_an_installer_image_on_both_hybrid_layouts() {
             ),
             "{fx:?}: {out}"
         );
+    }
+}
+
+/// A booted machine with udevd: the acceptance VM image (Debian, systemd,
+/// udev, cloud-init) under qemu, with a second card (e1000) and a data
+/// disk with a serial, runs discover.sh from its seed's runcmd and prints
+/// the report on the VM's report console. What udev computes (ID_SERIAL,
+/// by-id names, the seed's CIDATA label) and what the kernel says about
+/// real cards comes out as the script reads it. Slow: one boot under
+/// software emulation (a few minutes).
+#[test]
+fn on_a_booted_machine_the_report_holds_what_udev_and_the_kernel_say() {
+    use base64::Engine as _;
+    let work = tempfile::Builder::new()
+        .prefix("microseed-discover-vm")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let vm = work.path().join("vm");
+    std::fs::create_dir_all(&vm).expect("vm dir");
+    // Larger than the root disk (3 GiB): the disk an install would take.
+    let data = std::fs::File::create(vm.join("data.img")).expect("data disk");
+    data.set_len(4 << 30).expect("sparse");
+    drop(data);
+    let script = base64::engine::general_purpose::STANDARD.encode(microseed::discover::DISCOVER_SH);
+    // The reports on a tmpfs, as on the stick: not on any disk of the VM
+    // (the one holding them would be left out as the stick).
+    let run_it = "r=/run/discover/reports; sh /root/discover.sh $r >/dev/ttyS1 2>&1; \
+                  for f in $r/*.txt; do echo \"===== DISCOVER-FILE ${f##*/}\"; cat \"$f\"; done >/dev/ttyS1; \
+                  for c in /sys/class/net/e*; do echo \"===== AFTER ${c##*/} $(cat $c/operstate)\"; done >/dev/ttyS1; \
+                  echo ===== DISCOVER-END >/dev/ttyS1";
+    // JSON is YAML: the cloud-config serialized, not assembled.
+    let user_data = format!(
+        "#cloud-config\n{}\n",
+        serde_json::json!({
+            "write_files": [{"path": "/root/discover.sh", "permissions": "0755",
+                             "encoding": "b64", "content": script}],
+            "runcmd": [["sh", "-c", run_it]],
+        })
+    );
+    let seed = microseed::image::seed_image(
+        &[
+            ("user-data", user_data.as_bytes()),
+            (
+                "meta-data",
+                b"instance-id: discover-vm\nlocal-hostname: discover-vm\n",
+            ),
+        ],
+        microseed::image::DEFAULT_EPOCH,
+    )
+    .expect("seed image");
+    let seed_img = work.path().join("seed.img");
+    std::fs::write(&seed_img, seed).expect("seed");
+    let mut c = Command::new("bash");
+    common::dies_with_the_test(&mut c);
+    let o = c
+        .arg(common::root().join("scripts/acceptance.sh"))
+        .args(["boot"])
+        .arg(&seed_img)
+        .arg("52:54:00:d1:5c:01")
+        .arg(&vm)
+        .env(
+            "MS_EXTRA_QEMU",
+            // PCI slots after the image's own disks: the root disk stays vda.
+            "-drive file=/tmp/ms/work/data.img,format=raw,if=none,id=data \
+             -device virtio-blk-pci,drive=data,serial=MSDISCOVER01,addr=0x10 \
+             -netdev user,id=n1,restrict=on -device e1000,netdev=n1,mac=52:54:00:d1:5c:02,addr=0x11",
+        )
+        .output()
+        .expect("scripts/acceptance.sh");
+    let console = std::fs::read_to_string(vm.join("report.txt")).unwrap_or_default();
+    assert!(
+        console.contains("===== DISCOVER-END"),
+        "no discovery output from the VM ({:?}):\n{console}\n{}",
+        o.status,
+        text(&o).1
+    );
+    let body: String = console
+        .split("===== DISCOVER-FILE ")
+        .nth(1)
+        .and_then(|s| s.split("===== DISCOVER-END").next())
+        .expect("a report file")
+        .replace('\r', "");
+    let (name, report_text) = body.split_once('\n').expect("name line");
+    let r = microseed::discover::report::parse(name, report_text).expect("report");
+    assert_eq!(r.sys_vendor, "QEMU", "{report_text}");
+    let mut macs: Vec<(&str, &str, &str)> = r
+        .nics
+        .iter()
+        .map(|n| {
+            (
+                n.permanent.as_str(),
+                n.driver.as_str(),
+                n.permanent_from.as_str(),
+            )
+        })
+        .collect();
+    macs.sort();
+    assert_eq!(
+        macs,
+        [
+            ("52:54:00:d1:5c:01", "virtio_net", "addr_assign_type"),
+            ("52:54:00:d1:5c:02", "e1000", "addr_assign_type")
+        ],
+        "{report_text}"
+    );
+    // Named after the first card (by name, as the kernel sorts them).
+    assert_eq!(
+        name,
+        format!("{}.txt", r.nics[0].permanent.replace(':', "-")),
+        "{console}"
+    );
+    let data = r
+        .disks
+        .iter()
+        .find(|d| d.id_serial == "MSDISCOVER01")
+        .unwrap_or_else(|| panic!("no disk with udev's ID_SERIAL: {report_text}"));
+    assert_eq!(data.size, 4 << 30);
+    assert!(
+        data.by_id
+            .iter()
+            .any(|l| l == "/dev/disk/by-id/virtio-MSDISCOVER01"),
+        "{report_text}"
+    );
+    // The seed disk (CIDATA) is the stick: left out; the root disk is in.
+    assert_eq!(r.disks.len(), 2, "{report_text}");
+    assert!(r.disks.iter().any(|d| d.size == 3 << 30), "{report_text}");
+    assert_eq!(r.skipped.len(), 1, "{report_text}");
+    // cloud-init configured one card; the other was brought up to see its
+    // cable (slirp's link is always up), then down again.
+    assert!(r.nics.iter().all(|n| n.carrier), "{report_text}");
+    let e1000 = &r
+        .nics
+        .iter()
+        .find(|n| n.driver == "e1000")
+        .expect("e1000")
+        .name;
+    assert!(
+        console.contains(&format!("===== AFTER {e1000} down")),
+        "{e1000} left up: {console}"
+    );
+    // The console summary went out too.
+    assert!(
+        console.contains("Network cards (name, permanent MAC, link):"),
+        "{console}"
+    );
+
+    let dir = work.path().join("reports");
+    write(&dir.join(name), report_text);
+    let o = bin().arg("discover").arg(&dir).output().expect("run");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains(&format!(
+            "    mac: {}\n    interface: {}\n",
+            r.nics[0].permanent, r.nics[0].name
+        )),
+        "{out}"
+    );
+    assert!(out.contains("    disk: {serial: MSDISCOVER01}\n"), "{out}");
+}
+
+/// This host's own cards, as the kernel and ethtool see them: every card
+/// with a device in sysfs is reported, with the permanent address
+/// `ethtool -P` gives, learnt from ethtool.
+#[test]
+fn on_this_host_every_physical_card_is_reported_with_ethtools_permanent_address() {
+    let shm = tempfile::tempdir_in("/dev/shm").expect("tmpfs dir");
+    let reports = shm.path().join("reports");
+    run_script(Command::new("dash").arg(SCRIPT).arg(&reports));
+    let file = std::fs::read_dir(&reports)
+        .expect("reports")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "txt"))
+        .expect("a report");
+    let r = microseed::discover::report::parse("r", &std::fs::read_to_string(&file).expect("read"))
+        .expect("report");
+    let mut physical: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("sysfs")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("device").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    physical.sort();
+    let reported: Vec<String> = r.nics.iter().map(|n| n.name.clone()).collect();
+    assert_eq!(reported, physical);
+    for n in &r.nics {
+        let o = run("ethtool", &["-P", &n.name]);
+        let perm = text(&o)
+            .0
+            .trim()
+            .strip_prefix("Permanent address: ")
+            .map(str::to_ascii_lowercase)
+            .expect("ethtool -P");
+        assert_eq!(n.permanent, perm, "{}", n.name);
+        assert_eq!(n.permanent_from, "ethtool", "{}", n.name);
     }
 }

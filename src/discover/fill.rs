@@ -234,6 +234,22 @@ pub fn fill(
             continue;
         }
         seen.push(&req.name);
+        if let Some(other) = requests
+            .iter()
+            .find(|o| o.mac == req.mac && o.name != req.name)
+            .filter(|o| o.name < req.name)
+        {
+            errors.push(Diagnostic::error(
+                Path::new("--machine"),
+                Pos::default(),
+                "",
+                format!(
+                    "{} and {} are both given MAC {}; one card belongs to one machine",
+                    other.name, req.name, req.mac
+                ),
+            ));
+            continue;
+        }
         let Some((index, item)) = items
             .iter()
             .enumerate()

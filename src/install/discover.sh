@@ -4,8 +4,9 @@
 # the first permanent MAC, for `microseed discover` (docs/discover.md).
 #   sh discover.sh DIR      DIR: where the report goes (the stick's
 #                           microseed/reports)
-# Reads only: sysfs, udev's database, ethtool. Never writes outside DIR and
-# always exits 0: a fact it cannot read is left empty, not fatal.
+# Reads sysfs, udev's database, ethtool; writes nothing outside DIR (a card
+# that is down is brought up for a few seconds to see its cable, then down
+# again). Always exits 0: a fact it cannot read is left empty, not fatal.
 # MICROSEED_SYSFS (tests only) reads another tree instead of /sys.
 set -u
 export LC_ALL=C
@@ -145,6 +146,32 @@ emit dmi.board_name "$(attr "$dmi/board_name")"
 emit dmi.board_serial "$(attr "$dmi/board_serial")"
 say "System: ${vendor:-unknown vendor} ${product:-unknown product}${version:+ ($version)}, serial ${serial:-unknown}"
 
+# A card the installer left down says nothing about its cable: bring it up
+# (no address, no configuration) for a few seconds to read its carrier, then
+# down again. Not on a test tree: its names are not this machine's cards.
+raised=
+if [ -z "${MICROSEED_SYSFS:-}" ] && command -v ip >/dev/null 2>&1; then
+    for p in "$sys"/class/net/*; do
+        [ -e "$p/device" ] || continue
+        case $(attr "$p/flags") in
+        0x*) [ $(($(attr "$p/flags") & 1)) -eq 0 ] || continue ;;
+        *) continue ;;
+        esac
+        ip link set dev "${p##*/}" up 2>/dev/null && raised="$raised ${p##*/}"
+    done
+    # Autonegotiation takes up to a few seconds.
+    tries=0
+    while [ -n "$raised" ] && [ "$tries" -lt 8 ]; do
+        waiting=0
+        for n in $raised; do
+            [ "$(attr "$sys/class/net/$n/carrier")" = 1 ] || waiting=1
+        done
+        [ "$waiting" = 1 ] || break
+        sleep 1
+        tries=$((tries + 1))
+    done
+fi
+
 first_mac=
 first_any=
 say "Network cards (name, permanent MAC, link):"
@@ -192,9 +219,13 @@ for p in "$sys"/class/net/*; do
         esac
     fi
     [ "$wireless" = 1 ] && link="$link, wireless"
+    case " $raised " in *" $n "*) link="$link (was down)" ;; esac
     say "  $n  ${perm_mac:-permanent MAC unknown (now ${addr:-none})}  $link${driver:+  ($driver${bus:+, $bus})}"
 done
 [ "$nics" -gt 0 ] || say "  none found"
+for n in $raised; do
+    ip link set dev "$n" down 2>/dev/null
+done
 
 say "Disks (the stick left out):"
 disks=0
