@@ -942,6 +942,23 @@ fn an_unknown_machine_or_a_mac_in_no_report_is_refused_and_nothing_is_written() 
         before
     );
 
+    let wifi = reports_dir(&[(
+        "52-54-00-00-00-0e.txt",
+        report("52:54:00:00:00:0e", "wlp1s0", "SN_E5")
+            .replace("nic.speed 2500\n", "nic.wireless 1\n"),
+    )]);
+    let o = fill(
+        &sc.cluster(),
+        wifi.path(),
+        &["--machine", "nfs=52:54:00:00:00:0e"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("that is wlp1s0, a wireless card"),
+        "{:?}",
+        text(&o)
+    );
+
     let o = fill(&sc.cluster(), reports.path(), &["--machine", "nfs"]);
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains("expected NAME=MAC"), "{:?}", text(&o));

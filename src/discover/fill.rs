@@ -295,6 +295,19 @@ pub fn fill(
             ));
             continue;
         };
+        if nic.wireless {
+            errors.push(Diagnostic::error(
+                Path::new("--machine"),
+                Pos::default(),
+                "",
+                format!(
+                    "{}={}: that is {}, a wireless card ({}); the machine's address is set up \
+                     on a wired card: give a wired card's MAC",
+                    req.name, req.mac, nic.name, report.file
+                ),
+            ));
+            continue;
+        }
         // Another machine of the file with the same MAC: validation would
         // refuse the result; say where the other one is.
         for (j, other) in items.iter().enumerate() {
