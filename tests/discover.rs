@@ -574,6 +574,27 @@ fn the_stick_image_is_read_without_mounting_and_gives_one_entry_per_report() {
     // Read only: not a byte of the stick changed.
     assert_eq!(before, std::fs::read(&img).expect("image"));
 
+    // The same image as a disk (a block device, read-only loop device).
+    let o = run(
+        "losetup",
+        &[
+            "--read-only",
+            "--find",
+            "--show",
+            img.to_str().expect("utf8"),
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let dev = text(&o).0.trim().to_string();
+    let o = bin().arg("discover").arg(&dev).output().expect("run");
+    let _ = run("losetup", &["-d", &dev]);
+    let (from_dev, err) = text(&o);
+    assert!(o.status.success(), "{dev}: {err}");
+    assert_eq!(
+        from_dev.replace(&format!("{dev}:"), "SRC:"),
+        out.replace(&format!("{}:", img.display()), "SRC:")
+    );
+
     let o = bin()
         .args(["discover", "--json"])
         .arg(&img)
