@@ -399,6 +399,8 @@ fn on_the_real_kernel_virtual_cards_and_loop_devices_are_left_out() {
     let shm = tempfile::tempdir_in("/dev/shm").expect("tmpfs dir");
     let on_tmpfs = shm.path().join("reports");
     let on_disk = work.path().join("reports");
+    let bind_src = work.path().join("bind-src");
+    let bind_at = work.path().join("bind-at");
     let script = r#"
 set -eu
 mount -t sysfs sysfs /sys
@@ -411,6 +413,11 @@ trap 'losetup -d "$loop"' EXIT
 echo "loop=${loop#/dev/}"
 dash "$2" "$3"
 dash "$2" "$4"
+# A bind mount of a directory on the same disk (findmnt shows it as
+# /dev/vda[/dir] unless told not to).
+mkdir -p "$5" "$6"
+mount --bind "$5" "$6"
+dash "$2" "$6/reports"
 "#;
     let o = unshare(&[
         "--net",
@@ -429,6 +436,8 @@ dash "$2" "$4"
         SCRIPT,
         on_tmpfs.to_str().expect("utf8"),
         on_disk.to_str().expect("utf8"),
+        bind_src.to_str().expect("utf8"),
+        bind_at.to_str().expect("utf8"),
     ])
     .output()
     .expect("unshare");
@@ -470,12 +479,18 @@ dash "$2" "$4"
             .and_then(|s| s.parse::<u64>().ok())
             .expect("size");
         assert!(size > 0);
-        let lines = report_lines(&on_disk.join("no-mac.txt"));
-        assert!(!lines.contains(&format!("disk {disk}")), "{lines:#?}");
-        assert!(
-            lines.contains(&format!("skipped {disk} the stick")),
-            "{lines:#?}"
-        );
+        for dir in [&on_disk, &bind_src.join("reports")] {
+            let lines = report_lines(&dir.join("no-mac.txt"));
+            assert!(
+                !lines.contains(&format!("disk {disk}")),
+                "{}: {lines:#?}",
+                dir.display()
+            );
+            assert!(
+                lines.contains(&format!("skipped {disk} the stick")),
+                "{lines:#?}"
+            );
+        }
     }
 }
 

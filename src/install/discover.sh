@@ -118,7 +118,8 @@ disk_of() {
 # partition there) and any disk with a partition labelled CIDATA.
 stick=
 mkdir -p "$dir" 2>/dev/null
-src=$(findmnt -n -o SOURCE --target "$dir" 2>/dev/null) || src=
+# --nofsroot: a bind mount shows as /dev/sdb3, not /dev/sdb3[/dir].
+src=$(findmnt -n --nofsroot -o SOURCE --target "$dir" 2>/dev/null) || src=
 case $src in
 /dev/*) stick=" $(disk_of "$src") " ;;
 esac
