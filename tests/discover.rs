@@ -978,6 +978,17 @@ fn an_unknown_machine_or_a_mac_in_no_report_is_refused_and_nothing_is_written() 
         before
     );
 
+    let o = fill(
+        &sc.cluster(),
+        reports.path(),
+        &["--machine", "worker-2=52:54:00:00:00:0a", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"][0]["line"], line);
+    assert_eq!(v["errors"][0]["field"], "machines");
+
     let wifi = reports_dir(&[(
         "52-54-00-00-00-0e.txt",
         report("52:54:00:00:00:0e", "wlp1s0", "SN_E5")
@@ -1340,4 +1351,38 @@ fn on_this_host_every_physical_card_is_reported_with_ethtools_permanent_address(
         assert_eq!(n.permanent, perm, "{}", n.name);
         assert_eq!(n.permanent_from, "ethtool", "{}", n.name);
     }
+}
+
+#[test]
+fn a_cluster_file_behind_a_symbolic_link_is_replaced_at_its_target_with_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sc = common::Scratch::example();
+    let real_dir = tempfile::tempdir().expect("tempdir");
+    let real = real_dir.path().join("cluster.yaml");
+    std::fs::rename(sc.cluster(), &real).expect("move");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    symlink(&real, sc.cluster()).expect("link");
+    let reports = three_reports();
+    let o = fill(
+        &sc.cluster(),
+        reports.path(),
+        &["--machine", "nfs=52:54:00:00:00:0a"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        std::fs::symlink_metadata(sc.cluster())
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    let after = std::fs::read_to_string(&real).expect("target");
+    assert!(after.contains("    mac: 52:54:00:00:00:0a\n"), "{after}");
+    let mode = std::fs::metadata(&real).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // Nothing of the temporary file is left beside it.
+    let names: Vec<String> = std::fs::read_dir(real_dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["cluster.yaml"]);
 }
