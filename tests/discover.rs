@@ -563,7 +563,8 @@ fn the_stick_image_is_read_without_mounting_and_gives_one_entry_per_report() {
         &[
             (
                 "52-54-00-00-00-0a.txt",
-                report("52:54:00:00:00:0a", "enp1s0", "WD_Blue_SN570_1TB_A1"),
+                report("52:54:00:00:00:0a", "enp1s0", "WD_Blue_SN570_1TB_A1")
+                    + "reason no machine of the cluster has a card with this MAC\n",
             ),
             (
                 "52-54-00-00-00-0b.txt",
@@ -583,6 +584,10 @@ fn the_stick_image_is_read_without_mounting_and_gives_one_entry_per_report() {
     );
     assert!(
         out.contains("    mac: 52:54:00:00:00:0b\n    interface: eno1\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("# nothing installed: no machine of the cluster has a card with this MAC\n"),
         "{out}"
     );
     assert!(out.contains("WD_Blue_SN570_1TB_A1"), "{out}");

@@ -384,6 +384,9 @@ pub fn render(r: &Report, e: Option<&Entry>) -> String {
         s += &format!(" (saved {})", r.time);
     }
     s.push('\n');
+    for why in &r.reasons {
+        s += &format!("# nothing installed: {why}\n");
+    }
     for l in facts(r) {
         s += &format!("#   {l}\n");
     }

@@ -98,6 +98,9 @@ pub struct Report {
     pub disks: Vec<Disk>,
     /// Disks the script left out (the stick), with why.
     pub skipped: Vec<String>,
+    /// Why the stick installed nothing on this machine (`reason` lines the
+    /// selector appends after discover.sh wrote the report).
+    pub reasons: Vec<String>,
 }
 
 fn flag(v: &str) -> bool {
@@ -155,6 +158,7 @@ pub fn parse(file: &str, text: &str) -> Result<Report, String> {
                 ..Disk::default()
             }),
             "skipped" => r.skipped.push(v),
+            "reason" => r.reasons.push(v),
             "part" => {
                 if let Some(d) = r.disks.last_mut() {
                     d.parts.push(Part {
@@ -236,7 +240,7 @@ mod tests {
         let text = "# comment\nmicroseed-report 1\ndmi.sys_vendor  Dell Inc. \"quoted\" 'x' $(rm -rf /)\n\
                     nic eno1\nnic.permanent AA:BB:CC:00:11:22\nnic.carrier 1\nnic.speed 1000\n\
                     disk sda\ndisk.size 1000\ndisk.by_id /dev/disk/by-id/a\ndisk.by_id /dev/disk/by-id/b\n\
-                    part sda1\npart.label my data\ndisk sdb\nfuture.key whatever\n";
+                    part sda1\npart.label my data\ndisk sdb\nfuture.key whatever\nreason no machine has MAC aa:bb\n";
         let r = parse("x.txt", text).expect("report");
         assert_eq!(r.sys_vendor, " Dell Inc. \"quoted\" 'x' $(rm -rf /)");
         assert_eq!(r.nics.len(), 1);
@@ -247,6 +251,7 @@ mod tests {
         assert_eq!(r.disks[0].by_id.len(), 2);
         assert_eq!(r.disks[0].parts[0].label, "my data");
         assert!(r.disks[1].parts.is_empty());
+        assert_eq!(r.reasons, ["no machine has MAC aa:bb"]);
     }
 
     #[test]
