@@ -735,7 +735,7 @@ function __microseed_machines
         end
     end
 end
-complete -c microseed -n "__fish_seen_subcommand_from build flash status" -l machine -x -a "(__microseed_machines)"
+complete -c microseed -n "__fish_seen_subcommand_from build flash status discover" -l machine -x -a "(__microseed_machines)"
 "#;
 
 /// `complete-machines CLUSTER`: the names, one a line; nothing (and exit 0)

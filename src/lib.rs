@@ -17,6 +17,7 @@ pub mod cleanup;
 pub mod commands;
 pub mod day;
 pub mod diag;
+pub mod discover;
 pub mod diskid;
 pub mod documents;
 pub mod flash;

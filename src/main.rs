@@ -28,6 +28,8 @@ Examples:
   microseed build mycluster/cluster.yaml -o out --check
   microseed flash out/worker-1 /dev/sdb
   microseed flash --list
+  microseed discover /dev/sdb
+  microseed discover /dev/sdb --cluster mycluster/cluster.yaml --machine worker-1=52:54:00:12:34:56
   microseed status mycluster/cluster.yaml --wait
   microseed completions bash > /etc/bash_completion.d/microseed
 
@@ -47,6 +49,23 @@ known_hosts beside the cluster file; a changed key is refused.
 Exit codes: 0 every machine converged and every node Ready, 1 failure,
 2 invalid input, 3 not converged (or nodes not Ready), 4 a machine unreachable
 (or its host key changed).";
+
+const DISCOVER_HELP: &str = "\
+Examples:
+  microseed discover /dev/sdb                          # the stick, read without mounting
+  microseed discover /media/me/CIDATA                  # a mounted stick (or its microseed/reports)
+  microseed discover out/installer.img --json
+  microseed discover /dev/sdb --cluster mycluster/cluster.yaml \\
+      --machine nfs=52:54:00:12:34:56 --machine master=52:54:00:12:34:57
+
+A machine whose MAC is in no seed installs nothing when it boots the cluster
+stick: it shows its network cards and disks and saves a report on the stick.
+The flow: flash once, boot each machine once, discover, build, flash, boot each
+machine again (docs/discover.md). With --cluster, mac, interface and disk are
+written into the named machines in place (comments kept); a value already set
+differently is refused unless --force; the file must still pass check.
+
+Exit codes: 0 success, 1 failure, 2 invalid input (nothing written).";
 
 #[derive(Parser)]
 #[command(
@@ -205,6 +224,17 @@ enum Command {
         args: commands::FlashArgs,
         #[command(flatten)]
         f: SeedFlags,
+    },
+    /// Turn the hardware reports on the cluster stick into `machines:` entries
+    /// (mac, interface, disk), or fill them into the cluster file.
+    #[command(after_help = DISCOVER_HELP)]
+    Discover {
+        #[command(flatten)]
+        args: microseed::discover::DiscoverArgs,
+        #[command(flatten)]
+        p: ProfilesFlag,
+        #[command(flatten)]
+        j: JsonFlag,
     },
     /// Ask every machine over ssh whether its first boot converged.
     #[command(after_help = STATUS_HELP)]
@@ -384,6 +414,11 @@ fn main() -> ExitCode {
             json = json_of(&j);
             let src = src(Some(p), Some(t), Some(s));
             commands::render(&cluster, &src, &machine, &document, target, json)
+        }
+        Command::Discover { args, p, j } => {
+            json = json_of(&j);
+            let src = src(Some(p), None, None);
+            microseed::discover::run(&args, src.profiles.as_deref(), json)
         }
         Command::Completions { shell } => commands::completions(shell, &mut Cli::command()),
         Command::CompleteMachines { cluster } => commands::complete_machines(&cluster),

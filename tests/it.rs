@@ -12,6 +12,7 @@ mod build_output;
 mod cli;
 mod cloud_init;
 mod convergence;
+mod discover;
 mod docs;
 mod first_boot;
 mod flash;

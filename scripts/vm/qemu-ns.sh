@@ -5,9 +5,12 @@
 # namespace, slirp restrict=on). Mounts vanish with the namespace.
 # MS_TAP=IFNAME: the NIC is that existing tap device instead (the
 # shared-network phase, cluster-phase.sh: run in its net namespace);
-# MS_SMP: vCPUs (default 2).
+# MS_SMP: vCPUs (default 2). MS_EXTRA_QEMU: more qemu arguments, split on
+# blanks (more disks and cards for tests/discover.rs; files under WORKDIR are
+# /tmp/ms/work inside).
 set -euo pipefail
 vm="$1" work="$2" seed="$3" mac="$4"
+read -r -a extra <<<"${MS_EXTRA_QEMU:-}"
 r="$vm/root"
 netdev="user,id=n0,restrict=on"
 if [[ -n "${MS_TAP:-}" ]]; then
@@ -31,4 +34,5 @@ exec chroot "$r" qemu-system-x86_64 -accel tcg -m 2048 -smp "${MS_SMP:-2}" -nogr
     -drive file=/tmp/ms/work/overlay.qcow2,format=qcow2,if=virtio \
     -drive file=/tmp/ms/seed/seed.img,format=raw,if=virtio,readonly=on \
     -netdev "$netdev" -device "virtio-net-pci,netdev=n0,mac=$mac" \
-    -serial file:/tmp/ms/work/console.log -serial file:/tmp/ms/work/report.txt
+    -serial file:/tmp/ms/work/console.log -serial file:/tmp/ms/work/report.txt \
+    "${extra[@]}"
