@@ -1391,3 +1391,37 @@ fn a_cluster_file_behind_a_symbolic_link_is_replaced_at_its_target_with_its_mode
         .collect();
     assert_eq!(names, ["cluster.yaml"]);
 }
+
+#[test]
+fn a_cluster_file_filled_under_sudo_keeps_its_owner() {
+    use std::os::unix::fs::MetadataExt as _;
+    // Reading the stick needs root; the user's file must stay the user's.
+    if !nix_is_root() {
+        eprintln!("skipped: needs root to give the file to another user");
+        return;
+    }
+    let sc = common::Scratch::example();
+    std::os::unix::fs::chown(sc.cluster(), Some(1000), Some(1000)).expect("chown");
+    let reports = three_reports();
+    let o = fill(
+        &sc.cluster(),
+        reports.path(),
+        &["--machine", "nfs=52:54:00:00:00:0a"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let after = std::fs::read_to_string(sc.cluster()).expect("filled");
+    assert!(after.contains("    mac: 52:54:00:00:00:0a\n"), "{after}");
+    let meta = std::fs::metadata(sc.cluster()).expect("meta");
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -481,15 +481,16 @@ fn after_fill(e: InputErrors) -> InputErrors {
 }
 
 /// Replaces `file` (the file a symbolic link names, when it is one) with
-/// `text` by a rename in its directory, keeping its mode.
+/// `text` by a rename in its directory, keeping its mode and owner.
 fn write_atomically(file: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let target =
         std::fs::canonicalize(file).with_context(|| format!("resolving {}", file.display()))?;
     let dir = target
         .parent()
         .context("the cluster file has no directory")?;
-    let mode = std::fs::metadata(&target)?.permissions().mode() & 0o7777;
+    let meta = std::fs::metadata(&target)?;
+    let mode = meta.permissions().mode() & 0o7777;
     let mut tmp = tempfile::Builder::new()
         .prefix(".microseed-discover-")
         .tempfile_in(dir)
@@ -497,6 +498,12 @@ fn write_atomically(file: &Path, text: &str) -> anyhow::Result<()> {
     tmp.write_all(text.as_bytes())?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    // Reading the stick takes `sudo`: the file must not become root's.
+    // Only root can give a file away; anyone else already owns the new one.
+    if meta.uid() != tmp.as_file().metadata()?.uid() {
+        std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))
+            .with_context(|| format!("keeping the owner of {}", target.display()))?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(&target)
         .with_context(|| format!("replacing {}", target.display()))?;
