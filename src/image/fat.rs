@@ -419,7 +419,12 @@ mod tests {
     fn files_in_subdirectories_read_back_and_a_bare_directory_is_made() {
         use std::io::Read as _;
         let files: Vec<(String, Vec<u8>)> = (0..40)
-            .map(|i| (format!("microseed/machines/machine-{i}/select.env"), vec![b'x'; 300]))
+            .map(|i| {
+                (
+                    format!("microseed/machines/machine-{i}/select.env"),
+                    vec![b'x'; 300],
+                )
+            })
             .chain([("microseed/reports/".to_string(), Vec::new())])
             .chain([("user-data".to_string(), b"#cloud-config\n".to_vec())])
             .collect();

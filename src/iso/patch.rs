@@ -178,7 +178,13 @@ pub fn plan_installer_image(
         } else {
             (extent.length.div_ceil(fs.block_size) * fs.block_size) as usize
         };
-        let patched = bootcfg::add_autoinstall(&text, Flavour::from_path(path), max_len)
+        let flavour = Flavour::from_path(path);
+        // GRUB menus also offer the stick's per-machine entries.
+        let append = match flavour {
+            Flavour::Grub => bootcfg::GRUB_STICK_MENU,
+            Flavour::Syslinux => b"",
+        };
+        let patched = bootcfg::add_autoinstall_and(&text, flavour, max_len, append)
             .with_context(|| format!("patching {path}"))?;
         let Some(patched) = patched else {
             report_configs.push(PatchedConfig {
