@@ -213,7 +213,12 @@ EOF
 else
     # DISK_SIZE is `largest`, subiquity's default match as well.
     want="the ${DISK_SIZE:-largest} disk"
-    top=$(printf '%s\n' "$all" | awk 'NF == 2 && $2 > max { max = $2 } END { print max + 0 }')
+    top=0
+    while read -r dev size; do
+        [ -n "$dev" ] && [ "$size" -gt "$top" ] && top=$size
+    done <<EOF
+$all
+EOF
     while read -r dev size; do
         [ -n "$dev" ] || continue
         [ "$size" = "$top" ] && matched="$matched $dev" count=$((count + 1))
