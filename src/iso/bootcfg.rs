@@ -54,10 +54,10 @@ pub fn add_autoinstall(text: &[u8], flavour: Flavour, max_len: usize) -> Result<
 
 /// GRUB lines that add the cluster stick's own menu (`microseed/grub.cfg` on
 /// the CIDATA partition, see [`crate::stick`]) after the ISO's entries, so
-/// the ISO's first entry stays the default. Without a CIDATA partition the
-/// `source` is skipped.
+/// the ISO's first entry stays the default. Without a CIDATA partition, or
+/// with a seed that is not a cluster stick's, nothing is sourced.
 pub const GRUB_STICK_MENU: &[u8] = b"search --no-floppy --set=microseed --label CIDATA\n\
-if [ -n \"$microseed\" ]; then source ($microseed)/microseed/grub.cfg; fi\n";
+if [ -f ($microseed)/microseed/grub.cfg ]; then source ($microseed)/microseed/grub.cfg; fi\n";
 
 /// [`add_autoinstall`], then `append` (whole lines) at the end of the file;
 /// the room for both comes from the same blanks, then the same growth.
