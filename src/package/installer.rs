@@ -86,6 +86,17 @@ impl Packager for Installer {
         let path = staging.path_for(IMAGE)?;
         let report = crate::iso::make_installer_image(&iso_path, &path, &refs, &configs, run.epoch)
             .context("making the cluster's installer image")?;
+        if report.boot_configs.iter().any(|c| {
+            crate::iso::bootcfg::Flavour::from_path(&c.path)
+                == crate::iso::bootcfg::Flavour::Syslinux
+        }) {
+            // isolinux's txt.cfg has no room for two entries per machine.
+            crate::errln!(
+                "note: BIOS boots of this release use isolinux, whose menu offers only the \
+                 automatic entry (the machine picked by MAC); UEFI boots also list each \
+                 machine (docs/stick.md)"
+            );
+        }
         staging.record_hashed(IMAGE, report.sha256, report.image_size);
         bar.inc(1);
         bar.finish_and_clear();
