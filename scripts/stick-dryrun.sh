@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The cluster stick in front of Ubuntu's installer: subiquity 22.07.2's
+# --dry-run (../shared/tools/subiquity) is given the stick's selector
+# user-data, and its early command runs the stick's select.sh for real,
+# inside a network namespace whose only NIC carries a MAC, with the stick's
+# files mounted at /run/microseed/stick (a private mount namespace) and the
+# dry-run machine's disk (subiquity's examples/simple.json: /dev/sda, 10 GiB,
+# ID_SERIAL QEMU_HARDDISK_QM00001) described by lsblk/udevadm stand-ins.
+#
+#   scripts/stick-dryrun.sh        (root; the harness built by subiquity-tier.sh --setup)
+#
+# Scenarios (docs/stick.md):
+#   known    the NIC has worker-1's MAC: worker-1 is installed (the target's
+#            /etc/hostname and netplan are worker-1's, written by its late-commands)
+#   unknown  another MAC: nothing installed (no storage plan), a report on the stick
+#   held     worker-1's MAC, but the disk (a loop device with ext4) holds this
+#            cluster's /etc/microseed/cluster-id: nothing installed
+# Without the bundle or root it says it did not run and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tool=$PWD/../shared/tools/subiquity/subiquity-dryrun.sh
+H=${SQ_HARNESS:-/var/tmp/subiquity-harness}
+notrun() { echo "stick dry-run: NOT RUN: $*"; exit 0; }
+[ -x "$tool" ] || notrun "$tool is missing"
+[ "$(id -u)" = 0 ] || notrun "needs root"
+[ -d "$H/sq-22.07.2" ] || notrun "no harness in $H (scripts/subiquity-tier.sh --setup)"
+
+work=$(mktemp -d)
+loop=
+cleanup() {
+    if [ -n "$loop" ]; then losetup -d "$loop" || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+bin=${MICROSEED_BIN:-}
+if [ -z "$bin" ]; then
+    cargo build --release --quiet
+    bin=$PWD/target/release/microseed
+fi
+mac=52:54:00:12:34:56 # simple.json's ens3, worker-1's in this cluster
+mkdir -p "$work/c"
+sed "s/^    ip: 172.20.10.12\$/    ip: 172.20.10.12\n    mac: $mac/" \
+    examples/eth2-staking-22.04/cluster.yaml >"$work/c/cluster.yaml"
+grep -q "mac: $mac" "$work/c/cluster.yaml" || { echo "stick dry-run: could not give worker-1 a MAC"; exit 1; }
+install -m 600 tests/fixtures/secrets.yaml "$work/c/secrets.yaml"
+iso_dir="${MICROSEED_TEST_CACHE:-/var/cache/microseed-test}/standin-iso"
+scripts/recipes/standin-iso.sh "$iso_dir"
+"$bin" build "$work/c/cluster.yaml" -o "$work/out" --format installer \
+    --iso "$iso_dir/ubuntu2204-standin.iso" >/dev/null
+img=$work/out/installer.img
+start=$(sfdisk --json "$img" | python3 -c 'import json,sys; print(max(p["start"] for p in json.load(sys.stdin)["partitiontable"]["partitions"]))')
+
+# lsblk/udevadm as the dry-run machine's disk; vgchange touches nothing.
+stub=$work/bin
+mkdir -p "$stub"
+cat >"$stub/lsblk" <<'EOF'
+#!/bin/sh
+case "$*" in
+*NAME,TYPE,SIZE*) echo "$STICK_DISK disk 10737418240" ;;
+*NAME,FSTYPE*) [ -n "${STICK_FS:-}" ] && echo "$STICK_FS ext4" ;;
+*NAME,SIZE,MODEL,SERIAL*) echo "sda 10737418240 QEMU_HARDDISK QM00001" ;;
+esac
+exit 0
+EOF
+cat >"$stub/udevadm" <<'EOF'
+#!/bin/sh
+echo ID_SERIAL=QEMU_HARDDISK_QM00001
+EOF
+printf '#!/bin/sh\nexit 0\n' >"$stub/vgchange"
+chmod 755 "$stub"/*
+
+fail=0
+# scenario NIC-MAC disk fs
+run() {
+    local name=$1 nic_mac=$2 disk=$3 fs=${4:-} wd=$work/$1
+    mkdir -p "$wd/stick"
+    mcopy -s -n -i "$img@@$((start * 512))" "::microseed" "::user-data" "::meta-data" "$wd/stick/"
+    # shellcheck disable=SC2016 # the inner sh expands them, from its arguments
+    STICK_DISK=$disk STICK_FS=$fs PATH=$stub:$PATH SQ_VERSIONS=22.07.2 \
+        MICROSEED_AUTOINSTALL=$wd/out/22.07.2/autoinstall.yaml \
+        unshare --net --mount -- sh -euc '
+        mount --make-rprivate /
+        ip link add ens3 type dummy
+        ip link set ens3 address "$1"
+        ip link set ens3 up
+        mount -t sysfs sysfs /sys
+        mkdir -p /run/microseed/stick
+        mount -t tmpfs tmpfs /run/microseed
+        mkdir -p /run/microseed/stick
+        mount --bind "$2/stick" /run/microseed/stick
+        exec timeout 400 "$3" "$2/stick/user-data" "$2/out"
+    ' stick-dryrun "$nic_mac" "$wd" "$tool" >"$wd/tool.log" 2>&1 || true
+    echo "== $name (NIC $nic_mac, disk $disk${fs:+ holding $fs})"
+    local t=$wd/out/22.07.2/dot-subiquity
+    local storage
+    storage=$(grep -l '"ptable"\|ptable:' -r "$wd/out/22.07.2/dot-subiquity/var/log/installer" 2>/dev/null | head -n 1 || true)
+    case $name in
+    known)
+        if [ "$(cat "$t/etc/hostname" 2>/dev/null)" = worker-1 ] &&
+            grep -q "$mac" "$t/etc/netplan/00-installer-config.yaml" 2>/dev/null &&
+            grep -q 'completed: yes' "$wd/tool.log"; then
+            echo "  worker-1 installed: hostname worker-1, netplan matching $mac"
+        else
+            echo "  FAIL: worker-1 not installed"; fail=1
+        fi
+        ;;
+    *)
+        if [ -e "$t/etc/hostname" ] || [ -n "$storage" ] ||
+            ! grep -q '^version: 1$' "$wd/out/22.07.2/autoinstall.yaml" ||
+            grep -q '^storage:' "$wd/out/22.07.2/autoinstall.yaml"; then
+            echo "  FAIL: something was installed"; fail=1
+        else
+            echo "  nothing installed; the selector stayed the installer's autoinstall"
+        fi
+        if ls "$wd/stick/microseed/reports/"*.select.txt >/dev/null 2>&1; then
+            echo "  on the stick: $(cat "$wd/stick/microseed/reports/"*.select.txt)"
+        else
+            echo "  FAIL: no verdict on the stick"; fail=1
+        fi
+        ;;
+    esac
+    [ "$fail" = 0 ] || { echo "---- tool output ----"; cat "$wd/tool.log"; }
+}
+
+run known "$mac" /dev/sda
+run unknown 52:54:00:99:99:99 /dev/sda
+[ -f "$work/unknown/stick/microseed/reports/52-54-00-99-99-99.txt" ] ||
+    { echo "  FAIL: no hardware report for the unknown machine"; fail=1; }
+
+# A disk holding this cluster's system: ext4 on a loop device with the id.
+mkdir -p "$work/sys/etc/microseed"
+mcopy -n -i "$img@@$((start * 512))" "::microseed/cluster-id" "$work/sys/etc/microseed/cluster-id"
+truncate -s 16M "$work/held.img"
+mkfs.ext4 -q -F -d "$work/sys" "$work/held.img"
+loop=$(losetup --find --show --read-only "$work/held.img")
+run held "$mac" "$loop" "$loop"
+
+if [ "$fail" = 0 ]; then echo "stick dry-run: PASS"; else echo "stick dry-run: FAIL"; exit 1; fi
