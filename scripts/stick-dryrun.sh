@@ -2,7 +2,7 @@
 # The cluster stick in front of Ubuntu's installer: subiquity 22.07.2's
 # --dry-run (../shared/tools/subiquity) is given the stick's selector
 # user-data, and its early command runs the stick's select.sh for real,
-# inside a network namespace whose only NIC carries a MAC, with the stick's
+# inside a network namespace whose NIC (a veth) carries a MAC, with the stick's
 # files mounted at /run/microseed/stick (a private mount namespace) and the
 # dry-run machine's disk (subiquity's examples/simple.json: /dev/sda, 10 GiB,
 # ID_SERIAL QEMU_HARDDISK_QM00001) described by lsblk/udevadm stand-ins.
@@ -18,7 +18,7 @@
 # Without the bundle or root it says it did not run and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tool=$PWD/../shared/tools/subiquity/subiquity-dryrun.sh
+tool=${SQ_TOOL:-$PWD/../shared/tools/subiquity/subiquity-dryrun.sh}
 H=${SQ_HARNESS:-/var/tmp/subiquity-harness}
 notrun() { echo "stick dry-run: NOT RUN: $*"; exit 0; }
 [ -x "$tool" ] || notrun "$tool is missing"
@@ -70,26 +70,39 @@ printf '#!/bin/sh\nexit 0\n' >"$stub/vgchange"
 chmod 755 "$stub"/*
 
 fail=0
+# A refused early command leaves subiquity in its ERROR state (22.07.2:
+# `_exception_handler`), where the dry-run client waits: a refusal is judged
+# after this many seconds (the selector runs within the first few).
+refused_after=${STICK_DRYRUN_REFUSED_AFTER:-90}
+live=$H/sq-22.07.2/.subiquity
+
 # scenario NIC-MAC disk fs
 run() {
-    local name=$1 nic_mac=$2 disk=$3 fs=${4:-} wd=$work/$1
+    local name=$1 nic_mac=$2 disk=$3 fs=${4:-} wd=$work/$1 limit=400
+    [ "$name" = known ] || limit=$refused_after
     mkdir -p "$wd/stick"
     mcopy -s -n -i "$img@@$((start * 512))" "::microseed" "::user-data" "::meta-data" "$wd/stick/"
     # shellcheck disable=SC2016 # the inner sh expands them, from its arguments
     STICK_DISK=$disk STICK_FS=$fs PATH=$stub:$PATH SQ_VERSIONS=22.07.2 \
         MICROSEED_AUTOINSTALL=$wd/out/22.07.2/autoinstall.yaml \
-        unshare --net --mount -- sh -euc '
+        unshare --net --mount --pid --fork --kill-child --mount-proc -- sh -euc '
         mount --make-rprivate /
-        ip link add ens3 type dummy
+        ip link add ens3 type veth peer name p0
         ip link set ens3 address "$1"
         ip link set ens3 up
         mount -t sysfs sysfs /sys
+        # The dry-run starts its own journald when none answers: this
+        # namespace'"'"'s, beside nobody else'"'"'s.
+        mount -t tmpfs tmpfs /run/systemd
         mkdir -p /run/microseed/stick
         mount -t tmpfs tmpfs /run/microseed
         mkdir -p /run/microseed/stick
         mount --bind "$2/stick" /run/microseed/stick
-        exec timeout 400 "$3" "$2/stick/user-data" "$2/out"
-    ' stick-dryrun "$nic_mac" "$wd" "$tool" >"$wd/tool.log" 2>&1 || true
+        exec timeout "$4" "$3" "$2/stick/user-data" "$2/out"
+    ' stick-dryrun "$nic_mac" "$wd" "$tool" "$limit" >"$wd/tool.log" 2>&1 || true
+    # Everything in that PID namespace ended with it; the installer's log
+    # of a refused run is still in its working tree.
+    cp "$live/subiquity-server-debug.log" "$wd/server.log" 2>/dev/null || true
     echo "== $name (NIC $nic_mac, disk $disk${fs:+ holding $fs})"
     local t=$wd/out/22.07.2/dot-subiquity
     local storage
@@ -105,6 +118,12 @@ run() {
         fi
         ;;
     *)
+        if ! grep -q 'early-commands' "$wd/server.log" ||
+            grep -q 'subiquity/Filesystem/apply_autoinstall_config\|subiquity/Install/install' "$wd/server.log"; then
+            echo "  FAIL: the installer went past its early commands"; fail=1
+        else
+            echo "  the installer stopped at its early commands"
+        fi
         if [ -e "$t/etc/hostname" ] || [ -n "$storage" ] ||
             ! grep -q '^version: 1$' "$wd/out/22.07.2/autoinstall.yaml" ||
             grep -q '^storage:' "$wd/out/22.07.2/autoinstall.yaml"; then

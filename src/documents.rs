@@ -451,6 +451,21 @@ pub fn network_dropin() -> anyhow::Result<String> {
     ))
 }
 
+/// A non-secret id of the cluster (32 hex digits): the installed system keeps
+/// it in `/etc/microseed/cluster-id`, and the cluster stick (`crate::stick`) refuses a disk holding a
+/// system with the stick's id (a stick left in at a reboot). Derived from the
+/// cluster's name and subnet, so a rebuilt stick still recognises machines
+/// installed from an older one.
+pub fn cluster_id(cluster: &Cluster) -> String {
+    let h = Sha256::new()
+        .chain_update(b"microseed cluster-id\0")
+        .chain_update(cluster.name.as_bytes())
+        .chain_update([0])
+        .chain_update(cluster.network.subnet.to_string().as_bytes())
+        .finalize();
+    hex::encode(&h[..16])
+}
+
 const TARGET_FILES_SH: &str = include_str!("install/target-files.sh");
 const STORAGE_SH: &str = include_str!("install/storage.sh");
 
@@ -484,7 +499,7 @@ fn late_commands_with(
         net,
         datasource_dropin()?,
         network_dropin()?,
-        crate::stick::cluster_id(cluster),
+        cluster_id(cluster),
     ];
     let data_volume = plan.machine.role == "nfs" && cluster.nfs.data_volume;
     let storage = vec![

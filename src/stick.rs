@@ -51,20 +51,8 @@ fi
 exec sh "$d/microseed/select.sh"
 "#;
 
-/// A non-secret id of the cluster (32 hex digits): the installed system keeps
-/// it in `/etc/microseed/cluster-id`, and select.sh refuses a disk holding a
-/// system with the stick's id (a stick left in at a reboot). Derived from the
-/// cluster's name and subnet, so a rebuilt stick still recognises machines
-/// installed from an older one.
-pub fn cluster_id(cluster: &Cluster) -> String {
-    let h = Sha256::new()
-        .chain_update(b"microseed cluster-id\0")
-        .chain_update(cluster.name.as_bytes())
-        .chain_update([0])
-        .chain_update(cluster.network.subnet.to_string().as_bytes())
-        .finalize();
-    hex::encode(&h[..16])
-}
+/// A non-secret id of the cluster: see [`crate::documents::cluster_id`].
+pub use crate::documents::cluster_id;
 
 #[derive(Debug, Serialize)]
 struct SelectorUserData {
