@@ -91,9 +91,18 @@ run() {
         ip link set ens3 address "$1"
         ip link set ens3 up
         mount -t sysfs sysfs /sys
-        # The dry-run starts its own journald when none answers: this
-        # namespace'"'"'s, beside nobody else'"'"'s.
+        # subiquity logs to the journal: a journald of this namespace,
+        # answering before the installer starts (on a loaded machine it
+        # takes longer than the second the dry-run tool gives its own).
         mount -t tmpfs tmpfs /run/systemd
+        mkdir -p /run/systemd/journal
+        /lib/systemd/systemd-journald >/dev/null 2>&1 &
+        n=0
+        until systemd-cat true 2>/dev/null; do
+            n=$((n + 1))
+            [ "$n" -lt 60 ] || { echo "journald did not start" >&2; exit 1; }
+            sleep 1
+        done
         mkdir -p /run/microseed/stick
         mount -t tmpfs tmpfs /run/microseed
         mkdir -p /run/microseed/stick
