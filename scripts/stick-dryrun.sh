@@ -84,13 +84,16 @@ run() {
     mcopy -s -n -i "$img@@$((start * 512))" "::microseed" "::user-data" "::meta-data" "$wd/stick/"
     # shellcheck disable=SC2016 # the inner sh expands them, from its arguments
     STICK_DISK=$disk STICK_FS=$fs PATH=$stub:$PATH SQ_VERSIONS=22.07.2 \
-        MICROSEED_AUTOINSTALL=$wd/out/22.07.2/autoinstall.yaml \
+        MICROSEED_AUTOINSTALL=$wd/out/22.07.2/autoinstall.yaml MICROSEED_SYSFS=$wd/sys \
         unshare --net --mount --pid --fork --kill-child --mount-proc -- sh -euc '
         mount --make-rprivate /
         ip link add ens3 type veth peer name p0
         ip link set ens3 address "$1"
         ip link set ens3 up
-        mount -t sysfs sysfs /sys
+        # A sysfs of this namespace for select.sh (MICROSEED_SYSFS): /sys
+        # itself stays, journald needs what is mounted under it.
+        mkdir -p "$2/sys"
+        mount -t sysfs sysfs "$2/sys"
         # subiquity logs to the journal: a journald of this namespace,
         # answering before the installer starts (on a loaded machine it
         # takes longer than the second the dry-run tool gives its own).

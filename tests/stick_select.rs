@@ -83,10 +83,11 @@ impl Machine {
         fs::write(dir.path().join("fs"), "").expect("write");
         fs::write(dir.path().join("console"), "").expect("write");
         let stubs = [
-            // ethtool -P IF: the driver's permanent address, if the test gave one.
+            // ethtool -P IF: the driver's permanent address, if the test gave
+            // one, else what ethtool says of a veth ("not set").
             (
                 "ethtool",
-                r#"f="$FAKE/perm/$2"; if [ -f "$f" ]; then echo "Permanent address: $(cat "$f")"; else echo "Permanent address: 00:00:00:00:00:00"; fi"#,
+                r#"f="$FAKE/perm/$2"; if [ -f "$f" ]; then echo "Permanent address: $(cat "$f")"; else echo "Permanent address: not set"; fi"#,
             ),
             ("ip", "exit 0"),
             ("findmnt", "exit 1"),

@@ -44,23 +44,32 @@ nics() {
 }
 
 # The permanent (burnt-in) address of NIC $1, lower-case. `ethtool -P` reads
-# it from the driver (all zeros where the driver has none); `ip -d link`
+# it from the driver (`not set`, or all zeros, where it has none); `ip -d link`
 # shows `permaddr` only when it differs from the current address (bonding,
 # a MACAddress= setting, macchanger). When neither names one, no permanent
 # address differs from the current one, so /sys/class/net/NIC/address is it.
 perm_mac() {
     p=$(ethtool -P "$1" 2>/dev/null | sed -n 's/^Permanent address: *//p')
-    case $p in
-    '' | 00:00:00:00:00:00) p= ;;
-    esac
+    is_mac "$p" || p=
     if [ -z "$p" ]; then
         p=$(ip -d link show dev "$1" 2>/dev/null |
             sed -n 's/.* permaddr \([0-9A-Fa-f:]*\).*/\1/p' | head -n 1)
+        is_mac "$p" || p=
     fi
     if [ -z "$p" ]; then
         p=$(cat "$sysfs/class/net/$1/address" 2>/dev/null)
+        is_mac "$p" || p=
     fi
     printf '%s\n' "$p" | tr 'A-F' 'a-f'
+}
+
+# An Ethernet address, not all zeros.
+is_mac() {
+    case $1 in
+    00:00:00:00:00:00) return 1 ;;
+    [0-9A-Fa-f][0-9A-Fa-f]:[0-9A-Fa-f][0-9A-Fa-f]:[0-9A-Fa-f][0-9A-Fa-f]:[0-9A-Fa-f][0-9A-Fa-f]:[0-9A-Fa-f][0-9A-Fa-f]:[0-9A-Fa-f][0-9A-Fa-f]) return 0 ;;
+    *) return 1 ;;
+    esac
 }
 
 macs=
