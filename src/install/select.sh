@@ -171,7 +171,7 @@ say "machine $NAME ($IP): $how"
 
 # The stick itself is never a candidate.
 stick_disk=
-src=$(findmnt -no SOURCE "$here" 2>/dev/null || true)
+src=$(findmnt -no SOURCE -T "$here" 2>/dev/null || true)
 if [ -n "$src" ]; then
     stick_disk=$(lsblk -no PKNAME "$src" 2>/dev/null | head -n 1)
 fi
