@@ -130,7 +130,7 @@ run() {
         fi
         ;;
     *)
-        if ! grep -q 'early-commands' "$wd/server.log" ||
+        if ! grep -q 'subiquity/Early/run: FAIL' "$wd/server.log" ||
             grep -q 'subiquity/Filesystem/apply_autoinstall_config\|subiquity/Install/install' "$wd/server.log"; then
             echo "  FAIL: the installer went past its early commands"; fail=1
         else
