@@ -316,8 +316,8 @@ pub fn check_pristine(
             Default::default(),
             "--iso",
             format!(
-                "{found}: this is an image already made for one machine (such as another \
-                 machine's installer.img), not Ubuntu's installer ISO as released; give the \
+                "{found}: this is an image microseed already made (such as an \
+                 installer.img), not Ubuntu's installer ISO as released; give the \
                  original ISO (e.g. ubuntu-20.04.6-live-server-amd64.iso)"
             ),
         )])
