@@ -11,7 +11,9 @@
 # cp does, and no disk shared with other users in the figures):
 #   - cp ISO COPY                                      (the peer)
 #   - microseed build CLUSTER --format installer       (3 machines, one image)
-# then prints the ratio of the medians. Exits 1 when a step fails, 0
+#   - the same with --machine worker-1                 (a one-machine stick)
+#   - microseed build CLUSTER --format dir             (the seeds, no image)
+# then prints the ratios of the medians. Exits 1 when a step fails, 0
 # otherwise (the ratio is a measurement, not a gate: a loaded machine moves it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,11 +49,16 @@ hyperfine --runs "$runs" --warmup 1 --style basic --export-json "$work/t.json" \
     --prepare "rm -rf $work/out $work/copy.iso" \
     -n "cp ISO" "cp $iso $work/copy.iso" \
     -n "build --format installer ($machines machines)" \
-    "$bin build $cluster -o $work/out --format installer --iso $iso"
+    "$bin build $cluster -o $work/out --format installer --iso $iso" \
+    -n "build --format installer --machine worker-1" \
+    "$bin build $cluster -o $work/out --format installer --iso $iso --machine worker-1" \
+    -n "build --format dir ($machines machines, no image)" \
+    "$bin build $cluster -o $work/out --format dir"
 python3 - "$work/t.json" "$(du -m --apparent-size "$iso" | cut -f1)" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
-cp, build = (x["median"] for x in r)
+cp, build, one, docs = (x["median"] for x in r)
 print(f"ISO {sys.argv[2]} MiB: cp {cp:.3f} s, cluster stick {build:.3f} s, "
-      f"ratio {build / cp:.2f}x (target <= 1.2x)")
+      f"ratio {build / cp:.2f}x (target <= 1.2x); one machine's stick {one:.3f} s "
+      f"({one / cp:.2f}x); the seeds alone {docs:.3f} s")
 PY
