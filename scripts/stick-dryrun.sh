@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cluster stick in front of Ubuntu's installer: subiquity 22.07.2's
+# The cluster stick in front of Ubuntu's installer: subiquity's
 # --dry-run (../shared/tools/subiquity) is given the stick's selector
 # user-data, and its early command runs the stick's select.sh for real,
 # inside a network namespace whose NIC (a veth) carries a MAC, with the stick's
@@ -11,7 +11,8 @@
 #
 # Scenarios (docs/stick.md):
 #   known    the NIC has worker-1's MAC: worker-1 is installed (the target's
-#            /etc/hostname and netplan are worker-1's, written by its late-commands)
+#            /etc/hostname and netplan are worker-1's, written by its late-commands),
+#            at 22.07.2 (22.04 cluster) and 20.04.3 (known-2004, 20.04 cluster)
 #   unknown  another MAC: nothing installed (no storage plan), a report on the stick
 #   held     worker-1's MAC, but the disk (a loop device with ext4) holds this
 #            cluster's /etc/microseed/cluster-id: nothing installed
@@ -43,12 +44,21 @@ sed "s/^    ip: 172.20.10.12\$/    ip: 172.20.10.12\n    mac: $mac/" \
     examples/eth2-staking-22.04/cluster.yaml >"$work/c/cluster.yaml"
 grep -q "mac: $mac" "$work/c/cluster.yaml" || { echo "stick dry-run: could not give worker-1 a MAC"; exit 1; }
 install -m 600 tests/fixtures/secrets.yaml "$work/c/secrets.yaml"
+mkdir -p "$work/c2004"
+sed "s/^    ip: 172.20.10.12\$/    ip: 172.20.10.12\n    mac: $mac/" \
+    examples/eth2-staking/cluster.yaml >"$work/c2004/cluster.yaml"
+install -m 600 tests/fixtures/secrets.yaml "$work/c2004/secrets.yaml"
 iso_dir="${MICROSEED_TEST_CACHE:-/var/cache/microseed-test}/standin-iso"
 scripts/recipes/standin-iso.sh "$iso_dir"
 "$bin" build "$work/c/cluster.yaml" -o "$work/out" --format installer \
     --iso "$iso_dir/ubuntu2204-standin.iso" >/dev/null
-img=$work/out/installer.img
-start=$(sfdisk --json "$img" | python3 -c 'import json,sys; print(max(p["start"] for p in json.load(sys.stdin)["partitiontable"]["partitions"]))')
+"$bin" build "$work/c2004/cluster.yaml" -o "$work/out2004" --format installer \
+    --iso "$iso_dir/ubuntu2004-standin.iso" >/dev/null 2>&1
+cidata() { sfdisk --json "$1" | python3 -c 'import json,sys; print(512 * max(p["start"] for p in json.load(sys.stdin)["partitiontable"]["partitions"]))'; }
+# The stick (image@@offset of its CIDATA) and the revision each run uses.
+stick=$work/out/installer.img@@$(cidata "$work/out/installer.img")
+stick2004=$work/out2004/installer.img@@$(cidata "$work/out2004/installer.img")
+REV=22.07.2 STICK=$stick
 
 # lsblk/udevadm as the dry-run machine's disk; vgchange touches nothing.
 stub=$work/bin
@@ -79,12 +89,14 @@ live=$H/sq-22.07.2/.subiquity
 # scenario NIC-MAC disk fs
 run() {
     local name=$1 nic_mac=$2 disk=$3 fs=${4:-} wd=$work/$1 limit=400
-    [ "$name" = known ] || limit=$refused_after
-    mkdir -p "$wd/stick"
-    mcopy -s -n -i "$img@@$((start * 512))" "::microseed" "::user-data" "::meta-data" "$wd/stick/"
+    case $name in known*) ;; *) limit=$refused_after ;; esac
+    mkdir -p "$wd/stick" "$wd/target/etc"
+    mcopy -s -n -i "$STICK" "::microseed" "::user-data" "::meta-data" "$wd/stick/"
+    # 20.04.3 gives late-commands no TARGET_MOUNT_POINT of its own (as in
+    # subiquity-tier.sh); 22.07.2's dry-run target is its working tree.
     # shellcheck disable=SC2016 # the inner sh expands them, from its arguments
-    STICK_DISK=$disk STICK_FS=$fs PATH=$stub:$PATH SQ_VERSIONS=22.07.2 \
-        MICROSEED_AUTOINSTALL=$wd/out/22.07.2/autoinstall.yaml MICROSEED_SYSFS=$wd/sys \
+    STICK_DISK=$disk STICK_FS=$fs PATH=$stub:$PATH SQ_VERSIONS=$REV TARGET_MOUNT_POINT=$wd/target \
+        MICROSEED_AUTOINSTALL=$wd/out/$REV/autoinstall.yaml MICROSEED_SYSFS=$wd/sys \
         unshare --net --mount --pid --fork --kill-child --mount-proc -- sh -euc '
         mount --make-rprivate /
         ip link add ens3 type veth peer name p0
@@ -115,12 +127,13 @@ run() {
     # Everything in that PID namespace ended with it; the installer's log
     # of a refused run is still in its working tree.
     cp "$live/subiquity-server-debug.log" "$wd/server.log" 2>/dev/null || true
-    echo "== $name (NIC $nic_mac, disk $disk${fs:+ holding $fs})"
-    local t=$wd/out/22.07.2/dot-subiquity
+    echo "== $name (subiquity $REV, NIC $nic_mac, disk $disk${fs:+ holding $fs})"
+    local t=$wd/out/$REV/dot-subiquity
+    [ "$REV" = 22.07.2 ] || t=$wd/target
     local storage
-    storage=$(grep -l '"ptable"\|ptable:' -r "$wd/out/22.07.2/dot-subiquity/var/log/installer" 2>/dev/null | head -n 1 || true)
+    storage=$(grep -l '"ptable"\|ptable:' -r "$wd/out/$REV/dot-subiquity/var/log/installer" 2>/dev/null | head -n 1 || true)
     case $name in
-    known)
+    known*)
         if [ "$(cat "$t/etc/hostname" 2>/dev/null)" = worker-1 ] &&
             grep -q "$mac" "$t/etc/netplan/00-installer-config.yaml" 2>/dev/null &&
             grep -q 'completed: yes' "$wd/tool.log"; then
@@ -137,8 +150,8 @@ run() {
             echo "  the installer stopped at its early commands"
         fi
         if [ -e "$t/etc/hostname" ] || [ -n "$storage" ] ||
-            ! grep -q '^version: 1$' "$wd/out/22.07.2/autoinstall.yaml" ||
-            grep -q '^storage:' "$wd/out/22.07.2/autoinstall.yaml"; then
+            ! grep -q '^version: 1$' "$wd/out/$REV/autoinstall.yaml" ||
+            grep -q '^storage:' "$wd/out/$REV/autoinstall.yaml"; then
             echo "  FAIL: something was installed"; fail=1
         else
             echo "  nothing installed; the selector stayed the installer's autoinstall"
@@ -154,13 +167,14 @@ run() {
 }
 
 run known "$mac" /dev/sda
+REV=20.04.3 STICK=$stick2004 run known-2004 "$mac" /dev/sda
 run unknown 52:54:00:99:99:99 /dev/sda
 [ -f "$work/unknown/stick/microseed/reports/52-54-00-99-99-99.txt" ] ||
     { echo "  FAIL: no hardware report for the unknown machine"; fail=1; }
 
 # A disk holding this cluster's system: ext4 on a loop device with the id.
 mkdir -p "$work/sys/etc/microseed"
-mcopy -n -i "$img@@$((start * 512))" "::microseed/cluster-id" "$work/sys/etc/microseed/cluster-id"
+mcopy -n -i "$stick" "::microseed/cluster-id" "$work/sys/etc/microseed/cluster-id"
 truncate -s 16M "$work/held.img"
 mkfs.ext4 -q -F -d "$work/sys" "$work/held.img"
 loop=$(losetup --find --show --read-only "$work/held.img")
