@@ -9,7 +9,7 @@
 # times with hyperfine (BENCH_RUNS runs, default 3, medians):
 #   - dd if=IMG of=LOOP bs=4M conv=fsync             (write only)
 #   - dd ... conv=fsync, then sha256sum LOOP         (write, then a read-back check)
-#   - microseed flash out/worker-1 LOOP --yes        (write, flush, read back, compare)
+#   - microseed flash out LOOP --yes                 (write, flush, read back, compare)
 # microseed is pointed at a fake sysfs tree (MICROSEED_FLASH_SYSROOT) that
 # calls the loop device a removable stick: loop devices are fixed disks in
 # sysfs. The bytes still go to the real loop device.
@@ -19,13 +19,14 @@
 # 10-100x slower than this and both tools then wait on it alike.
 #
 # Then, with a stand-in installer ISO grown to BENCH_ISO_MB MB (default 1200,
-# like scripts/bench.sh; xorriso) and the example cluster:
+# like scripts/bench.sh; xorriso) and the example cluster (3 machines, one
+# cluster stick):
 #   - `build --format installer` on XFS (reflink: the ISO's extents are
 #     shared, FICLONE) and on tmpfs (no reflink: copy_file_range), each
 #     against `cp --reflink=never` of the ISO on the same filesystem, with
 #     the space the image took on XFS (df before and after);
-#   - `build --format installer` + `flash out/worker-1` against the streamed
-#     `flash CLUSTER --machine worker-1 --iso ISO` (no image file).
+#   - `build --format installer` + `flash out` against the streamed
+#     `flash CLUSTER --iso ISO` (no image file).
 # BENCH_REFLINK=0 skips the XFS part (it needs mkfs.xfs, package xfsprogs).
 # Needs root (losetup, mount). Prints the tables; exits 0 unless a step fails.
 set -euo pipefail
@@ -59,9 +60,9 @@ cleanup() {
 trap cleanup EXIT
 
 log "a ${mib} MiB image in $work"
-mkdir -p "$work/out/worker-1"
-head -c "$((mib << 20))" /dev/urandom >"$work/out/worker-1/installer.img"
-(cd "$work/out" && sha256sum worker-1/installer.img >SHA256SUMS)
+mkdir -p "$work/out"
+head -c "$((mib << 20))" /dev/urandom >"$work/out/installer.img"
+(cd "$work/out" && sha256sum installer.img >SHA256SUMS)
 truncate -s "$((mib << 20))" "$work/backing"
 loop="$(losetup --find --show "$work/backing")"
 name="$(basename "$loop")"
@@ -79,17 +80,17 @@ ln -s "../../block/$name" "$fake/sys/class/block/$name"
 echo "21 1 0:20 / /proc rw - proc proc rw" >"$fake/proc/self/mountinfo"
 printf 'Filename\tType\tSize\tUsed\tPriority\n' >"$fake/proc/swaps"
 
-img="$work/out/worker-1/installer.img"
+img="$work/out/installer.img"
 export MICROSEED_FLASH_SYSROOT="$fake"
 hyperfine --runs "$runs" --style basic --export-markdown "$work/table.md" \
     -n "dd bs=4M conv=fsync" "dd if=$img of=$loop bs=4M conv=fsync status=none" \
     -n "dd + sha256sum of the device" "dd if=$img of=$loop bs=4M conv=fsync status=none && sha256sum $loop >/dev/null" \
-    -n "microseed flash (write + read-back)" "$bin flash $work/out/worker-1 $loop --yes >/dev/null"
+    -n "microseed flash (write + read-back)" "$bin flash $work/out $loop --yes >/dev/null"
 echo
 cat "$work/table.md"
 echo
 log "one flash's own figures:"
-"$bin" flash "$work/out/worker-1" "$loop" --yes
+"$bin" flash "$work/out" "$loop" --yes
 rm -rf "$work/out"
 
 # ---- installer images: reflink or copy, file or stream -----------------------
@@ -106,7 +107,7 @@ cp examples/eth2-staking/cluster.yaml "$work/cluster/"
 cluster="$work/cluster/cluster.yaml"
 "$bin" build "$cluster" -o "$work/warm" --format dir >/dev/null 2>&1 # creates secrets.yaml
 rm -rf "$work/warm"
-build() { echo "$bin build $cluster -o $1 --format installer --iso $2 --machine worker-1"; }
+build() { echo "$bin build $cluster -o $1 --format installer --iso $2"; }
 log "installer image vs cp ($(du -h --apparent-size "$iso" | cut -f1) stand-in ISO)"
 
 if [ "${BENCH_REFLINK:-1}" = 1 ]; then
@@ -119,7 +120,7 @@ if [ "${BENCH_REFLINK:-1}" = 1 ]; then
     cp "$iso" "$xfs_mnt/standin.iso"
     sync
     used0="$(df --output=used -B1M "$xfs_mnt" | tail -1)"
-    "$bin" build "$cluster" -o "$xfs_mnt/once" --format installer --iso "$xfs_mnt/standin.iso" --machine worker-1 >/dev/null
+    "$bin" build "$cluster" -o "$xfs_mnt/once" --format installer --iso "$xfs_mnt/standin.iso" >/dev/null
     sync
     used1="$(df --output=used -B1M "$xfs_mnt" | tail -1)"
     rm -rf "$xfs_mnt/once"
@@ -136,8 +137,8 @@ if [ "${BENCH_REFLINK:-1}" = 1 ]; then
 fi
 
 # Flash the installer: build the file then flash it, or stream it.
-"$bin" build "$cluster" -o "$work/inst" --format installer --iso "$iso" --machine worker-1 >/dev/null
-size="$(stat -c %s "$work/inst/worker-1/installer.img")"
+"$bin" build "$cluster" -o "$work/inst" --format installer --iso "$iso" >/dev/null
+size="$(stat -c %s "$work/inst/installer.img")"
 rm -rf "$work/inst"
 losetup -d "$loop"
 loop=""
@@ -153,9 +154,9 @@ fi
 echo "$((size / 512))" >"$fake/sys/block/$name2/size"
 hyperfine --runs "$runs" --style basic --export-markdown "$work/stream.md" \
     --prepare "rm -rf $work/inst" \
-    -n "build installer.img + flash out/worker-1" \
-    "$(build "$work/inst" "$iso") >/dev/null && $bin flash $work/inst/worker-1 $loop --yes >/dev/null" \
-    -n "flash CLUSTER --machine (streamed)" \
-    "$bin flash $cluster $loop --machine worker-1 --iso $iso --yes >/dev/null"
+    -n "build installer.img + flash out" \
+    "$(build "$work/inst" "$iso") >/dev/null && $bin flash $work/inst $loop --yes >/dev/null" \
+    -n "flash CLUSTER (streamed)" \
+    "$bin flash $cluster $loop --iso $iso --yes >/dev/null"
 echo
 cat "$work/stream.md"

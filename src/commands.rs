@@ -951,14 +951,16 @@ pub fn iso_list(src: &GlobalOptions, cache_dir: Option<&Path>, json: bool) -> Re
 /// What `flash` was asked for on the command line.
 #[derive(Debug, clap::Args)]
 pub struct FlashArgs {
-    /// A machine's output directory (out/worker-1), or a cluster file
-    /// with --machine (the image is then built as it is written: no file).
+    /// The output directory (out: its installer.img, the cluster stick), a
+    /// machine's (out/worker-1, with --format seed-img), or a cluster file
+    /// (the image is then built as it is written: no file).
     #[arg(required_unless_present = "list")]
     pub source: Option<PathBuf>,
     /// The whole disk to erase and write, e.g. /dev/sdb.
     #[arg(required_unless_present = "list")]
     pub device: Option<PathBuf>,
-    /// The machine to flash, when SOURCE is a cluster file.
+    /// With a cluster file: the machine whose seed to write, or the only
+    /// machine the installer stick holds (default: every machine).
     #[arg(long, value_name = "NAME")]
     pub machine: Option<String>,
     /// With a cluster file: the installer ISO to stream from (default:
@@ -1015,21 +1017,31 @@ pub fn flash(src: &GlobalOptions, args: &FlashArgs, json: bool) -> Result<()> {
         }
         flash::image_in(source, args.format)?
     } else {
-        let Some(name) = &args.machine else {
+        let names: Vec<String> = args.machine.iter().cloned().collect();
+        if names.is_empty() && args.format == flash::FlashFormat::SeedImg {
             return Err(crate::diag::option_error(
                 "--machine",
-                "SOURCE is a cluster file: name the machine with --machine (or give its output directory, e.g. out/worker-1)",
+                "SOURCE is a cluster file: name the machine whose seed to write with --machine (or give its output directory, e.g. out/worker-1)",
             ));
-        };
+        }
         // The image is built from the cluster file and its existing secrets
         // (a new join token would not match the one the master has).
         let loaded = build::load(source, src, MissingSecrets::Require)?;
-        let machine = build::select(&loaded, std::slice::from_ref(name))?;
-        let docs = build::render_machines(&loaded, src, &machine, Target::Installer)?;
-        let files = docs[0].files();
+        let machines = build::select(&loaded, &names)?;
+        let docs = build::render_machines(&loaded, src, &machines, Target::Installer)?;
+        let name = match &args.machine {
+            Some(n) => n.clone(),
+            None => format!("cluster {}", loaded.cluster.name),
+        };
         match args.format {
-            flash::FlashFormat::SeedImg => flash::image_streamed(name, &files, args.format, None)?,
+            flash::FlashFormat::SeedImg => {
+                flash::image_streamed(&name, &docs[0].files(), args.format, None)?
+            }
             flash::FlashFormat::Installer => {
+                let pairs: Vec<_> = machines.iter().copied().zip(docs.iter()).collect();
+                let stick = crate::stick::files(&loaded.cluster, &pairs)?;
+                let files: Vec<(&str, &[u8])> =
+                    stick.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
                 let opts = InstallerOptions {
                     iso: args.iso.clone(),
                     cache_dir: args
@@ -1042,7 +1054,7 @@ pub fn flash(src: &GlobalOptions, args: &FlashArgs, json: bool) -> Result<()> {
                 let release = &loaded.cluster.release;
                 let iso = package::installer::iso(release, src.profiles.as_deref(), &opts)?;
                 let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
-                flash::image_streamed(name, &files, args.format, Some((&iso, &configs)))?
+                flash::image_streamed(&name, &files, args.format, Some((&iso, &configs)))?
             }
         }
     };

@@ -451,6 +451,21 @@ pub fn network_dropin() -> anyhow::Result<String> {
     ))
 }
 
+/// A non-secret id of the cluster (32 hex digits): the installed system keeps
+/// it in `/etc/microseed/cluster-id`, and the cluster stick (`crate::stick`) refuses a disk holding a
+/// system with the stick's id (a stick left in at a reboot). Derived from the
+/// cluster's name and subnet, so a rebuilt stick still recognises machines
+/// installed from an older one.
+pub fn cluster_id(cluster: &Cluster) -> String {
+    let h = Sha256::new()
+        .chain_update(b"microseed cluster-id\0")
+        .chain_update(cluster.name.as_bytes())
+        .chain_update([0])
+        .chain_update(cluster.network.subnet.to_string().as_bytes())
+        .finalize();
+    hex::encode(&h[..16])
+}
+
 const TARGET_FILES_SH: &str = include_str!("install/target-files.sh");
 const STORAGE_SH: &str = include_str!("install/storage.sh");
 
@@ -484,6 +499,7 @@ fn late_commands_with(
         net,
         datasource_dropin()?,
         network_dropin()?,
+        cluster_id(cluster),
     ];
     let data_volume = plan.machine.role == "nfs" && cluster.nfs.data_volume;
     let storage = vec![
@@ -713,29 +729,66 @@ fn user_data_with(
     Ok(match target {
         Target::CloudImage => format!("#cloud-config\n{}", yaml(&cc)?),
         Target::Installer => {
-            let ai = Autoinstall {
-                version: 1,
-                locale: cluster.locale.clone(),
-                keyboard: KeyboardSection {
-                    layout: cluster.keyboard.layout.clone(),
-                    variant: cluster.keyboard.variant.clone(),
-                },
-                network: NetworkSection::new(plan.network_form, netplan(cluster, plan)),
-                storage: storage(&plan.machine.disk),
-                ssh: SshSection {
-                    install_server: true,
-                    authorized_keys: cluster.admin.ssh_keys.clone(),
-                    allow_pw: cluster.ssh.password_auth,
-                },
-                late_commands: late_commands_with(cluster, plan, script)?,
-                user_data: cc,
-            };
+            let ai = autoinstall(cluster, plan, cc, script)?;
             format!(
                 "#cloud-config\n{}",
                 yaml(&InstallerUserData { autoinstall: ai })?
             )
         }
     })
+}
+
+/// The `autoinstall:` value of a machine's installer user-data.
+fn autoinstall(
+    cluster: &Cluster,
+    plan: &Plan,
+    cc: CloudConfig,
+    script: impl Fn(usize, &'static str) -> String,
+) -> anyhow::Result<Autoinstall> {
+    Ok(Autoinstall {
+        version: 1,
+        locale: cluster.locale.clone(),
+        keyboard: KeyboardSection {
+            layout: cluster.keyboard.layout.clone(),
+            variant: cluster.keyboard.variant.clone(),
+        },
+        network: NetworkSection::new(plan.network_form, netplan(cluster, plan)),
+        storage: storage(&plan.machine.disk),
+        ssh: SshSection {
+            install_server: true,
+            authorized_keys: cluster.admin.ssh_keys.clone(),
+            allow_pw: cluster.ssh.password_auth,
+        },
+        late_commands: late_commands_with(cluster, plan, script)?,
+        user_data: cc,
+    })
+}
+
+/// The `autoinstall:` value of an installer user-data as a document of its
+/// own, what subiquity reads from `/autoinstall.yaml` (the cluster stick
+/// puts one per machine there, see [`crate::stick`]).
+///
+/// serde-saphyr writes the value as a block mapping indented two spaces
+/// under its key, and every nested line (block scalars too, whose
+/// indentation is relative to their parent's) two spaces further; removing
+/// those two spaces from every line is the document `yaml(&autoinstall)`
+/// gives, byte for byte (a unit test pins it), without serializing each
+/// machine's largest document a second time.
+pub fn autoinstall_document(user_data: &str) -> anyhow::Result<String> {
+    let body = user_data
+        .strip_prefix("#cloud-config\nautoinstall:\n")
+        .ok_or_else(|| anyhow::anyhow!("not an installer user-data: no `autoinstall:` block"))?;
+    let mut out = String::with_capacity(body.len());
+    for line in body.split_inclusive('\n') {
+        match line.strip_prefix("  ") {
+            Some(rest) => out.push_str(rest),
+            None if line.trim_end_matches(['\n', ' ']).is_empty() => {
+                out.push_str(line.trim_start_matches(' '))
+            }
+            None => anyhow::bail!("installer user-data line outside `autoinstall:`: {line:?}"),
+        }
+    }
+    Ok(out)
 }
 
 /// Renders the three documents of one machine; `bodies` carries what
@@ -940,5 +993,22 @@ mod tests {
     fn a_glob_serial_passes_unchanged() {
         assert_eq!(serial_glob("WDC_WD40EFRX_*"), "WDC_WD40EFRX_*");
         assert_eq!(serial_glob("S4EW?X0R[12]*"), "S4EW?X0R[12]*");
+    }
+
+    #[test]
+    fn the_autoinstall_document_is_the_value_serialized_alone() {
+        let (cluster, plans) = example_plans();
+        for plan in &plans {
+            let ud = whole(&cluster, plan, Target::Installer);
+            let alone = yaml(
+                &autoinstall(&cluster, plan, cloud_config(&cluster, plan), |_, s| {
+                    s.to_string()
+                })
+                .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(autoinstall_document(&ud).unwrap(), alone);
+        }
+        assert!(autoinstall_document("#cloud-config\nusers: []\n").is_err());
     }
 }

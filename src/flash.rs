@@ -46,7 +46,7 @@ const SYSTEM_MOUNTS: &[&str] = &["/", "/boot", "/boot/efi", "/usr", "/var"];
 /// Which image of a machine to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FlashFormat {
-    /// `installer.img`: the one stick that installs the machine.
+    /// `installer.img`: the cluster stick, which installs every machine.
     Installer,
     /// `seed.img`: a second stick holding only the CIDATA seed.
     SeedImg,
@@ -459,7 +459,7 @@ impl Source {
 pub struct Image {
     /// What the user is told: a file's path, or where a streamed image comes from.
     pub what: String,
-    /// The image's name (`worker-1/installer.img`, as `SHA256SUMS` lists it).
+    /// The image's name (`installer.img`, `worker-1/seed.img`, as `SHA256SUMS` lists it).
     pub key: String,
     /// Where `sha256` comes from: the output tree's `SHA256SUMS`, or, for an
     /// image streamed from its inputs, `None` (its digest is computed while
@@ -480,21 +480,22 @@ impl Image {
     }
 }
 
-/// The image of one machine built in memory from the cluster file: a seed
-/// image, or the installer streamed from `iso` with the machine's patches
-/// (`boot_configs`) and seed partition laid over it.
+/// An image built in memory from the cluster file: a machine's seed image
+/// (`seed_files` are its documents), or the cluster stick streamed from
+/// `iso` with its patches (`boot_configs`) and CIDATA partition (`seed_files`
+/// are the stick's files) laid over it. `name` is what the image holds.
 pub fn image_streamed(
-    machine: &str,
+    name: &str,
     seed_files: &[(&str, &[u8])],
     format: FlashFormat,
     iso: Option<(&Path, &[&str])>,
 ) -> Result<Image> {
     let epoch = crate::image::source_date_epoch()?;
-    let key = format!("{machine}/{}", format.file_name());
     match (format, iso) {
         (FlashFormat::SeedImg, _) => {
+            let key = format!("{name}/{}", format.file_name());
             let img = crate::image::seed_image(seed_files, epoch)
-                .with_context(|| format!("making the seed image of {machine}"))?;
+                .with_context(|| format!("making the seed image of {name}"))?;
             Ok(Image {
                 what: format!("{key} (built in memory)"),
                 key,
@@ -506,10 +507,10 @@ pub fn image_streamed(
         }
         (FlashFormat::Installer, Some((iso, configs))) => {
             let plan = crate::iso::plan_installer_image(iso, seed_files, configs, epoch)
-                .with_context(|| format!("planning the installer image of {machine}"))?;
+                .with_context(|| format!("planning the installer image of {name}"))?;
             Ok(Image {
-                what: format!("{} with {machine}'s patches and seed", iso.display()),
-                key,
+                what: format!("{} with the stick of {name}", iso.display()),
+                key: format.file_name().to_string(),
                 manifest: None,
                 sha256: None,
                 size: plan.total,
@@ -520,32 +521,56 @@ pub fn image_streamed(
     }
 }
 
-/// Finds `MACHINE_DIR/<format's file>` and its line in the output tree's
-/// `SHA256SUMS` (the machine directory's parent).
-pub fn image_in(machine_dir: &Path, format: FlashFormat) -> Result<Image> {
-    // `.` or `out/worker-1/..` name the machine only once resolved.
-    let machine_dir = &fs::canonicalize(machine_dir)
-        .with_context(|| format!("{}: no such directory", machine_dir.display()))?;
+/// Finds the image `build` wrote and its line in the output tree's
+/// `SHA256SUMS`: the cluster stick `OUT/installer.img` (`dir` is OUT), or a
+/// machine's `OUT/MACHINE/seed.img` (`dir` is the machine's directory).
+pub fn image_in(dir: &Path, format: FlashFormat) -> Result<Image> {
+    // `.` or `out/worker-1/..` name the directory only once resolved.
+    let dir =
+        &fs::canonicalize(dir).with_context(|| format!("{}: no such directory", dir.display()))?;
     let file = format.file_name();
-    let path = machine_dir.join(file);
-    let machine = machine_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let out = machine_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let path = dir.join(file);
+    let (out, key) = match format {
+        FlashFormat::Installer => {
+            // A machine's directory given, as before the stick was one image.
+            if !path.exists()
+                && let Some(parent) = dir.parent()
+                && parent.join(file).is_file()
+            {
+                bail!(
+                    "{}: no such file; the installer image is one stick for the whole cluster \
+                     now: microseed flash {} DEVICE",
+                    path.display(),
+                    parent.display()
+                );
+            }
+            (dir.as_path(), file.to_string())
+        }
+        FlashFormat::SeedImg => {
+            let machine = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let out = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            (out, format!("{machine}/{file}"))
+        }
+    };
     let meta = fs::metadata(&path).map_err(|e| {
+        let machine = match format {
+            FlashFormat::Installer => String::new(),
+            FlashFormat::SeedImg => format!(" --machine {}", key.split('/').next().unwrap_or("")),
+        };
         anyhow::anyhow!(
-            "{}: {e}; build it first: microseed build CLUSTER -o {} --machine {machine} --format {}",
+            "{}: {e}; build it first: microseed build CLUSTER -o {}{machine} --format {}",
             path.display(),
             out.display(),
             format.build_format()
         )
     })?;
     let sums = crate::verify::read_manifest(out)?;
-    let key = format!("{machine}/{file}");
     let manifest = out.join(crate::output::MANIFEST);
     let Some(sha256) = sums.get(&key).cloned() else {
         bail!(

@@ -40,6 +40,7 @@ pub mod secrets;
 pub mod serve;
 pub mod staking;
 pub mod status;
+pub mod stick;
 pub mod support;
 pub mod templates;
 pub mod validate;

@@ -215,7 +215,7 @@ enum Command {
         #[command(flatten)]
         j: JsonFlag,
     },
-    /// Write a machine's installer (or seed image) to a USB stick or SD card, then read it back.
+    /// Write the cluster stick (or a machine's seed image) to a USB stick or SD card, then read it back.
     #[command(
         after_help = "Examples:\n  microseed flash --list\n  microseed flash out/worker-1 /dev/sdb\n  microseed flash mycluster/cluster.yaml /dev/sdb --machine worker-1   # streamed from the cached ISO\n  microseed flash out/worker-1 /dev/sdc --format seed-img --yes\n\nOnly a whole, removable, unmounted disk is accepted; a fixed disk needs --force\nand its name typed at the terminal. Exit codes: 0 written and verified (\"safe to\nremove\"), 1 refused, failed or interrupted, 2 invalid input."
     )]

@@ -189,22 +189,22 @@ fn mount_line(lo: &Loop, numbers: &str, mountpoint: &str) -> String {
     )
 }
 
-/// An output tree holding `worker-1/installer.img` of `size` random bytes,
-/// listed in SHA256SUMS by sha256sum itself.
+/// An output tree holding `installer.img` (the cluster stick) of `size`
+/// random bytes, listed in SHA256SUMS by sha256sum itself; returns OUT.
 fn synthetic_out(size: u64) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let m = dir.path().join("out/worker-1");
-    fs::create_dir_all(&m).expect("mkdir");
+    let m = dir.path().join("out");
+    fs::create_dir_all(m.join("worker-1")).expect("mkdir");
     let mut bytes = vec![0u8; size as usize];
     getrandom::fill(&mut bytes).expect("random");
     fs::write(m.join("installer.img"), &bytes).expect("write");
     let o = Command::new("sha256sum")
-        .arg("worker-1/installer.img")
-        .current_dir(dir.path().join("out"))
+        .arg("installer.img")
+        .current_dir(&m)
         .output()
         .expect("sha256sum");
     assert!(o.status.success());
-    fs::write(dir.path().join("out/SHA256SUMS"), &o.stdout).expect("write");
+    fs::write(m.join("SHA256SUMS"), &o.stdout).expect("write");
     (dir, m)
 }
 
@@ -263,23 +263,36 @@ fn flash_writes_a_built_seed_image_and_the_device_hashes_to_the_manifest() {
 }
 
 #[test]
-fn flash_streams_the_installer_from_the_iso_and_the_device_equals_the_built_image() {
+fn flash_writes_the_built_cluster_stick_and_streams_the_same_bytes_from_the_iso() {
     let iso = fixture(Fixture::Focal);
     let s = Scratch::example();
     let iso_arg = iso.to_str().expect("utf8");
-    let o = s.build(&[
-        "--format",
-        "installer",
-        "--iso",
-        iso_arg,
-        "--machine",
-        "worker-1",
-    ]);
+    let o = s.build(&["--format", "dir,installer", "--iso", iso_arg]);
     assert!(o.status.success(), "{}", text(&o).1);
-    let built = manifest_digest(&s.out(), "worker-1/installer.img");
-    let size = fs::metadata(s.out().join("worker-1/installer.img"))
+    let built = manifest_digest(&s.out(), "installer.img");
+    let size = fs::metadata(s.out().join("installer.img"))
         .expect("img")
         .len();
+    let lo = Loop::new(size);
+    let fake = Fake::removable(&lo, size);
+    // A machine's directory names the old per-machine image: the hint says OUT.
+    let o = fake.flash(&[
+        s.out().join("worker-1").to_str().expect("utf8"),
+        lo.path(),
+        "--yes",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(
+        text(&o).1.contains("one stick for the whole cluster"),
+        "{}",
+        text(&o).1
+    );
+    // OUT: its installer.img, read back against SHA256SUMS.
+    let o = fake.flash(&[s.out().to_str().expect("utf8"), lo.path(), "--yes"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout {out}\nstderr {err}");
+    assert!(out.contains("safe to remove"), "{out}");
+    assert_eq!(lo.sha256(), built);
     // The streamed flash never reads out/: remove it to be sure.
     fs::remove_dir_all(s.out()).expect("rm out");
     let lo = Loop::new(size);
@@ -288,8 +301,6 @@ fn flash_streams_the_installer_from_the_iso_and_the_device_equals_the_built_imag
     let o = fake.flash(&[
         cluster.to_str().expect("utf8"),
         lo.path(),
-        "--machine",
-        "worker-1",
         "--iso",
         iso_arg,
         "--yes",
@@ -385,7 +396,7 @@ fn flash_refuses_a_device_smaller_than_the_image() {
         &fake,
         &lo,
         &[m.to_str().expect("utf8"), lo.path(), "--yes"],
-        "smaller than worker-1/installer.img",
+        "smaller than installer.img",
     );
 }
 
@@ -687,10 +698,7 @@ fn flash_writes_a_fixed_disk_with_force_only_after_its_name_is_typed() {
         out.contains("Type its name") && out.contains("safe to remove"),
         "{out}"
     );
-    assert_eq!(
-        lo.sha256(),
-        manifest_digest(m.parent().expect("out"), "worker-1/installer.img")
-    );
+    assert_eq!(lo.sha256(), manifest_digest(&m, "installer.img"));
 }
 
 #[test]

@@ -114,6 +114,12 @@ fn target_files_command_writes_the_seeds_hostname_netplan_and_datasource_into_th
             serde_json::json!({"datasource": {"NoCloud": {"fs_label": null}}}),
             "{m}"
         );
+        // The cluster stick recognises an installed system by this id.
+        let id = std::fs::read_to_string(etc.join("microseed/cluster-id")).expect("cluster-id");
+        assert!(
+            id.len() == 33 && id[..32].bytes().all(|b| b.is_ascii_hexdigit()) && id.ends_with('\n'),
+            "{m}: {id:?}"
+        );
         let net = pyyaml(&etc.join("cloud/cloud.cfg.d/99-microseed-network.cfg"));
         assert_eq!(
             net,

@@ -20,6 +20,15 @@ fn boot(fx: Fixture, firmware: &str) -> String {
 /// Boots `img` under `firmware` (scripts/installer-boot-test.sh), logging to
 /// `dir`; the serial console's STANDIN- lines once the stand-in finished.
 fn boot_image(img: &std::path::Path, firmware: &str, dir: &std::path::Path, what: &str) -> String {
+    let serial = boot_serial(img, firmware, dir, what);
+    let lines: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
+    lines.join("\n")
+}
+
+/// The whole serial console of a boot: the firmware's and GRUB's screens
+/// (OVMF, and SeaBIOS with qemu's -nographic, copy the screen to it) and
+/// the stand-in's STANDIN- lines.
+fn boot_serial(img: &std::path::Path, firmware: &str, dir: &std::path::Path, what: &str) -> String {
     let log = dir.join("serial.log");
     let script = repo().join("scripts/installer-boot-test.sh");
     let mut c = std::process::Command::new("bash");
@@ -46,8 +55,7 @@ fn boot_image(img: &std::path::Path, firmware: &str, dir: &std::path::Path, what
             .rev()
             .collect::<String>()
     );
-    let lines: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
-    lines.join("\n")
+    serial
 }
 
 fn assert_autoinstall_and_cidata(out: &str, cidata_dev: &str) {
@@ -91,20 +99,15 @@ fn jammy_layout_boots_unattended_with_ovmf() {
     assert_autoinstall_and_cidata(&out, "/dev/vda4");
 }
 
-/// 24.04 through the CLI: the 24.04 example's installer image, patched per
-/// its release profile (GRUB menus only), from a stand-in of the 22.04+
-/// layout (24.04's ISO boots the same way: GRUB for BIOS and UEFI, the EFI
-/// image appended as a GPT partition), booted with `firmware`: SeaBIOS
-/// through GRUB's El Torito image, OVMF through the appended EFI partition.
-fn noble_installer_built_by_the_cli_boots(firmware: &str) {
+/// The cluster stick the CLI builds from `cluster` (every machine) and the
+/// stand-in `fx`, booted with `firmware`: the default entry is the ISO's
+/// own (unattended, the machine picked by MAC), and GRUB's menu also lists
+/// the stick's per-machine entries, read from its CIDATA partition.
+fn cluster_stick_boots(cluster: &str, fx: Fixture, firmware: &str, cidata: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let c = dir.path().join("c");
     std::fs::create_dir_all(&c).expect("mkdir");
-    std::fs::write(
-        c.join("cluster.yaml"),
-        include_str!("../examples/eth2-staking-24.04/cluster.yaml"),
-    )
-    .expect("cluster");
+    std::fs::write(c.join("cluster.yaml"), cluster).expect("cluster");
     std::fs::write(
         c.join("secrets.yaml"),
         include_str!("fixtures/secrets.yaml"),
@@ -120,22 +123,89 @@ fn noble_installer_built_by_the_cli_boots(firmware: &str) {
         .arg(c.join("cluster.yaml"))
         .arg("-o")
         .arg(dir.path().join("out"))
-        .args(["--format", "installer", "--machine", "worker-1", "--iso"])
-        .arg(fixture(Fixture::Noble))
+        .args(["--format", "installer", "--iso"])
+        .arg(fixture(fx))
         .output()
         .expect("run microseed");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let img = dir.path().join("out/worker-1/installer.img");
-    let out = boot_image(&img, firmware, dir.path(), "noble (CLI)");
-    assert_autoinstall_and_cidata(&out, "/dev/vda4");
+    let img = dir.path().join("out/installer.img");
+    let serial = boot_serial(&img, firmware, dir.path(), &format!("{fx:?} (CLI)"));
+    let out: Vec<&str> = serial.lines().filter(|l| l.contains("STANDIN-")).collect();
+    assert_autoinstall_and_cidata(&out.join("\n"), cidata);
+    // The default entry booted: the ISO's own, with no machine named.
+    assert!(!out.join("\n").contains("microseed."), "{out:?}");
+    // The firmware draws GRUB's screen with escape sequences, which a busy
+    // machine splits anywhere (a cursor move inside a title): read the text.
+    let serial = strip_escapes(&serial);
+    for title in [
+        "Install worker-1 (172.20.10.12): ERASES its disk",
+        "Reinstall worker-1 (172.20.10.12): ERASES its disk",
+        "Install nfs (172.20.10.10): ERASES its disk",
+    ] {
+        assert!(
+            serial.contains(title),
+            "{fx:?}/{firmware}: GRUB's menu lacks {title:?}:\n{serial}"
+        );
+    }
+}
+
+/// `text` without its ANSI escape sequences (CSI `ESC [ params final`, and
+/// two-byte `ESC x`).
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next_if_eq(&'[').is_some() {
+            for p in chars.by_ref() {
+                if ('@'..='~').contains(&p) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
 }
 
 #[test]
-fn noble_installer_built_by_the_cli_boots_unattended_with_seabios() {
-    noble_installer_built_by_the_cli_boots("bios");
+fn escapes_are_stripped_even_inside_words() {
+    assert_eq!(
+        strip_escapes("Install wor\x1b[05;12Hker-1 \x1b[0m(x)\x1b7"),
+        "Install worker-1 (x)"
+    );
 }
 
 #[test]
-fn noble_installer_built_by_the_cli_boots_unattended_with_ovmf() {
-    noble_installer_built_by_the_cli_boots("uefi");
+fn noble_cluster_stick_boots_unattended_and_lists_every_machine_with_seabios() {
+    cluster_stick_boots(
+        include_str!("../examples/eth2-staking-24.04/cluster.yaml"),
+        Fixture::Noble,
+        "bios",
+        "/dev/vda4",
+    );
+}
+
+#[test]
+fn noble_cluster_stick_boots_unattended_and_lists_every_machine_with_ovmf() {
+    cluster_stick_boots(
+        include_str!("../examples/eth2-staking-24.04/cluster.yaml"),
+        Fixture::Noble,
+        "uefi",
+        "/dev/vda4",
+    );
+}
+
+#[test]
+fn focal_cluster_stick_boots_unattended_and_lists_every_machine_with_ovmf() {
+    cluster_stick_boots(
+        include_str!("../examples/eth2-staking/cluster.yaml"),
+        Fixture::Focal,
+        "uefi",
+        "/dev/vda3",
+    );
 }

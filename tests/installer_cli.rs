@@ -35,8 +35,15 @@ fn cidata_offset(img: &std::path::Path) -> u64 {
     last["start"].as_u64().expect("start") * sector
 }
 
+/// What PyYAML (subiquity's parser) reads from a file on the stick.
+fn stick_yaml(img: &std::path::Path, offset: u64, name: &str) -> serde_json::Value {
+    let t = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(t.path(), mcopy(img, offset, name)).expect("write");
+    common::pyyaml(t.path())
+}
+
 #[test]
-fn installer_format_carries_the_machines_seed_and_is_deterministic() {
+fn installer_format_writes_one_stick_holding_every_machines_autoinstall() {
     let iso = fixture(Fixture::Focal);
     let s = Scratch::example();
     let args = [
@@ -44,33 +51,97 @@ fn installer_format_carries_the_machines_seed_and_is_deterministic() {
         "dir,installer",
         "--iso",
         iso.to_str().expect("utf8"),
-        "--machine",
-        "worker-1",
     ];
     let o = s.build(&args);
     assert!(o.status.success(), "{}", text(&o).1);
-    let img = s.out().join("worker-1/installer.img");
-    let off = cidata_offset(&img);
-    for doc in ["user-data", "meta-data", "network-config"] {
-        let built = std::fs::read(s.out().join("worker-1").join(doc)).expect("read");
-        assert_eq!(
-            mcopy(&img, off, doc),
-            built,
-            "{doc} on the stick differs from the built seed"
-        );
+    let img = s.out().join("installer.img");
+    for m in ["nfs", "master", "worker-1"] {
+        assert!(!s.out().join(m).join("installer.img").exists(), "{m}");
     }
+    let off = cidata_offset(&img);
+    // The selector: nothing but early-commands, which run select.sh.
+    let ud = stick_yaml(&img, off, "user-data");
+    let ai = ud["autoinstall"].as_object().expect("autoinstall");
+    assert_eq!(
+        ai.keys().collect::<Vec<_>>(),
+        ["early-commands", "version"],
+        "{ud}"
+    );
+    assert_eq!(
+        mcopy(&img, off, "microseed/select.sh"),
+        include_bytes!("../src/install/select.sh")
+    );
+    for m in ["nfs", "master", "worker-1"] {
+        // Each machine's autoinstall document is its seed's `autoinstall:`.
+        let built = common::pyyaml(&s.out().join(m).join("user-data"));
+        let on_stick = stick_yaml(
+            &img,
+            off,
+            &format!("microseed/machines/{m}/autoinstall.yaml"),
+        );
+        assert_eq!(on_stick, built["autoinstall"], "{m}");
+        let env = String::from_utf8(mcopy(
+            &img,
+            off,
+            &format!("microseed/machines/{m}/select.env"),
+        ))
+        .expect("utf8");
+        assert!(env.contains(&format!("NAME='{m}'\n")), "{env}");
+    }
+    let menu = String::from_utf8(mcopy(&img, off, "microseed/grub.cfg")).expect("utf8");
+    assert!(
+        menu.contains("menuentry 'Install worker-1 (172.20.10.12): ERASES its disk'"),
+        "{menu}"
+    );
+    assert!(menu.contains("'microseed.reinstall=worker-1'"), "{menu}");
+    // One image of the ISO's size plus the seeds (1 MiB alignment, a backup GPT).
+    let iso_len = std::fs::metadata(&iso).expect("iso").len();
+    let img_len = std::fs::metadata(&img).expect("img").len();
+    assert!(
+        img_len > iso_len && img_len - iso_len < (2 << 20) + (256 << 10),
+        "{iso_len} {img_len}"
+    );
     let sums = std::fs::read_to_string(s.out().join("SHA256SUMS")).expect("sums");
     let digest = hex::encode(Sha256::digest(std::fs::read(&img).expect("img")));
     assert!(
-        sums.contains(&format!("{digest}  worker-1/installer.img")),
+        sums.contains(&format!("{digest}  installer.img\n")),
         "{sums}"
     );
+    let o = common::bin()
+        .args(["verify", s.out().to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "verify: {:?}", text(&o));
     let first = std::fs::read(&img).expect("img");
     let o = s.build(&args);
     assert!(o.status.success());
     assert!(
         first == std::fs::read(&img).expect("img"),
         "rebuild differs"
+    );
+    // A --machine build: a stick for that machine alone.
+    let o = s.build(&[
+        "--format",
+        "installer",
+        "--iso",
+        iso.to_str().expect("utf8"),
+        "--machine",
+        "worker-1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let env = common::run(
+        "mdir",
+        &[
+            "-b",
+            "-i",
+            &format!("{}@@{}", img.display(), cidata_offset(&img)),
+            "::microseed/machines",
+        ],
+    );
+    let listed = text(&env).0;
+    assert!(
+        listed.contains("worker-1") && !listed.contains("master"),
+        "{listed}"
     );
 }
 
@@ -157,5 +228,5 @@ fn installer_iso_is_downloaded_once_per_release_into_the_cache() {
         "the verified ISO was fetched again"
     );
     assert!(cache.join(name).exists());
-    assert!(s.out().join("master/installer.img").exists());
+    assert!(s.out().join("installer.img").exists());
 }

@@ -816,7 +816,7 @@ fn iso_fetch_fills_the_cache_and_an_offline_build_uses_it_with_the_network_gone(
     let o = build(&[]);
     assert!(o.status.success(), "{}", common::text(&o).1);
     assert_eq!(srv.requests(), before);
-    let img = s.out().join("worker-1/installer.img");
+    let img = s.out().join("installer.img");
     let first = std::fs::read(&img).unwrap();
 
     // The cached ISO is then cut short: refused offline, `out` left as it was.

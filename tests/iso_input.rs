@@ -30,7 +30,7 @@ fn an_installer_image_given_as_iso_is_refused_naming_its_seed() {
         let first = s.dir.path().join("first");
         let o = build_with_iso(&s, &fixture(fx), &first);
         assert!(o.status.success(), "{fx:?}: {}", text(&o).1);
-        let img = first.join("master/installer.img");
+        let img = first.join("installer.img");
 
         let again = s.dir.path().join("again");
         let o = build_with_iso(&s, &img, &again);

@@ -38,6 +38,7 @@ mod snap_refresh;
 mod ssh_keys;
 mod staking;
 mod status;
+mod stick_select;
 mod test_scripts;
 mod validation;
 mod verify;

@@ -387,7 +387,7 @@ fn an_iso_kept_in_pxe_iso_can_feed_the_installer_format() {
         s(&iso),
     ]);
     assert!(o.status.success(), "{}", text(&o).1);
-    assert!(sc.out().join("worker-1/installer.img").is_file());
+    assert!(sc.out().join("installer.img").is_file());
     assert_eq!(std::fs::read(&iso).expect("read"), bytes, "the ISO changed");
     // Elsewhere in the output it is refused: a rebuild would delete it.
     let stray = sc.out().join("ubuntu.iso");

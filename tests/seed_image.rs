@@ -512,7 +512,8 @@ fn invalid_names_and_labels_are_rejected() {
     let dup: [(&str, &[u8]); 2] = [("user-data", b"a"), ("USER-DATA", b"b")];
     let err = seed_image(&dup, DEFAULT_EPOCH).expect_err("case-insensitive duplicate");
     assert!(format!("{err:#}").contains("twice"), "{err:#}");
-    for name in ["", "a/b", ".", ".."] {
+    // `dir/name` is a file below a directory; these are no names at all.
+    for name in ["", "a//b", "/a", "a/../b", "../a", ".", ".."] {
         let files: [(&str, &[u8]); 1] = [(name, b"x")];
         assert!(
             seed_image(&files, DEFAULT_EPOCH).is_err(),

@@ -60,10 +60,19 @@ pub fn build_fat(files: &[(&str, &[u8])], label: &str, epoch: i64) -> anyhow::Re
 /// The size in bytes [`build_fat`] uses for `files`, so that a caller can
 /// reserve the space inside a larger image and format it in place.
 pub(crate) fn fat_size(files: &[(&str, &[u8])]) -> anyhow::Result<u64> {
+    // Each directory below the root takes a cluster of its own (at least).
+    let dirs: std::collections::BTreeSet<&str> = files
+        .iter()
+        .flat_map(|(name, _)| name.match_indices('/').map(|(i, _)| &name[..i]))
+        .collect();
     let data: u64 = files
         .iter()
         .map(|(_, bytes)| (bytes.len() as u64).div_ceil(CLUSTER) * CLUSTER)
-        .sum();
+        .sum::<u64>()
+        + dirs.len() as u64 * CLUSTER
+        // A long name's entries in a subdirectory, which grows by clusters
+        // (the root's entries are in the overhead below).
+        + if dirs.is_empty() { 0 } else { files.len() as u64 * 96 };
     // A quarter more lets someone fix a typo in user-data on the stick
     // itself. No more than that: a fleet build hashes and writes every byte
     // of every image, and 64 KiB more (the slack before) made a
@@ -134,9 +143,22 @@ pub(crate) fn format_into(
         .context("opening the freshly formatted FAT filesystem")?;
         let root = fs.root_dir();
         for (name, bytes) in files {
-            let mut file = root
-                .create_file(name)
-                .with_context(|| format!("creating {name:?} in the FAT root directory"))?;
+            // `a/b/c` creates the directories `a` and `a/b` first (opening
+            // them when an earlier name made them); `a/` is a directory alone.
+            let mut parts: Vec<&str> = name.split('/').collect();
+            let leaf = parts.pop().unwrap_or_default();
+            let mut dir = root.clone();
+            for part in parts {
+                dir = dir
+                    .create_dir(part)
+                    .with_context(|| format!("creating the directory of {name:?} in FAT"))?;
+            }
+            if leaf.is_empty() {
+                continue;
+            }
+            let mut file = dir
+                .create_file(leaf)
+                .with_context(|| format!("creating {name:?} in the FAT filesystem"))?;
             file.write_all(bytes)
                 .with_context(|| format!("writing {} bytes to {name:?}", bytes.len()))?;
             // Drop would flush too, but would only log a failure.
@@ -182,13 +204,18 @@ fn fat_label(label: &str) -> anyhow::Result<[u8; 11]> {
 fn check_names(files: &[(&str, &[u8])]) -> anyhow::Result<()> {
     let mut seen = std::collections::HashSet::with_capacity(files.len());
     for (name, _) in files {
+        // `dir/name` and `dir/` (a directory alone) are paths below the root.
+        let body = name.strip_suffix('/').unwrap_or(name);
         ensure!(
-            !name.is_empty()
-                && *name != "."
-                && *name != ".."
-                && !name.contains(['/', '\\', '\0'])
-                && name.chars().count() <= 255,
-            "{name:?} is not a valid file name for the root of a FAT filesystem"
+            !body.is_empty()
+                && body.split('/').all(|c| {
+                    !c.is_empty()
+                        && c != "."
+                        && c != ".."
+                        && !c.contains(['\\', '\0'])
+                        && c.chars().count() <= 255
+                }),
+            "{name:?} is not a valid file name for a FAT filesystem"
         );
         ensure!(
             seen.insert(name.to_lowercase()),
@@ -386,5 +413,33 @@ mod tests {
         assert!(size >= 1_500_000);
         let huge = vec![0u8; 300 << 20];
         assert!(fat_size(&[("a", &huge)]).is_err());
+    }
+
+    #[test]
+    fn files_in_subdirectories_read_back_and_a_bare_directory_is_made() {
+        use std::io::Read as _;
+        let files: Vec<(String, Vec<u8>)> = (0..40)
+            .map(|i| {
+                (
+                    format!("microseed/machines/machine-{i}/select.env"),
+                    vec![b'x'; 300],
+                )
+            })
+            .chain([("microseed/reports/".to_string(), Vec::new())])
+            .chain([("user-data".to_string(), b"#cloud-config\n".to_vec())])
+            .collect();
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
+        let mut img = build_fat(&refs, "CIDATA", 0).unwrap();
+        let fs = FileSystem::new(Cursor::new(&mut img[..]), FsOptions::new()).unwrap();
+        let mut text = String::new();
+        fs.root_dir()
+            .open_file("microseed/machines/machine-39/select.env")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text.len(), 300);
+        assert!(fs.root_dir().open_dir("microseed/reports").is_ok());
+        assert!(build_fat(&[("a/../b", b"x")], "CIDATA", 0).is_err());
+        assert!(build_fat(&[("a//b", b"x")], "CIDATA", 0).is_err());
     }
 }

@@ -4,6 +4,8 @@
 # arrives as an argument, never as shell text:
 #   $1 host name   $2 netplan YAML   $3 cloud-init datasource drop-in (YAML)
 #   $4 cloud-init network drop-in (YAML: network rendering disabled)
+#   $5 the cluster's id, kept in /etc/microseed/cluster-id: the cluster
+#      stick refuses to install over a disk holding it (docs/stick.md)
 # The installer mounts the new system at /target; subiquity 22.07+ also says
 # where in TARGET_MOUNT_POINT (a directory of its own in a dry run).
 set -eu
@@ -47,4 +49,7 @@ printf '%s' "$3" > "$t/etc/cloud/cloud.cfg.d/90-microseed-datasource.cfg"
 printf '%s' "$4" > "$t/etc/cloud/cloud.cfg.d/99-microseed-network.cfg"
 chmod 644 "$t/etc/cloud/cloud.cfg.d/90-microseed-datasource.cfg" \
     "$t/etc/cloud/cloud.cfg.d/99-microseed-network.cfg"
-echo "microseed: wrote host name, netplan, datasource and network settings to $t"
+mkdir -p "$t/etc/microseed"
+printf '%s\n' "$5" > "$t/etc/microseed/cluster-id"
+chmod 644 "$t/etc/microseed/cluster-id"
+echo "microseed: wrote host name, netplan, datasource, network settings and cluster id to $t"

@@ -49,6 +49,24 @@ pub struct Patched {
 /// length if blanks allow, else growing to at most `max_len` bytes. `None`
 /// when no line needed the word (none boots casper, or all have it).
 pub fn add_autoinstall(text: &[u8], flavour: Flavour, max_len: usize) -> Result<Option<Patched>> {
+    add_autoinstall_and(text, flavour, max_len, b"")
+}
+
+/// GRUB lines that add the cluster stick's own menu (`microseed/grub.cfg` on
+/// the CIDATA partition, see [`crate::stick`]) after the ISO's entries, so
+/// the ISO's first entry stays the default. Without a CIDATA partition, or
+/// with a seed that is not a cluster stick's, nothing is sourced.
+pub const GRUB_STICK_MENU: &[u8] = b"search --no-floppy --set=microseed --label CIDATA\n\
+if [ -f ($microseed)/microseed/grub.cfg ]; then source ($microseed)/microseed/grub.cfg; fi\n";
+
+/// [`add_autoinstall`], then `append` (whole lines) at the end of the file;
+/// the room for both comes from the same blanks, then the same growth.
+pub fn add_autoinstall_and(
+    text: &[u8],
+    flavour: Flavour,
+    max_len: usize,
+    append: &[u8],
+) -> Result<Option<Patched>> {
     let ends_nl = text.ends_with(b"\n");
     let body = if ends_nl {
         &text[..text.len() - 1]
@@ -110,10 +128,10 @@ pub fn add_autoinstall(text: &[u8], flavour: Flavour, max_len: usize) -> Result<
         changed[i] = true;
     }
     let count = changed.iter().filter(|c| **c).count();
-    if count == 0 {
+    if count == 0 && append.is_empty() {
         return Ok(None);
     }
-    let mut excess = count * (WORD.len() + 1);
+    let mut excess = count * (WORD.len() + 1) + append.len();
     // 1. extra blanks between words of the patched lines
     for (line, _) in lines.iter_mut().zip(&changed).filter(|(_, c)| **c) {
         collapse_inner(line, &mut excess);
@@ -164,8 +182,13 @@ pub fn add_autoinstall(text: &[u8], flavour: Flavour, max_len: usize) -> Result<
     }
     if excess > 0 && text.len() + excess > max_len {
         bail!(
-            "cannot add `autoinstall` to {count} kernel command line(s): {excess} more byte(s) \
+            "cannot add `autoinstall` to {count} kernel command line(s){}: {excess} more byte(s) \
              needed than blanks can give back, and the file may grow by {} byte(s) only",
+            if append.is_empty() {
+                ""
+            } else {
+                " and the cluster stick's menu"
+            },
             max_len.saturating_sub(text.len())
         );
     }
@@ -173,6 +196,7 @@ pub fn add_autoinstall(text: &[u8], flavour: Flavour, max_len: usize) -> Result<
     if ends_nl {
         out.push(b'\n');
     }
+    out.extend_from_slice(append);
     debug_assert_eq!(out.len(), text.len() + excess);
     Ok(Some(Patched {
         text: out,
@@ -284,6 +308,27 @@ mod tests {
         assert_eq!(
             p.text,
             b"linux /casper/vmlinuz quiet autoinstall ---\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn the_stick_menu_goes_after_the_isos_entries_at_equal_length() {
+        let mut text = b"menuentry \"Install\" {\n\tlinux\t/casper/vmlinuz quiet ---\n}\n".to_vec();
+        text.extend(std::iter::repeat_n(b'\n', 200));
+        let p = add_autoinstall_and(&text, Flavour::Grub, text.len(), GRUB_STICK_MENU)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.text.len(), text.len());
+        let s = String::from_utf8(p.text).unwrap();
+        assert!(
+            s.starts_with(
+                "menuentry \"Install\" {\n\tlinux\t/casper/vmlinuz quiet autoinstall ---\n}\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.ends_with(std::str::from_utf8(GRUB_STICK_MENU).unwrap()),
+            "{s}"
         );
     }
 }

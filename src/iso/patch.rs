@@ -178,7 +178,13 @@ pub fn plan_installer_image(
         } else {
             (extent.length.div_ceil(fs.block_size) * fs.block_size) as usize
         };
-        let patched = bootcfg::add_autoinstall(&text, Flavour::from_path(path), max_len)
+        let flavour = Flavour::from_path(path);
+        // GRUB menus also offer the stick's per-machine entries.
+        let append = match flavour {
+            Flavour::Grub => bootcfg::GRUB_STICK_MENU,
+            Flavour::Syslinux => b"",
+        };
+        let patched = bootcfg::add_autoinstall_and(&text, flavour, max_len, append)
             .with_context(|| format!("patching {path}"))?;
         let Some(patched) = patched else {
             report_configs.push(PatchedConfig {
@@ -310,8 +316,8 @@ pub fn check_pristine(
             Default::default(),
             "--iso",
             format!(
-                "{found}: this is an image already made for one machine (such as another \
-                 machine's installer.img), not Ubuntu's installer ISO as released; give the \
+                "{found}: this is an image microseed already made (such as an \
+                 installer.img), not Ubuntu's installer ISO as released; give the \
                  original ISO (e.g. ubuntu-20.04.6-live-server-amd64.iso)"
             ),
         )])

@@ -1,6 +1,7 @@
-//! `--format installer`: `<machine>/installer.img`, the release's Ubuntu
-//! installer ISO patched to install unattended, with the machine's seed as
-//! a CIDATA partition (see [`crate::iso`]).
+//! `--format installer`: `installer.img`, the cluster stick: the release's
+//! Ubuntu installer ISO patched to install unattended, with every selected
+//! machine's seed on one CIDATA partition (see [`crate::iso`] and
+//! [`crate::stick`]). With `--machine`, the stick holds those machines only.
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +15,14 @@ use crate::profile::ReleaseProfile;
 
 pub const SPEC: Spec = Spec {
     name: "installer",
-    help: "`<machine>/installer.img`: the Ubuntu installer ISO patched to install \
-           unattended, with the machine's seed as a CIDATA partition",
+    help: "`installer.img`: one stick for every selected machine, the Ubuntu installer \
+           ISO patched to install unattended, which picks the machine by MAC or boot menu",
     provided: &[],
     start,
 };
+
+/// The image's name in OUT.
+pub const IMAGE: &str = "installer.img";
 
 /// Where the installer ISO comes from.
 #[derive(Debug, Clone)]
@@ -66,21 +70,35 @@ impl Packager for Installer {
         let release = &run.cluster.release;
         let iso_path = iso(release, run.profiles, &self.opts)?;
         let configs: Vec<&str> = release.boot.configs.iter().map(String::as_str).collect();
-        let bar = progress_bar(
-            self.opts.progress,
-            self.docs.len() as u64,
-            "installer images",
-        );
-        for (name, d) in &self.docs {
-            bar.set_message(name.clone());
-            let rel = format!("{name}/installer.img");
-            let path = staging.path_for(&rel)?;
-            let report =
-                crate::iso::make_installer_image(&iso_path, &path, &d.files(), &configs, run.epoch)
-                    .with_context(|| format!("making the installer image of {name}"))?;
-            staging.record_hashed(&rel, report.sha256, report.image_size);
-            bar.inc(1);
+        let machines: Vec<(&Machine, &Documents)> = self
+            .docs
+            .iter()
+            .map(|(name, d)| {
+                run.cluster
+                    .machine(name)
+                    .map(|m| (m, d))
+                    .with_context(|| format!("machine {name} is not in the cluster"))
+            })
+            .collect::<Result<_>>()?;
+        let files = crate::stick::files(run.cluster, &machines)?;
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
+        let bar = progress_bar(self.opts.progress, 1, "installer image");
+        let path = staging.path_for(IMAGE)?;
+        let report = crate::iso::make_installer_image(&iso_path, &path, &refs, &configs, run.epoch)
+            .context("making the cluster's installer image")?;
+        if report.boot_configs.iter().any(|c| {
+            crate::iso::bootcfg::Flavour::from_path(&c.path)
+                == crate::iso::bootcfg::Flavour::Syslinux
+        }) {
+            // isolinux's txt.cfg has no room for two entries per machine.
+            crate::errln!(
+                "note: BIOS boots of this release use isolinux, whose menu offers only the \
+                 automatic entry (the machine picked by MAC); UEFI boots also list each \
+                 machine (docs/stick.md)"
+            );
         }
+        staging.record_hashed(IMAGE, report.sha256, report.image_size);
+        bar.inc(1);
         bar.finish_and_clear();
         Ok(())
     }
