@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::documents::{Documents, autoinstall_document, serial_glob, yaml};
-use crate::model::{Cluster, Disk, Machine};
+use crate::model::{Cluster, DataDisk, Disk, Machine};
 use crate::profile::BootFiles;
 use crate::templates::shell_quote;
 
@@ -24,10 +24,12 @@ pub const DIR: &str = "microseed";
 /// Where the selector's early command mounts the CIDATA partition.
 pub const MOUNT: &str = "/run/microseed/stick";
 
-/// The scripts the stick carries in [`DIR`], by file name. The discovery
-/// script (`src/install/discover.sh`, run by select.sh when no machine
-/// matches) is added to this list.
-pub const STICK_SCRIPTS: &[(&str, &str)] = &[("select.sh", include_str!("install/select.sh"))];
+/// The scripts the stick carries in [`DIR`], by file name: select.sh, and
+/// the discovery script it runs when no machine matches.
+pub const STICK_SCRIPTS: &[(&str, &str)] = &[
+    ("select.sh", include_str!("install/select.sh")),
+    ("discover.sh", crate::discover::DISCOVER_SH),
+];
 
 /// The kernel command line words the stick's menu entries set.
 pub const MACHINE_WORD: &str = "microseed.machine";
@@ -91,7 +93,8 @@ pub fn selector_user_data() -> anyhow::Result<String> {
 }
 
 /// One machine's `select.env`: `KEY='value'` lines, every value quoted.
-pub fn select_env(m: &Machine) -> String {
+/// `data_disk` is the NFS data disk when `m` is the NFS server.
+pub fn select_env(m: &Machine, data_disk: Option<&DataDisk>) -> String {
     let (serial, path, size) = match &m.disk {
         Disk::Largest => (String::new(), String::new(), "largest".to_string()),
         Disk::Serial(s) => (serial_glob(s), String::new(), String::new()),
@@ -106,7 +109,10 @@ pub fn select_env(m: &Machine) -> String {
         ("DISK_SERIAL", &serial),
         ("DISK_PATH", &path),
         ("DISK_SIZE", &size),
-        ("DATA_DISK_SERIAL", ""),
+        (
+            "DATA_DISK_SERIAL",
+            data_disk.map_or("", |d| d.pattern.as_str()),
+        ),
     ];
     let mut out = String::from("# microseed: the facts select.sh needs about this machine\n");
     for (k, v) in rows {
@@ -159,7 +165,11 @@ pub fn files(
             .map_err(|e| anyhow::anyhow!("machine {}: {e}", m.name))?;
         let dir = format!("{DIR}/machines/{}", m.name);
         out.push((format!("{dir}/autoinstall.yaml"), ai.into_bytes()));
-        out.push((format!("{dir}/select.env"), select_env(m).into_bytes()));
+        let data_disk = cluster.nfs.data_disk.as_ref().filter(|_| m.role == "nfs");
+        out.push((
+            format!("{dir}/select.env"),
+            select_env(m, data_disk).into_bytes(),
+        ));
     }
     let list: Vec<&Machine> = machines.iter().map(|(m, _)| *m).collect();
     out.push((
@@ -203,10 +213,30 @@ mod tests {
             disk: Disk::Serial("S1'; rm -rf /".into()),
             refresh_timer: String::new(),
         };
-        let env = select_env(&m);
+        let env = select_env(&m, None);
         assert!(env.contains("DISK_SERIAL='*S1'\\''; rm -rf /*'\n"), "{env}");
+        assert!(env.contains("DATA_DISK_SERIAL=''\n"), "{env}");
+        let data = DataDisk {
+            serial: "D1".into(),
+            pattern: "*D1*".into(),
+        };
+        let env = select_env(&m, Some(&data));
+        assert!(env.contains("DATA_DISK_SERIAL='*D1*'\n"), "{env}");
         assert!(env.contains("MAC=''\n"), "{env}");
         assert!(env.contains("DISK_SIZE=''\n"), "{env}");
+    }
+
+    #[test]
+    fn the_stick_carries_discover_sh_where_select_sh_and_discover_look() {
+        let names: Vec<&str> = STICK_SCRIPTS.iter().map(|(n, _)| *n).collect();
+        assert!(names.contains(&"discover.sh"), "{names:?}");
+        assert_eq!(
+            crate::discover::DISCOVER_SH_PATH,
+            format!("{DIR}/discover.sh")
+        );
+        assert_eq!(crate::discover::REPORTS_DIR, format!("{DIR}/reports"));
+        let select = STICK_SCRIPTS[0].1;
+        assert!(select.contains("discover.sh"), "select.sh runs discover.sh");
     }
 
     #[test]

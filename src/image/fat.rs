@@ -21,6 +21,10 @@ const MIB: u64 = 1 << 20;
 /// Size granularity of the filesystem. Small steps keep seed images small:
 /// a fleet build hashes and writes every byte of every image.
 const STEP: u64 = 64 * 1024;
+
+/// Free room kept for an empty directory's future files: a hardware
+/// report is 1 to 3 KiB, so about 300 machines' reports.
+const ROOM_PER_EMPTY_DIR: u64 = MIB;
 /// The smallest cluster wastes the least space on a handful of tiny files, and
 /// fixing it (instead of letting `fatfs` choose by volume size) keeps the
 /// sizing arithmetic below valid for every volume size.
@@ -78,7 +82,13 @@ pub(crate) fn fat_size(files: &[(&str, &[u8])]) -> anyhow::Result<u64> {
     // of every image, and 64 KiB more (the slack before) made a
     // 1,000-machine build's images 40% larger. Directory clusters on FAT32
     // are in the overhead below.
-    let wanted = data + data / 4;
+    // A directory listed bare (`reports/`) is there to be written into
+    // later: the cluster stick's machines save hardware reports in it.
+    let empty_dirs = files
+        .iter()
+        .filter(|(name, bytes)| name.ends_with('/') && bytes.is_empty())
+        .count() as u64;
+    let wanted = data + data / 4 + empty_dirs * ROOM_PER_EMPTY_DIR;
     let mut size = 2 * STEP;
     loop {
         // Boot sector, reserved sectors and the 512-entry root directory of
@@ -413,6 +423,17 @@ mod tests {
         assert!(size >= 1_500_000);
         let huge = vec![0u8; 300 << 20];
         assert!(fat_size(&[("a", &huge)]).is_err());
+    }
+
+    #[test]
+    fn an_empty_directory_keeps_a_mebibyte_free_for_its_future_files() {
+        let files: &[(&str, &[u8])] = &[("a", &[7u8; 40_000]), ("reports/", b"")];
+        let image = build_fat(files, "CIDATA", 0).unwrap();
+        let fs =
+            fatfs::FileSystem::new(std::io::Cursor::new(image), fatfs::FsOptions::new()).unwrap();
+        let stats = fs.stats().unwrap();
+        let free = u64::from(stats.free_clusters()) * u64::from(stats.cluster_size());
+        assert!(free >= MIB, "{free} bytes free");
     }
 
     #[test]
