@@ -14,6 +14,7 @@ mod cloud_init;
 mod convergence;
 mod first_boot;
 mod flash;
+mod ha;
 mod injection;
 mod input_errors;
 mod install_phase;

@@ -1,0 +1,421 @@
+//! The HA control plane's protocol (docs/ha.md), run for real: the rendered
+//! first-boot scripts of examples/ha (three masters, a worker) run side by
+//! side in a network namespace of the test's own, each machine's address on
+//! its loopback, each master's `microseed-fingerprint serve` answering on
+//! its address under `systemd-socket-activate --accept --inetd` (what its
+//! socket unit does). MicroK8s is the project's stand-in
+//! (tests/fixtures/fakes/microk8s) in its several-node mode: each node's
+//! own token files, joins through any node, one membership change at a
+//! time, "already known to dqlite", a new agent certificate after a join.
+//! Nothing leaves the namespace; its PID 1 takes every server down with it.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{Scratch, extract_write_files, first_boot, root, shq, text};
+
+const TOKEN: &str = "TestTokenForGoldenFiles0123456789abcdefABCDEF";
+/// 2026-01-01, so every run sees the same token expiry.
+const T0: u64 = 1_767_225_600;
+const HA: &str = include_str!("../examples/ha/cluster.yaml");
+const MASTERS: [(&str, &str); 3] = [
+    ("master-1", "172.20.10.11"),
+    ("master-2", "172.20.10.12"),
+    ("master-3", "172.20.10.13"),
+];
+const WORKER: (&str, &str) = ("worker-1", "172.20.10.14");
+
+/// The HA example on one channel, built, each machine's files under
+/// `roots/<machine>`, and each machine's stand-in MicroK8s under
+/// `nodes/<machine>`.
+struct Lab {
+    s: Scratch,
+    channel: String,
+}
+
+impl Lab {
+    fn new(channel: &str) -> Lab {
+        let s = Scratch::new(&HA.replace(
+            "channel: 1.35/stable",
+            &format!("channel: {channel}/stable"),
+        ));
+        let o = s.build(&[]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        let lab = Lab {
+            s,
+            channel: channel.to_string(),
+        };
+        let mut peers = String::new();
+        for (name, ip) in MASTERS.iter().chain([&WORKER]) {
+            extract_write_files(&first_boot(&lab.s.out(), name), &lab.root(name));
+            lab.fresh(name, ip);
+            peers.push_str(&format!(
+                "{ip} {} {}\n",
+                lab.data(name).display(),
+                lab.conf(name).display()
+            ));
+        }
+        std::fs::write(lab.dir().join("peers"), peers).expect("peers");
+        lab
+    }
+    fn dir(&self) -> &Path {
+        self.s.dir.path()
+    }
+    fn root(&self, name: &str) -> PathBuf {
+        self.dir().join("roots").join(name)
+    }
+    fn file(&self, name: &str, path: &str) -> PathBuf {
+        self.root(name).join(path.trim_start_matches('/'))
+    }
+    fn node(&self, name: &str) -> PathBuf {
+        self.dir().join("nodes").join(name)
+    }
+    fn data(&self, name: &str) -> PathBuf {
+        self.node(name).join("data")
+    }
+    fn conf(&self, name: &str) -> PathBuf {
+        self.node(name).join("conf")
+    }
+    fn state(&self, name: &str) -> PathBuf {
+        self.node(name).join("state")
+    }
+    /// A machine as MicroK8s leaves it right after installing: its own
+    /// datastore alone (127.0.0.1:19001), its own agent certificate, no
+    /// token registered. Also what a rebuilt machine looks like.
+    fn fresh(&self, name: &str, ip: &str) {
+        let n = self.node(name);
+        let _ = std::fs::remove_dir_all(&n);
+        for d in [
+            "data/credentials",
+            "data/var/kubernetes/backend",
+            "data/certs",
+            "conf",
+            "bin",
+            "state",
+        ] {
+            std::fs::create_dir_all(n.join(d)).expect("mkdir");
+        }
+        std::fs::write(
+            n.join("data/var/kubernetes/backend/cluster.yaml"),
+            "- Address: 127.0.0.1:19001\n  ID: 3297041220608546238\n  Role: 0\n",
+        )
+        .expect("cluster.yaml");
+        for (k, v) in [
+            ("channel", format!("{}/stable", self.channel)),
+            ("ip", ip.to_string()),
+            ("name", name.to_string()),
+            ("now", T0.to_string()),
+            ("join-change-secs", "1".to_string()),
+        ] {
+            std::fs::write(n.join("conf").join(k), v).expect("knob");
+        }
+        std::os::unix::fs::symlink(
+            root().join("tests/fixtures/fakes/microk8s"),
+            n.join("bin/microk8s"),
+        )
+        .expect("link");
+        let o = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=microseed-test", "-keyout"])
+            .arg(n.join("data/certs/server.key"))
+            .arg("-out")
+            .arg(n.join("data/certs/server.crt"))
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{:?}", text(&o));
+    }
+    fn down(&self, name: &str, down: bool) {
+        let f = self.conf(name).join("down");
+        if down {
+            std::fs::write(f, "").expect("down");
+        } else {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    fn is_down(&self, name: &str) -> bool {
+        self.conf(name).join("down").exists()
+    }
+    /// `env -i` words giving a machine's scripts its stand-in, its files
+    /// and its address.
+    fn env(&self, name: &str, ip: &str) -> String {
+        let vars: Vec<(&str, PathBuf)> = vec![
+            (
+                "PATH",
+                PathBuf::from(format!(
+                    "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.node(name).join("bin").display()
+                )),
+            ),
+            ("FAKE_MICROK8S_DATA", self.data(name)),
+            ("FAKE_MICROK8S_CONF", self.conf(name)),
+            ("FAKE_MICROK8S_LOG", self.node(name).join("calls")),
+            ("FAKE_MICROK8S_PEERS", self.dir().join("peers")),
+            ("MICROSEED_SNAP_DATA", self.data(name)),
+            ("MICROSEED_STATE", self.state(name)),
+            (
+                "MICROSEED_JOIN_TOKEN_FILE",
+                self.file(name, "/etc/microseed/join-token"),
+            ),
+            (
+                "MICROSEED_FINGERPRINT",
+                self.file(name, "/usr/local/lib/microseed/microseed-fingerprint"),
+            ),
+            (
+                "MICROSEED_LEADER",
+                self.file(name, "/usr/local/sbin/microseed-leader"),
+            ),
+            (
+                "MICROSEED_BOOTSTRAP_ANYWAY",
+                self.node(name).join("bootstrap-anyway"),
+            ),
+            ("MICROSEED_MICROK8S", self.node(name).join("bin/microk8s")),
+            ("MICROSEED_SOURCE_ADDRESS", PathBuf::from(ip)),
+            ("MICROSEED_NOW", PathBuf::from(T0.to_string())),
+            ("MICROSEED_JOIN_STAGGER", PathBuf::from("0")),
+        ];
+        vars.iter()
+            .map(|(k, v)| shq(format!("{k}={}", v.display())))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    /// The first-boot steps a machine runs here, in order: what follows
+    /// MicroK8s' install on it.
+    fn steps(&self, name: &str) -> Vec<PathBuf> {
+        let steps: &[&str] = if name == WORKER.0 {
+            &["microseed-join"]
+        } else {
+            &["microseed-cluster", "microseed-token", "microseed-addons"]
+        };
+        steps
+            .iter()
+            .map(|s| self.file(name, &format!("/usr/local/sbin/{s}")))
+            .collect()
+    }
+    /// One stretch of time on the LAN: every master not down serves its
+    /// proof; the machines in `run` go through their steps side by side,
+    /// each step retried (as microseed-step does) for at most `attempts`
+    /// attempts. Returns each machine's log and whether it finished.
+    fn phase(&self, run: &[&str], attempts: u32) -> Vec<(String, bool, String)> {
+        let mut script = String::from(
+            "set -u\nip link set lo up\nout=$1\nnodes=()\nwait_port() {\n    for _ in $(seq 100); do\n        (echo >\"/dev/tcp/$1/25001\") 2>/dev/null && return 0\n        sleep 0.05\n    done\n    echo \"nothing listens on $1:25001\" >&2\n    exit 1\n}\n",
+        );
+        for (_, ip) in MASTERS.iter().chain([&WORKER]) {
+            script.push_str(&format!("ip addr add {ip}/32 dev lo\n"));
+        }
+        for (name, ip) in MASTERS {
+            if self.is_down(name) {
+                continue;
+            }
+            // The service's environment: what the socket unit's service
+            // would see on that master.
+            let env: Vec<String> = self
+                .env(name, ip)
+                .split(' ')
+                .map(|w| format!("-E {w}"))
+                .collect();
+            script.push_str(&format!(
+                "systemd-socket-activate -l {ip}:25001 --accept --inetd {} python3 {} serve >/dev/null 2>>\"$out/serve-{name}.log\" &\nwait_port {ip}\n",
+                env.join(" "),
+                shq(self.file(name, "/usr/local/lib/microseed/microseed-fingerprint")),
+            ));
+        }
+        script.push_str(&format!(
+            "run_node() {{\n    local name=$1 env=$2 step n\n    shift 2\n    for step in \"$@\"; do\n        n=1\n        until eval \"env -i $env MICROSEED_STEP_ATTEMPT=$n bash \\\"\\$step\\\"\" >>\"$out/$name.log\" 2>&1; do\n            n=$((n + 1))\n            if [ \"$n\" -gt {attempts} ]; then echo \"GAVE UP at $step\" >>\"$out/$name.log\"; return 1; fi\n            sleep 0.3\n        done\n    done\n    echo FINISHED >>\"$out/$name.log\"\n}}\n"
+        ));
+        for name in run {
+            let ip = MASTERS
+                .iter()
+                .chain([&WORKER])
+                .find(|(n, _)| n == name)
+                .expect("machine")
+                .1;
+            let steps: Vec<String> = self.steps(name).iter().map(shq).collect();
+            script.push_str(&format!(
+                "run_node {name} {} {} &\nnodes+=($!)\n",
+                shq(self.env(name, ip)),
+                steps.join(" ")
+            ));
+        }
+        // Only the machines: the servers run until this shell, PID 1 of
+        // the namespace, exits and the kernel ends them.
+        script.push_str("wait \"${nodes[@]}\" || true\n");
+        let logs = self.dir().join("logs");
+        let _ = std::fs::remove_dir_all(&logs);
+        std::fs::create_dir_all(&logs).expect("logs");
+        let o: Output = common::unshare(&[
+            "--net",
+            "--pid",
+            "--mount-proc",
+            "--fork",
+            "--kill-child",
+            "--",
+            "bash",
+            "-c",
+            &script,
+            "phase",
+        ])
+        .arg(&logs)
+        .output()
+        .expect("unshare");
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "phase: {out}{err}");
+        run.iter()
+            .map(|name| {
+                let log = std::fs::read_to_string(logs.join(format!("{name}.log")))
+                    .unwrap_or_default();
+                let done = log.contains("FINISHED");
+                (name.to_string(), done, log)
+            })
+            .collect()
+    }
+    fn members(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.data(name).join("var/kubernetes/backend/cluster.yaml"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("- Address: ").map(str::to_string))
+            .collect()
+    }
+    fn calls(&self, name: &str) -> String {
+        std::fs::read_to_string(self.node(name).join("calls")).unwrap_or_default()
+    }
+    /// `microk8s status` on a node, as its own scripts would run it.
+    fn status(&self, name: &str) -> String {
+        let o = std::process::Command::new(self.node(name).join("bin/microk8s"))
+            .arg("status")
+            .env("FAKE_MICROK8S_DATA", self.data(name))
+            .env("FAKE_MICROK8S_CONF", self.conf(name))
+            .env("FAKE_MICROK8S_LOG", self.node(name).join("status-calls"))
+            .env("FAKE_MICROK8S_PEERS", self.dir().join("peers"))
+            .output()
+            .expect("status");
+        text(&o).0
+    }
+}
+
+fn all_finished(results: &[(String, bool, String)]) {
+    for (name, done, log) in results {
+        assert!(done, "{name} did not finish:\n{log}");
+        assert!(!log.contains(TOKEN), "{name} printed the token:\n{log}");
+    }
+}
+
+const THREE: [&str; 3] = [
+    "172.20.10.11:19001",
+    "172.20.10.12:19001",
+    "172.20.10.13:19001",
+];
+
+/// Three masters and a worker booting together converge to one cluster:
+/// master-1 bootstraps, masters 2 and 3 join it one at a time (each once),
+/// every master registers the token, the worker joins, the add-ons are
+/// enabled on master-1 alone, and every master's datastore has 3 voters.
+fn converge(lab: &Lab) {
+    let r = lab.phase(&["master-1", "master-2", "master-3", "worker-1"], 60);
+    all_finished(&r);
+    for (name, _) in MASTERS {
+        let mut m = lab.members(name);
+        m.sort();
+        assert_eq!(m, THREE, "{name}'s datastore");
+        let st = lab.status(name);
+        assert!(st.contains("high-availability: yes"), "{name}: {st}");
+        assert!(
+            st.contains(
+                "datastore master nodes: 172.20.10.11:19001 172.20.10.12:19001 172.20.10.13:19001\n"
+            ),
+            "{name}: {st}"
+        );
+        let tokens =
+            std::fs::read_to_string(lab.data(name).join("credentials/cluster-tokens.txt"))
+                .unwrap_or_default();
+        assert!(
+            tokens.lines().any(|l| l.starts_with(&format!("{TOKEN}|"))),
+            "{name} registered no token: {tokens:?}"
+        );
+    }
+    assert!(lab.state("master-1").join("bootstrapped").exists());
+    assert!(!lab.state("master-2").join("bootstrapped").exists());
+    assert!(!lab.state("master-3").join("bootstrapped").exists());
+    assert_eq!(lab.calls("master-1").matches("microk8s join").count(), 0);
+    for name in ["master-2", "master-3"] {
+        let calls = lab.calls(name);
+        let joins: Vec<&str> = calls
+            .lines()
+            .filter(|l| l.starts_with("microk8s join"))
+            .collect();
+        assert_eq!(joins.len(), 1, "{name}: {calls}");
+        assert!(!joins[0].contains("--worker"), "{name}: {joins:?}");
+    }
+    assert!(
+        lab.data("worker-1")
+            .join("var/lock/clustered.lock")
+            .exists()
+    );
+    let with_addons: Vec<&str> = MASTERS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| lab.data(n).join("fake-addons").exists())
+        .collect();
+    assert_eq!(with_addons, ["master-1"]);
+}
+
+#[test]
+fn three_masters_and_a_worker_converge_to_one_cluster_with_three_voters() {
+    let lab = Lab::new("1.31");
+    converge(&lab);
+}
+
+/// A rebuilt master-1 (its disk wiped, same address) with masters 2 and 3
+/// running joins them: it has the old self's entry removed through
+/// master-2 (token-proven), never bootstraps a second cluster.
+#[test]
+fn rebuilt_first_master_rejoins_the_running_masters_and_never_bootstraps() {
+    let lab = Lab::new("1.31");
+    converge(&lab);
+    lab.fresh("master-1", "172.20.10.11");
+    let r = lab.phase(&["master-1"], 30);
+    all_finished(&r);
+    let log = &r[0].2;
+    assert!(
+        !lab.state("master-1").join("bootstrapped").exists(),
+        "{log}"
+    );
+    assert!(log.contains("already known") || log.contains("its old self"), "{log}");
+    assert!(log.contains("joined the cluster through 172.20.10.12"), "{log}");
+    for (name, _) in MASTERS {
+        let mut m = lab.members(name);
+        m.sort();
+        assert_eq!(m, THREE, "{name}'s datastore:\n{log}");
+    }
+}
+
+/// A rebuilt master-1 while masters 2 and 3 are down cannot tell whether a
+/// cluster exists: it waits (never bootstraps), then joins them once they
+/// are back.
+#[test]
+fn rebuilt_first_master_waits_while_the_others_are_down_then_joins_them() {
+    let lab = Lab::new("1.31");
+    converge(&lab);
+    lab.fresh("master-1", "172.20.10.11");
+    lab.down("master-2", true);
+    lab.down("master-3", true);
+    let r = lab.phase(&["master-1"], 6);
+    let (_, done, log) = &r[0];
+    assert!(!done, "{log}");
+    assert!(log.contains("cannot be reached: waiting"), "{log}");
+    assert!(!lab.state("master-1").join("bootstrapped").exists(), "{log}");
+    assert_eq!(lab.members("master-1"), ["127.0.0.1:19001"], "{log}");
+    assert_eq!(lab.calls("master-1").matches("microk8s join").count(), 0);
+    lab.down("master-2", false);
+    lab.down("master-3", false);
+    let r = lab.phase(&["master-1"], 30);
+    all_finished(&r);
+    assert!(!lab.state("master-1").join("bootstrapped").exists());
+    for (name, _) in MASTERS {
+        let mut m = lab.members(name);
+        m.sort();
+        assert_eq!(m, THREE, "{name}'s datastore:\n{}", r[0].2);
+    }
+}
