@@ -264,8 +264,8 @@ impl Lab {
         assert!(o.status.success(), "phase: {out}{err}");
         run.iter()
             .map(|name| {
-                let log = std::fs::read_to_string(logs.join(format!("{name}.log")))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
                 let done = log.contains("FINISHED");
                 (name.to_string(), done, log)
             })
@@ -327,9 +327,8 @@ fn converge(lab: &Lab) {
             ),
             "{name}: {st}"
         );
-        let tokens =
-            std::fs::read_to_string(lab.data(name).join("credentials/cluster-tokens.txt"))
-                .unwrap_or_default();
+        let tokens = std::fs::read_to_string(lab.data(name).join("credentials/cluster-tokens.txt"))
+            .unwrap_or_default();
         assert!(
             tokens.lines().any(|l| l.starts_with(&format!("{TOKEN}|"))),
             "{name} registered no token: {tokens:?}"
@@ -382,8 +381,14 @@ fn rebuilt_first_master_rejoins_the_running_masters_and_never_bootstraps() {
         !lab.state("master-1").join("bootstrapped").exists(),
         "{log}"
     );
-    assert!(log.contains("already known") || log.contains("its old self"), "{log}");
-    assert!(log.contains("joined the cluster through 172.20.10.12"), "{log}");
+    assert!(
+        log.contains("already known") || log.contains("its old self"),
+        "{log}"
+    );
+    assert!(
+        log.contains("joined the cluster through 172.20.10.12"),
+        "{log}"
+    );
     for (name, _) in MASTERS {
         let mut m = lab.members(name);
         m.sort();
@@ -405,7 +410,10 @@ fn rebuilt_first_master_waits_while_the_others_are_down_then_joins_them() {
     let (_, done, log) = &r[0];
     assert!(!done, "{log}");
     assert!(log.contains("cannot be reached: waiting"), "{log}");
-    assert!(!lab.state("master-1").join("bootstrapped").exists(), "{log}");
+    assert!(
+        !lab.state("master-1").join("bootstrapped").exists(),
+        "{log}"
+    );
     assert_eq!(lab.members("master-1"), ["127.0.0.1:19001"], "{log}");
     assert_eq!(lab.calls("master-1").matches("microk8s join").count(), 0);
     lab.down("master-2", false);
@@ -418,4 +426,116 @@ fn rebuilt_first_master_waits_while_the_others_are_down_then_joins_them() {
         m.sort();
         assert_eq!(m, THREE, "{name}'s datastore:\n{}", r[0].2);
     }
+}
+
+/// Runs the stand-in `microk8s ARGS` as machine `name` would.
+fn microk8s(lab: &Lab, name: &str, args: &[&str]) -> Output {
+    std::process::Command::new(lab.node(name).join("bin/microk8s"))
+        .args(args)
+        .env("FAKE_MICROK8S_DATA", lab.data(name))
+        .env("FAKE_MICROK8S_CONF", lab.conf(name))
+        .env("FAKE_MICROK8S_LOG", lab.node(name).join("calls"))
+        .env("FAKE_MICROK8S_PEERS", lab.dir().join("peers"))
+        .output()
+        .expect("microk8s")
+}
+
+fn register(lab: &Lab, name: &str) {
+    std::fs::write(
+        lab.data(name).join("credentials/cluster-tokens.txt"),
+        format!("{TOKEN}|{}\n", T0 + 86_400),
+    )
+    .expect("token");
+}
+
+fn cert_fingerprint(lab: &Lab, name: &str) -> String {
+    let o = std::process::Command::new("bash")
+        .args([
+            "-c",
+            "openssl x509 -outform der -in \"$1\" | sha256sum | cut -d' ' -f1",
+            "fp",
+        ])
+        .arg(lab.data(name).join("certs/server.crt"))
+        .output()
+        .expect("openssl");
+    text(&o).0.trim().to_string()
+}
+
+/// The stand-in behaves as upstream does where the protocol depends on it:
+/// a token is judged by the contacted node's own files; a master joins
+/// through any member; a joiner's agent certificate changes with the join;
+/// a member's address is refused "already known to dqlite"; a membership
+/// change while another is in flight fails.
+#[test]
+fn the_stand_in_judges_tokens_per_node_serialises_changes_and_refuses_known_members() {
+    let lab = Lab::new("1.31");
+    let join = |name: &str, via: &str| {
+        let url = format!("{via}:25000/{TOKEN}");
+        microk8s(&lab, name, &["join", &url])
+    };
+    // master-2 has registered no token: its own files decide.
+    register(&lab, "master-1");
+    let o = join("master-3", "172.20.10.12");
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("Invalid token"), "{:?}", text(&o));
+    // Through master-1, with its fingerprint pinned; master-2's certificate
+    // is reissued by the join.
+    let before = cert_fingerprint(&lab, "master-2");
+    let fp = cert_fingerprint(&lab, "master-1");
+    let url = format!("172.20.10.11:25000/{TOKEN}/{fp}");
+    let o = microk8s(&lab, "master-2", &["join", &url]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_ne!(cert_fingerprint(&lab, "master-2"), before);
+    assert_eq!(
+        lab.members("master-1"),
+        ["172.20.10.11:19001", "172.20.10.12:19001"]
+    );
+    assert_eq!(lab.members("master-2"), lab.members("master-1"));
+    // Again: already known.
+    let o = join("master-2", "172.20.10.11");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("already known to dqlite"),
+        "{:?}",
+        text(&o)
+    );
+    // Two changes at once: while master-3 joins through master-2 (which
+    // has its own token now), a second joiner through master-1 fails.
+    register(&lab, "master-2");
+    std::fs::write(lab.conf("master-3").join("join-change-secs"), "2").expect("knob");
+    let url3 = format!("172.20.10.12:25000/{TOKEN}");
+    let mut first = std::process::Command::new(lab.node("master-3").join("bin/microk8s"));
+    first
+        .args(["join", &url3])
+        .env("FAKE_MICROK8S_DATA", lab.data("master-3"))
+        .env("FAKE_MICROK8S_CONF", lab.conf("master-3"))
+        .env("FAKE_MICROK8S_LOG", lab.node("master-3").join("calls"))
+        .env("FAKE_MICROK8S_PEERS", lab.dir().join("peers"));
+    common::dies_with_the_test(&mut first);
+    let child = first.spawn().expect("join");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // worker-1 joining as a master: refused while master-3's change runs.
+    let o = join("worker-1", "172.20.10.11");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("membership change is in progress"),
+        "{:?}",
+        text(&o)
+    );
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let mut m = lab.members("master-1");
+    m.sort();
+    assert_eq!(m, THREE);
+    // remove-node by address removes the entry and still exits 1.
+    let o = microk8s(
+        &lab,
+        "master-2",
+        &["remove-node", "172.20.10.13", "--force"],
+    );
+    assert!(!o.status.success());
+    assert_eq!(
+        lab.members("master-1"),
+        ["172.20.10.11:19001", "172.20.10.12:19001"]
+    );
 }
