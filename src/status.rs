@@ -96,6 +96,9 @@ pub struct Report {
     pub first_boot: FirstBoot,
     /// On the master only.
     pub nodes: Option<Nodes>,
+    /// On each master of a cluster of 3 or more: the datastore's voters
+    /// (`ok` with 3 or more, `degraded` with fewer, `unknown`).
+    pub datastore: Option<Check>,
     pub chrony: Check,
     pub ufw: Check,
     /// snapd's refresh schedule: `held` (first boot not converged, or held
@@ -650,6 +653,7 @@ fn unreachable_report(cluster: &Cluster, m: &Machine, port: u16, why: &str) -> R
             steps: Vec::new(),
         },
         nodes: None,
+        datastore: None,
         chrony: unknown("unreachable"),
         ufw: unknown("unreachable"),
         refresh: unknown("unreachable"),
@@ -736,6 +740,17 @@ fn report_from(
             detail: "no answer".into(),
         },
     });
+    let missing_section = || Check {
+        state: "unknown",
+        detail: "no answer".into(),
+        offset_seconds: None,
+    };
+    let masters = cluster.masters().count();
+    let datastore = (m.role == "master" && masters >= 3).then(|| {
+        sections
+            .get("datastore")
+            .map_or_else(missing_section, datastore)
+    });
     let nfs_export = (m.role == "nfs").then(|| {
         nfs_export(
             sections.get("exports"),
@@ -744,12 +759,9 @@ fn report_from(
             cluster.nfs.data_volume,
         )
     });
-    let missing_section = || Check {
-        state: "unknown",
-        detail: "no answer".into(),
-        offset_seconds: None,
-    };
-    let ok = first_boot.state == "converged" && nodes.as_ref().is_none_or(|n| n.state == "ok");
+    let ok = first_boot.state == "converged"
+        && nodes.as_ref().is_none_or(|n| n.state == "ok")
+        && datastore.as_ref().is_none_or(|d| d.state == "ok");
     Report {
         name: m.name.clone(),
         role: m.role.clone(),
@@ -761,6 +773,7 @@ fn report_from(
         release_expected: cluster.release.release.clone(),
         first_boot,
         nodes,
+        datastore,
         chrony: sections.get("chrony").map_or_else(missing_section, chrony),
         ufw: sections.get("ufw").map_or_else(missing_section, ufw),
         refresh: sections
@@ -912,6 +925,43 @@ fn short_detail(detail: &str) -> String {
         _ => detail,
     };
     d.split_once(" (").map_or(d, |(a, _)| a).to_string()
+}
+
+/// `microk8s status`: the datastore's voters ("datastore master nodes")
+/// and stand-bys. With 3 or more masters the cluster survives the loss of
+/// one only with 3 voters (go-dqlite keeps 3), so fewer is `degraded`.
+fn datastore(s: &Section) -> Check {
+    let list = |key: &str| -> Option<Vec<String>> {
+        s.text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(key)
+                .map(|v| v.split_whitespace().filter(|w| *w != "none").map(String::from).collect())
+        })
+    };
+    let check = |state, detail| Check {
+        state,
+        detail,
+        offset_seconds: None,
+    };
+    if s.code == 127 {
+        return check("unknown", "microk8s not installed".into());
+    }
+    let Some(voters) = list("datastore master nodes:") else {
+        return check("unknown", first_line(&s.text));
+    };
+    let standbys = list("datastore standby nodes:").unwrap_or_default();
+    let detail = format!(
+        "{} voter(s) ({}), {} stand-by(s){}",
+        voters.len(),
+        voters.join(" "),
+        standbys.len(),
+        if voters.len() < 3 {
+            "; 3 are needed to survive the loss of a master (docs/ha.md)"
+        } else {
+            ""
+        }
+    );
+    check(if voters.len() >= 3 { "ok" } else { "degraded" }, detail)
 }
 
 /// `kubectl get nodes -o json`: a node is Ready when its `Ready` condition
@@ -1154,6 +1204,8 @@ fn missing(reports: &[Report]) -> Vec<String> {
                 )
             } else if r.first_boot.state != "converged" {
                 format!("{}: {}", r.name, r.first_boot.summary)
+            } else if let Some(d) = r.datastore.as_ref().filter(|d| d.state != "ok") {
+                format!("{}: datastore {}", r.name, d.detail)
             } else {
                 let nodes = r.nodes.as_ref().map_or("", |n| n.detail.as_str());
                 format!("{}: nodes {nodes}", r.name)
@@ -1235,6 +1287,9 @@ fn print(reports: &[Report], json: bool) -> Result<()> {
                 }
                 if let Some(n) = r.nodes.as_ref().filter(|n| n.state != "ok") {
                     outln!("  nodes: {}", n.detail)?;
+                }
+                if let Some(d) = r.datastore.as_ref().filter(|d| d.state != "ok") {
+                    outln!("  datastore: {}", d.detail)?;
                 }
             }
         }
@@ -1470,6 +1525,23 @@ join       pending: waiting on microk8s (join the master (retried until it answe
             chrony(&section("chronyc: not installed", 127)).state,
             "not-installed"
         );
+    }
+
+    /// 3 voters or more is a datastore that survives a master's loss;
+    /// fewer (a master not yet joined, or gone) is degraded and named.
+    #[test]
+    fn the_datastore_needs_three_voters() {
+        let three = "microk8s is running\nhigh-availability: yes\n  datastore master nodes: 10.0.0.1:19001 10.0.0.2:19001 10.0.0.3:19001\n  datastore standby nodes: 10.0.0.4:19001\n";
+        let d = datastore(&section(three, 0));
+        assert_eq!(d.state, "ok", "{}", d.detail);
+        assert!(d.detail.starts_with("3 voter(s)"), "{}", d.detail);
+        assert!(d.detail.contains("1 stand-by(s)"), "{}", d.detail);
+        let two = "microk8s is running\nhigh-availability: no\n  datastore master nodes: 10.0.0.1:19001 10.0.0.2:19001\n  datastore standby nodes: none\n";
+        let d = datastore(&section(two, 0));
+        assert_eq!(d.state, "degraded");
+        assert!(d.detail.contains("3 are needed"), "{}", d.detail);
+        let d = datastore(&section("microk8s is not running. Use microk8s inspect", 0));
+        assert_eq!(d.state, "unknown");
     }
 
     #[test]
