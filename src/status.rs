@@ -933,9 +933,12 @@ fn short_detail(detail: &str) -> String {
 fn datastore(s: &Section) -> Check {
     let list = |key: &str| -> Option<Vec<String>> {
         s.text.lines().find_map(|l| {
-            l.trim()
-                .strip_prefix(key)
-                .map(|v| v.split_whitespace().filter(|w| *w != "none").map(String::from).collect())
+            l.trim().strip_prefix(key).map(|v| {
+                v.split_whitespace()
+                    .filter(|w| *w != "none")
+                    .map(String::from)
+                    .collect()
+            })
         })
     };
     let check = |state, detail| Check {
@@ -1525,6 +1528,50 @@ join       pending: waiting on microk8s (join the master (retried until it answe
             chrony(&section("chronyc: not installed", 127)).state,
             "not-installed"
         );
+    }
+
+    /// With 3 masters, a master whose datastore has 2 voters keeps the
+    /// cluster from converged, though its first boot is done and every
+    /// node is Ready; with 3 voters it is converged.
+    #[test]
+    fn an_ha_master_is_converged_only_with_three_voters() {
+        let text = include_str!("../examples/ha/cluster.yaml");
+        let file = std::path::Path::new("cluster.yaml");
+        let raw = crate::schema::parse(file, text).expect("parses");
+        let profiles = crate::profile::Profiles::load(None).expect("profiles");
+        let cluster = crate::validate::validate(file, &raw, &profiles).expect("valid");
+        let m = cluster.machine("master-2").expect("master-2");
+        let nodes = ["master-1", "master-2", "master-3", "worker-1"]
+            .map(|n| format!(r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#))
+            .join(",");
+        let with = |voters: &str| {
+            let mut sections = BTreeMap::new();
+            sections.insert(
+                "status".to_string(),
+                section("microseed: converged (12/12 steps done)\n", 0),
+            );
+            sections.insert(
+                "nodes".to_string(),
+                section(&format!(r#"{{"items":[{nodes}]}}"#), 0),
+            );
+            sections.insert(
+                "datastore".to_string(),
+                section(&format!("microk8s is running\n  datastore master nodes: {voters}\n  datastore standby nodes: none\n"), 0),
+            );
+            report_from(&cluster, m, 22, &sections)
+        };
+        let r = with("172.20.10.11:19001 172.20.10.12:19001");
+        assert_eq!(r.first_boot.state, "converged");
+        assert_eq!(r.nodes.as_ref().map(|n| n.state), Some("ok"));
+        assert!(!r.ok);
+        assert_eq!(
+            missing(std::slice::from_ref(&r)),
+            [
+                "master-2: datastore 2 voter(s) (172.20.10.11:19001 172.20.10.12:19001), 0 stand-by(s); 3 are needed to survive the loss of a master (docs/ha.md)"
+            ]
+        );
+        let r = with("172.20.10.11:19001 172.20.10.12:19001 172.20.10.13:19001");
+        assert!(r.ok, "{:?}", r.datastore);
     }
 
     /// 3 voters or more is a datastore that survives a master's loss;
