@@ -1016,10 +1016,12 @@ fn check_machines<'r>(
     }
     // Each master's position among the masters, in file order: the order
     // they join in and that workers try them in.
-    let mut n = 0;
-    for m in machines.iter_mut().filter(|m| m.role == "master") {
+    for (n, m) in machines
+        .iter_mut()
+        .filter(|m| m.role == "master")
+        .enumerate()
+    {
         m.master_index = Some(n);
-        n += 1;
     }
     (machines, by_role)
 }
