@@ -539,3 +539,41 @@ fn the_stand_in_judges_tokens_per_node_serialises_changes_and_refuses_known_memb
         ["172.20.10.11:19001", "172.20.10.12:19001"]
     );
 }
+
+/// On 1.23-1.24 a worker's API proxy keeps the control-plane list it got at
+/// join time: with master-3 not joined yet the worker waits; from 1.25
+/// (the proxy refreshes its list) it joins through the first clustered
+/// master at once, skipping the one that does not belong yet.
+#[test]
+fn a_1_24_worker_waits_for_every_master_and_a_1_25_worker_does_not() {
+    for (channel, joins) in [("1.24", false), ("1.25", true)] {
+        let lab = Lab::new(channel);
+        // master-3 serves its proof but does not run its steps yet.
+        lab.phase(&["master-1", "master-2"], 8);
+        let mut m = lab.members("master-2");
+        m.sort();
+        assert_eq!(m, ["172.20.10.11:19001", "172.20.10.12:19001"], "{channel}");
+        let r = lab.phase(&["worker-1"], 3);
+        let (_, done, log) = &r[0];
+        assert_eq!(*done, joins, "{channel}: {log}");
+        let calls = lab.calls("worker-1");
+        if joins {
+            assert!(
+                log.contains("joined the cluster at 172.20.10.11"),
+                "{channel}: {log}"
+            );
+            assert!(
+                calls.contains("microk8s join 172.20.10.11:25000/"),
+                "{channel}: {calls}"
+            );
+        } else {
+            assert!(
+                log.contains(
+                    "waiting until every master has joined the cluster (the master at 172.20.10.13"
+                ),
+                "{channel}: {log}"
+            );
+            assert!(!calls.contains("microk8s join"), "{channel}: {calls}");
+        }
+    }
+}
