@@ -636,3 +636,67 @@ fn a_1_24_worker_waits_for_every_master_and_a_1_25_worker_does_not() {
         }
     }
 }
+
+/// 19001 (dqlite) only from the other masters, 16443, 25000 and 25001 only
+/// on masters (1.23+); before 1.23 every node is a datastore node and keeps
+/// them open to the subnet. ufw accepts every command (--dry-run), and
+/// every script of every machine passes shellcheck.
+#[test]
+fn the_firewall_opens_dqlite_between_masters_only_and_the_scripts_pass_shellcheck() {
+    for ch in ["1.31", "1.20"] {
+        let lab = Lab::new(ch);
+        for (name, _) in MASTERS.iter().chain([&WORKER]) {
+            let dir = lab.root(name).join("usr/local/sbin");
+            for e in std::fs::read_dir(&dir).expect("sbin") {
+                let p = e.expect("entry").path();
+                let o = common::run("shellcheck", &[p.to_str().expect("utf8")]);
+                assert!(
+                    o.status.success(),
+                    "{ch} {name}: {}: {}",
+                    p.display(),
+                    text(&o).0
+                );
+            }
+        }
+        let master2 = crate::first_boot::ufw_dry_run(&lab.root("master-2"));
+        let m2 = crate::first_boot::allow_lines(&master2);
+        let worker = crate::first_boot::ufw_dry_run(&lab.root("worker-1"));
+        let w = crate::first_boot::allow_lines(&worker);
+        let subnet =
+            |port: &str| format!("ufw allow proto tcp from 172.20.0.0/20 to any port {port} ");
+        if ch == "1.31" {
+            let dqlite: Vec<&&str> = m2.iter().filter(|l| l.contains("port 19001 ")).collect();
+            assert_eq!(
+                dqlite,
+                [
+                    &"ufw allow proto tcp from 172.20.10.11 to any port 19001 comment 'dqlite'",
+                    &"ufw allow proto tcp from 172.20.10.13 to any port 19001 comment 'dqlite'",
+                ],
+                "{master2}"
+            );
+            for port in ["16443", "25000", "25001"] {
+                assert!(
+                    m2.iter().any(|l| l.starts_with(&subnet(port))),
+                    "{port}: {master2}"
+                );
+                assert!(
+                    !w.iter().any(|l| l.contains(&format!("port {port} "))),
+                    "{port}: {worker}"
+                );
+            }
+            assert!(!w.iter().any(|l| l.contains("port 19001 ")), "{worker}");
+        } else {
+            for port in ["16443", "25000", "19001"] {
+                assert!(
+                    m2.iter().any(|l| l.starts_with(&subnet(port))),
+                    "{port}: {master2}"
+                );
+                assert!(
+                    w.iter().any(|l| l.starts_with(&subnet(port))),
+                    "{port}: {worker}"
+                );
+            }
+            assert!(!w.iter().any(|l| l.contains("port 25001 ")), "{worker}");
+        }
+    }
+}
