@@ -204,6 +204,16 @@ impl Lab {
     /// each step retried (as microseed-step does) for at most `attempts`
     /// attempts. Returns each machine's log and whether it finished.
     fn phase(&self, run: &[&str], attempts: u32) -> Vec<(String, bool, String)> {
+        self.phase_then(run, attempts, "").0
+    }
+    /// As `phase`, then `body` (bash) on the same LAN; returns its output
+    /// too.
+    fn phase_then(
+        &self,
+        run: &[&str],
+        attempts: u32,
+        body: &str,
+    ) -> (Vec<(String, bool, String)>, String) {
         let mut script = String::from(
             "set -u\nip link set lo up\nout=$1\nAGENT=$2\nnodes=()\nwait_port() {\n    for _ in $(seq 100); do\n        (echo >\"/dev/tcp/$1/$2\") 2>/dev/null && return 0\n        sleep 0.05\n    done\n    echo \"nothing listens on $1:$2\" >&2\n    exit 1\n}\n",
         );
@@ -247,7 +257,8 @@ impl Lab {
         }
         // Only the machines: the servers run until this shell, PID 1 of
         // the namespace, exits and the kernel ends them.
-        script.push_str("wait \"${nodes[@]}\" || true\n");
+        script.push_str("[ ${#nodes[@]} = 0 ] || wait \"${nodes[@]}\" || true\n");
+        script.push_str(body);
         let logs = self.dir().join("logs");
         let _ = std::fs::remove_dir_all(&logs);
         std::fs::create_dir_all(&logs).expect("logs");
@@ -269,14 +280,16 @@ impl Lab {
         .expect("unshare");
         let (out, err) = text(&o);
         assert!(o.status.success(), "phase: {out}{err}");
-        run.iter()
+        let logs = run
+            .iter()
             .map(|name| {
                 let log =
                     std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
                 let done = log.contains("FINISHED");
                 (name.to_string(), done, log)
             })
-            .collect()
+            .collect();
+        (logs, format!("{out}{err}"))
     }
     fn members(&self, name: &str) -> Vec<String> {
         std::fs::read_to_string(self.data(name).join("var/kubernetes/backend/cluster.yaml"))
@@ -699,4 +712,69 @@ fn the_firewall_opens_dqlite_between_masters_only_and_the_scripts_pass_shellchec
             assert!(!w.iter().any(|l| l.contains("port 25001 ")), "{worker}");
         }
     }
+}
+
+/// The proof cannot be replayed, and only a master can have only its own
+/// old entry removed, with the token: an answer recorded for one client
+/// nonce is refused for another; a removal request whose HMAC does not
+/// cover the server's fresh nonce, or that comes from the worker's
+/// address, removes nothing.
+#[test]
+fn a_recorded_answer_is_refused_and_a_removal_needs_the_token_the_nonce_and_a_masters_address() {
+    let lab = Lab::new("1.31");
+    converge(&lab);
+    let fp = shq(lab.file("master-2", "/usr/local/lib/microseed/microseed-fingerprint"));
+    let token = shq(lab.file("master-2", "/etc/microseed/join-token"));
+    let body = format!(
+        r#"
+export MICROSEED_JOIN_TOKEN_FILE={token}
+client() {{
+    # Speaks to master-2's proof from address $1, sending $2 as the
+    # hello's nonce and $3 (if any) as a second line; prints the answers.
+    python3 - "$@" <<'PY'
+import socket, sys
+src, nonce = sys.argv[1], sys.argv[2]
+s = socket.create_connection(("172.20.10.12", 25001), source_address=(src, 0))
+s.sendall("microseed-fingerprint v2 hello {{}}\n".format(nonce).encode())
+r = s.makefile("rb")
+print(r.readline().decode().strip())
+if len(sys.argv) > 3:
+    s.sendall((sys.argv[3] + "\n").encode())
+    print(r.readline().decode().strip())
+PY
+}}
+# master-2's answer to one nonce, replayed by a server of its own (at
+# another address) to a client that sends another nonce.
+answer=$(client 172.20.10.14 00000000000000000000000000000000 | head -1)
+echo "recorded: ${{answer:0:40}}"
+ip addr add 172.20.10.99/32 dev lo
+python3 -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("172.20.10.99", 25001)); s.listen(4)
+while True:
+    c, _ = s.accept(); c.recv(512); c.sendall((sys.argv[1] + "\n").encode()); c.close()' "$answer" &
+sleep 0.5
+if MICROSEED_SOURCE_ADDRESS=172.20.10.14 python3 {fp} fetch 172.20.10.99; then echo "REPLAY ACCEPTED"; else echo "replay refused: $?"; fi
+# A removal with a made-up HMAC, from master-1's address: refused.
+client 172.20.10.11 11111111111111111111111111111111 "microseed-fingerprint v2 remove $(printf '%064d' 0)" | tail -1
+# The worker, even with the token, cannot have an entry removed.
+MICROSEED_SOURCE_ADDRESS=172.20.10.14 python3 {fp} remove-self 172.20.10.12 && echo "WORKER REMOVED" || echo "worker refused: $?"
+"#
+    );
+    let (_, out) = lab.phase_then(&[], 1, &body);
+    assert!(out.contains("recorded: microseed-fingerprint v2 "), "{out}");
+    assert!(out.contains("replay refused: 3"), "{out}");
+    assert!(!out.contains("REPLAY ACCEPTED"), "{out}");
+    assert!(
+        out.contains("microseed-fingerprint v2 removed refused "),
+        "{out}"
+    );
+    assert!(out.contains("worker refused: 1"), "{out}");
+    assert!(
+        out.contains("did not remove 172.20.10.14:19001 (refused)"),
+        "{out}"
+    );
+    let mut m = lab.members("master-2");
+    m.sort();
+    assert_eq!(m, THREE, "{out}");
 }
