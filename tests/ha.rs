@@ -778,3 +778,36 @@ MICROSEED_SOURCE_ADDRESS=172.20.10.14 python3 {fp} remove-self 172.20.10.12 && e
     m.sort();
     assert_eq!(m, THREE, "{out}");
 }
+
+/// With master-1 down, the cluster goes on: master-2's node list names
+/// master-1 as not Ready and the worker as Ready, and a rebuilt worker
+/// (1.25+) joins through master-2, skipping the master that cannot answer.
+#[test]
+fn with_master_1_down_a_rebuilt_worker_joins_through_master_2() {
+    let lab = Lab::new("1.31");
+    converge(&lab);
+    lab.down("master-1", true);
+    let o = microk8s(&lab, "master-2", &["kubectl", "get", "nodes", "-o", "json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let ready = |n: &str| {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| i["metadata"]["name"] == n)
+            .map(|i| i["status"]["conditions"][0]["status"].clone())
+    };
+    assert_eq!(ready("master-1"), Some("Unknown".into()), "{v}");
+    assert_eq!(ready("worker-1"), Some("True".into()), "{v}");
+    assert_eq!(ready("master-3"), Some("True".into()), "{v}");
+    lab.fresh("worker-1", WORKER.1);
+    let r = lab.phase(&["worker-1"], 10);
+    all_finished(&r);
+    let log = &r[0].2;
+    assert!(
+        log.contains("could not verify the master at 172.20.10.11"),
+        "{log}"
+    );
+    assert!(log.contains("joined the cluster at 172.20.10.12"), "{log}");
+}
