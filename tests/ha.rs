@@ -33,10 +33,19 @@ const WORKER: (&str, &str) = ("worker-1", "172.20.10.14");
 struct Lab {
     s: Scratch,
     channel: String,
+    /// The masters, in the cluster file's order.
+    masters: Vec<(&'static str, &'static str)>,
 }
+
+/// Two more masters for a cluster of five.
+const MORE: [(&str, &str); 2] = [("master-4", "172.20.10.15"), ("master-5", "172.20.10.16")];
 
 impl Lab {
     fn new(channel: &str) -> Lab {
+        Lab::with_masters(channel, MASTERS.len())
+    }
+    fn with_masters(channel: &str, n: usize) -> Lab {
+        let masters: Vec<(&str, &str)> = MASTERS.iter().chain(&MORE).take(n).copied().collect();
         let mut cluster = HA.replace(
             "channel: 1.35/stable",
             &format!("channel: {channel}/stable"),
@@ -45,15 +54,24 @@ impl Lab {
         if channel < "1.22" {
             cluster = cluster.replace("release: \"24.04\"", "release: \"20.04\"");
         }
+        let extra: String = masters[3..]
+            .iter()
+            .map(|(name, ip)| format!("  - name: {name}\n    role: master\n    ip: {ip}\n"))
+            .collect();
+        cluster = cluster.replace(
+            "  - name: worker-1\n",
+            &format!("{extra}  - name: worker-1\n"),
+        );
         let s = Scratch::new(&cluster);
         let o = s.build(&[]);
         assert!(o.status.success(), "{}", text(&o).1);
         let lab = Lab {
             s,
             channel: channel.to_string(),
+            masters,
         };
         let mut peers = String::new();
-        for (name, ip) in MASTERS.iter().chain([&WORKER]) {
+        for (name, ip) in lab.masters.iter().chain([&WORKER]) {
             extract_write_files(&first_boot(&lab.s.out(), name), &lab.root(name));
             lab.fresh(name, ip);
             peers.push_str(&format!(
@@ -217,10 +235,10 @@ impl Lab {
         let mut script = String::from(
             "set -u\nip link set lo up\nout=$1\nAGENT=$2\nnodes=()\nwait_port() {\n    for _ in $(seq 100); do\n        (echo >\"/dev/tcp/$1/$2\") 2>/dev/null && return 0\n        sleep 0.05\n    done\n    echo \"nothing listens on $1:$2\" >&2\n    exit 1\n}\n",
         );
-        for (_, ip) in MASTERS.iter().chain([&WORKER]) {
+        for (_, ip) in self.masters.iter().chain([&WORKER]) {
             script.push_str(&format!("ip addr add {ip}/32 dev lo\n"));
         }
-        for (name, ip) in MASTERS {
+        for &(name, ip) in &self.masters {
             if self.is_down(name) {
                 continue;
             }
@@ -242,7 +260,8 @@ impl Lab {
             "run_node() {{\n    local name=$1 env=$2 step n\n    shift 2\n    for step in \"$@\"; do\n        n=1\n        until eval \"env -i $env MICROSEED_STEP_ATTEMPT=$n bash \\\"\\$step\\\"\" >>\"$out/$name.log\" 2>&1; do\n            n=$((n + 1))\n            if [ \"$n\" -gt {attempts} ]; then echo \"GAVE UP at $step\" >>\"$out/$name.log\"; return 1; fi\n            sleep 0.3\n        done\n    done\n    echo FINISHED >>\"$out/$name.log\"\n}}\n"
         ));
         for name in run {
-            let ip = MASTERS
+            let ip = self
+                .masters
                 .iter()
                 .chain([&WORKER])
                 .find(|(n, _)| n == name)
@@ -810,4 +829,42 @@ fn with_master_1_down_a_rebuilt_worker_joins_through_master_2() {
         "{log}"
     );
     assert!(log.contains("joined the cluster at 172.20.10.12"), "{log}");
+}
+
+/// Five masters converge to one cluster of 3 voters and 2 stand-bys
+/// (go-dqlite's defaults), each master joining once, in order.
+#[test]
+fn five_masters_converge_to_three_voters_and_two_stand_bys() {
+    let lab = Lab::with_masters("1.31", 5);
+    let names: Vec<&str> = lab
+        .masters
+        .iter()
+        .map(|(n, _)| *n)
+        .chain([WORKER.0])
+        .collect();
+    let r = lab.phase(&names, 90);
+    all_finished(&r);
+    for (name, _) in &lab.masters {
+        assert_eq!(lab.members(name).len(), 5, "{name}");
+        let st = lab.status(name);
+        assert!(
+            st.contains(
+                "datastore master nodes: 172.20.10.11:19001 172.20.10.12:19001 172.20.10.13:19001\n"
+            ),
+            "{name}: {st}"
+        );
+        assert!(
+            st.contains("datastore standby nodes: 172.20.10.15:19001 172.20.10.16:19001\n"),
+            "{name}: {st}"
+        );
+    }
+    for (name, _) in &lab.masters[1..] {
+        let joins = std::fs::read_to_string(lab.conf(name).join("joins")).unwrap_or_default();
+        assert_eq!(joins, "1\n", "{name}");
+    }
+    assert!(
+        lab.data("worker-1")
+            .join("var/lock/clustered.lock")
+            .exists()
+    );
 }
