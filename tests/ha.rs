@@ -868,3 +868,30 @@ fn five_masters_converge_to_three_voters_and_two_stand_bys() {
             .exists()
     );
 }
+
+/// Deliberate recovery (docs/ha.md, Quorum loss): with every other master
+/// gone, the root-only /etc/microseed/bootstrap-anyway lets master-1
+/// bootstrap; the same file writable by others is ignored.
+#[test]
+fn bootstrap_anyway_lets_master_1_start_alone_only_when_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new("1.31");
+    lab.down("master-2", true);
+    lab.down("master-3", true);
+    let file = lab.node("master-1").join("bootstrap-anyway");
+    std::fs::write(&file, "").expect("override");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let r = lab.phase(&["master-1"], 3);
+    let (_, done, log) = &r[0];
+    assert!(!done, "{log}");
+    assert!(log.contains("is not root-only"), "{log}");
+    assert!(
+        !lab.state("master-1").join("bootstrapped").exists(),
+        "{log}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let r = lab.phase(&["master-1"], 3);
+    let log = &r[0].2;
+    assert!(log.contains("bootstrapping although"), "{log}");
+    assert!(lab.state("master-1").join("bootstrapped").exists(), "{log}");
+}
