@@ -62,6 +62,12 @@ pub struct Capabilities {
     pub joiner_name_must_resolve: bool,
     /// The join address must be a literal IP (1.29+).
     pub join_needs_ip: bool,
+    /// A `--worker` node's API proxy (traefik) keeps the control-plane
+    /// addresses it got at join time and never refreshes them (1.23-1.24;
+    /// from 1.25 the apiserver-proxy refreshes them from the `kubernetes`
+    /// endpoints every 30 s, agent `cmd/apiserver-proxy.go`): with several
+    /// masters such a worker joins only once every master has joined.
+    pub worker_proxy_list_fixed: bool,
     /// Add-on names: `dns` and `helm3` on 1.20 and in core add-ons
     /// 1.27/1.28/1.31; on 1.20 `helm3` downloads helm from the internet.
     pub dns_addon: &'static str,
@@ -93,6 +99,7 @@ impl Capabilities {
             join_returns_ca_key: !at_least(23),
             joiner_name_must_resolve: at_least(24) && !at_least(28),
             join_needs_ip: at_least(29),
+            worker_proxy_list_fixed: at_least(23) && !at_least(25),
             dns_addon: "dns",
             helm_addon: "helm3",
             helm_downloads: !at_least(21),
@@ -143,5 +150,11 @@ mod tests {
         assert_eq!(new.joined_check, JoinedCheck::ClusterLock);
         assert!(!Capabilities::for_version((1, 27)).wait_ready_exit_code);
         assert!(Capabilities::for_version((1, 28)).wait_ready_exit_code);
+    }
+
+    #[test]
+    fn only_1_23_and_1_24_workers_keep_the_control_plane_list_from_join_time() {
+        let fixed = |minor| Capabilities::for_version((1, minor)).worker_proxy_list_fixed;
+        assert!(!fixed(22) && fixed(23) && fixed(24) && !fixed(25));
     }
 }

@@ -239,6 +239,10 @@ pub struct Machine {
     /// `refresh.timer` reads it (`sat,02:00-03:20`): no two machines share
     /// one, so no two refresh MicroK8s at once.
     pub refresh_timer: String,
+    /// Position among the masters (0 for the first in the file), `None`
+    /// for other roles: masters join one at a time in this order, and
+    /// only the first may ever bootstrap a cluster.
+    pub master_index: Option<usize>,
 }
 
 /// Which disk the installer wipes and installs onto. Templates see it as
@@ -264,5 +268,9 @@ fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S:
 impl Cluster {
     pub fn machine(&self, name: &str) -> Option<&Machine> {
         self.machines.iter().find(|m| m.name == name)
+    }
+    /// The masters in file order (the order of `master_index`).
+    pub fn masters(&self) -> impl Iterator<Item = &Machine> {
+        self.machines.iter().filter(|m| m.master_index.is_some())
     }
 }

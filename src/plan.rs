@@ -434,9 +434,14 @@ impl<'a> Planner<'a> {
         let from = match from.as_str() {
             "anywhere" | "" => None,
             "cluster" => Some(self.cluster.network.subnet.to_string()),
+            // One machine's address (a master's dqlite peer): ufw takes it
+            // as is.
+            ip if ip.parse::<std::net::Ipv4Addr>().is_ok() => Some(ip.to_string()),
             cidr => match Cidr::parse(cidr) {
                 Some(c) => Some(format!("{}/{}", c.network(), c.prefix)),
-                None => bail!("firewall rule source {cidr:?} is not anywhere, cluster or a CIDR"),
+                None => bail!(
+                    "firewall rule source {cidr:?} is not anywhere, cluster, an address or a CIDR"
+                ),
             },
         };
         let comment = r.comment.clone().unwrap_or_default();

@@ -82,6 +82,8 @@ nfs)
     ;;
 master)
     section nodes microk8s run_root microk8s kubectl get nodes -o json
+    # The datastore's voters and stand-bys (dqlite), as MicroK8s lists them.
+    section datastore microk8s run_root microk8s status
     ;;
 esac
 echo "@@microseed-probe done"

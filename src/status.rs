@@ -96,6 +96,9 @@ pub struct Report {
     pub first_boot: FirstBoot,
     /// On the master only.
     pub nodes: Option<Nodes>,
+    /// On each master of a cluster of 3 or more: the datastore's voters
+    /// (`ok` with 3 or more, `degraded` with fewer, `unknown`).
+    pub datastore: Option<Check>,
     pub chrony: Check,
     pub ufw: Check,
     /// snapd's refresh schedule: `held` (first boot not converged, or held
@@ -650,6 +653,7 @@ fn unreachable_report(cluster: &Cluster, m: &Machine, port: u16, why: &str) -> R
             steps: Vec::new(),
         },
         nodes: None,
+        datastore: None,
         chrony: unknown("unreachable"),
         ufw: unknown("unreachable"),
         refresh: unknown("unreachable"),
@@ -736,6 +740,17 @@ fn report_from(
             detail: "no answer".into(),
         },
     });
+    let missing_section = || Check {
+        state: "unknown",
+        detail: "no answer".into(),
+        offset_seconds: None,
+    };
+    let masters = cluster.masters().count();
+    let datastore = (m.role == "master" && masters >= 3).then(|| {
+        sections
+            .get("datastore")
+            .map_or_else(missing_section, datastore)
+    });
     let nfs_export = (m.role == "nfs").then(|| {
         nfs_export(
             sections.get("exports"),
@@ -744,12 +759,9 @@ fn report_from(
             cluster.nfs.data_volume || cluster.nfs.data_disk.is_some(),
         )
     });
-    let missing_section = || Check {
-        state: "unknown",
-        detail: "no answer".into(),
-        offset_seconds: None,
-    };
-    let ok = first_boot.state == "converged" && nodes.as_ref().is_none_or(|n| n.state == "ok");
+    let ok = first_boot.state == "converged"
+        && nodes.as_ref().is_none_or(|n| n.state == "ok")
+        && datastore.as_ref().is_none_or(|d| d.state == "ok");
     Report {
         name: m.name.clone(),
         role: m.role.clone(),
@@ -761,6 +773,7 @@ fn report_from(
         release_expected: cluster.release.release.clone(),
         first_boot,
         nodes,
+        datastore,
         chrony: sections.get("chrony").map_or_else(missing_section, chrony),
         ufw: sections.get("ufw").map_or_else(missing_section, ufw),
         refresh: sections
@@ -912,6 +925,46 @@ fn short_detail(detail: &str) -> String {
         _ => detail,
     };
     d.split_once(" (").map_or(d, |(a, _)| a).to_string()
+}
+
+/// `microk8s status`: the datastore's voters ("datastore master nodes")
+/// and stand-bys. With 3 or more masters the cluster survives the loss of
+/// one only with 3 voters (go-dqlite keeps 3), so fewer is `degraded`.
+fn datastore(s: &Section) -> Check {
+    let list = |key: &str| -> Option<Vec<String>> {
+        s.text.lines().find_map(|l| {
+            l.trim().strip_prefix(key).map(|v| {
+                v.split_whitespace()
+                    .filter(|w| *w != "none")
+                    .map(String::from)
+                    .collect()
+            })
+        })
+    };
+    let check = |state, detail| Check {
+        state,
+        detail,
+        offset_seconds: None,
+    };
+    if s.code == 127 {
+        return check("unknown", "microk8s not installed".into());
+    }
+    let Some(voters) = list("datastore master nodes:") else {
+        return check("unknown", first_line(&s.text));
+    };
+    let standbys = list("datastore standby nodes:").unwrap_or_default();
+    let detail = format!(
+        "{} voter(s) ({}), {} stand-by(s){}",
+        voters.len(),
+        voters.join(" "),
+        standbys.len(),
+        if voters.len() < 3 {
+            "; 3 are needed to survive the loss of a master (docs/ha.md)"
+        } else {
+            ""
+        }
+    );
+    check(if voters.len() >= 3 { "ok" } else { "degraded" }, detail)
 }
 
 /// `kubectl get nodes -o json`: a node is Ready when its `Ready` condition
@@ -1154,6 +1207,8 @@ fn missing(reports: &[Report]) -> Vec<String> {
                 )
             } else if r.first_boot.state != "converged" {
                 format!("{}: {}", r.name, r.first_boot.summary)
+            } else if let Some(d) = r.datastore.as_ref().filter(|d| d.state != "ok") {
+                format!("{}: datastore {}", r.name, d.detail)
             } else {
                 let nodes = r.nodes.as_ref().map_or("", |n| n.detail.as_str());
                 format!("{}: nodes {nodes}", r.name)
@@ -1235,6 +1290,9 @@ fn print(reports: &[Report], json: bool) -> Result<()> {
                 }
                 if let Some(n) = r.nodes.as_ref().filter(|n| n.state != "ok") {
                     outln!("  nodes: {}", n.detail)?;
+                }
+                if let Some(d) = r.datastore.as_ref().filter(|d| d.state != "ok") {
+                    outln!("  datastore: {}", d.detail)?;
                 }
             }
         }
@@ -1470,6 +1528,67 @@ join       pending: waiting on microk8s (join the master (retried until it answe
             chrony(&section("chronyc: not installed", 127)).state,
             "not-installed"
         );
+    }
+
+    /// With 3 masters, a master whose datastore has 2 voters keeps the
+    /// cluster from converged, though its first boot is done and every
+    /// node is Ready; with 3 voters it is converged.
+    #[test]
+    fn an_ha_master_is_converged_only_with_three_voters() {
+        let text = include_str!("../examples/ha/cluster.yaml");
+        let file = std::path::Path::new("cluster.yaml");
+        let raw = crate::schema::parse(file, text).expect("parses");
+        let profiles = crate::profile::Profiles::load(None).expect("profiles");
+        let cluster = crate::validate::validate(file, &raw, &profiles).expect("valid");
+        let m = cluster.machine("master-2").expect("master-2");
+        let nodes = ["master-1", "master-2", "master-3", "worker-1"]
+            .map(|n| format!(r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#))
+            .join(",");
+        let with = |voters: &str| {
+            let mut sections = BTreeMap::new();
+            sections.insert(
+                "status".to_string(),
+                section("microseed: converged (12/12 steps done)\n", 0),
+            );
+            sections.insert(
+                "nodes".to_string(),
+                section(&format!(r#"{{"items":[{nodes}]}}"#), 0),
+            );
+            sections.insert(
+                "datastore".to_string(),
+                section(&format!("microk8s is running\n  datastore master nodes: {voters}\n  datastore standby nodes: none\n"), 0),
+            );
+            report_from(&cluster, m, 22, &sections)
+        };
+        let r = with("172.20.10.11:19001 172.20.10.12:19001");
+        assert_eq!(r.first_boot.state, "converged");
+        assert_eq!(r.nodes.as_ref().map(|n| n.state), Some("ok"));
+        assert!(!r.ok);
+        assert_eq!(
+            missing(std::slice::from_ref(&r)),
+            [
+                "master-2: datastore 2 voter(s) (172.20.10.11:19001 172.20.10.12:19001), 0 stand-by(s); 3 are needed to survive the loss of a master (docs/ha.md)"
+            ]
+        );
+        let r = with("172.20.10.11:19001 172.20.10.12:19001 172.20.10.13:19001");
+        assert!(r.ok, "{:?}", r.datastore);
+    }
+
+    /// 3 voters or more is a datastore that survives a master's loss;
+    /// fewer (a master not yet joined, or gone) is degraded and named.
+    #[test]
+    fn the_datastore_needs_three_voters() {
+        let three = "microk8s is running\nhigh-availability: yes\n  datastore master nodes: 10.0.0.1:19001 10.0.0.2:19001 10.0.0.3:19001\n  datastore standby nodes: 10.0.0.4:19001\n";
+        let d = datastore(&section(three, 0));
+        assert_eq!(d.state, "ok", "{}", d.detail);
+        assert!(d.detail.starts_with("3 voter(s)"), "{}", d.detail);
+        assert!(d.detail.contains("1 stand-by(s)"), "{}", d.detail);
+        let two = "microk8s is running\nhigh-availability: no\n  datastore master nodes: 10.0.0.1:19001 10.0.0.2:19001\n  datastore standby nodes: none\n";
+        let d = datastore(&section(two, 0));
+        assert_eq!(d.state, "degraded");
+        assert!(d.detail.contains("3 are needed"), "{}", d.detail);
+        let d = datastore(&section("microk8s is not running. Use microk8s inspect", 0));
+        assert_eq!(d.state, "unknown");
     }
 
     #[test]

@@ -1093,32 +1093,51 @@ fn check_machines<'r>(
             disk,
             // Set by `check_maintenance`, which needs every machine.
             refresh_timer: String::new(),
+            // Set below, once every machine's role is known.
+            master_index: None,
         });
     }
     for (role, prof) in &profiles.roles {
-        if prof.count == Count::ExactlyOne {
-            let found = by_role.get(role.as_str()).map(Vec::len).unwrap_or(0);
-            if found != 1 {
-                let note = prof
-                    .count_note
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default();
-                let at = by_role
-                    .get(role.as_str())
-                    .and_then(|v| v.get(1))
-                    .map(|&i| pos(&raw.machines.value[i].role))
-                    .unwrap_or_else(|| pos(&raw.machines));
-                c.push(Diagnostic::error(
-                    file,
-                    at,
-                    "machines",
-                    format!(
-                        "found {found} machines with role {role:?}; expected exactly one{note}"
-                    ),
-                ));
-            }
+        let found = by_role.get(role.as_str()).map(Vec::len).unwrap_or(0);
+        let (ok, expected) = match prof.count {
+            Count::Any => continue,
+            Count::ExactlyOne => (found == 1, "exactly one"),
+            Count::OneThreeOrFive => (matches!(found, 1 | 3 | 5), "1, 3 or 5"),
+        };
+        if ok {
+            continue;
         }
+        let note = prof
+            .count_note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        // The machine that made the count wrong: the second of "exactly
+        // one", the 2nd, 4th or 6th of "1, 3 or 5"; else the list.
+        let at = by_role
+            .get(role.as_str())
+            .and_then(|v| match prof.count {
+                Count::OneThreeOrFive if found > 5 => v.get(5),
+                Count::OneThreeOrFive => v.last(),
+                _ => v.get(1),
+            })
+            .map(|&i| pos(&raw.machines.value[i].role))
+            .unwrap_or_else(|| pos(&raw.machines));
+        c.push(Diagnostic::error(
+            file,
+            at,
+            "machines",
+            format!("found {found} machines with role {role:?}; expected {expected}{note}"),
+        ));
+    }
+    // Each master's position among the masters, in file order: the order
+    // they join in and that workers try them in.
+    for (n, m) in machines
+        .iter_mut()
+        .filter(|m| m.role == "master")
+        .enumerate()
+    {
+        m.master_index = Some(n);
     }
     (machines, by_role)
 }

@@ -637,7 +637,11 @@ fn join_fails_and_says_why_while_the_master_is_unreachable_or_local_microk8s_not
     assert!(!w.calls().contains("microk8s join"), "{}", w.calls());
     let o = w.run_on(&lan, &script, T0, &env);
     assert!(!o.status.success());
-    assert!(text(&o).0.contains("join failed"), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("join through 172.20.10.11 failed"),
+        "{:?}",
+        text(&o)
+    );
     assert!(!text(&o).0.contains(TOKEN) && !text(&o).1.contains(TOKEN));
     let o = w.run_on(&lan, &script, T0, &env);
     assert!(o.status.success(), "{:?}", text(&o));
@@ -774,7 +778,10 @@ fn a_relayed_proof_does_not_get_the_token_to_another_certificate() {
         if minor >= 21 {
             // microk8s join pins the fingerprint and refuses before the
             // token is posted (the stand-in checks it as join.py does).
-            assert!(out.contains("certificate changed"), "{ch}: {out}");
+            assert!(
+                out.contains("certificate of 172.20.10.11 changed"),
+                "{ch}: {out}"
+            );
             assert!(w.calls().contains("microk8s join"), "{ch}");
         } else {
             // 1.20 cannot pin it: microseed checks the agent first.

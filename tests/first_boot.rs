@@ -299,7 +299,7 @@ fn nfs_script_builds_the_guides_layout_with_owners() {
 
 /// The ufw commands of a machine's firewall script, each run with --dry-run
 /// in a private network namespace.
-fn ufw_dry_run(root: &Path) -> String {
+pub(crate) fn ufw_dry_run(root: &Path) -> String {
     // ufw takes a file lock shared by every network namespace: one at a time.
     static UFW: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = UFW.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,7 +337,7 @@ fn ufw_dry_run(root: &Path) -> String {
     script
 }
 
-fn allow_lines(script: &str) -> Vec<&str> {
+pub(crate) fn allow_lines(script: &str) -> Vec<&str> {
     script
         .lines()
         .map(str::trim_start)

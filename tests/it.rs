@@ -16,6 +16,7 @@ mod discover;
 mod docs;
 mod first_boot;
 mod flash;
+mod ha;
 mod injection;
 mod input_errors;
 mod install_phase;

@@ -608,6 +608,7 @@ fn json_has_the_documented_keys_for_reachable_and_unreachable_machines() {
         "release_expected",
         "first_boot",
         "nodes",
+        "datastore",
         "chrony",
         "ufw",
         "refresh",
@@ -637,6 +638,8 @@ fn json_has_the_documented_keys_for_reachable_and_unreachable_machines() {
     assert_eq!(master["ufw"]["state"], "active");
     assert_eq!(master["refresh"]["state"], "held");
     assert!(master["nfs_export"].is_null());
+    // One master: no datastore verdict (HA needs 3).
+    assert!(master["datastore"].is_null());
     let nfs = &ms[0];
     assert_eq!(nfs["refresh"]["state"], "scheduled");
     assert_eq!(nfs["nfs_export"]["state"], "ok");

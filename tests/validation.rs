@@ -219,14 +219,59 @@ fn overlong_hostname_is_rejected() {
     );
 }
 
+/// Two masters tolerate no more failures than one: refused at the second
+/// master's role, saying what counts are allowed and why.
 #[test]
-fn two_masters_are_rejected_with_ha_note() {
+fn two_masters_are_rejected_at_the_second_naming_1_3_or_5() {
     rejects(
         &[("role: worker", "role: master")],
         "machines",
         50,
-        "HA masters are not supported yet",
+        "found 2 machines with role \"master\"; expected 1, 3 or 5 (dqlite keeps a majority",
     );
+}
+
+const HA: &str = include_str!("../examples/ha/cluster.yaml");
+
+/// Four masters: refused at the fourth (the one that made the count even).
+#[test]
+fn four_masters_are_rejected_at_the_fourth() {
+    let cluster = HA.replace(
+        "  - name: worker-1\n    role: worker\n",
+        "  - name: master-4\n    role: master\n",
+    );
+    assert_ne!(cluster, HA);
+    let s = Scratch::new(&cluster);
+    let o = s.build(&[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let at = cluster
+        .lines()
+        .position(|l| l.starts_with("  - name: master-4"))
+        .expect("line")
+        + 2;
+    let head = format!("{}:{at}:11: error: machines: ", s.cluster().display());
+    assert!(err.contains(&head), "no {head:?} in {err}");
+    assert!(
+        err.contains("found 4 machines with role \"master\"; expected 1, 3 or 5"),
+        "{err}"
+    );
+    assert!(!s.out().exists());
+}
+
+/// The HA example (three masters) builds, and five masters are accepted.
+#[test]
+fn three_and_five_masters_are_accepted() {
+    let s = Scratch::new(HA);
+    let o = s.build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let five = HA.replace(
+        "  - name: worker-1\n",
+        "  - name: master-4\n    role: master\n    ip: 172.20.10.15\n  - name: master-5\n    role: master\n    ip: 172.20.10.16\n  - name: worker-1\n",
+    );
+    let s = Scratch::new(&five);
+    let o = s.build(&[]);
+    assert!(o.status.success(), "{}", text(&o).1);
 }
 
 #[test]

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum Count {
     ExactlyOne,
+    /// 1, 3 or 5: a control plane that keeps a majority (dqlite's raft)
+    /// when one (of 3) or two (of 5) fail. An even number tolerates no
+    /// more failures than one fewer, and more than 5 adds only stand-bys.
+    OneThreeOrFive,
     #[default]
     Any,
 }
