@@ -156,8 +156,8 @@ run() {
         else
             echo "  nothing installed; the selector stayed the installer's autoinstall"
         fi
-        if ls "$wd/stick/microseed/reports/"*.select.txt >/dev/null 2>&1; then
-            echo "  on the stick: $(cat "$wd/stick/microseed/reports/"*.select.txt)"
+        if ls "$wd/stick/microseed/reports/"*.select.log >/dev/null 2>&1; then
+            echo "  on the stick: $(cat "$wd/stick/microseed/reports/"*.select.log)"
         else
             echo "  FAIL: no verdict on the stick"; fail=1
         fi

@@ -208,6 +208,7 @@ mod tests {
             role: "worker".into(),
             ip: "10.0.0.5".parse().unwrap(),
             index: 0,
+            master_index: None,
             mac: None,
             interface: None,
             disk: Disk::Serial("S1'; rm -rf /".into()),

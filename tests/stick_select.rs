@@ -125,6 +125,10 @@ f="$FAKE/serials/${n##*/}"; [ -f "$f" ] && echo "ID_SERIAL=$(cat "$f")"; exit 0"
         fs::write(d.join("type"), "1\n").expect("write");
         fs::write(d.join("address"), format!("{mac}\n")).expect("write");
         fs::write(d.join("operstate"), "up\n").expect("write");
+        // What discover.sh reads too: a physical card, its address burnt in.
+        fs::create_dir_all(d.join("device")).expect("mkdir");
+        fs::write(d.join("addr_assign_type"), "0\n").expect("write");
+        fs::write(d.join("carrier"), "1\n").expect("write");
     }
 
     fn disk(&self, dev: &str, size: u64, serial: &str) {
@@ -133,6 +137,9 @@ f="$FAKE/serials/${n##*/}"; [ -f "$f" ] && echo "ID_SERIAL=$(cat "$f")"; exit 0"
         fs::write(self.path("disks"), t).expect("write");
         let name = dev.rsplit('/').next().expect("name");
         fs::write(self.path("serials").join(name), serial).expect("write");
+        let b = self.path("sys/block").join(name);
+        fs::create_dir_all(&b).expect("mkdir");
+        fs::write(b.join("size"), format!("{}\n", size / 512)).expect("write");
     }
 
     fn cmdline(&self, words: &str) {
@@ -211,11 +218,40 @@ fn an_unknown_mac_installs_nothing_and_leaves_a_report_on_the_stick() {
     let o = m.select(&stick);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert_eq!(m.installed(), None);
+    // discover.sh's report, in the format `microseed discover` reads, with
+    // the selector's reason appended.
     let report = fs::read_to_string(stick.join("reports/52-54-00-00-00-77.txt")).expect("report");
-    assert!(report.contains("eno1 52:54:00:00:00:77 up"), "{report}");
-    assert!(report.contains("nvme0n1"), "{report}");
+    assert!(
+        report.starts_with("microseed-report 1\n") || report.contains("\nmicroseed-report 1\n"),
+        "{report}"
+    );
+    assert!(report.contains("nic eno1\n"), "{report}");
+    assert!(report.contains("52:54:00:00:00:77"), "{report}");
+    assert!(
+        report.contains("disk nvme0n1\n") || report.contains("disk /dev/nvme0n1\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("\nreason this machine is not in the stick's cluster file"),
+        "{report}"
+    );
+    // What the admin then reads off the stick.
+    let d = common::bin()
+        .arg("discover")
+        .arg(stick.join("reports"))
+        .output()
+        .expect("discover");
+    assert!(d.status.success(), "{:?}", text(&d));
+    assert!(
+        text(&d)
+            .0
+            .contains("# nothing installed: this machine is not in"),
+        "{:?}",
+        text(&d)
+    );
+    assert!(!text(&d).1.contains("skipped"), "{:?}", text(&d));
     let verdict =
-        fs::read_to_string(stick.join("reports/52-54-00-00-00-77.select.txt")).expect("verdict");
+        fs::read_to_string(stick.join("reports/52-54-00-00-00-77.select.log")).expect("verdict");
     assert!(verdict.starts_with("refused: "), "{verdict}");
     assert!(text(&o).0.contains("NOTHING INSTALLED"), "{:?}", text(&o));
 }

@@ -87,7 +87,12 @@ refuse() {
     say "NOTHING INSTALLED: $*"
     say "no disk was written; remove the stick and power off, or pick a machine in the boot menu"
     mkdir -p "$reports" 2>/dev/null &&
-        printf 'refused: %s\n' "$*" >"$reports/$tag.select.txt" 2>/dev/null
+        printf 'refused: %s\n' "$*" >"$reports/$tag.select.log" 2>/dev/null
+    # discover.sh's report names the card it chose, which may not be the
+    # first: the reason goes into whichever report this run left.
+    if [ -n "${report:-}" ] && [ -f "$report" ]; then
+        printf 'reason %s\n' "$*" | tr -d '\r' >>"$report" 2>/dev/null || true
+    fi
     exit 1
 }
 
@@ -147,21 +152,19 @@ fi
 if [ -z "$chosen" ]; then
     say "no machine of this stick has one of this machine's MACs (${macs# }): discovery only"
     mkdir -p "$reports"
-    if [ -f "$here/discover.sh" ]; then
-        sh "$here/discover.sh" "$reports" | while IFS= read -r line; do say "$line"; done
-    else
-        {
-            echo "NICs (name, permanent MAC, link):"
-            for n in $(nics); do
-                printf '  %s %s %s\n' "$n" "$(perm_mac "$n")" \
-                    "$(cat "$sysfs/class/net/$n/operstate" 2>/dev/null)"
-            done
-            echo "disks (name, bytes, model, serial):"
-            lsblk -dnbo NAME,SIZE,MODEL,SERIAL 2>/dev/null | sed 's/^/  /'
-        } >"$reports/$tag.txt"
-        while IFS= read -r line; do say "$line"; done <"$reports/$tag.txt"
-    fi
-    refuse "this machine is not in the stick's cluster file; its report is microseed/reports/$tag.txt on the stick"
+    # discover.sh names its report after the card it chose: the report it
+    # writes is the one new or changed (it records the time) on the stick.
+    before=$(cksum "$reports"/*.txt 2>/dev/null)
+    sh "$here/discover.sh" "$reports" | while IFS= read -r line; do say "$line"; done
+    report=
+    for f in "$reports"/*.txt; do
+        [ -f "$f" ] || continue
+        case $before in
+        *"$(cksum "$f")"*) ;;
+        *) report=$f ;;
+        esac
+    done
+    refuse "this machine is not in the stick's cluster file; its hardware report is microseed/reports/${report##*/} on the stick"
 fi
 
 load "$chosen"
@@ -305,6 +308,6 @@ if ! cp "$here/machines/$NAME/autoinstall.yaml" "$tmp" || ! mv -f "$tmp" "$autoi
     refuse "could not write $autoinstall"
 fi
 mkdir -p "$reports" 2>/dev/null &&
-    printf 'installing %s (%s) on %s\n' "$NAME" "$IP" "$disk" >"$reports/$tag.select.txt" 2>/dev/null
+    printf 'installing %s (%s) on %s\n' "$NAME" "$IP" "$disk" >"$reports/$tag.select.log" 2>/dev/null
 say "installing $NAME ($IP) on $disk: it will be erased"
 exit 0
