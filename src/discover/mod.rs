@@ -154,3 +154,22 @@ pub fn run(args: &DiscoverArgs, profiles: Option<&Path>, json: bool) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stick_carries_this_discover_sh_where_select_sh_runs_it() {
+        use crate::stick::{DIR, STICK_SCRIPTS};
+        let on_stick = STICK_SCRIPTS
+            .iter()
+            .find(|(n, _)| *n == "discover.sh")
+            .map(|(_, text)| *text);
+        assert_eq!(on_stick, Some(DISCOVER_SH));
+        assert_eq!(DISCOVER_SH_PATH, format!("{DIR}/discover.sh"));
+        assert_eq!(REPORTS_DIR, format!("{DIR}/reports"));
+        let select = STICK_SCRIPTS[0].1;
+        assert!(select.contains("\"$here/discover.sh\" \"$reports\""));
+    }
+}
