@@ -71,7 +71,7 @@ fi
 ms_check "master: ufw allows 16443/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])16443([ ,/]|$)'
 ms_check "master: ufw allows 25000/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])25000([ ,/]|$)'
 ms_check "master: ufw allows exactly ssh, MicroK8s from the subnet, beacon p2p from anywhere" \
-    ms_ufw_exactly "$r" "$(ms_microk8s_rules "${MS_SUBNET:-172.20.0.0/20}"; echo "25001/tcp ${MS_SUBNET:-172.20.0.0/20}")"
+    ms_ufw_exactly "$r" "$(ms_microk8s_rules "${MS_SUBNET:-172.20.0.0/20}" master "${track_minor:-0}"; echo "25001/tcp ${MS_SUBNET:-172.20.0.0/20}")"
 ms_check "master: microseed-fingerprint.socket enabled and listening" \
     ms_section_has "$r" "fingerprint socket" '^is-active: active$'
 # What a worker fetches: the agent certificate's fingerprint, proven with the

@@ -91,5 +91,5 @@ no_token_in_journal() { ! grep -qE '[A-Za-z0-9]{32,}' <<<"$journal"; }
 ms_check "worker: the token never appears in the journal" no_token_in_journal
 ms_check "worker: ufw allows 10250/tcp" ms_section_has "$r" "ufw status verbose" '(^|[ ,])10250([ ,/]|$)'
 ms_check "worker: ufw allows exactly ssh, MicroK8s from the subnet, beacon p2p from anywhere" \
-    ms_ufw_exactly "$r" "$(ms_microk8s_rules "${MS_SUBNET:-172.20.0.0/20}")"
+    ms_ufw_exactly "$r" "$(ms_microk8s_rules "${MS_SUBNET:-172.20.0.0/20}" worker "${track_minor:-0}")"
 exit "$(ms_check_failures)"

@@ -64,14 +64,22 @@ ms_ufw_exactly() {
     fi
 }
 
-# ms_microk8s_rules SUBNET: the allow rules a MicroK8s master or worker must
-# have (ms_ufw_allowed form): ssh (on the seed's port, MS_SSH_PORT) and the
-# beacon's p2p ports from anywhere, MicroK8s ports (Calico VXLAN included)
-# from the cluster subnet only.
+# ms_microk8s_rules SUBNET [ROLE MINOR]: the allow rules a lone MicroK8s
+# master or a worker must have (ms_ufw_allowed form): ssh (on the seed's
+# port, MS_SSH_PORT) and the beacon's p2p ports from anywhere, MicroK8s
+# ports (Calico VXLAN included) from the cluster subnet only. From 1.23
+# (MINOR, the channel's) workers join with --worker: the API server (16443),
+# the cluster agent (25000) and dqlite (19001) are the masters' alone, and
+# dqlite only between masters, so a lone master has no 19001 rule at all.
 ms_microk8s_rules() {
-    local p
+    local p role=${2:-} minor=${3:-0}
     echo "${MS_SSH_PORT:-22}/tcp Anywhere"
     for p in 16443/tcp 10250/tcp 10255/tcp 25000/tcp 12379/tcp 10257/tcp 10259/tcp 19001/tcp 4789/udp; do
+        if ((minor >= 23)); then
+            case $role:$p in
+            master:19001/tcp | worker:16443/tcp | worker:25000/tcp | worker:19001/tcp) continue ;;
+            esac
+        fi
         echo "$p $1"
     done
     printf '%s\n' "12000/udp Anywhere" "13000/tcp Anywhere"
