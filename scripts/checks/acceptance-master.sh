@@ -74,10 +74,12 @@ ms_check "master: ufw allows exactly ssh, MicroK8s from the subnet, beacon p2p f
     ms_ufw_exactly "$r" "$(ms_microk8s_rules "${MS_SUBNET:-172.20.0.0/20}" master "${track_minor:-0}"; echo "25001/tcp ${MS_SUBNET:-172.20.0.0/20}")"
 ms_check "master: microseed-fingerprint.socket enabled and listening" \
     ms_section_has "$r" "fingerprint socket" '^is-active: active$'
-# What a worker fetches: the agent certificate's fingerprint, proven with the
-# token (the fetch checked the HMAC before printing it).
+# What a worker fetches: the agent certificate's fingerprint and whether
+# the master belongs to the cluster (a lone master always does), proven with
+# the token over the worker's nonce (the fetch checked the HMAC before
+# printing them; docs/ha.md, protocol v2).
 master_fp="$(ms_section "$r" "agent certificate sha256" | grep -oE '^[0-9a-f]{64}' | head -n 1)"
-ms_check "master: the fingerprint socket proves the agent certificate (${master_fp:0:16}...)" \
-    ms_section_has "$r" "fingerprint fetch" "^${master_fp:-none}\$"
+ms_check "master: the fingerprint socket proves the agent certificate (${master_fp:0:16}...) and that it is clustered" \
+    ms_section_has "$r" "fingerprint fetch" "^${master_fp:-none} yes\$"
 ms_check "master: the fingerprint fetch exited 0" ms_section_has "$r" "fingerprint fetch" '^rc=0$'
 exit "$(ms_check_failures)"
