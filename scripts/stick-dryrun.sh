@@ -51,9 +51,9 @@ install -m 600 tests/fixtures/secrets.yaml "$work/c2004/secrets.yaml"
 iso_dir="${MICROSEED_TEST_CACHE:-/var/cache/microseed-test}/standin-iso"
 scripts/recipes/standin-iso.sh "$iso_dir"
 "$bin" build "$work/c/cluster.yaml" -o "$work/out" --format installer \
-    --iso "$iso_dir/ubuntu2204-standin.iso" >/dev/null
+    --iso "$iso_dir/ubuntu2204-standin.iso" --cache-dir "$work/cache" >/dev/null
 "$bin" build "$work/c2004/cluster.yaml" -o "$work/out2004" --format installer \
-    --iso "$iso_dir/ubuntu2004-standin.iso" >/dev/null 2>&1
+    --iso "$iso_dir/ubuntu2004-standin.iso" --cache-dir "$work/cache" >/dev/null 2>&1
 cidata() { sfdisk --json "$1" | python3 -c 'import json,sys; print(512 * max(p["start"] for p in json.load(sys.stdin)["partitiontable"]["partitions"]))'; }
 # The stick (image@@offset of its CIDATA) and the revision each run uses.
 stick=$work/out/installer.img@@$(cidata "$work/out/installer.img")

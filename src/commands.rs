@@ -174,7 +174,8 @@ pub struct BuildArgs {
     /// checked against its pinned digest or its signed SHA256SUMS).
     #[arg(long, value_name = "PATH")]
     pub iso: Option<PathBuf>,
-    /// Where downloaded ISOs are cached.
+    /// Where downloaded ISOs are cached, and the installer image hash's
+    /// saved state that lets a rebuild from the same ISO hash only the seeds.
     #[arg(long, value_name = "DIR", env = "MICROSEED_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Build into a temporary directory and compare with OUT byte for

@@ -118,7 +118,7 @@ fn cluster_stick_boots(cluster: &str, fx: Fixture, firmware: &str, cidata: &str)
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .expect("chmod");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_microseed"))
+    let o = crate::common::bin()
         .arg("build")
         .arg(c.join("cluster.yaml"))
         .arg("-o")

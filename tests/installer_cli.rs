@@ -230,3 +230,77 @@ fn installer_iso_is_downloaded_once_per_release_into_the_cache() {
     assert!(cache.join(name).exists());
     assert!(s.out().join("installer.img").exists());
 }
+
+/// The image's sha256 as `SHA256SUMS` records it, and as its bytes give it.
+fn recorded_and_real_sha256(s: &Scratch) -> (String, String) {
+    let sums = std::fs::read_to_string(s.out().join("SHA256SUMS")).expect("sums");
+    let recorded = sums
+        .lines()
+        .find_map(|l| l.strip_suffix("  installer.img"))
+        .expect("installer.img in SHA256SUMS")
+        .to_string();
+    let real = hex::encode(Sha256::digest(
+        std::fs::read(s.out().join("installer.img")).expect("img"),
+    ));
+    (recorded, real)
+}
+
+fn hash_states(cache: &std::path::Path) -> usize {
+    std::fs::read_dir(cache.join("hash-states"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_rebuilt_stick_resumes_the_image_hash_and_its_sum_still_matches_its_bytes() {
+    let s = Scratch::example();
+    // The ISO in the scratch dir, so rewriting it does not touch the fixture.
+    let iso = s.dir.path().join("ubuntu.iso");
+    std::fs::copy(fixture(Fixture::Focal), &iso).expect("copy");
+    let cache = s.dir.path().join("cache");
+    let build = || {
+        let o = s.build(&[
+            "--format",
+            "installer",
+            "--iso",
+            iso.to_str().expect("utf8"),
+            "--cache-dir",
+            cache.to_str().expect("utf8"),
+        ]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        recorded_and_real_sha256(&s)
+    };
+    let (first, real) = build();
+    assert_eq!(first, real);
+    assert_eq!(
+        hash_states(&cache),
+        1,
+        "the state at the seed partition is saved"
+    );
+    // A changed seed (another address for worker-1): the ISO part and the
+    // partition tables are the same, so the saved state is used, and the
+    // recorded sum must still be that of the new bytes.
+    let cluster = std::fs::read_to_string(s.cluster()).expect("cluster");
+    assert!(cluster.contains("172.20.10.12"));
+    std::fs::write(s.cluster(), cluster.replace("172.20.10.12", "172.20.10.19")).expect("write");
+    let (second, real) = build();
+    assert_eq!(second, real);
+    assert_ne!(second, first, "the seed changed");
+    assert_eq!(hash_states(&cache), 1, "resumed: no new state");
+    // The state is owner-only, like the rest of the cache.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cache.join("hash-states"))
+            .expect("dir")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    // The ISO rewritten with other bytes in place (same size, same path,
+    // same inode): the saved state no longer applies.
+    let mut bytes = std::fs::read(&iso).expect("iso");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&iso, &bytes).expect("rewrite");
+    let (third, real) = build();
+    assert_eq!(third, real, "a stale state was used for a changed ISO");
+    assert_eq!(hash_states(&cache), 2);
+}

@@ -5,9 +5,11 @@
 //! lines at equal length, [`parttable`] reads the hybrid layout and registers
 //! the seed partition, [`patch`] puts it together, [`download`] fetches and
 //! verifies the ISO into a cache, [`trust`] checks Ubuntu's signature,
-//! [`identity`] checks that an ISO is the cluster's release.
+//! [`identity`] checks that an ISO is the cluster's release, [`hashstate`]
+//! keeps the image hash's state so a rebuild hashes only the seeds.
 pub mod bootcfg;
 pub mod download;
+pub mod hashstate;
 pub mod identity;
 pub mod iso9660;
 pub mod parttable;
@@ -19,6 +21,6 @@ pub use download::{
 };
 pub use patch::{
     AddedPartition, DEFAULT_BOOT_CONFIGS, InstallerPlan, InstallerReport, PatchedConfig,
-    make_installer_image, plan_installer_image,
+    make_installer_image, make_installer_image_cached, plan_installer_image,
 };
 pub use trust::TrustedKey;

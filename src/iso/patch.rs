@@ -46,6 +46,9 @@ pub struct InstallerReport {
     pub image_size: u64,
     /// sha256 of the output image, hex (computed while writing it).
     pub sha256: String,
+    /// The hash resumed from a saved state at the seed partition
+    /// ([`super::hashstate`]) instead of reading the whole ISO.
+    pub hash_resumed: bool,
 }
 
 /// One boot config and what was done to it.
@@ -85,6 +88,20 @@ pub fn make_installer_image(
     boot_configs: &[&str],
     epoch: i64,
 ) -> Result<InstallerReport> {
+    make_installer_image_cached(iso, out, seed_files, boot_configs, epoch, None)
+}
+
+/// [`make_installer_image`], keeping the image hash's state at the seed
+/// partition in `hash_cache` (see [`super::hashstate`]), so a rebuild from
+/// the same ISO hashes only the seed partition.
+pub fn make_installer_image_cached(
+    iso: &Path,
+    out: &Path,
+    seed_files: &[(&str, &[u8])],
+    boot_configs: &[&str],
+    epoch: i64,
+    hash_cache: Option<&Path>,
+) -> Result<InstallerReport> {
     let plan = plan_installer_image(iso, seed_files, boot_configs, epoch)?;
     // Now write: a temp file beside `out`, renamed into place at the end.
     let dir = match out.parent() {
@@ -97,7 +114,13 @@ pub fn make_installer_image(
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let dst = tmp.as_file();
-    let sha256 = write_image(&plan.src, dst, plan.iso_len, plan.total, &plan.writes)
+    let prefix = plan.report.partition.offset;
+    let key = match hash_cache {
+        Some(_) => Some(super::hashstate::key(&plan.src, prefix, &plan.writes)?),
+        None => None,
+    };
+    let cache = hash_cache.zip(key.as_deref());
+    let (sha256, hash_resumed) = write_image(&plan, dst, prefix, cache)
         .with_context(|| format!("writing {}", tmp.path().display()))?;
     dst.sync_all().context("flushing the image to disk")?;
     tmp.persist(out)
@@ -105,6 +128,7 @@ pub fn make_installer_image(
         .with_context(|| format!("renaming the image to {}", out.display()))?;
     Ok(InstallerReport {
         sha256,
+        hash_resumed,
         ..plan.report
     })
 }
@@ -284,6 +308,7 @@ pub fn plan_installer_image(
         },
         image_size: total * LBA,
         sha256: String::new(),
+        hash_resumed: false,
     };
     Ok(InstallerPlan {
         src,
@@ -484,15 +509,19 @@ fn update_md5sums(text: &[u8], changed: &[(String, Vec<u8>)]) -> (Vec<u8>, Vec<S
 /// truncated while the build runs is then an error, where a mapping would
 /// kill the process with SIGBUS and leave its staging tree behind.
 fn write_image(
-    src: &File,
+    plan: &InstallerPlan,
     dst: &File,
-    iso_len: u64,
-    total: u64,
-    writes: &[(u64, Vec<u8>)],
-) -> Result<String> {
+    prefix: u64,
+    cache: Option<(&Path, &str)>,
+) -> Result<(String, bool)> {
+    let (src, iso_len, total, writes) = (&plan.src, plan.iso_len, plan.total, &plan.writes);
     crate::cleanup::pause_point("installer-planned");
     std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| hash_overlaid(src, iso_len, total, writes));
+        let hasher = scope.spawn(|| {
+            super::hashstate::hash_image(total, prefix, cache, |pos, buf| {
+                fill_overlaid(src, iso_len, pos, buf, writes)
+            })
+        });
         copy_image(src, dst, iso_len)?;
         dst.set_len(total)
             .context("extending the image for the seed partition")?;
@@ -500,7 +529,7 @@ fn write_image(
             dst.write_all_at(data, *offset)
                 .with_context(|| format!("writing patched bytes at {offset}"))?;
         }
-        let sha256 = hasher
+        let hashed = hasher
             .join()
             .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))??;
         // A source that shrank after the hash read it: the copy is short.
@@ -509,31 +538,8 @@ fn write_image(
             "the ISO changed size while the image was written (was it truncated or \
              replaced during the build?)"
         );
-        Ok(sha256)
+        Ok(hashed)
     })
-}
-
-/// sha256 of the first `src_len` bytes of `src` (zero-extended to `total`)
-/// with `writes` laid over them.
-fn hash_overlaid(
-    src: &File,
-    src_len: u64,
-    total: u64,
-    writes: &[(u64, Vec<u8>)],
-) -> Result<String> {
-    use sha2::Digest as _;
-    const CHUNK: u64 = 4 << 20;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; CHUNK as usize];
-    let mut pos = 0u64;
-    while pos < total {
-        let end = (pos + CHUNK).min(total);
-        let chunk = &mut buf[..(end - pos) as usize];
-        fill_overlaid(src, src_len, pos, chunk, writes).context("hashing the image")?;
-        h.update(&*chunk);
-        pos = end;
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Fills `buf` with the bytes at `pos` of the first `src_len` bytes of
@@ -612,13 +618,19 @@ mod tests {
         }
         let mut src = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut src, &base).unwrap();
+        let hash = |src: &std::fs::File| {
+            crate::iso::hashstate::hash_image(total, 0, None, |pos, buf| {
+                super::fill_overlaid(src, base.len() as u64, pos, buf, &writes)
+            })
+            .map(|(h, _)| h)
+        };
         assert_eq!(
-            super::hash_overlaid(&src, base.len() as u64, total, &writes).unwrap(),
+            hash(&src).unwrap(),
             hex::encode(sha2::Sha256::digest(&image))
         );
         // Truncated since it was planned: an error, not a signal.
         src.set_len(5_000_000).unwrap();
-        let err = super::hash_overlaid(&src, base.len() as u64, total, &writes).unwrap_err();
+        let err = hash(&src).unwrap_err();
         assert!(format!("{err:#}").contains("truncated"), "{err:#}");
     }
 

@@ -84,8 +84,15 @@ impl Packager for Installer {
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), &b[..])).collect();
         let bar = progress_bar(self.opts.progress, 1, "installer image");
         let path = staging.path_for(IMAGE)?;
-        let report = crate::iso::make_installer_image(&iso_path, &path, &refs, &configs, run.epoch)
-            .context("making the cluster's installer image")?;
+        let report = crate::iso::make_installer_image_cached(
+            &iso_path,
+            &path,
+            &refs,
+            &configs,
+            run.epoch,
+            Some(&self.opts.cache_dir),
+        )
+        .context("making the cluster's installer image")?;
         if report.boot_configs.iter().any(|c| {
             crate::iso::bootcfg::Flavour::from_path(&c.path)
                 == crate::iso::bootcfg::Flavour::Syslinux

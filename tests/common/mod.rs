@@ -33,13 +33,19 @@ pub fn staking_example() -> String {
 
 /// The binary, with what it reads from the environment fixed: a build
 /// must not change with the tester's `SOURCE_DATE_EPOCH`, nor find an ISO
-/// in the tester's own download cache (tests that want one of these set
-/// it after this call, which wins).
+/// in the tester's own download cache, nor leave hash states there (its
+/// cache is one under the target directory, which never holds an ISO:
+/// tests that download name their own). Tests that want one of these set
+/// it after this call, which wins.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_microseed"));
-    for k in ["SOURCE_DATE_EPOCH", "MICROSEED_CACHE_DIR", "XDG_CACHE_HOME"] {
+    for k in ["SOURCE_DATE_EPOCH", "XDG_CACHE_HOME"] {
         c.env_remove(k);
     }
+    c.env(
+        "MICROSEED_CACHE_DIR",
+        concat!(env!("CARGO_TARGET_TMPDIR"), "/microseed-cache"),
+    );
     c
 }
 
