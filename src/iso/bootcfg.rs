@@ -59,6 +59,12 @@ pub fn add_autoinstall(text: &[u8], flavour: Flavour, max_len: usize) -> Result<
 pub const GRUB_STICK_MENU: &[u8] = b"search --no-floppy --set=microseed --label CIDATA\n\
 if [ -f ($microseed)/microseed/grub.cfg ]; then source ($microseed)/microseed/grub.cfg; fi\n";
 
+/// The cluster stick's isolinux entries, by their path among the seed files
+/// (see [`crate::stick::syslinux_menu`]). isolinux cannot read the CIDATA
+/// partition, so the patcher appends this file to the ISO's syslinux
+/// configs itself, in a new extent (`super::patch`).
+pub const SYSLINUX_STICK_MENU: &str = "microseed/isolinux.cfg";
+
 /// [`add_autoinstall`], then `append` (whole lines) at the end of the file;
 /// the room for both comes from the same blanks, then the same growth.
 pub fn add_autoinstall_and(

@@ -86,15 +86,17 @@ impl Packager for Installer {
         let path = staging.path_for(IMAGE)?;
         let report = crate::iso::make_installer_image(&iso_path, &path, &refs, &configs, run.epoch)
             .context("making the cluster's installer image")?;
-        if report.boot_configs.iter().any(|c| {
-            crate::iso::bootcfg::Flavour::from_path(&c.path)
-                == crate::iso::bootcfg::Flavour::Syslinux
+        if let Some(c) = report.boot_configs.iter().find(|c| {
+            !c.machine_entries
+                && crate::iso::bootcfg::Flavour::from_path(&c.path)
+                    == crate::iso::bootcfg::Flavour::Syslinux
         }) {
-            // isolinux's txt.cfg has no room for two entries per machine.
+            // The ISO could not take a moved txt.cfg (a UDF bridge, say).
             crate::errln!(
-                "note: BIOS boots of this release use isolinux, whose menu offers only the \
-                 automatic entry (the machine picked by MAC); UEFI boots also list each \
-                 machine (docs/stick.md)"
+                "note: BIOS boots of this ISO use isolinux, and its {} could not be given \
+                 the machine entries: that menu offers only the automatic entry (the machine \
+                 picked by MAC); UEFI boots also list each machine (docs/stick.md)",
+                c.path
             );
         }
         staging.record_hashed(IMAGE, report.sha256, report.image_size);
