@@ -229,10 +229,15 @@ pub fn files(
         format!("{DIR}/grub.cfg"),
         grub_menu(&list, &cluster.release.boot).into_bytes(),
     ));
-    out.push((
-        crate::iso::bootcfg::SYSLINUX_STICK_MENU.to_string(),
-        syslinux_menu(&list, &cluster.release.boot)?.into_bytes(),
-    ));
+    // Only a release booting BIOS through isolinux (20.04) needs them.
+    if cluster.release.boot.configs.iter().any(|c| {
+        crate::iso::bootcfg::Flavour::from_path(c) == crate::iso::bootcfg::Flavour::Syslinux
+    }) {
+        out.push((
+            crate::iso::bootcfg::SYSLINUX_STICK_MENU.to_string(),
+            syslinux_menu(&list, &cluster.release.boot)?.into_bytes(),
+        ));
+    }
     out.push((format!("{DIR}/cluster-id"), format!("{id}\n").into_bytes()));
     for (name, text) in STICK_SCRIPTS {
         out.push((format!("{DIR}/{name}"), text.as_bytes().to_vec()));
@@ -282,6 +287,56 @@ mod tests {
         assert!(env.contains("DATA_DISK_SERIAL='*D1*'\n"), "{env}");
         assert!(env.contains("MAC=''\n"), "{env}");
         assert!(env.contains("DISK_SIZE=''\n"), "{env}");
+    }
+
+    fn machine(name: &str) -> Machine {
+        Machine {
+            name: name.into(),
+            role: "worker".into(),
+            ip: "10.0.0.5".parse().unwrap(),
+            index: 0,
+            master_index: None,
+            mac: None,
+            interface: None,
+            disk: Disk::Largest,
+            refresh_timer: String::new(),
+        }
+    }
+
+    fn boot(kernel: &str) -> BootFiles {
+        BootFiles {
+            kernel: kernel.into(),
+            initrd: "casper/initrd".into(),
+            configs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn isolinux_entries_name_the_machine_its_address_and_the_erase() {
+        let menu = syslinux_menu(&[&machine("w-1")], &boot("/casper/vmlinuz")).unwrap();
+        assert!(
+            menu.ends_with(
+                "label microseed-install-w-1\n  menu label Install w-1 (10.0.0.5): ERASES its disk\n  \
+                 kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.machine=w-1 autoinstall ---\n\
+                 label microseed-reinstall-w-1\n  menu label Reinstall w-1 (10.0.0.5): ERASES its disk\n  \
+                 kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.reinstall=w-1 autoinstall ---\n"
+            ),
+            "{menu}"
+        );
+    }
+
+    #[test]
+    fn nothing_that_breaks_a_syslinux_line_reaches_the_isolinux_menu() {
+        // syslinux has no quoting: a blank splits a label, a newline starts a
+        // new directive, `^` makes a hotkey.
+        for bad in ["casper/vm linuz", "casper/vmlinuz\nlabel x", "casper/^vmlinuz", ""] {
+            let err = syslinux_menu(&[&machine("w1")], &boot(bad)).unwrap_err();
+            assert!(err.to_string().contains("boot.kernel"), "{err}");
+        }
+        for bad in ["w 1", "w1\nmenu default", "w^1"] {
+            let err = syslinux_menu(&[&machine(bad)], &boot("casper/vmlinuz")).unwrap_err();
+            assert!(err.to_string().contains("machine name"), "{err}");
+        }
     }
 
     #[test]
