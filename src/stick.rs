@@ -329,7 +329,12 @@ mod tests {
     fn nothing_that_breaks_a_syslinux_line_reaches_the_isolinux_menu() {
         // syslinux has no quoting: a blank splits a label, a newline starts a
         // new directive, `^` makes a hotkey.
-        for bad in ["casper/vm linuz", "casper/vmlinuz\nlabel x", "casper/^vmlinuz", ""] {
+        for bad in [
+            "casper/vm linuz",
+            "casper/vmlinuz\nlabel x",
+            "casper/^vmlinuz",
+            "",
+        ] {
             let err = syslinux_menu(&[&machine("w1")], &boot(bad)).unwrap_err();
             assert!(err.to_string().contains("boot.kernel"), "{err}");
         }

@@ -388,7 +388,7 @@ mod tests {
 
     /// A directory record: `name` at block `lba`, `len` bytes.
     fn record(name: &[u8], lba: u32, len: u32, dir: bool) -> Vec<u8> {
-        let pad = usize::from(name.len() % 2 == 0);
+        let pad = usize::from(name.len().is_multiple_of(2));
         let mut r = vec![0u8; 33 + name.len() + pad];
         r[0] = r.len() as u8;
         r[2..10].copy_from_slice(&both_endian(lba));

@@ -4,7 +4,10 @@
 //! The copy is reflinked where the filesystem allows, else copied with the
 //! kernel's fast path. Nothing is unpacked or repacked and no program is run:
 //! boot configs are rewritten at their own extents at the same length
-//! (`autoinstall` before `---`), `md5sum.txt` gets the new digests, and a FAT
+//! (`autoinstall` before `---`), except a syslinux menu given the cluster
+//! stick's machine entries, which moves to a new extent after the ISO
+//! (isolinux cannot read the CIDATA partition; docs/stick.md), `md5sum.txt`
+//! gets the new digests, and a FAT
 //! filesystem labelled CIDATA is appended after the ISO, 1 MiB aligned, and
 //! registered in the image's partition table(s). The output appears only
 //! when everything succeeded (temp file beside it, renamed at the end).
