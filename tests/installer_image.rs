@@ -475,3 +475,61 @@ fn cluster_stick_txt_cfg_lists_every_machine_in_a_moved_extent() {
         "two builds differ"
     );
 }
+
+/// An ISO with a UDF bridge keeps `isolinux/txt.cfg` where it is (the UDF
+/// file entries would still name the old extent and length): patched in
+/// place, without the machine entries, and the report says so (`build`
+/// then prints its note). The same tree without UDF gets them, moved.
+#[test]
+fn a_udf_bridge_keeps_txt_cfg_in_place_without_the_machine_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    std::fs::write(
+        tree.join("isolinux/txt.cfg"),
+        "default live\nlabel live\n  menu label ^Install Ubuntu Server\n  kernel /casper/vmlinuz\n  \
+         append   initrd=/casper/initrd quiet  ---\n\n\n\n\n\n\n\n\n\n\n\n\n",
+    )
+    .unwrap();
+    let menu = b"label microseed-install-w1\n  menu label Install w1 (10.0.0.5): ERASES its disk\n  \
+                 kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.machine=w1 autoinstall ---\n";
+    let mut seeds = SEED.to_vec();
+    seeds.push(("microseed/isolinux.cfg", menu));
+    for udf in [true, false] {
+        let iso = dir.path().join(format!("udf-{udf}.iso"));
+        let mut args = vec!["-quiet", "-J", "-r", "-V", "UDFTEST"];
+        if udf {
+            args.push("-udf");
+        }
+        args.extend(["-o", iso.to_str().unwrap(), tree.to_str().unwrap()]);
+        run_ok("genisoimage", &args);
+        // An MBR whose one partition spans the ISO from sector 0, as a
+        // hybrid ISO's outer partition does.
+        let mut img = std::fs::read(&iso).unwrap();
+        let sectors = (img.len() / 512) as u32;
+        img[446] = 0x80;
+        img[450] = 0x17;
+        img[454..458].copy_from_slice(&0u32.to_le_bytes());
+        img[458..462].copy_from_slice(&sectors.to_le_bytes());
+        img[510] = 0x55;
+        img[511] = 0xAA;
+        std::fs::write(&iso, &img).unwrap();
+        let out = dir.path().join(format!("udf-{udf}.img"));
+        let report = make_installer_image(&iso, &out, &seeds, &["isolinux/txt.cfg"], EPOCH)
+            .unwrap_or_else(|e| panic!("udf {udf}: {e:#}"));
+        let done = &report.boot_configs[0];
+        let text = run_ok(
+            "isoinfo",
+            &["-i", out.to_str().unwrap(), "-J", "-x", "/isolinux/txt.cfg"],
+        );
+        assert!(text.contains("quiet autoinstall ---"), "{text}");
+        if udf {
+            assert!(!done.machine_entries && done.moved_to.is_none(), "{done:?}");
+            assert_eq!(done.old_len, done.new_len, "{done:?}");
+            assert!(!text.contains("microseed"), "{text}");
+        } else {
+            assert!(done.machine_entries && done.moved_to.is_some(), "{done:?}");
+            assert!(text.ends_with(std::str::from_utf8(menu).unwrap()), "{text}");
+        }
+    }
+}
