@@ -464,6 +464,16 @@ fn cluster_stick_txt_cfg_lists_every_machine_in_a_moved_extent() {
         seed_start >= volume && seed_start % (1 << 20) == 0,
         "{dump}"
     );
+    // No new partition table complaints (the layout's nested partitions
+    // overlap by design), and its GPT still checks out.
+    let (_, _, before) = run("sfdisk", &["--verify", iso.to_str().unwrap()]);
+    let (_, out, after) = run("sfdisk", &["--verify", p]);
+    assert_eq!(before, after, "sfdisk --verify:\n{out}");
+    let (_, v, _) = run("sgdisk", &["-v", p]);
+    assert!(
+        !v.to_lowercase().contains("crc") && !v.contains("backup"),
+        "sgdisk -v:\n{v}"
+    );
     // Reproducible: a second build gives the same bytes.
     let again = cli_stick(
         Fixture::Focal.example_cluster(),
