@@ -3,7 +3,8 @@
 //! console: the kernel command line carries `autoinstall` before `---`, and a
 //! filesystem labelled CIDATA is visible to the booted system. 20.04 layout
 //! with SeaBIOS (isolinux) and OVMF (GRUB), 22.04 layout with OVMF, and the
-//! 24.04 image the CLI builds with both.
+//! 24.04 image the CLI builds with both; the 20.04 cluster stick's isolinux
+//! menu under SeaBIOS, an entry picked through qemu's monitor.
 //! Slow (about a minute each under software emulation).
 
 use crate::iso_common as common;
