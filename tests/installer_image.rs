@@ -501,6 +501,13 @@ fn a_udf_bridge_keeps_txt_cfg_in_place_without_the_machine_entries() {
          append   initrd=/casper/initrd quiet  ---\n\n\n\n\n\n\n\n\n\n\n\n\n",
     )
     .unwrap();
+    // A second syslinux config, which includes the first: the entries go
+    // to the first one only, or the menu would list them twice.
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        "include txt.cfg\nprompt 0\ntimeout 1\n",
+    )
+    .unwrap();
     let menu = b"label microseed-install-w1\n  menu label Install w1 (10.0.0.5): ERASES its disk\n  \
                  kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.machine=w1 autoinstall ---\n";
     let mut seeds = SEED.to_vec();
@@ -525,8 +532,20 @@ fn a_udf_bridge_keeps_txt_cfg_in_place_without_the_machine_entries() {
         img[511] = 0xAA;
         std::fs::write(&iso, &img).unwrap();
         let out = dir.path().join(format!("udf-{udf}.img"));
-        let report = make_installer_image(&iso, &out, &seeds, &["isolinux/txt.cfg"], EPOCH)
+        let configs = ["isolinux/txt.cfg", "isolinux/isolinux.cfg"];
+        let report = make_installer_image(&iso, &out, &seeds, &configs, EPOCH)
             .unwrap_or_else(|e| panic!("udf {udf}: {e:#}"));
+        let outer = run_ok(
+            "isoinfo",
+            &[
+                "-i",
+                out.to_str().unwrap(),
+                "-J",
+                "-x",
+                "/isolinux/isolinux.cfg",
+            ],
+        );
+        assert_eq!(outer, "include txt.cfg\nprompt 0\ntimeout 1\n");
         let done = &report.boot_configs[0];
         let text = run_ok(
             "isoinfo",

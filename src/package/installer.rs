@@ -86,11 +86,17 @@ impl Packager for Installer {
         let path = staging.path_for(IMAGE)?;
         let report = crate::iso::make_installer_image(&iso_path, &path, &refs, &configs, run.epoch)
             .context("making the cluster's installer image")?;
-        if let Some(c) = report.boot_configs.iter().find(|c| {
-            !c.machine_entries
-                && crate::iso::bootcfg::Flavour::from_path(&c.path)
+        let syslinux: Vec<_> = report
+            .boot_configs
+            .iter()
+            .filter(|c| {
+                crate::iso::bootcfg::Flavour::from_path(&c.path)
                     == crate::iso::bootcfg::Flavour::Syslinux
-        }) {
+            })
+            .collect();
+        if let Some(c) = syslinux.first()
+            && !syslinux.iter().any(|c| c.machine_entries)
+        {
             // The ISO could not take a moved txt.cfg (a UDF bridge, say).
             crate::errln!(
                 "note: BIOS boots of this ISO use isolinux, and its {} could not be given \
