@@ -212,7 +212,10 @@ pub fn plan_installer_image(
         // sees the move: no UDF bridge (its own file entries would still
         // name the old extent), one extent shared by every record, an MBR
         // whose ISO partition can grow over it.
+        // The first syslinux config only: one menu may include another
+        // (isolinux.cfg includes txt.cfg), and an entry must not show twice.
         if flavour == Flavour::Syslinux
+            && moved.is_empty()
             && let Some(menu) = stick_menu
             && !fs.has_udf
             && records.iter().all(|r| r.extent.offset == extent.offset)
