@@ -204,16 +204,14 @@ pub fn plan_installer_image(
             Flavour::Grub => bootcfg::GRUB_STICK_MENU,
             Flavour::Syslinux => b"",
         };
-        let patched = bootcfg::add_autoinstall_and(&text, flavour, max_len, append)
-            .with_context(|| format!("patching {path}"))?;
         // isolinux reads only ISO 9660, and the entries do not fit the
         // file's own extent: the whole file moves to a new one past the
         // ISO's end, where it may be any length. Only where every reader
         // sees the move: no UDF bridge (its own file entries would still
         // name the old extent), one extent shared by every record, an MBR
-        // whose ISO partition can grow over it.
-        // The first syslinux config only: one menu may include another
-        // (isolinux.cfg includes txt.cfg), and an entry must not show twice.
+        // whose ISO partition can grow over it. And to the first syslinux
+        // config only: one may include another (isolinux.cfg includes
+        // txt.cfg), and an entry must not show twice.
         if flavour == Flavour::Syslinux
             && moved.is_empty()
             && let Some(menu) = stick_menu
@@ -221,14 +219,17 @@ pub fn plan_installer_image(
             && records.iter().all(|r| r.extent.offset == extent.offset)
             && matches!(layout, Layout::HybridMbr { .. })
         {
-            let mut new = patched.as_ref().map_or(text.clone(), |p| p.text.clone());
-            if !new.is_empty() && !new.ends_with(b"\n") {
-                new.push(b'\n');
+            // The ISO's own lines keep every blank: the file may grow.
+            let mut base = text.clone();
+            if !base.is_empty() && !base.ends_with(b"\n") {
+                base.push(b'\n');
             }
-            new.extend_from_slice(menu);
+            let grown = bootcfg::add_autoinstall_growing(&base, flavour, menu)
+                .with_context(|| format!("patching {path}"))?;
+            let new = grown.as_ref().map_or(base, |p| p.text.clone());
             report_configs.push(PatchedConfig {
                 path: path.to_string(),
-                lines: patched.as_ref().map_or(0, |p| p.lines),
+                lines: grown.as_ref().map_or(0, |p| p.lines),
                 old_len: extent.length,
                 new_len: new.len() as u64,
                 machine_entries: true,
@@ -238,6 +239,8 @@ pub fn plan_installer_image(
             moved.push((report_configs.len() - 1, records, new));
             continue;
         }
+        let patched = bootcfg::add_autoinstall_and(&text, flavour, max_len, append)
+            .with_context(|| format!("patching {path}"))?;
         let machine_entries = flavour == Flavour::Grub;
         let Some(patched) = patched else {
             report_configs.push(PatchedConfig {
