@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Boot an installer image under qemu (TCG, no network) from the cached bookworm
 # chroot and write the serial console to a log.
-#   installer-boot-test.sh IMAGE bios|uefi LOGFILE [TIMEOUT_SECONDS]
+#   installer-boot-test.sh IMAGE bios|uefi LOGFILE [TIMEOUT_SECONDS [MONITOR]]
 # bios boots with SeaBIOS (qemu's default), uefi with OVMF. The image is
 # attached read-only as a virtio disk, as a USB stick written raw would be.
+# MONITOR: a file name; qemu's monitor then listens on a Unix socket of that
+# name beside LOGFILE (a test types at the boot menu with `sendkey`).
 # Exit status: qemu's (0 when the guest powered off), 124 on timeout.
 set -euo pipefail
 img="$(realpath "${1:?image}")"
 mode="${2:?bios|uefi}"
 log="${3:?log file}"
 limit="${4:-300}"
+monitor="${5:-}"
+case "$monitor" in
+  */*) echo "MONITOR is a file name, put beside LOGFILE" >&2; exit 2 ;;
+esac
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$("$here/installer-qemu-chroot.sh")"
 case "$mode" in
@@ -25,7 +31,9 @@ log="$(realpath "$log")"
 # killed, the kernel kills qemu with it.
 # shellcheck disable=SC2016 # the inner bash expands them, from its arguments
 exec unshare --mount --net --pid --fork --kill-child -- bash -euo pipefail -c '
-  root="$1"; img="$2"; log="$3"; limit="$4"; shift 4
+  root="$1"; img="$2"; log="$3"; limit="$4"; monitor="$5"; shift 5
+  mon=(-monitor none)
+  if [ -n "$monitor" ]; then mon=(-monitor "unix:/mnt/log/$monitor,server,nowait"); fi
   mount --make-rprivate /
   mkdir -p "$root/mnt/img" "$root/mnt/log"
   mount --bind -o ro "$(dirname "$img")" "$root/mnt/img"
@@ -34,6 +42,6 @@ exec unshare --mount --net --pid --fork --kill-child -- bash -euo pipefail -c '
   mount --rbind /dev "$root/dev"
   mount -t tmpfs tmpfs "$root/tmp"
   exec timeout --foreground "$limit" chroot "$root" qemu-system-x86_64 -accel tcg -m 1024 -smp 1 \
-    -nographic -no-reboot -monitor none -serial "file:/mnt/log/$(basename "$log")" -nic none \
+    -nographic -no-reboot "${mon[@]}" -serial "file:/mnt/log/$(basename "$log")" -nic none \
     -drive "file=/mnt/img/$(basename "$img"),format=raw,if=virtio,readonly=on" "$@" </dev/null >/dev/null
-' boot "$root" "$img" "$log" "$limit" "${fw[@]}"
+' boot "$root" "$img" "$log" "$limit" "$monitor" "${fw[@]}"

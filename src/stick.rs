@@ -154,6 +154,57 @@ pub fn grub_menu(machines: &[&Machine], boot: &BootFiles) -> String {
     out
 }
 
+/// The stick's `microseed/isolinux.cfg`: the entries of [`grub_menu`] in
+/// syslinux syntax, for isolinux (the BIOS menu of 20.04 ISOs). isolinux
+/// reads only the ISO 9660 filesystem, so the patcher appends this file to
+/// the ISO's `isolinux/txt.cfg` (after its own entries: its `default` stays
+/// the automatic one) and writes the result to a new extent
+/// (`crate::iso::patch`); on the CIDATA partition it only shows what was
+/// added.
+///
+/// syslinux has no quoting: a `label` is one word, `menu label` and `append`
+/// run to the end of the line, and `^` in a menu label marks a hotkey. So
+/// every value that reaches a line is checked to be one plain word first:
+/// machine names are host labels (`a-z0-9-`, validated with the cluster
+/// file), addresses IPv4, and the release's kernel and initrd paths (a
+/// profile may set them) are refused unless plain.
+pub fn syslinux_menu(machines: &[&Machine], boot: &BootFiles) -> anyhow::Result<String> {
+    let plain = |what: &str, s: &str, extra: &[u8]| -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !s.is_empty()
+                && s.bytes().all(|c| c.is_ascii_alphanumeric()
+                    || b"._-".contains(&c)
+                    || extra.contains(&c)),
+            "{what} {s:?} cannot go on an isolinux menu line: expected only letters, digits              and . _ -{}",
+            if extra.is_empty() { "" } else { " /" }
+        );
+        Ok(())
+    };
+    let kernel = boot.kernel.trim_start_matches('/');
+    let initrd = boot.initrd.trim_start_matches('/');
+    plain("the release's boot.kernel", kernel, b"/")?;
+    plain("the release's boot.initrd", initrd, b"/")?;
+    let mut out = String::from(
+        "# microseed: one stick, every machine. The ISO's own default entry picks\n\
+         # the machine by MAC; these name it.\n",
+    );
+    for m in machines {
+        plain("machine name", &m.name, b"")?;
+        for (verb, word) in [("Install", MACHINE_WORD), ("Reinstall", REINSTALL_WORD)] {
+            out.push_str(&format!(
+                "label microseed-{}-{}\n  menu label {verb} {} ({}): ERASES its disk\n  \
+                 kernel /{kernel}\n  append initrd=/{initrd} {word}={} autoinstall ---\n",
+                verb.to_ascii_lowercase(),
+                m.name,
+                m.name,
+                m.ip,
+                m.name,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Every file of the stick's CIDATA partition, in the order they are
 /// written: the selector, then [`DIR`] (a directory alone ends in `/`).
 pub fn files(
@@ -178,6 +229,15 @@ pub fn files(
         format!("{DIR}/grub.cfg"),
         grub_menu(&list, &cluster.release.boot).into_bytes(),
     ));
+    // Only a release booting BIOS through isolinux (20.04) needs them.
+    if cluster.release.boot.configs.iter().any(|c| {
+        crate::iso::bootcfg::Flavour::from_path(c) == crate::iso::bootcfg::Flavour::Syslinux
+    }) {
+        out.push((
+            crate::iso::bootcfg::SYSLINUX_STICK_MENU.to_string(),
+            syslinux_menu(&list, &cluster.release.boot)?.into_bytes(),
+        ));
+    }
     out.push((format!("{DIR}/cluster-id"), format!("{id}\n").into_bytes()));
     for (name, text) in STICK_SCRIPTS {
         out.push((format!("{DIR}/{name}"), text.as_bytes().to_vec()));
@@ -227,6 +287,61 @@ mod tests {
         assert!(env.contains("DATA_DISK_SERIAL='*D1*'\n"), "{env}");
         assert!(env.contains("MAC=''\n"), "{env}");
         assert!(env.contains("DISK_SIZE=''\n"), "{env}");
+    }
+
+    fn machine(name: &str) -> Machine {
+        Machine {
+            name: name.into(),
+            role: "worker".into(),
+            ip: "10.0.0.5".parse().unwrap(),
+            index: 0,
+            master_index: None,
+            mac: None,
+            interface: None,
+            disk: Disk::Largest,
+            refresh_timer: String::new(),
+        }
+    }
+
+    fn boot(kernel: &str) -> BootFiles {
+        BootFiles {
+            kernel: kernel.into(),
+            initrd: "casper/initrd".into(),
+            configs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn isolinux_entries_name_the_machine_its_address_and_the_erase() {
+        let menu = syslinux_menu(&[&machine("w-1")], &boot("/casper/vmlinuz")).unwrap();
+        assert!(
+            menu.ends_with(
+                "label microseed-install-w-1\n  menu label Install w-1 (10.0.0.5): ERASES its disk\n  \
+                 kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.machine=w-1 autoinstall ---\n\
+                 label microseed-reinstall-w-1\n  menu label Reinstall w-1 (10.0.0.5): ERASES its disk\n  \
+                 kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.reinstall=w-1 autoinstall ---\n"
+            ),
+            "{menu}"
+        );
+    }
+
+    #[test]
+    fn nothing_that_breaks_a_syslinux_line_reaches_the_isolinux_menu() {
+        // syslinux has no quoting: a blank splits a label, a newline starts a
+        // new directive, `^` makes a hotkey.
+        for bad in [
+            "casper/vm linuz",
+            "casper/vmlinuz\nlabel x",
+            "casper/^vmlinuz",
+            "",
+        ] {
+            let err = syslinux_menu(&[&machine("w1")], &boot(bad)).unwrap_err();
+            assert!(err.to_string().contains("boot.kernel"), "{err}");
+        }
+        for bad in ["w 1", "w1\nmenu default", "w^1"] {
+            let err = syslinux_menu(&[&machine(bad)], &boot("casper/vmlinuz")).unwrap_err();
+            assert!(err.to_string().contains("machine name"), "{err}");
+        }
     }
 
     #[test]

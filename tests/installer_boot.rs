@@ -3,7 +3,8 @@
 //! console: the kernel command line carries `autoinstall` before `---`, and a
 //! filesystem labelled CIDATA is visible to the booted system. 20.04 layout
 //! with SeaBIOS (isolinux) and OVMF (GRUB), 22.04 layout with OVMF, and the
-//! 24.04 image the CLI builds with both.
+//! 24.04 image the CLI builds with both; the 20.04 cluster stick's isolinux
+//! menu under SeaBIOS, an entry picked through qemu's monitor.
 //! Slow (about a minute each under software emulation).
 
 use crate::iso_common as common;
@@ -208,4 +209,113 @@ fn focal_cluster_stick_boots_unattended_and_lists_every_machine_with_ovmf() {
         "uefi",
         "/dev/vda3",
     );
+}
+
+/// A boot that a failed assertion must not leave running: killing the
+/// script's process (it execs unshare --kill-child) ends qemu's namespace.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The 20.04 cluster stick booted with SeaBIOS through isolinux's menu
+/// (the stand-in given a menu UI, as Ubuntu's has): the menu lists every
+/// machine's entries, with its address and that it erases the disk, and
+/// picking "Reinstall worker-1" with the arrow keys (qemu's monitor,
+/// `sendkey`) boots the kernel with `microseed.reinstall=worker-1` and
+/// `autoinstall` before `---`.
+#[test]
+fn focal_cluster_stick_isolinux_menu_boots_the_machine_picked_with_seabios() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let iso = focal_with_isolinux_menu(dir.path());
+    let img = cli_stick(
+        Fixture::Focal.example_cluster(),
+        &iso,
+        &dir.path().join("s"),
+    );
+    // Where the entry sits in the menu: isolinux lists the labels in order.
+    let txt = extract(&img, "isolinux/txt.cfg", dir.path());
+    let labels: Vec<&str> = txt
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("label "))
+        .collect();
+    let downs = labels
+        .iter()
+        .position(|l| *l == "microseed-reinstall-worker-1")
+        .unwrap_or_else(|| panic!("no Reinstall worker-1 entry in\n{txt}"));
+    let log = dir.path().join("serial.log");
+    let mut c = std::process::Command::new("bash");
+    crate::common::dies_with_the_test(&mut c);
+    let mut qemu = KillOnDrop(
+        c.arg(repo().join("scripts/installer-boot-test.sh"))
+            .arg(&img)
+            .arg("bios")
+            .arg(&log)
+            .arg("300")
+            .arg("monitor.sock")
+            .spawn()
+            .expect("run installer-boot-test.sh"),
+    );
+    // Wait for the menu (SeaBIOS copies the screen to the serial console),
+    // then type.
+    let title = "Reinstall worker-1 (172.20.10.12): ERASES its disk";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let screen = strip_escapes(&String::from_utf8_lossy(
+            &std::fs::read(&log).unwrap_or_default(),
+        ));
+        if screen.contains("Automatic boot in") {
+            for t in [
+                "Install nfs (172.20.10.10): ERASES its disk",
+                "Install worker-1 (172.20.10.12): ERASES its disk",
+                title,
+            ] {
+                assert!(screen.contains(t), "isolinux's menu lacks {t:?}:\n{screen}");
+            }
+            break;
+        }
+        if let Ok(Some(st)) = qemu.0.try_wait() {
+            panic!("qemu ended ({st}) before isolinux's menu showed:\n{screen}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no isolinux menu on the serial console:\n{screen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    {
+        use std::io::Write;
+        let mut mon = std::os::unix::net::UnixStream::connect(dir.path().join("monitor.sock"))
+            .expect("qemu monitor");
+        let keys = std::iter::repeat_n("down", downs).chain(["ret"]);
+        for k in keys {
+            writeln!(mon, "sendkey {k}").expect("sendkey");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    let status = qemu.0.wait().expect("wait for qemu");
+    let serial = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).to_string();
+    assert!(
+        status.success() && serial.contains("STANDIN-DONE"),
+        "qemu {status}:\n{serial}"
+    );
+    let cmdline = serial
+        .lines()
+        .find_map(|l| l.split_once("STANDIN-CMDLINE: ").map(|(_, c)| c.trim()))
+        .expect("no command line printed");
+    let (head, _) = cmdline
+        .split_once(" ---")
+        .expect("no --- on the command line");
+    let words: Vec<&str> = head.split_whitespace().collect();
+    assert!(
+        words.contains(&"microseed.reinstall=worker-1") && words.contains(&"autoinstall"),
+        "{cmdline}"
+    );
+    assert!(!cmdline.contains("microseed.machine="), "{cmdline}");
 }

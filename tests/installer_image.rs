@@ -353,3 +353,228 @@ fn iso9660_reader_finds_files_by_plain_names_without_rock_ridge() {
         "a directory is not a file"
     );
 }
+
+/// The 20.04 cluster stick's isolinux menu: isolinux reads only ISO 9660,
+/// so `isolinux/txt.cfg` itself carries the stick's machine entries, moved
+/// to a new extent past the ISO. Two ISO 9660 readers (libisofs through
+/// xorriso; isoinfo, by the Joliet and the plain name) read the new file;
+/// `md5sum.txt`, the volume size and the ISO's MBR partition follow it,
+/// and the seed partition starts after it. Same inputs, same bytes.
+#[test]
+fn cluster_stick_txt_cfg_lists_every_machine_in_a_moved_extent() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = fixture(Fixture::Focal);
+    let img = cli_stick(
+        Fixture::Focal.example_cluster(),
+        &iso,
+        &dir.path().join("a"),
+    );
+    let p = img.to_str().unwrap();
+    let text = extract(&img, "isolinux/txt.cfg", dir.path());
+    let joliet = run_ok("isoinfo", &["-i", p, "-J", "-x", "/isolinux/txt.cfg"]);
+    let plain = run_ok("isoinfo", &["-i", p, "-x", "/ISOLINUX/TXT.CFG;1"]);
+    assert_eq!(joliet, text, "via Joliet");
+    assert_eq!(plain, text, "via plain ISO 9660 names");
+    // The ISO's own entries first, its default (the MAC pick) kept.
+    assert!(text.starts_with("default live\nlabel live\n"), "{text}");
+    assert!(
+        text.contains("menu label ^Boot from first hard disk"),
+        "{text}"
+    );
+    let hd = text.find("label hd").expect("label hd");
+    for (name, ip) in [
+        ("nfs", "172.20.10.10"),
+        ("master", "172.20.10.11"),
+        ("worker-1", "172.20.10.12"),
+    ] {
+        for (verb, word) in [("install", "machine"), ("reinstall", "reinstall")] {
+            let entry = format!(
+                "label microseed-{verb}-{name}\n  menu label {}{} {name} ({ip}): ERASES its disk\n  \
+                 kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.{word}={name} \
+                 autoinstall ---\n",
+                verb[..1].to_uppercase(),
+                &verb[1..]
+            );
+            let at = text
+                .find(&entry)
+                .unwrap_or_else(|| panic!("no entry {entry:?} in\n{text}"));
+            assert!(at > hd, "{entry:?} before the ISO's entries:\n{text}");
+        }
+    }
+    let sums = extract(&img, "md5sum.txt", dir.path());
+    let line = sums
+        .lines()
+        .find(|l| l.ends_with("./isolinux/txt.cfg"))
+        .expect("md5sum line");
+    assert_eq!(&line[..32], md5_hex(text.as_bytes()), "md5sum.txt");
+    // The file sits past the ISO's old end, inside the grown volume.
+    let iso_len = std::fs::metadata(&iso).unwrap().len();
+    let blocks = |img: &str| -> u64 {
+        let d = run_ok("isoinfo", &["-d", "-i", img]);
+        d.lines()
+            .find_map(|l| l.strip_prefix("Volume size is: "))
+            .expect("volume size")
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    let volume = blocks(p) * 2048;
+    assert!(volume > iso_len, "{volume} <= {iso_len}");
+    assert_eq!(blocks(iso.to_str().unwrap()) * 2048, iso_len);
+    let listing = run_ok(
+        "xorriso",
+        &[
+            "-indev",
+            p,
+            "-find",
+            "/isolinux/txt.cfg",
+            "-exec",
+            "report_lba",
+        ],
+    );
+    let lba: u64 = listing
+        .lines()
+        .find(|l| l.contains("txt.cfg"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|f| f.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no LBA in {listing}"));
+    assert!(
+        lba * 2048 >= iso_len && lba * 2048 < volume,
+        "LBA {lba}: {listing}"
+    );
+    // The ISO's MBR partition (from sector 0) covers the grown volume; the
+    // seed partition starts after it, 1 MiB aligned.
+    let dump = run_ok("sfdisk", &["--json", p]);
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let parts = v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let outer = parts
+        .iter()
+        .find(|p| p["start"] == 0)
+        .expect("partition at 0");
+    assert_eq!(outer["size"].as_u64().unwrap() * 512, volume, "{dump}");
+    let seed = parts
+        .iter()
+        .find(|p| p["type"] == "c")
+        .expect("seed partition");
+    let seed_start = seed["start"].as_u64().unwrap() * 512;
+    assert!(
+        seed_start >= volume && seed_start % (1 << 20) == 0,
+        "{dump}"
+    );
+    // No new partition table complaints (the layout's nested partitions
+    // overlap by design), and its GPT still checks out.
+    let (_, _, before) = run("sfdisk", &["--verify", iso.to_str().unwrap()]);
+    let (_, out, after) = run("sfdisk", &["--verify", p]);
+    assert_eq!(before, after, "sfdisk --verify:\n{out}");
+    let (_, v, _) = run("sgdisk", &["-v", p]);
+    assert!(
+        !v.to_lowercase().contains("crc") && !v.contains("backup"),
+        "sgdisk -v:\n{v}"
+    );
+    // Reproducible: a second build gives the same bytes.
+    let again = cli_stick(
+        Fixture::Focal.example_cluster(),
+        &iso,
+        &dir.path().join("b"),
+    );
+    assert!(
+        std::fs::read(&img).unwrap() == std::fs::read(&again).unwrap(),
+        "two builds differ"
+    );
+}
+
+/// An ISO with a UDF bridge keeps `isolinux/txt.cfg` where it is (the UDF
+/// file entries would still name the old extent and length): patched in
+/// place, without the machine entries, and the report says so (`build`
+/// then prints its note). The same tree without UDF gets them, moved.
+#[test]
+fn a_udf_bridge_keeps_txt_cfg_in_place_without_the_machine_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    std::fs::write(
+        tree.join("isolinux/txt.cfg"),
+        "default live\nlabel live\n  menu label ^Install Ubuntu Server\n  kernel /casper/vmlinuz\n  \
+         append   initrd=/casper/initrd quiet  ---\n\n\n\n\n\n\n\n\n\n\n\n\n",
+    )
+    .unwrap();
+    // A second syslinux config, which includes the first: the entries go
+    // to the first one only, or the menu would list them twice.
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        "include txt.cfg\nprompt 0\ntimeout 1\n",
+    )
+    .unwrap();
+    let menu = b"label microseed-install-w1\n  menu label Install w1 (10.0.0.5): ERASES its disk\n  \
+                 kernel /casper/vmlinuz\n  append initrd=/casper/initrd microseed.machine=w1 autoinstall ---\n";
+    let mut seeds = SEED.to_vec();
+    seeds.push(("microseed/isolinux.cfg", menu));
+    for udf in [true, false] {
+        let iso = dir.path().join(format!("udf-{udf}.iso"));
+        let mut args = vec!["-quiet", "-J", "-r", "-V", "UDFTEST"];
+        if udf {
+            args.push("-udf");
+        }
+        args.extend(["-o", iso.to_str().unwrap(), tree.to_str().unwrap()]);
+        run_ok("genisoimage", &args);
+        // An MBR whose one partition spans the ISO from sector 0, as a
+        // hybrid ISO's outer partition does.
+        let mut img = std::fs::read(&iso).unwrap();
+        let sectors = (img.len() / 512) as u32;
+        img[446] = 0x80;
+        img[450] = 0x17;
+        img[454..458].copy_from_slice(&0u32.to_le_bytes());
+        img[458..462].copy_from_slice(&sectors.to_le_bytes());
+        img[510] = 0x55;
+        img[511] = 0xAA;
+        std::fs::write(&iso, &img).unwrap();
+        let out = dir.path().join(format!("udf-{udf}.img"));
+        let configs = ["isolinux/txt.cfg", "isolinux/isolinux.cfg"];
+        let report = make_installer_image(&iso, &out, &seeds, &configs, EPOCH)
+            .unwrap_or_else(|e| panic!("udf {udf}: {e:#}"));
+        let outer = run_ok(
+            "isoinfo",
+            &[
+                "-i",
+                out.to_str().unwrap(),
+                "-J",
+                "-x",
+                "/isolinux/isolinux.cfg",
+            ],
+        );
+        assert_eq!(outer, "include txt.cfg\nprompt 0\ntimeout 1\n");
+        let done = &report.boot_configs[0];
+        let text = run_ok(
+            "isoinfo",
+            &["-i", out.to_str().unwrap(), "-J", "-x", "/isolinux/txt.cfg"],
+        );
+        let append = text.lines().find(|l| l.contains("append")).expect("append");
+        assert!(
+            append.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "append",
+                    "initrd=/casper/initrd",
+                    "quiet",
+                    "autoinstall",
+                    "---"
+                ],
+            "{text}"
+        );
+        if udf {
+            assert!(!done.machine_entries && done.moved_to.is_none(), "{done:?}");
+            assert_eq!(done.old_len, done.new_len, "{done:?}");
+            assert!(!text.contains("microseed"), "{text}");
+        } else {
+            assert!(done.machine_entries && done.moved_to.is_some(), "{done:?}");
+            assert!(text.ends_with(std::str::from_utf8(menu).unwrap()), "{text}");
+            // The moved file keeps the ISO's blanks: it may be any length.
+            assert!(
+                text.starts_with("default live\nlabel live\n  menu label"),
+                "{text}"
+            );
+        }
+    }
+}

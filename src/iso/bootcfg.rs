@@ -59,6 +59,23 @@ pub fn add_autoinstall(text: &[u8], flavour: Flavour, max_len: usize) -> Result<
 pub const GRUB_STICK_MENU: &[u8] = b"search --no-floppy --set=microseed --label CIDATA\n\
 if [ -f ($microseed)/microseed/grub.cfg ]; then source ($microseed)/microseed/grub.cfg; fi\n";
 
+/// The cluster stick's isolinux entries, by their path among the seed files
+/// (see [`crate::stick::syslinux_menu`]). isolinux cannot read the CIDATA
+/// partition, so the patcher appends this file to the ISO's syslinux
+/// configs itself, in a new extent (`super::patch`).
+pub const SYSLINUX_STICK_MENU: &str = "microseed/isolinux.cfg";
+
+/// [`add_autoinstall_and`] for a file that may take any length (it moves to
+/// a new extent): the words go in and `append` at the end, and every other
+/// byte stays as the ISO has it (no blank is reclaimed).
+pub fn add_autoinstall_growing(
+    text: &[u8],
+    flavour: Flavour,
+    append: &[u8],
+) -> Result<Option<Patched>> {
+    add_autoinstall_and(text, flavour, usize::MAX, append)
+}
+
 /// [`add_autoinstall`], then `append` (whole lines) at the end of the file;
 /// the room for both comes from the same blanks, then the same growth.
 pub fn add_autoinstall_and(
@@ -131,7 +148,10 @@ pub fn add_autoinstall_and(
     if count == 0 && append.is_empty() {
         return Ok(None);
     }
-    let mut excess = count * (WORD.len() + 1) + append.len();
+    let needed = count * (WORD.len() + 1) + append.len();
+    // Any length allowed (a file given a new extent): nothing to reclaim.
+    let any_length = max_len == usize::MAX;
+    let mut excess = if any_length { 0 } else { needed };
     // 1. extra blanks between words of the patched lines
     for (line, _) in lines.iter_mut().zip(&changed).filter(|(_, c)| **c) {
         collapse_inner(line, &mut excess);
@@ -197,7 +217,10 @@ pub fn add_autoinstall_and(
         out.push(b'\n');
     }
     out.extend_from_slice(append);
-    debug_assert_eq!(out.len(), text.len() + excess);
+    debug_assert_eq!(
+        out.len(),
+        text.len() + if any_length { needed } else { excess }
+    );
     Ok(Some(Patched {
         text: out,
         lines: count,
@@ -308,6 +331,19 @@ mod tests {
         assert_eq!(
             p.text,
             b"linux /casper/vmlinuz quiet autoinstall ---\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_file_that_may_grow_keeps_every_blank() {
+        let text =
+            b"label live\n  kernel /casper/vmlinuz\n  append   initrd=/casper/initrd quiet  ---\n";
+        let p = add_autoinstall_growing(text, Flavour::Syslinux, b"label x\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(p.text).unwrap(),
+            "label live\n  kernel /casper/vmlinuz\n  append   initrd=/casper/initrd quiet  autoinstall ---\nlabel x\n"
         );
     }
 

@@ -48,6 +48,19 @@ pub struct Iso9660 {
     pub has_udf: bool,
     /// The directory trees: the primary one first, then any Joliet tree.
     trees: Vec<Tree>,
+    /// Byte offsets of the primary and supplementary volume descriptors:
+    /// each records the volume space size (at +80, both-endian).
+    descriptors: Vec<u64>,
+}
+
+/// A file given a new extent: every directory record naming it points
+/// there, and the volume grows to cover it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relocation {
+    /// Where the data now starts, in bytes (a multiple of the block size).
+    pub offset: u64,
+    /// Its length in bytes.
+    pub length: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +80,7 @@ impl Iso9660 {
         let mut pvd = None;
         let mut joliet = Vec::new();
         let mut index = 16u64;
+        let mut descriptors = Vec::new();
         // Volume descriptors start at sector 16 and end with a terminator (type 255).
         loop {
             ensure!(
@@ -77,6 +91,9 @@ impl Iso9660 {
                 .with_context(|| format!("reading ISO 9660 volume descriptor at sector {index}"))?;
             if &sector[1..6] != b"CD001" {
                 bail!("not an ISO 9660 image: no volume descriptor (CD001) at sector {index}");
+            }
+            if matches!(sector[0], 1 | 2) {
+                descriptors.push(index * SECTOR);
             }
             index += 1;
             match sector[0] {
@@ -90,6 +107,7 @@ impl Iso9660 {
         }
         let pvd = pvd.context("not an ISO 9660 image: no primary volume descriptor")?;
         let mut iso = Self::from_pvd(file, &pvd)?;
+        iso.descriptors = descriptors;
         for svd in joliet {
             let root = root_extent(&svd, iso.block_size)?;
             iso.trees.push(Tree {
@@ -142,7 +160,51 @@ impl Iso9660 {
                 joliet: false,
                 susp_skip,
             }],
+            descriptors: Vec::new(),
         })
+    }
+
+    /// The bytes that give the file of `records` (every directory record
+    /// naming it, from [`Iso9660::find_records`]) the extent `to`, and grow
+    /// the volume space to end at `volume_end` bytes, as (offset, bytes)
+    /// writes. Only the records' extent location (+2) and data length (+10)
+    /// fields change, both-endian as ISO 9660 stores them, and each
+    /// descriptor's volume space size (+80).
+    pub fn relocation_writes(
+        &self,
+        records: &[DirEntry],
+        to: &Relocation,
+        volume_end: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        ensure!(
+            !records.is_empty(),
+            "no directory record to point elsewhere"
+        );
+        ensure!(
+            to.offset.is_multiple_of(self.block_size) && volume_end.is_multiple_of(self.block_size),
+            "a new extent must start on an ISO 9660 block ({} bytes)",
+            self.block_size
+        );
+        ensure!(
+            to.offset + to.length <= volume_end && volume_end >= self.volume_size,
+            "the new extent (bytes {}+{}) lies outside the volume (ending at {volume_end})",
+            to.offset,
+            to.length
+        );
+        let lba = u32::try_from(to.offset / self.block_size)
+            .context("the new extent lies beyond what ISO 9660 can address")?;
+        let len = u32::try_from(to.length).context("the file is too large for ISO 9660")?;
+        let blocks = u32::try_from(volume_end / self.block_size)
+            .context("the volume grows beyond what ISO 9660 can address")?;
+        let mut out = Vec::with_capacity(2 * records.len() + self.descriptors.len());
+        for r in records {
+            out.push((r.record_offset + 2, both_endian(lba).to_vec()));
+            out.push((r.record_offset + 10, both_endian(len).to_vec()));
+        }
+        for d in &self.descriptors {
+            out.push((d + 80, both_endian(blocks).to_vec()));
+        }
+        Ok(out)
     }
 
     /// List the records of the directory at `dir` (`.` and `..` left out).
@@ -275,6 +337,14 @@ fn root_extent(descriptor: &[u8], block_size: u64) -> Result<Extent> {
     })
 }
 
+/// An ISO 9660 both-endian 32-bit field: little-endian, then big-endian.
+pub fn both_endian(v: u32) -> [u8; 8] {
+    let mut f = [0u8; 8];
+    f[..4].copy_from_slice(&v.to_le_bytes());
+    f[4..].copy_from_slice(&v.to_be_bytes());
+    f
+}
+
 fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -309,4 +379,126 @@ fn rock_ridge_name(mut su: &[u8]) -> Option<String> {
         su = &su[len..];
     }
     (found && !name.is_empty()).then(|| String::from_utf8_lossy(&name).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A directory record: `name` at block `lba`, `len` bytes.
+    fn record(name: &[u8], lba: u32, len: u32, dir: bool) -> Vec<u8> {
+        let pad = usize::from(name.len().is_multiple_of(2));
+        let mut r = vec![0u8; 33 + name.len() + pad];
+        r[0] = r.len() as u8;
+        r[2..10].copy_from_slice(&both_endian(lba));
+        r[10..18].copy_from_slice(&both_endian(len));
+        r[25] = if dir { 2 } else { 0 };
+        r[28..32].copy_from_slice(&[1, 0, 0, 1]);
+        r[32] = name.len() as u8;
+        r[33..33 + name.len()].copy_from_slice(name);
+        r
+    }
+
+    /// A small image: PVD (sector 16), Joliet SVD (17), terminator (18), the
+    /// primary root (20), the Joliet root (21), TXT.CFG's data (22).
+    fn image() -> std::fs::File {
+        let mut img = vec![0u8; 32 * 2048];
+        let descriptor = |img: &mut Vec<u8>, sector: usize, kind: u8, root: u32| {
+            let d = &mut img[sector * 2048..(sector + 1) * 2048];
+            d[0] = kind;
+            d[1..6].copy_from_slice(b"CD001");
+            d[6] = 1;
+            d[80..88].copy_from_slice(&both_endian(32));
+            d[128..130].copy_from_slice(&2048u16.to_le_bytes());
+            d[130..132].copy_from_slice(&2048u16.to_be_bytes());
+            let r = record(&[0], root, 2048, true);
+            d[156..156 + 34].copy_from_slice(&r);
+            if kind == 2 {
+                d[88..91].copy_from_slice(b"%/E");
+            }
+        };
+        descriptor(&mut img, 16, 1, 20);
+        descriptor(&mut img, 17, 2, 21);
+        img[18 * 2048] = 255;
+        img[18 * 2048 + 1..18 * 2048 + 6].copy_from_slice(b"CD001");
+        let joliet_name: Vec<u8> = "txt.cfg"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        for (sector, name) in [(20usize, b"TXT.CFG;1".to_vec()), (21, joliet_name)] {
+            let mut dir = record(&[0], sector as u32, 2048, true);
+            dir.extend(record(&[1], sector as u32, 2048, true));
+            dir.extend(record(&name, 22, 5, false));
+            img[sector * 2048..sector * 2048 + dir.len()].copy_from_slice(&dir);
+        }
+        img[22 * 2048..22 * 2048 + 5].copy_from_slice(b"hello");
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&img).unwrap();
+        f
+    }
+
+    #[test]
+    fn relocation_points_every_record_at_the_new_extent_and_grows_the_volume() {
+        let f = image();
+        let iso = Iso9660::open(&f).unwrap();
+        assert_eq!(iso.volume_size, 32 * 2048);
+        let records = iso.find_records(&f, "txt.cfg").unwrap();
+        assert_eq!(records.len(), 2, "primary and Joliet: {records:?}");
+        let to = Relocation {
+            offset: 34 * 2048,
+            length: 3000,
+        };
+        let writes = iso.relocation_writes(&records, &to, 36 * 2048).unwrap();
+        // Lay the writes over the image, extended, with the new data.
+        f.set_len(36 * 2048).unwrap();
+        for (at, bytes) in &writes {
+            f.write_all_at(bytes, *at).unwrap();
+        }
+        f.write_all_at(&[b'x'; 3000], to.offset).unwrap();
+        let iso = Iso9660::open(&f).unwrap();
+        assert_eq!(iso.volume_size, 36 * 2048);
+        let records = iso.find_records(&f, "txt.cfg").unwrap();
+        assert_eq!(records.len(), 2);
+        for r in &records {
+            assert_eq!(
+                r.extent,
+                Extent {
+                    offset: 34 * 2048,
+                    length: 3000
+                },
+                "{r:?}"
+            );
+        }
+        // Nothing else in the records changed: the name still reads back.
+        assert_eq!(records[0].iso_name, "TXT.CFG;1");
+        assert_eq!(records[1].iso_name, "txt.cfg");
+        // The Joliet descriptor's volume size too (both-endian).
+        let mut d = [0u8; 8];
+        f.read_exact_at(&mut d, 17 * 2048 + 80).unwrap();
+        assert_eq!(d, both_endian(36));
+    }
+
+    #[test]
+    fn relocation_refuses_an_unaligned_or_uncovered_extent() {
+        let f = image();
+        let iso = Iso9660::open(&f).unwrap();
+        let records = iso.find_records(&f, "txt.cfg").unwrap();
+        let odd = Relocation {
+            offset: 34 * 2048 + 512,
+            length: 10,
+        };
+        assert!(iso.relocation_writes(&records, &odd, 36 * 2048).is_err());
+        let past = Relocation {
+            offset: 34 * 2048,
+            length: 4097,
+        };
+        assert!(iso.relocation_writes(&records, &past, 36 * 2048).is_err());
+        assert!(iso.relocation_writes(&[], &past, 38 * 2048).is_err());
+    }
+
+    #[test]
+    fn both_endian_is_little_then_big() {
+        assert_eq!(both_endian(0x0102_0304), [4, 3, 2, 1, 1, 2, 3, 4]);
+    }
 }

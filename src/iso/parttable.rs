@@ -405,6 +405,33 @@ fn add_gpt_entry(
     Ok(index + 1)
 }
 
+/// Grows every MBR partition that ends where the ISO ended (`old_end`,
+/// LBA) to end at `new_end`: the outer partition of a hybrid ISO (layouts a
+/// and b) then still holds the whole ISO 9660 volume after a file was given
+/// a new extent past the old end, so Linux reads that file through the
+/// partition too, not only through the whole disk. Returns the 1-based slots
+/// grown. A protective MBR is left alone (its GPT describes the disk).
+pub fn grow_iso_partitions(layout: &mut Layout, old_end: u64, new_end: u64) -> Result<Vec<usize>> {
+    let Layout::HybridMbr { mbr, .. } = layout else {
+        return Ok(Vec::new());
+    };
+    ensure!(
+        new_end <= u64::from(u32::MAX),
+        "the ISO would end beyond what an MBR can address (2 TiB)"
+    );
+    let (heads, spt) = geometry(mbr);
+    let mut grown = Vec::new();
+    for (i, e) in mbr.iter_mut().enumerate() {
+        if e.is_empty() || e.kind == 0xee || u64::from(e.start) + u64::from(e.sectors) != old_end {
+            continue;
+        }
+        e.sectors = (new_end - u64::from(e.start)) as u32;
+        e.chs_end = chs(new_end - 1, heads, spt);
+        grown.push(i + 1);
+    }
+    Ok(grown)
+}
+
 fn seal(header: &mut [u8], hsize: usize) {
     header[16..20].fill(0);
     let crc = crc32(&header[..hsize]);

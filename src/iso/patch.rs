@@ -4,13 +4,16 @@
 //! The copy is reflinked where the filesystem allows, else copied with the
 //! kernel's fast path. Nothing is unpacked or repacked and no program is run:
 //! boot configs are rewritten at their own extents at the same length
-//! (`autoinstall` before `---`), `md5sum.txt` gets the new digests, and a FAT
+//! (`autoinstall` before `---`), except a syslinux menu given the cluster
+//! stick's machine entries, which moves to a new extent after the ISO
+//! (isolinux cannot read the CIDATA partition; docs/stick.md), `md5sum.txt`
+//! gets the new digests, and a FAT
 //! filesystem labelled CIDATA is appended after the ISO, 1 MiB aligned, and
 //! registered in the image's partition table(s). The output appears only
 //! when everything succeeded (temp file beside it, renamed at the end).
 
 use super::bootcfg::{self, Flavour};
-use super::iso9660::Iso9660;
+use super::iso9660::{Iso9660, Relocation};
 use super::parttable::{self, LBA, Layout};
 use crate::image::build_fat;
 use anyhow::{Context, Result, bail, ensure};
@@ -63,6 +66,14 @@ pub struct PatchedConfig {
     /// record (ISO 9660 and Joliet) got the new length.
     pub old_len: u64,
     pub new_len: u64,
+    /// The menu lists the cluster stick's machines: GRUB's sources them
+    /// from the CIDATA partition; a syslinux config got them appended (when
+    /// the seed files carry [`bootcfg::SYSLINUX_STICK_MENU`]).
+    pub machine_entries: bool,
+    /// Byte offset of the file's new extent, past the ISO's old end, when it
+    /// was moved there (a syslinux config with the machine entries: they do
+    /// not fit its own extent). Every directory record points there.
+    pub moved_to: Option<u64>,
 }
 
 /// Where the seed partition went.
@@ -178,7 +189,7 @@ pub fn plan_installer_image(
         fs.volume_size,
         iso_len
     );
-    let layout = parttable::read_layout(&src, iso_len)
+    let mut layout = parttable::read_layout(&src, iso_len)
         .with_context(|| format!("reading the partition tables of {}", iso.display()))?;
     check_pristine(iso, &src, &fs, &layout, boot_configs)?;
 
@@ -186,6 +197,15 @@ pub fn plan_installer_image(
     let mut report_configs = Vec::new();
     let mut missing = Vec::new();
     let mut changed_files: Vec<(String, Vec<u8>)> = Vec::new();
+    // The cluster stick's isolinux entries (see `stick::syslinux_menu`).
+    let stick_menu = seed_files
+        .iter()
+        .find(|(name, _)| *name == bootcfg::SYSLINUX_STICK_MENU)
+        .map(|(_, bytes)| *bytes);
+    // Syslinux configs that get the stick's entries: (report index, every
+    // directory record naming the file, its new text), given new extents
+    // once every file is planned.
+    let mut moved: Vec<(usize, Vec<super::iso9660::DirEntry>, Vec<u8>)> = Vec::new();
     for path in boot_configs {
         let records = fs.find_records(&src, path)?;
         let Some(primary) = records.first() else {
@@ -208,14 +228,52 @@ pub fn plan_installer_image(
             Flavour::Grub => bootcfg::GRUB_STICK_MENU,
             Flavour::Syslinux => b"",
         };
+        // isolinux reads only ISO 9660, and the entries do not fit the
+        // file's own extent: the whole file moves to a new one past the
+        // ISO's end, where it may be any length. Only where every reader
+        // sees the move: no UDF bridge (its own file entries would still
+        // name the old extent), one extent shared by every record, an MBR
+        // whose ISO partition can grow over it. And to the first syslinux
+        // config only: one may include another (isolinux.cfg includes
+        // txt.cfg), and an entry must not show twice.
+        if flavour == Flavour::Syslinux
+            && moved.is_empty()
+            && let Some(menu) = stick_menu
+            && !fs.has_udf
+            && records.iter().all(|r| r.extent.offset == extent.offset)
+            && matches!(layout, Layout::HybridMbr { .. })
+        {
+            // The ISO's own lines keep every blank: the file may grow.
+            let mut base = text.clone();
+            if !base.is_empty() && !base.ends_with(b"\n") {
+                base.push(b'\n');
+            }
+            let grown = bootcfg::add_autoinstall_growing(&base, flavour, menu)
+                .with_context(|| format!("patching {path}"))?;
+            let new = grown.as_ref().map_or(base, |p| p.text.clone());
+            report_configs.push(PatchedConfig {
+                path: path.to_string(),
+                lines: grown.as_ref().map_or(0, |p| p.lines),
+                old_len: extent.length,
+                new_len: new.len() as u64,
+                machine_entries: true,
+                moved_to: None, // set below, with the new extent
+            });
+            changed_files.push((path.to_string(), new.clone()));
+            moved.push((report_configs.len() - 1, records, new));
+            continue;
+        }
         let patched = bootcfg::add_autoinstall_and(&text, flavour, max_len, append)
             .with_context(|| format!("patching {path}"))?;
+        let machine_entries = flavour == Flavour::Grub;
         let Some(patched) = patched else {
             report_configs.push(PatchedConfig {
                 path: path.to_string(),
                 lines: 0,
                 old_len: extent.length,
                 new_len: extent.length,
+                machine_entries,
+                moved_to: None,
             });
             continue;
         };
@@ -233,6 +291,8 @@ pub fn plan_installer_image(
             lines: patched.lines,
             old_len: extent.length,
             new_len,
+            machine_entries,
+            moved_to: None,
         });
         changed_files.push((path.to_string(), patched.text.clone()));
         writes.push((extent.offset, patched.text));
@@ -276,7 +336,30 @@ pub fn plan_installer_image(
         (fat.len() as u64).is_multiple_of(LBA),
         "seed filesystem is not a whole number of sectors"
     );
-    let start = iso_len.div_ceil(ALIGN) * ALIGN;
+    // Moved files: new extents after the ISO (its file and its volume), one
+    // after another, each starting on an ISO 9660 block; the volume grows
+    // to cover them, and so does the MBR partition that held the ISO. The
+    // seed partition starts on the next 1 MiB boundary after them.
+    let mut volume_end = iso_len.max(fs.volume_size).div_ceil(fs.block_size) * fs.block_size;
+    let mut relocations = Vec::with_capacity(moved.len());
+    for (index, _, text) in &moved {
+        let to = Relocation {
+            offset: volume_end,
+            length: text.len() as u64,
+        };
+        volume_end += to.length.max(1).div_ceil(fs.block_size) * fs.block_size;
+        report_configs[*index].moved_to = Some(to.offset);
+        relocations.push(to);
+    }
+    if !moved.is_empty() {
+        for ((_, records, text), to) in moved.into_iter().zip(&relocations) {
+            writes.extend(fs.relocation_writes(&records, to, volume_end)?);
+            writes.push((to.offset, text));
+        }
+        parttable::grow_iso_partitions(&mut layout, iso_len / LBA, volume_end / LBA)
+            .context("growing the ISO's partition over the moved boot menu")?;
+    }
+    let start = iso_len.max(volume_end).div_ceil(ALIGN) * ALIGN;
     let part_sectors = fat.len() as u64 / LBA;
     let total = start / LBA + part_sectors + parttable::backup_gpt_sectors(&layout);
 

@@ -93,15 +93,23 @@ impl Packager for Installer {
             Some(&self.opts.cache_dir),
         )
         .context("making the cluster's installer image")?;
-        if report.boot_configs.iter().any(|c| {
-            crate::iso::bootcfg::Flavour::from_path(&c.path)
-                == crate::iso::bootcfg::Flavour::Syslinux
-        }) {
-            // isolinux's txt.cfg has no room for two entries per machine.
+        let syslinux: Vec<_> = report
+            .boot_configs
+            .iter()
+            .filter(|c| {
+                crate::iso::bootcfg::Flavour::from_path(&c.path)
+                    == crate::iso::bootcfg::Flavour::Syslinux
+            })
+            .collect();
+        if let Some(c) = syslinux.first()
+            && !syslinux.iter().any(|c| c.machine_entries)
+        {
+            // The ISO could not take a moved txt.cfg (a UDF bridge, say).
             crate::errln!(
-                "note: BIOS boots of this release use isolinux, whose menu offers only the \
-                 automatic entry (the machine picked by MAC); UEFI boots also list each \
-                 machine (docs/stick.md)"
+                "note: BIOS boots of this ISO use isolinux, and its {} could not be given \
+                 the machine entries: that menu offers only the automatic entry (the machine \
+                 picked by MAC); UEFI boots also list each machine (docs/stick.md)",
+                c.path
             );
         }
         staging.record_hashed(IMAGE, report.sha256, report.image_size);

@@ -130,3 +130,67 @@ pub fn md5_hex(data: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(data))
 }
+
+/// The cluster stick `build --format installer` makes from `cluster` (every
+/// machine; the test secrets) and the ISO `iso`, in `dir`: its image path.
+pub fn cli_stick(cluster: &str, iso: &Path, dir: &Path) -> PathBuf {
+    let c = dir.join("c");
+    std::fs::create_dir_all(&c).expect("mkdir");
+    std::fs::write(c.join("cluster.yaml"), cluster).expect("cluster");
+    let secrets = c.join("secrets.yaml");
+    std::fs::write(&secrets, include_str!("../fixtures/secrets.yaml")).expect("secrets");
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let o = Command::new(env!("CARGO_BIN_EXE_microseed"))
+        .arg("build")
+        .arg(c.join("cluster.yaml"))
+        .arg("-o")
+        .arg(dir.join("out"))
+        .args(["--format", "installer", "--iso"])
+        .arg(iso)
+        .output()
+        .expect("run microseed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir.join("out/installer.img")
+}
+
+/// The 20.04 stand-in remastered (xorriso, its boot setup replayed) with a
+/// menu UI in front of isolinux, as Ubuntu's 20.04 ISO has (gfxboot, with
+/// vesamenu behind it): syslinux's text `menu.c32`, which lists each
+/// entry's `menu label` and takes arrow keys, and a 30 s timeout to type
+/// in. The stand-in itself boots its default entry at once.
+pub fn focal_with_isolinux_menu(dir: &Path) -> PathBuf {
+    let cfg = dir.join("isolinux.cfg");
+    std::fs::write(
+        &cfg,
+        "ui menu.c32\ninclude txt.cfg\nprompt 0\ntimeout 300\n",
+    )
+    .expect("cfg");
+    let out = dir.join("focal-menu.iso");
+    let modules = Path::new("/usr/lib/syslinux/modules/bios");
+    run_ok(
+        "xorriso",
+        &[
+            "-indev",
+            fixture(Fixture::Focal).to_str().unwrap(),
+            "-outdev",
+            out.to_str().unwrap(),
+            "-boot_image",
+            "any",
+            "replay",
+            "-map",
+            cfg.to_str().unwrap(),
+            "/isolinux/isolinux.cfg",
+            "-map",
+            modules.join("menu.c32").to_str().unwrap(),
+            "/isolinux/menu.c32",
+            "-map",
+            modules.join("libutil.c32").to_str().unwrap(),
+            "/isolinux/libutil.c32",
+        ],
+    );
+    out
+}
