@@ -257,7 +257,8 @@ fn focal_cluster_stick_isolinux_menu_boots_the_machine_picked_with_seabios() {
             .arg(&img)
             .arg("bios")
             .arg(&log)
-            .arg("300")
+            // TCG on a loaded machine: generous, as the other boots here.
+            .arg("600")
             .arg("monitor.sock")
             .spawn()
             .expect("run installer-boot-test.sh"),
@@ -265,7 +266,7 @@ fn focal_cluster_stick_isolinux_menu_boots_the_machine_picked_with_seabios() {
     // Wait for the menu (SeaBIOS copies the screen to the serial console),
     // then type.
     let title = "Reinstall worker-1 (172.20.10.12): ERASES its disk";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(480);
     loop {
         let screen = strip_escapes(&String::from_utf8_lossy(
             &std::fs::read(&log).unwrap_or_default(),
