@@ -120,6 +120,33 @@ pub struct Microk8s {
     pub caps: crate::microk8s::Capabilities,
     /// `crate::microk8s::FINGERPRINT_PORT`, for the templates.
     pub fingerprint_port: u16,
+    /// `microk8s.api_vip`: the API server's virtual address, held by one
+    /// healthy master at a time (keepalived); only with 3 or 5 masters.
+    pub api_vip: Option<ApiVip>,
+}
+
+/// The API server's virtual address and its VRRP instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiVip {
+    pub ip: Ipv4Addr,
+    /// VRRP's virtual router id (1..=255), derived from the cluster's name
+    /// and the address, so two microseed clusters on one LAN are unlikely
+    /// to share one and a rebuild gets the same.
+    pub router_id: u8,
+}
+
+impl ApiVip {
+    pub fn new(cluster_name: &str, ip: Ipv4Addr) -> ApiVip {
+        // FNV-1a: stable across releases and platforms (std's hasher is not).
+        let mut h: u32 = 0x811c_9dc5;
+        for b in cluster_name.bytes().chain(ip.octets()) {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        ApiVip {
+            ip,
+            router_id: (h % 255) as u8 + 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
