@@ -301,3 +301,29 @@ impl Cluster {
         self.machines.iter().filter(|m| m.master_index.is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The router id is a pure function of the cluster's name and the
+    /// address (a rebuilt master must pick the one its peers use), and
+    /// always a valid VRRP id.
+    #[test]
+    fn the_vrrp_router_id_is_stable_and_in_range() {
+        let ip = Ipv4Addr::new(172, 20, 10, 20);
+        assert_eq!(ApiVip::new("eth2", ip).router_id, 30);
+        assert_eq!(
+            ApiVip::new("eth2", ip).router_id,
+            ApiVip::new("eth2", ip).router_id
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..2000u32 {
+            let id = ApiVip::new(&format!("c{n}"), ip).router_id;
+            assert!(id >= 1);
+            seen.insert(id);
+        }
+        // Spread over the whole range, so neighbouring clusters rarely clash.
+        assert_eq!(seen.len(), 255);
+    }
+}

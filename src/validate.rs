@@ -542,7 +542,11 @@ fn check_api_vip(
         ok = false;
     }
     if net.dns.contains(&IpAddr::V4(ip)) {
-        c.err(at, field, format!("{ip} is a DNS server in network.dns; expected a free address in the subnet"));
+        c.err(
+            at,
+            field,
+            format!("{ip} is a DNS server in network.dns; expected a free address in the subnet"),
+        );
         ok = false;
     }
     let masters = machines.iter().filter(|m| m.role == "master").count();

@@ -36,7 +36,10 @@ fn with_vip(channel: &str) -> String {
         "  addons: [dns, helm3]\n",
         &format!("  addons: [dns, helm3]\n  api_vip: {VIP}\n"),
     );
-    assert!(c.contains("api_vip"), "the HA example's microk8s section moved");
+    assert!(
+        c.contains("api_vip"),
+        "the HA example's microk8s section moved"
+    );
     c.replace("channel: 1.35/stable", &format!("channel: {channel}"))
 }
 
@@ -205,7 +208,11 @@ srv.serve_forever()
 /// and scripts, under the real keepalived.
 #[test]
 fn the_vip_lands_on_one_master_and_moves_when_its_api_server_or_keepalived_stops() {
-    if common::run("keepalived", &["--version"]).status.code().is_none() {
+    if common::run("keepalived", &["--version"])
+        .status
+        .code()
+        .is_none()
+    {
         panic!("keepalived is needed for this test (scripts/deps/core.apt)");
     }
     let s = built("1.35/stable");
@@ -252,12 +259,18 @@ fn the_vip_lands_on_one_master_and_moves_when_its_api_server_or_keepalived_stops
     let logs: String = MASTERS
         .iter()
         .map(|(n, _)| {
-            let log = std::fs::read_to_string(lab.join(n).join("keepalived.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(lab.join(n).join("keepalived.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            format!("--- {n}\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            format!(
+                "--- {n}\n{}\n",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
         })
         .collect();
     assert!(o.status.success(), "lab failed\n{out}\n{err}\n{logs}");
+    // How long each move took, for the record (`--nocapture`).
+    eprintln!("{out}");
     let lines: Vec<&str> = out.lines().collect();
     let holders: Vec<&str> = lines
         .iter()
@@ -304,7 +317,8 @@ fn the_vip_lands_on_one_master_and_moves_when_its_api_server_or_keepalived_stops
 #[test]
 fn the_vip_is_in_extra_sans_and_the_csr_template_and_api_san_waits_for_the_certificate() {
     let s = built("1.35/stable");
-    let launch = std::fs::read_to_string(file(&s, "master-2", "/etc/microk8s.yaml")).expect("launch");
+    let launch =
+        std::fs::read_to_string(file(&s, "master-2", "/etc/microk8s.yaml")).expect("launch");
     let doc = common::pyyaml(&file(&s, "master-2", "/etc/microk8s.yaml"));
     assert_eq!(
         doc,
@@ -335,7 +349,10 @@ fn the_vip_is_in_extra_sans_and_the_csr_template_and_api_san_waits_for_the_certi
     let o = run();
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     let template = std::fs::read_to_string(certs.join("csr.conf.template")).expect("template");
-    assert!(template.contains(&format!("IP.90 = {VIP}\n#MOREIPS\n")), "{template}");
+    assert!(
+        template.contains(&format!("IP.90 = {VIP}\n#MOREIPS\n")),
+        "{template}"
+    );
     // Again: the line is not added twice.
     let o = run();
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
@@ -347,7 +364,13 @@ fn the_vip_is_in_extra_sans_and_the_csr_template_and_api_san_waits_for_the_certi
     render_and_sign(&certs, &template);
     let pem = common::run(
         "openssl",
-        &["x509", "-in", certs.join("server.crt").to_str().expect("utf-8"), "-noout", "-text"],
+        &[
+            "x509",
+            "-in",
+            certs.join("server.crt").to_str().expect("utf-8"),
+            "-noout",
+            "-text",
+        ],
     );
     let pem = text(&pem).0;
     assert!(pem.contains(&format!("IP Address:{VIP}")), "{pem}");
@@ -404,34 +427,89 @@ fn render_and_sign(certs: &Path, template: &str) {
         let o = common::run(
             "openssl",
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=10.152.183.1",
-                "-days", "1", "-keyout", &c("ca.key"), "-out", &c("ca.crt"),
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=10.152.183.1",
+                "-days",
+                "1",
+                "-keyout",
+                &c("ca.key"),
+                "-out",
+                &c("ca.crt"),
             ],
         );
         assert!(o.status.success(), "{:?}", text(&o));
-        let o = common::run(
-            "openssl",
-            &["genrsa", "-out", &c("server.key"), "2048"],
-        );
+        let o = common::run("openssl", &["genrsa", "-out", &c("server.key"), "2048"]);
         assert!(o.status.success(), "{:?}", text(&o));
     }
     let o = common::run(
         "openssl",
         &[
-            "req", "-new", "-sha256", "-key", &c("server.key"), "-out", &c("server.csr"),
-            "-config", &c("csr.conf"),
+            "req",
+            "-new",
+            "-sha256",
+            "-key",
+            &c("server.key"),
+            "-out",
+            &c("server.csr"),
+            "-config",
+            &c("csr.conf"),
         ],
     );
     assert!(o.status.success(), "{:?}", text(&o));
     let o = common::run(
         "openssl",
         &[
-            "x509", "-req", "-sha256", "-in", &c("server.csr"), "-CA", &c("ca.crt"), "-CAkey",
-            &c("ca.key"), "-CAcreateserial", "-out", &c("server.crt"), "-days", "1",
-            "-extensions", "v3_ext", "-extfile", &c("csr.conf"),
+            "x509",
+            "-req",
+            "-sha256",
+            "-in",
+            &c("server.csr"),
+            "-CA",
+            &c("ca.crt"),
+            "-CAkey",
+            &c("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &c("server.crt"),
+            "-days",
+            "1",
+            "-extensions",
+            "v3_ext",
+            "-extfile",
+            &c("csr.conf"),
         ],
     );
     assert!(o.status.success(), "{:?}", text(&o));
+}
+
+/// Every script the VIP adds, in front of shellcheck, on a master of each
+/// mechanism (extraSANs on 1.35, the template edit on 1.26).
+#[test]
+fn the_vip_scripts_pass_shellcheck() {
+    for channel in ["1.35/stable", "1.26/stable"] {
+        let s = built(channel);
+        for (name, _) in MASTERS {
+            for path in [
+                "/usr/local/sbin/microseed-api-san",
+                "/usr/local/sbin/microseed-api-vip",
+                "/usr/local/sbin/microseed-firewall",
+                "/usr/local/lib/microseed/microseed-apiserver-check",
+            ] {
+                let f = file(&s, name, path);
+                let o = common::run("shellcheck", &[f.to_str().expect("utf-8")]);
+                assert!(
+                    o.status.success(),
+                    "{channel} {name} {path}: {}",
+                    text(&o).0
+                );
+            }
+        }
+    }
 }
 
 /// Each master takes VRRP from the other masters only, and ufw accepts the
@@ -506,7 +584,10 @@ fn the_readmes_kubeconfig_command_points_at_the_vip() {
     assert!(o.status.success());
     assert_eq!(
         out,
-        config.replace("https://172.20.10.12:16443", &format!("https://{VIP}:16443"))
+        config.replace(
+            "https://172.20.10.12:16443",
+            &format!("https://{VIP}:16443")
+        )
     );
 }
 
@@ -527,10 +608,16 @@ fn refuses(cluster: &str, value: &str, says: &str) {
     let o = s.build(&[]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{value}: {err}");
-    let at = format!("{}:{line}:12: error: microk8s.api_vip: ", s.cluster().display());
+    let at = format!(
+        "{}:{line}:12: error: microk8s.api_vip: ",
+        s.cluster().display()
+    );
     assert!(err.contains(&at), "{value}: no {at:?} in {err}");
     assert!(err.contains(says), "{value}: no {says:?} in {err}");
-    assert!(!s.out().exists(), "{value}: output written despite the error");
+    assert!(
+        !s.out().exists(),
+        "{value}: output written despite the error"
+    );
 }
 
 /// Every address the VIP must not be, and the clusters it cannot serve,
