@@ -2226,6 +2226,21 @@ mod tests {
         );
     }
 
+    /// On the one-master 1.20 example an api_vip is refused twice by the
+    /// MicroK8s check: nowhere to move it, and a track that reissues
+    /// certificates on every address change.
+    #[test]
+    fn microk8s_refuses_an_api_vip_with_one_master_or_before_1_23() {
+        let vip = "  addons: [dns, helm3]\n  api_vip: 172.20.10.50\n";
+        assert_eq!(
+            problems(&[("  addons: [dns, helm3]\n", vip)]),
+            vec![
+                (Check::Microk8s, "microk8s.api_vip".to_string()),
+                (Check::Microk8s, "microk8s.api_vip".to_string())
+            ]
+        );
+    }
+
     #[test]
     fn microk8s_refuses_a_bad_channel_and_one_too_old_for_the_release() {
         assert_eq!(
