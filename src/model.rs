@@ -120,6 +120,33 @@ pub struct Microk8s {
     pub caps: crate::microk8s::Capabilities,
     /// `crate::microk8s::FINGERPRINT_PORT`, for the templates.
     pub fingerprint_port: u16,
+    /// `microk8s.api_vip`: the API server's virtual address, held by one
+    /// healthy master at a time (keepalived); only with 3 or 5 masters.
+    pub api_vip: Option<ApiVip>,
+}
+
+/// The API server's virtual address and its VRRP instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiVip {
+    pub ip: Ipv4Addr,
+    /// VRRP's virtual router id (1..=255), derived from the cluster's name
+    /// and the address, so two microseed clusters on one LAN are unlikely
+    /// to share one and a rebuild gets the same.
+    pub router_id: u8,
+}
+
+impl ApiVip {
+    pub fn new(cluster_name: &str, ip: Ipv4Addr) -> ApiVip {
+        // FNV-1a: stable across releases and platforms (std's hasher is not).
+        let mut h: u32 = 0x811c_9dc5;
+        for b in cluster_name.bytes().chain(ip.octets()) {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        ApiVip {
+            ip,
+            router_id: (h % 255) as u8 + 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -272,5 +299,31 @@ impl Cluster {
     /// The masters in file order (the order of `master_index`).
     pub fn masters(&self) -> impl Iterator<Item = &Machine> {
         self.machines.iter().filter(|m| m.master_index.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The router id is a pure function of the cluster's name and the
+    /// address (a rebuilt master must pick the one its peers use), and
+    /// always a valid VRRP id.
+    #[test]
+    fn the_vrrp_router_id_is_stable_and_in_range() {
+        let ip = Ipv4Addr::new(172, 20, 10, 20);
+        assert_eq!(ApiVip::new("eth2", ip).router_id, 30);
+        assert_eq!(
+            ApiVip::new("eth2", ip).router_id,
+            ApiVip::new("eth2", ip).router_id
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..2000u32 {
+            let id = ApiVip::new(&format!("c{n}"), ip).router_id;
+            assert!(id >= 1);
+            seen.insert(id);
+        }
+        // Spread over the whole range, so neighbouring clusters rarely clash.
+        assert_eq!(seen.len(), 255);
     }
 }

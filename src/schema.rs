@@ -207,6 +207,10 @@ pub struct Microk8s {
     pub channel: Option<Spanned<String>>,
     #[serde(default = "default_addons")]
     pub addons: Vec<Spanned<String>>,
+    /// A virtual IPv4 address for the API server that keepalived moves to
+    /// a healthy master (docs/ha.md); none when absent.
+    #[serde(default)]
+    pub api_vip: Option<Spanned<String>>,
 }
 
 fn default_addons() -> Vec<Spanned<String>> {
@@ -218,6 +222,7 @@ impl Default for Microk8s {
         Microk8s {
             channel: None,
             addons: default_addons(),
+            api_vip: None,
         }
     }
 }

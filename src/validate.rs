@@ -140,6 +140,8 @@ fn run_checks(
         c.check = Check::Nfs;
         check_data_disk_apart(c, raw, &machines, serial);
     }
+    c.check = Check::Microk8s;
+    let api_vip = check_api_vip(c, raw, &net, &machines, channel.as_ref());
     c.check = Check::Maintenance;
     let mut refresh_window = String::new();
     if let Some((window, timers)) = check_maintenance(c, raw, machines.len()) {
@@ -226,6 +228,7 @@ fn run_checks(
             addons: mk.addons.iter().map(|s| s.value.clone()).collect(),
             caps: crate::microk8s::Capabilities::for_version(version),
             fingerprint_port: crate::microk8s::FINGERPRINT_PORT,
+            api_vip: api_vip.map(|ip| model::ApiVip::new(&raw.name.value, ip)),
         },
         nfs: model::Nfs {
             export_root: n.export_root.value.trim_end_matches('/').to_string(),
@@ -507,6 +510,58 @@ fn check_microk8s(
         c.want(ad, &format!("microk8s.addons[{i}]"), is_addon(&ad.value), "an addon name such as \"dns\", optionally with arguments (\"metallb:10.0.0.1-10.0.0.9\")");
     }
     (chan, channel)
+}
+
+/// The MicroK8s track from which a master that serves or makes a join
+/// stops reissuing its API server certificate when the host's addresses
+/// change (the `no-cert-reissue` lock, 1.23 `apiservice-kicker`). Before
+/// it, the VIP arriving on or leaving a master would reissue that master's
+/// certificate and restart its API server, failing the health check that
+/// moves the VIP: the address would chase the restarts around the masters.
+pub const API_VIP_MIN_MINOR: u32 = 23;
+
+/// `microk8s.api_vip`: an address of the subnet no machine, the gateway or
+/// a DNS server has, with 3 or 5 masters on MicroK8s 1.23+.
+fn check_api_vip(
+    c: &mut Checker<'_>,
+    raw: &ClusterFile,
+    net: &NetworkParts,
+    machines: &[model::Machine],
+    channel: Option<&Channel>,
+) -> Option<Ipv4Addr> {
+    let at = raw.microk8s.api_vip.as_ref()?;
+    let field = "microk8s.api_vip";
+    let ip = check_ip_in(c, at, field, net.subnet)?;
+    let mut ok = true;
+    if Some(ip) == net.gateway {
+        c.err(at, field, format!("{ip} is the gateway's address; expected a free address in the subnet, outside any DHCP range"));
+        ok = false;
+    }
+    if let Some(m) = machines.iter().find(|m| m.ip == ip) {
+        c.err(at, field, format!("{ip} is machine {:?}'s address; expected a free address in the subnet that only the VIP uses", m.name));
+        ok = false;
+    }
+    if net.dns.contains(&IpAddr::V4(ip)) {
+        c.err(
+            at,
+            field,
+            format!("{ip} is a DNS server in network.dns; expected a free address in the subnet"),
+        );
+        ok = false;
+    }
+    let masters = machines.iter().filter(|m| m.role == "master").count();
+    if masters < 3 {
+        c.err(at, field, format!("the cluster has {masters} master(s); a VIP moves between masters, so it needs 3 or 5 (docs/ha.md); with one master, use its own address and delete this key"));
+        ok = false;
+    }
+    if let Some((track, (major, minor))) = channel
+        && track != "latest"
+        && (*major, *minor) < (1, API_VIP_MIN_MINOR)
+    {
+        c.err(at, field, format!("MicroK8s {track} reissues a master's API server certificate and restarts it whenever the master's addresses change, so the VIP moving would restart API servers and move again; expected microk8s.channel 1.{API_VIP_MIN_MINOR} or later with an api_vip (docs/ha.md)"));
+        ok = false;
+    }
+    ok.then_some(ip)
 }
 
 /// The NFS export: its path, client count, owner ids and data disk. Returns
@@ -2168,6 +2223,21 @@ mod tests {
         assert_eq!(
             problems(&[("  port: 22\n", "  port: 16443\n")]),
             one(Check::Admin, "ssh.port")
+        );
+    }
+
+    /// On the one-master 1.20 example an api_vip is refused twice by the
+    /// MicroK8s check: nowhere to move it, and a track that reissues
+    /// certificates on every address change.
+    #[test]
+    fn microk8s_refuses_an_api_vip_with_one_master_or_before_1_23() {
+        let vip = "  addons: [dns, helm3]\n  api_vip: 172.20.10.50\n";
+        assert_eq!(
+            problems(&[("  addons: [dns, helm3]\n", vip)]),
+            vec![
+                (Check::Microk8s, "microk8s.api_vip".to_string()),
+                (Check::Microk8s, "microk8s.api_vip".to_string())
+            ]
         );
     }
 

@@ -8,6 +8,7 @@
 mod common;
 mod iso_common;
 
+mod api_vip;
 mod build_output;
 mod cli;
 mod cloud_init;
