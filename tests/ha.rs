@@ -613,8 +613,43 @@ fn microk8s(lab: &Lab, name: &str, args: &[&str]) -> Output {
         .env("FAKE_MICROK8S_CONF", lab.conf(name))
         .env("FAKE_MICROK8S_LOG", lab.node(name).join("calls"))
         .env("FAKE_MICROK8S_PEERS", lab.dir().join("peers"))
+        .env("FAKE_MICROK8S_COMMON", lab.common(name))
         .output()
         .expect("microk8s")
+}
+
+/// 1.27+: a launch configuration dropped into a node's launcher directory
+/// counts only once that node's cluster agent has applied it (one tick of
+/// its watch appends the token to persistent-cluster-tokens.txt and
+/// renames the file *.applied); before 1.27 nothing applies it.
+#[test]
+fn the_stand_in_accepts_a_dropped_in_token_only_once_the_agent_applied_it() {
+    for (channel, applies) in [("1.31", true), ("1.26", false)] {
+        let lab = Lab::new(channel);
+        let drop_in = lab.common("master-1").join("etc/launcher/token.yaml");
+        std::fs::write(
+            &drop_in,
+            format!("---\nversion: 0.1.0\npersistentClusterToken: \"{TOKEN}\"\n"),
+        )
+        .expect("drop-in");
+        let url = format!("172.20.10.11:25000/{TOKEN}");
+        let o = microk8s(&lab, "master-2", &["join", &url]);
+        assert!(
+            text(&o).1.contains("Invalid token"),
+            "{channel}: {:?}",
+            text(&o)
+        );
+        let o = microk8s(&lab, "master-1", &["fake-agent-launch"]);
+        assert!(o.status.success(), "{channel}: {:?}", text(&o));
+        assert_eq!(drop_in.exists(), !applies, "{channel}");
+        assert_eq!(
+            drop_in.with_extension("yaml.applied").exists(),
+            applies,
+            "{channel}"
+        );
+        let o = microk8s(&lab, "master-2", &["join", &url]);
+        assert_eq!(o.status.success(), applies, "{channel}: {:?}", text(&o));
+    }
 }
 
 fn register(lab: &Lab, name: &str) {
