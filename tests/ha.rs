@@ -361,16 +361,19 @@ fn all_finished(results: &[(String, bool, String)]) {
 /// before the join (1.20's `microseed-fingerprint check` compares it): the
 /// node's current certificate, read again for each connection, since a
 /// join reissues it. Beside it, the agent's watch on the launcher
-/// directory (1.27+), one tick (`microk8s fake-agent-launch`) every 0.3 s
-/// where upstream's is every 5 s: a launch configuration is applied only
-/// while the node's agent runs.
+/// directory (1.27+): a look every 0.5 s where upstream's is every 5 s,
+/// and a tick (`microk8s fake-agent-launch`) when a file waits there (only
+/// then, so dozens of stand-in agents side by side stay cheap): a launch
+/// configuration is applied only while the node's agent runs.
 const AGENT: &str = r#"
-import socket, ssl, subprocess, sys, threading, time
+import glob, os, socket, ssl, subprocess, sys, threading, time
 ip, data = sys.argv[1], sys.argv[2]
+pending = os.path.join(os.environ["FAKE_MICROK8S_COMMON"], "etc", "launcher", "*.yaml")
 def launcher():
     while True:
-        subprocess.run(["microk8s", "fake-agent-launch"])
-        time.sleep(0.3)
+        if glob.glob(pending):
+            subprocess.run(["microk8s", "fake-agent-launch"])
+        time.sleep(0.5)
 threading.Thread(target=launcher, daemon=True).start()
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
