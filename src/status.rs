@@ -107,8 +107,95 @@ pub struct Report {
     pub refresh: Check,
     /// On the NFS server only.
     pub nfs_export: Option<NfsExport>,
-    /// Converged, and on the master every node Ready.
+    /// Converged, and on a master the cluster's merged view ([`View`]):
+    /// every node Ready, and with 3 or more masters 3 voters, none lost.
     pub ok: bool,
+    /// The datastore's members as this master's `microk8s status` lists
+    /// them, for the merged view.
+    #[serde(skip)]
+    members: Option<Members>,
+}
+
+/// A datastore's voters and stand-bys as one master lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Members {
+    voters: Vec<String>,
+    standbys: Vec<String>,
+}
+
+/// What every reachable master says, as one view (`cluster` in `--json`):
+/// each node's Ready condition as any of them reports it, and the
+/// datastore's voters with the masters behind them.
+#[derive(Debug, Clone, Serialize)]
+pub struct View {
+    /// The masters asked: whether each answered and whether its node list
+    /// could be read.
+    pub masters: Vec<MasterSeen>,
+    /// The masters that could not be asked (lost, or not up yet).
+    pub unreachable: Vec<String>,
+    pub nodes: MergedNodes,
+    /// With 3 or more masters.
+    pub datastore: Option<MergedDatastore>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MasterSeen {
+    pub name: String,
+    pub reachable: bool,
+    pub nodes_read: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MergedNodes {
+    /// `ok` (every master and worker Ready), `not-ready` or `unknown` (no
+    /// master's node list could be read).
+    pub state: &'static str,
+    pub ready: u32,
+    pub expected: u32,
+    /// The cluster's masters and workers not Ready (or not listed).
+    pub not_ready: Vec<String>,
+    /// The masters whose node lists were merged.
+    pub from: Vec<String>,
+    pub nodes: Vec<NodeSeen>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSeen {
+    pub name: String,
+    pub role: String,
+    /// `ready` (a master reports its Ready condition True), `not-ready`
+    /// (listed, by none as Ready), `not-listed` or `unknown`.
+    pub state: &'static str,
+    /// The masters that report it Ready.
+    pub ready_on: Vec<String>,
+    /// The masters that list it not Ready, with the condition's status
+    /// (`False`, `Unknown`).
+    pub not_ready_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MergedDatastore {
+    /// `ok` (3 or more voters, none on an unreachable master, every
+    /// reachable master lists the same), `degraded` or `unknown`.
+    pub state: &'static str,
+    pub voters: Vec<Member>,
+    pub standbys: Vec<Member>,
+    /// The masters whose lists agree on these members.
+    pub from: Vec<String>,
+    /// Masters whose own datastore lists other members (not joined, or a
+    /// second cluster).
+    pub other: Vec<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub address: String,
+    /// The master at that address, if the cluster file has one.
+    pub machine: Option<String>,
+    /// Whether that master answered (null when it was not asked).
+    pub reachable: Option<bool>,
 }
 
 /// `microseed-status` as the machine reports it.
@@ -142,6 +229,10 @@ pub struct Nodes {
     pub expected: u32,
     pub not_ready: Vec<String>,
     pub detail: String,
+    /// Every node listed: its name and its Ready condition's status
+    /// (`True`, `False`, `Unknown`, or `none`), for the merged view.
+    #[serde(skip)]
+    listed: Vec<(String, String)>,
 }
 
 /// A check with a one-word state and the words behind it.
@@ -236,19 +327,20 @@ pub fn run(src: &GlobalOptions, args: &StatusArgs, json: bool) -> Result<u8> {
     };
     let progress = Progress::new(!json);
     let mut first_round = true;
-    let reports = loop {
+    let (reports, view) = loop {
         let known_before = recorded_names(&ssh.known_hosts);
-        let reports = probe_all(&ssh, cluster, &machines);
+        let mut reports = probe_all(&ssh, cluster, &machines);
+        let view = merge(cluster, &mut reports);
         if first_round {
             announce_new_keys(&ssh.known_hosts, &known_before, cluster);
             first_round = false;
         }
-        let missing = missing(&reports);
+        let missing = missing(&reports, view.as_ref());
         let Some(limit) = args.wait else {
-            break reports;
+            break (reports, view);
         };
         if missing.is_empty() {
-            break reports;
+            break (reports, view);
         }
         // Waiting cannot fix a changed host key: only the user can say the
         // machine was rebuilt.
@@ -263,7 +355,7 @@ pub fn run(src: &GlobalOptions, args: &StatusArgs, json: bool) -> Result<u8> {
                 "not waiting: the host key of {} changed (see below)",
                 changed.join(", ")
             );
-            break reports;
+            break (reports, view);
         }
         let elapsed = started.elapsed();
         if elapsed >= limit {
@@ -273,7 +365,7 @@ pub fn run(src: &GlobalOptions, args: &StatusArgs, json: bool) -> Result<u8> {
                 human_duration(limit),
                 missing.join("; ")
             );
-            break reports;
+            break (reports, view);
         }
         progress.update(&format!(
             "waiting ({} of {}): {}",
@@ -284,8 +376,8 @@ pub fn run(src: &GlobalOptions, args: &StatusArgs, json: bool) -> Result<u8> {
         std::thread::sleep(args.interval.min(limit - elapsed));
     };
     progress.finish();
-    print(&reports, json)?;
-    Ok(exit_code(&reports))
+    print(&reports, view.as_ref(), json)?;
+    Ok(exit_code(&reports, view.as_ref()))
 }
 
 fn names(cluster: &Cluster) -> Vec<&str> {
@@ -659,6 +751,7 @@ fn unreachable_report(cluster: &Cluster, m: &Machine, port: u16, why: &str) -> R
         refresh: unknown("unreachable"),
         nfs_export: None,
         ok: false,
+        members: None,
     }
 }
 
@@ -738,6 +831,7 @@ fn report_from(
             expected,
             not_ready: Vec::new(),
             detail: "no answer".into(),
+            listed: Vec::new(),
         },
     });
     let missing_section = || Check {
@@ -746,11 +840,17 @@ fn report_from(
         offset_seconds: None,
     };
     let masters = cluster.masters().count();
-    let datastore = (m.role == "master" && masters >= 3).then(|| {
-        sections
-            .get("datastore")
-            .map_or_else(missing_section, datastore)
-    });
+    let (datastore, members) = if m.role == "master" && masters >= 3 {
+        match sections.get("datastore") {
+            Some(s) => {
+                let (check, members) = datastore(s);
+                (Some(check), members)
+            }
+            None => (Some(missing_section()), None),
+        }
+    } else {
+        (None, None)
+    };
     let nfs_export = (m.role == "nfs").then(|| {
         nfs_export(
             sections.get("exports"),
@@ -781,6 +881,7 @@ fn report_from(
             .map_or_else(missing_section, |s| refresh(s, &m.refresh_timer)),
         nfs_export,
         ok,
+        members,
     }
 }
 
@@ -930,7 +1031,7 @@ fn short_detail(detail: &str) -> String {
 /// `microk8s status`: the datastore's voters ("datastore master nodes")
 /// and stand-bys. With 3 or more masters the cluster survives the loss of
 /// one only with 3 voters (go-dqlite keeps 3), so fewer is `degraded`.
-fn datastore(s: &Section) -> Check {
+fn datastore(s: &Section) -> (Check, Option<Members>) {
     let list = |key: &str| -> Option<Vec<String>> {
         s.text.lines().find_map(|l| {
             l.trim().strip_prefix(key).map(|v| {
@@ -947,12 +1048,16 @@ fn datastore(s: &Section) -> Check {
         offset_seconds: None,
     };
     if s.code == 127 {
-        return check("unknown", "microk8s not installed".into());
+        return (check("unknown", "microk8s not installed".into()), None);
     }
     let Some(voters) = list("datastore master nodes:") else {
-        return check("unknown", first_line(&s.text));
+        return (check("unknown", first_line(&s.text)), None);
     };
     let standbys = list("datastore standby nodes:").unwrap_or_default();
+    let members = Members {
+        voters: voters.clone(),
+        standbys: standbys.clone(),
+    };
     let detail = format!(
         "{} voter(s) ({}), {} stand-by(s){}",
         voters.len(),
@@ -964,7 +1069,10 @@ fn datastore(s: &Section) -> Check {
             ""
         }
     );
-    check(if voters.len() >= 3 { "ok" } else { "degraded" }, detail)
+    (
+        check(if voters.len() >= 3 { "ok" } else { "degraded" }, detail),
+        Some(members),
+    )
 }
 
 /// `kubectl get nodes -o json`: a node is Ready when its `Ready` condition
@@ -976,6 +1084,7 @@ fn nodes(s: &Section, expected: u32) -> Nodes {
         expected,
         not_ready: Vec::new(),
         detail,
+        listed: Vec::new(),
     };
     if s.code == 127 {
         return unknown("microk8s not installed".into());
@@ -992,21 +1101,26 @@ fn nodes(s: &Section, expected: u32) -> Nodes {
     };
     let mut ready = 0;
     let mut not_ready = Vec::new();
+    let mut listed = Vec::new();
     for item in items {
         let name = item
             .pointer("/metadata/name")
             .and_then(|n| n.as_str())
             .unwrap_or("?")
             .to_string();
-        let is_ready = item
+        let status = item
             .pointer("/status/conditions")
             .and_then(|c| c.as_array())
-            .is_some_and(|conds| {
-                conds.iter().any(|c| {
-                    c.get("type").and_then(|t| t.as_str()) == Some("Ready")
-                        && c.get("status").and_then(|t| t.as_str()) == Some("True")
-                })
-            });
+            .and_then(|conds| {
+                conds
+                    .iter()
+                    .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))
+            })
+            .and_then(|c| c.get("status").and_then(|t| t.as_str()))
+            .unwrap_or("none")
+            .to_string();
+        let is_ready = status == "True";
+        listed.push((name.clone(), status));
         if is_ready {
             ready += 1;
         } else {
@@ -1024,6 +1138,7 @@ fn nodes(s: &Section, expected: u32) -> Nodes {
         expected,
         not_ready,
         detail,
+        listed,
     }
 }
 
@@ -1193,49 +1308,276 @@ fn nfs_export(
     }
 }
 
-/// What keeps the cluster from being done, one phrase per machine.
-fn missing(reports: &[Report]) -> Vec<String> {
-    reports
+/// The merged view of every master asked (None when no master was):
+/// a node is Ready when any reachable master reports it Ready, the
+/// datastore is the member list most masters agree on, and a voter whose
+/// master cannot be asked is named lost. Each master's `ok` then follows
+/// this view, so masters never disagree on whether the cluster is done.
+fn merge(cluster: &Cluster, reports: &mut [Report]) -> Option<View> {
+    let asked: Vec<&Report> = reports.iter().filter(|r| r.role == "master").collect();
+    if asked.is_empty() {
+        return None;
+    }
+    let masters: Vec<MasterSeen> = asked
+        .iter()
+        .map(|r| MasterSeen {
+            name: r.name.clone(),
+            reachable: r.reachable,
+            nodes_read: r.nodes.as_ref().is_some_and(|n| n.state != "unknown"),
+        })
+        .collect();
+    let unreachable: Vec<String> = asked
+        .iter()
+        .filter(|r| !r.reachable)
+        .map(|r| r.name.clone())
+        .collect();
+    let read: Vec<(&str, &Nodes)> = asked
+        .iter()
+        .filter_map(|r| {
+            r.nodes
+                .as_ref()
+                .filter(|n| n.state != "unknown")
+                .map(|n| (r.name.as_str(), n))
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for m in cluster
+        .machines
+        .iter()
+        .filter(|m| m.role == "master" || m.role == "worker")
+    {
+        let mut ready_on = Vec::new();
+        let mut not_ready_on = Vec::new();
+        for (master, n) in &read {
+            if let Some((_, status)) = n.listed.iter().find(|(name, _)| *name == m.name) {
+                if status == "True" {
+                    ready_on.push(master.to_string());
+                } else {
+                    not_ready_on.push(format!("{master} ({status})"));
+                }
+            }
+        }
+        let state = if read.is_empty() {
+            "unknown"
+        } else if !ready_on.is_empty() {
+            "ready"
+        } else if !not_ready_on.is_empty() {
+            "not-ready"
+        } else {
+            "not-listed"
+        };
+        seen.push(NodeSeen {
+            name: m.name.clone(),
+            role: m.role.clone(),
+            state,
+            ready_on,
+            not_ready_on,
+        });
+    }
+    let expected = seen.len() as u32;
+    let ready = seen.iter().filter(|n| n.state == "ready").count() as u32;
+    let not_ready: Vec<String> = seen
+        .iter()
+        .filter(|n| n.state != "ready")
+        .map(|n| n.name.clone())
+        .collect();
+    let from: Vec<String> = read.iter().map(|(m, _)| m.to_string()).collect();
+    let nodes_state = if read.is_empty() {
+        "unknown"
+    } else if not_ready.is_empty() {
+        "ok"
+    } else {
+        "not-ready"
+    };
+    let mut detail = if read.is_empty() {
+        "no master's node list could be read".to_string()
+    } else {
+        format!("{ready}/{expected} Ready (as {} report)", from.join(", "))
+    };
+    let problems: Vec<String> = seen
+        .iter()
+        .filter(|n| n.state != "ready" && n.state != "unknown")
+        .map(|n| {
+            if n.state == "not-listed" {
+                format!("{} not listed", n.name)
+            } else {
+                format!("{} not Ready on {}", n.name, n.not_ready_on.join(", "))
+            }
+        })
+        .collect();
+    if !problems.is_empty() {
+        detail.push_str(&format!("; {}", problems.join("; ")));
+    }
+    let nodes = MergedNodes {
+        state: nodes_state,
+        ready,
+        expected,
+        not_ready,
+        from,
+        nodes: seen,
+        detail,
+    };
+    let datastore = (cluster.masters().count() >= 3).then(|| merged_datastore(cluster, &asked));
+    let view = View {
+        masters,
+        unreachable,
+        nodes,
+        datastore,
+    };
+    let cluster_ok =
+        view.nodes.state == "ok" && view.datastore.as_ref().is_none_or(|d| d.state == "ok");
+    for r in reports.iter_mut().filter(|r| r.role == "master") {
+        r.ok = r.reachable && r.first_boot.state == "converged" && cluster_ok;
+    }
+    Some(view)
+}
+
+/// The datastore as the reachable masters list it: the member list most of
+/// them report (a master not joined lists its own lone datastore), each
+/// voter tied to the master at its address and whether that one answered.
+fn merged_datastore(cluster: &Cluster, asked: &[&Report]) -> MergedDatastore {
+    let lists: Vec<(&str, &Members)> = asked
+        .iter()
+        .filter_map(|r| r.members.as_ref().map(|m| (r.name.as_str(), m)))
+        .collect();
+    let mut best: Option<&Members> = None;
+    let mut best_count = 0;
+    for (_, m) in &lists {
+        let count = lists.iter().filter(|(_, o)| o == m).count();
+        if count > best_count
+            || (count == best_count && best.is_some_and(|b| m.voters.len() > b.voters.len()))
+        {
+            best = Some(m);
+            best_count = count;
+        }
+    }
+    let Some(best) = best else {
+        return MergedDatastore {
+            state: "unknown",
+            voters: Vec::new(),
+            standbys: Vec::new(),
+            from: Vec::new(),
+            other: Vec::new(),
+            detail: "no master's datastore could be read".into(),
+        };
+    };
+    let member = |address: &String| {
+        let machine = cluster
+            .masters()
+            .find(|m| format!("{}:19001", m.ip) == *address);
+        Member {
+            address: address.clone(),
+            machine: machine.map(|m| m.name.clone()),
+            reachable: machine
+                .and_then(|m| asked.iter().find(|r| r.name == m.name).map(|r| r.reachable)),
+        }
+    };
+    let voters: Vec<Member> = best.voters.iter().map(member).collect();
+    let standbys: Vec<Member> = best.standbys.iter().map(member).collect();
+    let from: Vec<String> = lists
+        .iter()
+        .filter(|(_, m)| *m == best)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let other: Vec<String> = lists
+        .iter()
+        .filter(|(_, m)| *m != best)
+        .map(|(n, m)| format!("{n} ({})", m.voters.join(" ")))
+        .collect();
+    let lost: Vec<String> = voters
+        .iter()
+        .filter(|v| v.reachable == Some(false))
+        .map(|v| format!("{} ({})", v.machine.as_deref().unwrap_or("?"), v.address))
+        .collect();
+    let mut detail = format!(
+        "{} voter(s) ({}), {} stand-by(s)",
+        voters.len(),
+        best.voters.join(" "),
+        standbys.len()
+    );
+    if !lost.is_empty() {
+        detail.push_str(&format!(
+            "; voter(s) on unreachable master(s): {} (lost until back or rebuilt, docs/ha.md)",
+            lost.join(", ")
+        ));
+    }
+    if voters.len() < 3 {
+        detail.push_str("; 3 are needed to survive the loss of a master (docs/ha.md)");
+    }
+    if !other.is_empty() {
+        detail.push_str(&format!(
+            "; listing another datastore: {}",
+            other.join(", ")
+        ));
+    }
+    let ok = voters.len() >= 3 && lost.is_empty() && other.is_empty();
+    MergedDatastore {
+        state: if ok { "ok" } else { "degraded" },
+        voters,
+        standbys,
+        from,
+        other,
+        detail,
+    }
+}
+
+/// What keeps the cluster from being done: one phrase per machine that
+/// cannot be asked or has not converged, then the merged view's nodes and
+/// datastore.
+fn missing(reports: &[Report], view: Option<&View>) -> Vec<String> {
+    let mut out: Vec<String> = reports
         .iter()
         .filter(|r| !r.ok)
-        .map(|r| {
+        .filter_map(|r| {
             if !r.reachable {
-                format!(
+                Some(format!(
                     "{}: unreachable ({})",
                     r.name,
                     r.error.as_deref().unwrap_or("?")
-                )
+                ))
             } else if r.first_boot.state != "converged" {
-                format!("{}: {}", r.name, r.first_boot.summary)
-            } else if let Some(d) = r.datastore.as_ref().filter(|d| d.state != "ok") {
-                format!("{}: datastore {}", r.name, d.detail)
+                Some(format!("{}: {}", r.name, r.first_boot.summary))
             } else {
-                let nodes = r.nodes.as_ref().map_or("", |n| n.detail.as_str());
-                format!("{}: nodes {nodes}", r.name)
+                // A converged master held back by the cluster: said once,
+                // below.
+                None
             }
         })
-        .collect()
+        .collect();
+    if let Some(v) = view {
+        if let Some(d) = v.datastore.as_ref().filter(|d| d.state != "ok") {
+            out.push(format!("datastore: {}", d.detail));
+        }
+        if v.nodes.state != "ok" {
+            out.push(format!("nodes: {}", v.nodes.detail));
+        }
+    }
+    out
 }
 
-fn exit_code(reports: &[Report]) -> u8 {
+fn exit_code(reports: &[Report], view: Option<&View>) -> u8 {
+    let view_ok = view.is_none_or(|v| {
+        v.nodes.state == "ok" && v.datastore.as_ref().is_none_or(|d| d.state == "ok")
+    });
     if reports.iter().any(|r| !r.reachable) {
         EXIT_UNREACHABLE
-    } else if reports.iter().any(|r| !r.ok) {
+    } else if reports.iter().any(|r| !r.ok) || !view_ok {
         EXIT_NOT_CONVERGED
     } else {
         0
     }
 }
 
-fn print(reports: &[Report], json: bool) -> Result<()> {
-    let missing = missing(reports);
+fn print(reports: &[Report], view: Option<&View>, json: bool) -> Result<()> {
+    let missing = missing(reports, view);
     if json {
         outln!(
             "{}",
             json!({
                 "ok": missing.is_empty(),
-                "exit_code": exit_code(reports),
+                "exit_code": exit_code(reports, view),
                 "machines": reports,
+                "cluster": view,
                 "missing": missing,
             })
         )?;
@@ -1295,6 +1637,22 @@ fn print(reports: &[Report], json: bool) -> Result<()> {
                     outln!("  datastore: {}", d.detail)?;
                 }
             }
+        }
+    }
+    // Several masters: what they say together (one master's row says it).
+    if let Some(v) = view.filter(|v| v.masters.len() > 1) {
+        outln!()?;
+        let mut head = format!("cluster, as {} report it", v.nodes.from.join(", "));
+        if v.nodes.from.is_empty() {
+            head = "cluster: no master's node list could be read".into();
+        }
+        if !v.unreachable.is_empty() {
+            head.push_str(&format!(" ({} unreachable)", v.unreachable.join(", ")));
+        }
+        outln!("{head}:")?;
+        outln!("  nodes      {}", v.nodes.detail)?;
+        if let Some(d) = &v.datastore {
+            outln!("  datastore  {}", d.detail)?;
         }
     }
     outln!()?;
@@ -1560,18 +1918,112 @@ join       pending: waiting on microk8s (join the master (retried until it answe
             );
             report_from(&cluster, m, 22, &sections)
         };
-        let r = with("172.20.10.11:19001 172.20.10.12:19001");
+        let mut rs = vec![with("172.20.10.11:19001 172.20.10.12:19001")];
+        let view = merge(&cluster, &mut rs);
+        let r = &rs[0];
         assert_eq!(r.first_boot.state, "converged");
         assert_eq!(r.nodes.as_ref().map(|n| n.state), Some("ok"));
         assert!(!r.ok);
         assert_eq!(
-            missing(std::slice::from_ref(&r)),
+            missing(&rs, view.as_ref()),
             [
-                "master-2: datastore 2 voter(s) (172.20.10.11:19001 172.20.10.12:19001), 0 stand-by(s); 3 are needed to survive the loss of a master (docs/ha.md)"
+                "datastore: 2 voter(s) (172.20.10.11:19001 172.20.10.12:19001), 0 stand-by(s); 3 are needed to survive the loss of a master (docs/ha.md)"
             ]
         );
-        let r = with("172.20.10.11:19001 172.20.10.12:19001 172.20.10.13:19001");
-        assert!(r.ok, "{:?}", r.datastore);
+        assert_eq!(exit_code(&rs, view.as_ref()), EXIT_NOT_CONVERGED);
+        let mut rs = vec![with(
+            "172.20.10.11:19001 172.20.10.12:19001 172.20.10.13:19001",
+        )];
+        let view = merge(&cluster, &mut rs);
+        assert!(rs[0].ok, "{:?}", view);
+        assert_eq!(exit_code(&rs, view.as_ref()), 0);
+    }
+
+    /// master-1 lost: masters 2 and 3 report it Unknown and the worker
+    /// Ready; the merged view counts the worker Ready (any reachable
+    /// master reporting it Ready), names master-1 not Ready and its voter
+    /// lost, and the exit code is "unreachable".
+    #[test]
+    fn the_merged_view_keeps_the_worker_ready_and_names_a_lost_master() {
+        let text = include_str!("../examples/ha/cluster.yaml");
+        let file = std::path::Path::new("cluster.yaml");
+        let raw = crate::schema::parse(file, text).expect("parses");
+        let profiles = crate::profile::Profiles::load(None).expect("profiles");
+        let cluster = crate::validate::validate(file, &raw, &profiles).expect("valid");
+        let node = |n: &str, st: &str| {
+            format!(
+                r#"{{"metadata":{{"name":"{n}"}},"status":{{"conditions":[{{"type":"Ready","status":"{st}"}}]}}}}"#
+            )
+        };
+        let report = |name: &str, master_1: &str, worker: &str| {
+            let items = [
+                node("master-1", master_1),
+                node("master-2", "True"),
+                node("master-3", "True"),
+                node("worker-1", worker),
+            ]
+            .join(",");
+            let mut sections = BTreeMap::new();
+            sections.insert(
+                "status".to_string(),
+                section("microseed: converged (12/12 steps done)\n", 0),
+            );
+            sections.insert(
+                "nodes".to_string(),
+                section(&format!(r#"{{"items":[{items}]}}"#), 0),
+            );
+            sections.insert(
+                "datastore".to_string(),
+                section("microk8s is running\n  datastore master nodes: 172.20.10.11:19001 172.20.10.12:19001 172.20.10.13:19001\n  datastore standby nodes: none\n", 0),
+            );
+            report_from(
+                &cluster,
+                cluster.machine(name).expect("master"),
+                22,
+                &sections,
+            )
+        };
+        let m1 = cluster.machine("master-1").expect("master-1");
+        // master-3's list is a moment older: the worker still NotReady there.
+        let mut rs = vec![
+            unreachable_report(&cluster, m1, 22, "ssh: connect to host: No route to host"),
+            report("master-2", "Unknown", "True"),
+            report("master-3", "Unknown", "False"),
+        ];
+        let view = merge(&cluster, &mut rs).expect("view");
+        assert_eq!(view.unreachable, ["master-1"]);
+        let state = |n: &str| {
+            view.nodes
+                .nodes
+                .iter()
+                .find(|x| x.name == n)
+                .map(|x| x.state)
+        };
+        assert_eq!(state("worker-1"), Some("ready"));
+        assert_eq!(state("master-2"), Some("ready"));
+        assert_eq!(state("master-1"), Some("not-ready"));
+        assert_eq!(view.nodes.not_ready, ["master-1"]);
+        assert_eq!(view.nodes.ready, 3);
+        let d = view.datastore.as_ref().expect("datastore");
+        assert_eq!(d.state, "degraded");
+        assert!(
+            d.detail
+                .contains("voter(s) on unreachable master(s): master-1 (172.20.10.11:19001)"),
+            "{}",
+            d.detail
+        );
+        assert_eq!(exit_code(&rs, Some(&view)), EXIT_UNREACHABLE);
+        let missing = missing(&rs, Some(&view));
+        assert!(
+            missing[0].starts_with("master-1: unreachable"),
+            "{missing:?}"
+        );
+        assert!(
+            missing.iter().any(|m| m
+                .starts_with("nodes: 3/4 Ready (as master-2, master-3 report)")
+                && m.contains("master-1 not Ready on master-2 (Unknown), master-3 (Unknown)")),
+            "{missing:?}"
+        );
     }
 
     /// 3 voters or more is a datastore that survives a master's loss;
@@ -1579,15 +2031,15 @@ join       pending: waiting on microk8s (join the master (retried until it answe
     #[test]
     fn the_datastore_needs_three_voters() {
         let three = "microk8s is running\nhigh-availability: yes\n  datastore master nodes: 10.0.0.1:19001 10.0.0.2:19001 10.0.0.3:19001\n  datastore standby nodes: 10.0.0.4:19001\n";
-        let d = datastore(&section(three, 0));
+        let d = datastore(&section(three, 0)).0;
         assert_eq!(d.state, "ok", "{}", d.detail);
         assert!(d.detail.starts_with("3 voter(s)"), "{}", d.detail);
         assert!(d.detail.contains("1 stand-by(s)"), "{}", d.detail);
         let two = "microk8s is running\nhigh-availability: no\n  datastore master nodes: 10.0.0.1:19001 10.0.0.2:19001\n  datastore standby nodes: none\n";
-        let d = datastore(&section(two, 0));
+        let d = datastore(&section(two, 0)).0;
         assert_eq!(d.state, "degraded");
         assert!(d.detail.contains("3 are needed"), "{}", d.detail);
-        let d = datastore(&section("microk8s is not running. Use microk8s inspect", 0));
+        let d = datastore(&section("microk8s is not running. Use microk8s inspect", 0)).0;
         assert_eq!(d.state, "unknown");
     }
 

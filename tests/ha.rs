@@ -101,6 +101,10 @@ impl Lab {
     fn conf(&self, name: &str) -> PathBuf {
         self.node(name).join("conf")
     }
+    /// The node's `$SNAP_COMMON` (the launcher directory is under it).
+    fn common(&self, name: &str) -> PathBuf {
+        self.node(name).join("common")
+    }
     fn state(&self, name: &str) -> PathBuf {
         self.node(name).join("state")
     }
@@ -114,6 +118,7 @@ impl Lab {
             "data/credentials",
             "data/var/kubernetes/backend",
             "data/certs",
+            "common/etc/launcher",
             "conf",
             "bin",
             "state",
@@ -176,7 +181,13 @@ impl Lab {
             ("FAKE_MICROK8S_CONF", self.conf(name)),
             ("FAKE_MICROK8S_LOG", self.node(name).join("calls")),
             ("FAKE_MICROK8S_PEERS", self.dir().join("peers")),
+            ("FAKE_MICROK8S_COMMON", self.common(name)),
             ("MICROSEED_SNAP_DATA", self.data(name)),
+            ("MICROSEED_SNAP_COMMON", self.common(name)),
+            (
+                "MICROSEED_LAUNCH_TOKEN",
+                self.file(name, "/etc/microseed/microk8s-launch-token.yaml"),
+            ),
             ("MICROSEED_STATE", self.state(name)),
             (
                 "MICROSEED_JOIN_TOKEN_FILE",
@@ -250,9 +261,14 @@ impl Lab {
                 .map(|w| format!("-E {w}"))
                 .collect();
             script.push_str(&format!(
-                "systemd-socket-activate -l {ip}:25001 --accept --inetd {} python3 {} serve >/dev/null 2>>\"$out/serve-{name}.log\" &\nwait_port {ip} 25001\npython3 -c \"$AGENT\" {ip} {} 2>>\"$out/agent-{name}.log\" &\nwait_port {ip} 25000\n",
+                "systemd-socket-activate -l {ip}:25001 --accept --inetd {} python3 {} serve >/dev/null 2>>\"$out/serve-{name}.log\" &\nwait_port {ip} 25001\nenv {} {} python3 -c \"$AGENT\" {ip} {} 2>>\"$out/agent-{name}.log\" &\nwait_port {ip} 25000\n",
                 env.join(" "),
                 shq(self.file(name, "/usr/local/lib/microseed/microseed-fingerprint")),
+                self.env(name, ip),
+                shq(format!(
+                    "FAKE_MICROK8S_LOG={}",
+                    self.node(name).join("agent-calls").display()
+                )),
                 shq(self.data(name)),
             ));
         }
@@ -344,10 +360,21 @@ fn all_finished(results: &[(String, bool, String)]) {
 /// The cluster agent's TLS side on 25000, as far as a joiner sees it
 /// before the join (1.20's `microseed-fingerprint check` compares it): the
 /// node's current certificate, read again for each connection, since a
-/// join reissues it.
+/// join reissues it. Beside it, the agent's watch on the launcher
+/// directory (1.27+): a look every 0.5 s where upstream's is every 5 s,
+/// and a tick (`microk8s fake-agent-launch`) when a file waits there (only
+/// then, so dozens of stand-in agents side by side stay cheap): a launch
+/// configuration is applied only while the node's agent runs.
 const AGENT: &str = r#"
-import socket, ssl, sys
+import glob, os, socket, ssl, subprocess, sys, threading, time
 ip, data = sys.argv[1], sys.argv[2]
+pending = os.path.join(os.environ["FAKE_MICROK8S_COMMON"], "etc", "launcher", "*.yaml")
+def launcher():
+    while True:
+        if glob.glob(pending):
+            subprocess.run(["microk8s", "fake-agent-launch"])
+        time.sleep(0.5)
+threading.Thread(target=launcher, daemon=True).start()
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((ip, 25000))
@@ -400,6 +427,28 @@ fn converge(lab: &Lab) {
         assert!(
             tokens.lines().any(|l| l.starts_with(&format!("{TOKEN}|"))),
             "{name} registered no token: {tokens:?}"
+        );
+        // 1.27+: the persistent token too, once, through the launcher
+        // drop-in its agent applied (renamed *.applied); nothing before.
+        let persistent = std::fs::read_to_string(
+            lab.data(name)
+                .join("credentials/persistent-cluster-tokens.txt"),
+        )
+        .unwrap_or_default();
+        let launcher = lab.common(name).join("etc/launcher");
+        if minor >= 27 {
+            assert_eq!(persistent, format!("{TOKEN}\n"), "{name}");
+            assert!(
+                launcher.join("microseed-token.yaml.applied").exists(),
+                "{name}"
+            );
+        } else {
+            assert_eq!(persistent, "", "{name}");
+            assert!(!launcher.join("microseed-token.yaml").exists(), "{name}");
+        }
+        assert!(
+            !launcher.join("microseed-token.yaml").exists(),
+            "{name}: a drop-in was never applied"
         );
     }
     assert!(lab.state("master-1").join("bootstrapped").exists());
@@ -504,6 +553,19 @@ fn rebuilt_first_master_waits_while_the_others_are_down_then_joins_them() {
     );
     assert_eq!(lab.members("master-1"), ["127.0.0.1:19001"], "{log}");
     assert_eq!(lab.calls("master-1").matches("microk8s join").count(), 0);
+    // Not in the cluster: no token of any kind, so nothing can join it.
+    assert!(
+        !lab.data("master-1")
+            .join("credentials/persistent-cluster-tokens.txt")
+            .exists(),
+        "{log}"
+    );
+    assert!(
+        !lab.common("master-1")
+            .join("etc/launcher/microseed-token.yaml")
+            .exists(),
+        "{log}"
+    );
     lab.down("master-2", false);
     lab.down("master-3", false);
     let r = lab.phase(&["master-1"], 30);
@@ -514,6 +576,36 @@ fn rebuilt_first_master_waits_while_the_others_are_down_then_joins_them() {
         m.sort();
         assert_eq!(m, THREE, "{name}'s datastore:\n{}", r[0].2);
     }
+    let log = &r[0].2;
+    let joined = log
+        .find("joined the cluster through")
+        .unwrap_or_else(|| panic!("{log}"));
+    let registered = log
+        .find("persistent join token registered")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(joined < registered, "{log}");
+}
+
+/// On 1.27+ every master of several registers the never-expiring
+/// persistent token (the launcher drop-in, after it joined): a worker
+/// rebuilt long after its 90-day token ran out on master-2 (its daily
+/// refresh stopped) still joins through master-2, master-1 being down.
+#[test]
+fn a_1_27_masters_persistent_token_outlives_its_90_day_token() {
+    let lab = Lab::new("1.31");
+    converge(&lab);
+    lab.down("master-1", true);
+    lab.fresh("worker-1", WORKER.1);
+    // 91 days on: the token line microseed-token wrote has expired.
+    std::fs::write(
+        lab.conf("worker-1").join("now"),
+        (T0 + 91 * 86_400).to_string(),
+    )
+    .expect("now");
+    let r = lab.phase(&["worker-1"], 10);
+    all_finished(&r);
+    let log = &r[0].2;
+    assert!(log.contains("joined the cluster at 172.20.10.12"), "{log}");
 }
 
 /// Runs the stand-in `microk8s ARGS` as machine `name` would.
@@ -524,8 +616,43 @@ fn microk8s(lab: &Lab, name: &str, args: &[&str]) -> Output {
         .env("FAKE_MICROK8S_CONF", lab.conf(name))
         .env("FAKE_MICROK8S_LOG", lab.node(name).join("calls"))
         .env("FAKE_MICROK8S_PEERS", lab.dir().join("peers"))
+        .env("FAKE_MICROK8S_COMMON", lab.common(name))
         .output()
         .expect("microk8s")
+}
+
+/// 1.27+: a launch configuration dropped into a node's launcher directory
+/// counts only once that node's cluster agent has applied it (one tick of
+/// its watch appends the token to persistent-cluster-tokens.txt and
+/// renames the file *.applied); before 1.27 nothing applies it.
+#[test]
+fn the_stand_in_accepts_a_dropped_in_token_only_once_the_agent_applied_it() {
+    for (channel, applies) in [("1.31", true), ("1.26", false)] {
+        let lab = Lab::new(channel);
+        let drop_in = lab.common("master-1").join("etc/launcher/token.yaml");
+        std::fs::write(
+            &drop_in,
+            format!("---\nversion: 0.1.0\npersistentClusterToken: \"{TOKEN}\"\n"),
+        )
+        .expect("drop-in");
+        let url = format!("172.20.10.11:25000/{TOKEN}");
+        let o = microk8s(&lab, "master-2", &["join", &url]);
+        assert!(
+            text(&o).1.contains("Invalid token"),
+            "{channel}: {:?}",
+            text(&o)
+        );
+        let o = microk8s(&lab, "master-1", &["fake-agent-launch"]);
+        assert!(o.status.success(), "{channel}: {:?}", text(&o));
+        assert_eq!(drop_in.exists(), !applies, "{channel}");
+        assert_eq!(
+            drop_in.with_extension("yaml.applied").exists(),
+            applies,
+            "{channel}"
+        );
+        let o = microk8s(&lab, "master-2", &["join", &url]);
+        assert_eq!(o.status.success(), applies, "{channel}: {:?}", text(&o));
+    }
 }
 
 fn register(lab: &Lab, name: &str) {

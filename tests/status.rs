@@ -109,6 +109,8 @@ Leap status     : Normal
 struct Lab {
     s: Scratch,
     t: PathBuf,
+    /// The machines' names and addresses.
+    machines: Vec<(&'static str, &'static str)>,
     /// The NFS export, not under /tmp (an export root there is refused:
     /// Ubuntu empties /tmp at boot).
     export: tempfile::TempDir,
@@ -166,6 +168,15 @@ impl Lab {
     /// The admin logs in with this uid: 0 skips sudo, anything else goes
     /// through the machine's sudoers (see [`Lab::sudo_rule`]).
     fn with_admin_uid(admin_uid: u32) -> Lab {
+        Lab::of(EXAMPLE, MACHINES, admin_uid)
+    }
+
+    /// examples/ha: three masters and a worker (docs/ha.md).
+    fn ha() -> Lab {
+        Lab::of(HA, HA_MACHINES, 0)
+    }
+
+    fn of(example: &str, machines: &[(&'static str, &'static str)], admin_uid: u32) -> Lab {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let uid = unsafe { libc::geteuid() };
         assert_eq!(
@@ -189,7 +200,7 @@ impl Lab {
         std::fs::set_permissions(export_dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         let export = export_dir.path().to_path_buf();
-        let cluster = EXAMPLE
+        let cluster = example
             .replace("172.20.0.0/20", "192.0.2.0/24")
             .replace("172.20.0.1", "192.0.2.1")
             .replace("172.20.10.", "192.0.2.")
@@ -199,7 +210,7 @@ impl Lab {
                 "export_root: /data",
                 &format!("export_root: {}", export.display()),
             );
-        let key_line = EXAMPLE
+        let key_line = example
             .lines()
             .find(|l| l.contains("ssh-ed25519"))
             .expect("example key");
@@ -208,6 +219,7 @@ impl Lab {
         let lab = Lab {
             s: probe,
             t,
+            machines: machines.to_vec(),
             export: export_dir,
         };
         let o = lab.s.build(&["--format", "dir"]);
@@ -240,7 +252,7 @@ impl Lab {
                 .expect("chmod");
         }
         write_exec(&lab.t.join("harness.sh"), HARNESS);
-        for (name, ip) in MACHINES {
+        for (name, ip) in machines {
             lab.machine(name, ip);
         }
         lab
@@ -338,6 +350,28 @@ impl Lab {
                     common::shq(f.join("nodes.json"))
                 ),
             );
+        } else if name.starts_with("master-") {
+            // An HA master: its node list and its `microk8s status` (the
+            // datastore's voters), as the test sets them.
+            let all: Vec<(&str, bool)> = self
+                .machines
+                .iter()
+                .filter(|(n, _)| *n != "nfs")
+                .map(|(n, _)| (*n, true))
+                .collect();
+            write(&f.join("nodes.json"), &nodes_json(&all));
+            write(
+                &f.join("status.txt"),
+                "microk8s is running\nhigh-availability: yes\n  datastore master nodes: 192.0.2.11:19001 192.0.2.12:19001 192.0.2.13:19001\n  datastore standby nodes: none\n",
+            );
+            write_exec(
+                &f.join("bin/microk8s"),
+                &format!(
+                    "#!/bin/sh\ncase \"$*\" in\n'kubectl get nodes -o json') cat {} ;;\nstatus) cat {} ;;\n*) echo \"unexpected: $*\" >&2; exit 2 ;;\nesac\n",
+                    common::shq(f.join("nodes.json")),
+                    common::shq(f.join("status.txt"))
+                ),
+            );
         }
     }
 
@@ -371,7 +405,7 @@ impl Lab {
     }
 
     fn all_done(&self) {
-        for (name, _) in MACHINES {
+        for (name, _) in &self.machines {
             for step in self.steps(name) {
                 write(
                     &self.m(name).join("state/done").join(&step),
@@ -446,6 +480,14 @@ impl Lab {
 }
 
 const ALL: &[&str] = &["nfs", "master", "worker-1"];
+const HA: &str = include_str!("../examples/ha/cluster.yaml");
+const HA_MACHINES: &[(&str, &str)] = &[
+    ("nfs", "192.0.2.10"),
+    ("master-1", "192.0.2.11"),
+    ("master-2", "192.0.2.12"),
+    ("master-3", "192.0.2.13"),
+    ("worker-1", "192.0.2.14"),
+];
 
 fn row<'a>(stdout: &'a str, machine: &str) -> &'a str {
     stdout
@@ -987,4 +1029,102 @@ fn host_keys_are_pinned_in_a_cluster_directory_whose_path_has_blanks_percent_and
         })
         .collect();
     assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
+}
+
+/// Three masters: with master-1 killed (its sshd down, masters 2 and 3
+/// reporting it Unknown), status reads the nodes from masters 2 and 3: the
+/// worker stays Ready, master-1 is named unreachable, not Ready and its
+/// voter lost, and the exit code is 4; once it is back, every master
+/// agrees and status exits 0. A master whose own list is a moment behind
+/// (the worker NotReady there) does not hold the cluster back: a node is
+/// Ready when any reachable master reports it Ready.
+#[test]
+fn with_master_1_killed_the_worker_stays_ready_and_status_names_the_loss() {
+    let lab = Lab::ha();
+    lab.all_done();
+    let up = ["nfs", "master-1", "master-2", "master-3", "worker-1"];
+    let o = lab.status(&up, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("cluster, as master-1, master-2, master-3 report it:"),
+        "{out}"
+    );
+    assert!(out.contains("  nodes      4/4 Ready"), "{out}");
+    assert!(out.contains("  datastore  3 voter(s)"), "{out}");
+
+    let lost = [
+        ("master-1", false),
+        ("master-2", true),
+        ("master-3", true),
+        ("worker-1", true),
+    ];
+    for m in ["master-2", "master-3"] {
+        write(&lab.m(m).join("nodes.json"), &nodes_json(&lost));
+    }
+    // master-3's answer is older: the worker still NotReady there.
+    write(
+        &lab.m("master-3").join("nodes.json"),
+        &nodes_json(&[
+            ("master-1", false),
+            ("master-2", true),
+            ("master-3", true),
+            ("worker-1", false),
+        ]),
+    );
+    let down = ["nfs", "master-2", "master-3", "worker-1"];
+    let o = lab.status(&down, &["--connect-timeout", "3"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(row(&out, "master-1").contains("unreachable"), "{out}");
+    assert!(
+        out.contains("cluster, as master-2, master-3 report it (master-1 unreachable):"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  nodes      3/4 Ready (as master-2, master-3 report); master-1 not Ready on master-2 (False), master-3 (False)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("voter(s) on unreachable master(s): master-1 (192.0.2.11:19001)"),
+        "{out}"
+    );
+    let o = lab.status(&down, &["--json", "--connect-timeout", "3"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "stdout:\n{out}\nstderr:\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(v["exit_code"], 4);
+    let c = &v["cluster"];
+    assert_eq!(c["unreachable"], serde_json::json!(["master-1"]), "{c}");
+    assert_eq!(
+        c["nodes"]["from"],
+        serde_json::json!(["master-2", "master-3"])
+    );
+    let node = |n: &str| {
+        c["nodes"]["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|x| x["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} in {c}"))
+    };
+    assert_eq!(node("worker-1")["state"], "ready", "{c}");
+    assert_eq!(
+        node("worker-1")["ready_on"],
+        serde_json::json!(["master-2"])
+    );
+    assert_eq!(node("master-1")["state"], "not-ready", "{c}");
+    assert_eq!(c["nodes"]["not_ready"], serde_json::json!(["master-1"]));
+    let d = &c["datastore"];
+    assert_eq!(d["state"], "degraded", "{d}");
+    assert_eq!(d["voters"][0]["machine"], "master-1");
+    assert_eq!(d["voters"][0]["reachable"], false);
+    assert_eq!(d["voters"][1]["reachable"], true);
+    assert!(
+        v["missing"].as_array().expect("missing").iter().any(|m| m
+            .as_str()
+            .is_some_and(|m| m.starts_with("master-1: unreachable"))),
+        "{v}"
+    );
 }

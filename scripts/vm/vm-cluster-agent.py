@@ -13,12 +13,16 @@
 # agent (join_node_dqlite), it accepts a node that has joined already; it
 # logs how many joins each host made, so a second join shows.
 # Every MicroK8s node runs an agent, so this runs on the worker too.
+# Like the 1.27+ agent (cmd/cluster-agent.go), it also applies the launch
+# configurations dropped into $SNAP_COMMON/etc/launcher every 5 s
+# (`microk8s fake-agent-launch`; a master's persistent token, docs/ha.md).
 import http.server
 import json
 import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 # The overrides exist for trying this outside the VM.
@@ -75,6 +79,15 @@ class Agent(http.server.BaseHTTPRequestHandler):
         log(fmt % args)
 
 
+def launcher():
+    while True:
+        try:
+            subprocess.run([MICROK8S, "fake-agent-launch"], capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as e:
+            log("launch configurations: {}".format(e))
+        time.sleep(5)
+
+
 def main():
     crt = os.path.join(SNAP_DATA, "certs", "server.crt")
     key = os.path.join(SNAP_DATA, "certs", "server.key")
@@ -82,6 +95,7 @@ def main():
     # during first boot; the NFS server never installs it.
     while not (os.path.exists(crt) and os.path.exists(key)):
         time.sleep(2)
+    threading.Thread(target=launcher, daemon=True).start()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(crt, key)
     srv = http.server.ThreadingHTTPServer(("0.0.0.0", 25000), Agent)
