@@ -147,6 +147,7 @@ main() {
         while read -r name role _ _ <&3; do
             ms_warn "$name ($role): microseed-status and console tail ($out/$name/console.log)"
             ms_section "$out/$name/report.txt" microseed-status >&2 2>/dev/null || true
+            cat "$out/$name/live-status.txt" >&2 2>/dev/null || true
             ms_section "$out/$name/report.txt" "fake cluster agent" | tail -n 15 >&2 || true
             tail -n 40 "$out/$name/console.log" 2>/dev/null | tr -d '\r' >&2 || true
         done 3<"$machines"
@@ -175,7 +176,9 @@ facts() {
 # part FILE NAME: the lines of section "== NAME" in a facts dump.
 part() { awk -v want="== $2" '$0 == want { on = 1; next } /^== / { on = 0 } on' "$1"; }
 
+# shellcheck disable=SC2317 # called through ms_check
 voters_are() { grep -qxF "  datastore master nodes: $VOTERS" <(part "$1" status) && grep -qx 'high-availability: yes' <(part "$1" status); }
+# shellcheck disable=SC2317 # called through ms_check
 nodes_ready() {
     part "$1" nodes | /usr/bin/python3 -c '
 import json, sys
@@ -210,6 +213,17 @@ print(c["admin"]["username"], (c.get("ssh") or {}).get("port", 22))' "$c/cluster
     # so say so instead of waiting on it.
     if ((MS_CHECK_FAIL > 0)); then
         echo "not ok - every VM converged on its own: microseed status and the masters' checks skipped"
+        # What each VM without a report is doing, for the failure output
+        # (its ssh may still be on 22 if its ssh step has not run).
+        while read -r name role ip _ <&3; do
+            grep -q '^===== END microseed-report =====' "$out/$name/report.txt" && continue
+            local p
+            for p in "$PORT" 22; do
+                timeout 60 ms_in_net ssh -F "$st/ssh_config" -o BatchMode=yes -o ConnectTimeout=20 \
+                    -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR -p "$p" "$ADMIN@$ip" \
+                    'sudo -n microseed-status; sudo -n tail -n 8 /var/log/fake-cluster-agent.log' >"$out/$name/live-status.txt" 2>&1 && break
+            done
+        done 3<"$machines"
         return 0
     fi
     # 2. microseed status from the bridge's side, as an admin runs it.
@@ -263,4 +277,5 @@ print(c["admin"]["username"], (c.get("ssh") or {}).get("port", 22))' "$c/cluster
         test "$(grep -c ': 200 ' "$st/joins.log")" = 3 -a "$(grep -c 'worker join from .*: 200 ' "$st/joins.log")" = 1
 }
 
-main "$@"
+# One line, so nothing after it is read even if the file changes meanwhile.
+main "$@"; exit
