@@ -127,7 +127,7 @@ for i in 1 2 3; do
     env $(env_of $i) python3 -B "$agent" 2>"$dir/n$i/agent.err" &
 done
 for i in 1 2 3; do
-    for _ in $(seq 100); do
+    for _ in $(seq 600); do
         (echo >/dev/tcp/192.0.2.$i/25000) 2>/dev/null && (echo >/dev/tcp/192.0.2.$i/19001) 2>/dev/null && break
         sleep 0.05
     done
@@ -156,10 +156,14 @@ before=$(fp 2)
 join m2 2 1 0 && joined 2 m2
 [ "$(fp 2)" != "$before" ] && echo "m2 certificate reissued"
 echo "$T|9999999999" >"$dir/n2/data/credentials/cluster-tokens.txt"
-echo 2 >"$dir/n1/conf/join-change-secs"
-echo 2 >"$dir/n2/conf/join-change-secs"
+echo 5 >"$dir/n1/conf/join-change-secs"
+echo 5 >"$dir/n2/conf/join-change-secs"
 join m3 3 2 0 >"$dir/m3.out" &
-sleep 0.7
+# The second change is sent while the first holds every member.
+for _ in $(seq 600); do
+    [ -d "$dir/n1/data/var/kubernetes/backend/.membership-change" ] && break
+    sleep 0.05
+done
 join busy 4 1 0
 wait $!
 cat "$dir/m3.out"
