@@ -86,7 +86,8 @@ cluster_boot() {
     done 3<"$machines"
 
     cluster_net_up "$out" "$machines"
-    local t0=$SECONDS words="microseed.test.stay-up microseed.test.join-agent microseed.test.converge-polls=300"
+    # MS_CLUSTER_WORDS: more kernel command line words (scripts/ha-vm.sh).
+    local t0=$SECONDS words="microseed.test.stay-up microseed.test.join-agent microseed.test.converge-polls=300${MS_CLUSTER_WORDS:+ $MS_CLUSTER_WORDS}"
     while read -r name role _ _ <&3; do
         n=$((n + 1))
         local SEED_MACS="" work="$out/$name"

@@ -5,7 +5,9 @@
 # namespace, slirp restrict=on). Mounts vanish with the namespace.
 # MS_TAP=IFNAME: the NIC is that existing tap device instead (the
 # shared-network phase, cluster-phase.sh: run in its net namespace);
-# MS_SMP: vCPUs (default 2). MS_EXTRA_QEMU: more qemu arguments, split on
+# MS_SMP: vCPUs (default 2); MS_MEM: MiB of memory (default 2048);
+# MS_ACCEL: qemu's accelerator (default tcg; scripts/ha-vm.sh uses kvm
+# where /dev/kvm opens). MS_EXTRA_QEMU: more qemu arguments, split on
 # blanks (more disks and cards for tests/discover.rs; files under WORKDIR are
 # /tmp/ms/work inside).
 set -euo pipefail
@@ -27,7 +29,7 @@ mount --bind "$work" "$r/tmp/ms/work"
 touch "$r/tmp/ms/seed/seed.img"
 mount --bind -o ro "$seed" "$r/tmp/ms/seed/seed.img"
 
-exec chroot "$r" qemu-system-x86_64 -accel tcg -m 2048 -smp "${MS_SMP:-2}" -nographic -no-reboot \
+exec chroot "$r" qemu-system-x86_64 -accel "${MS_ACCEL:-tcg}" -m "${MS_MEM:-2048}" -smp "${MS_SMP:-2}" -nographic -no-reboot \
     -monitor none \
     -kernel /tmp/ms/vm/vmlinuz -initrd /tmp/ms/vm/initrd.img \
     -append "root=/dev/vda rw console=ttyS0${MS_EXTRA_APPEND:+ $MS_EXTRA_APPEND}" \
