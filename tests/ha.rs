@@ -254,14 +254,17 @@ impl Lab {
                 continue;
             }
             // The service's environment: what the socket unit's service
-            // would see on that master.
+            // would see on that master. The unit listens dual-stack
+            // (`ListenStream=25001`), where an IPv4 peer and the local end
+            // read as `::ffff:a.b.c.d`; an IPv6 socket bound to the
+            // master's v4-mapped address gives the service the same view.
             let env: Vec<String> = self
                 .env(name, ip)
                 .split(' ')
                 .map(|w| format!("-E {w}"))
                 .collect();
             script.push_str(&format!(
-                "systemd-socket-activate -l {ip}:25001 --accept --inetd {} python3 {} serve >/dev/null 2>>\"$out/serve-{name}.log\" &\nwait_port {ip} 25001\nenv {} {} python3 -c \"$AGENT\" {ip} {} 2>>\"$out/agent-{name}.log\" &\nwait_port {ip} 25000\n",
+                "systemd-socket-activate -l [::ffff:{ip}]:25001 --accept --inetd {} python3 {} serve >/dev/null 2>>\"$out/serve-{name}.log\" &\nwait_port {ip} 25001\nenv {} {} python3 -c \"$AGENT\" {ip} {} 2>>\"$out/agent-{name}.log\" &\nwait_port {ip} 25000\n",
                 env.join(" "),
                 shq(self.file(name, "/usr/local/lib/microseed/microseed-fingerprint")),
                 self.env(name, ip),
