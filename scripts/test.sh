@@ -122,9 +122,17 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
         && MS_RELEASE=24.04 MS_POWERCUT=0 scripts/acceptance.sh "$out/2404/seeds" || acc_rc=$?
     # The HA control plane booted for real: examples/ha's three masters and
     # its worker as VMs at once, converging to one cluster with 3 voters
-    # (docs/ha.md, Tests; bounded by MS_HA_TIMEOUT).
-    log "acceptance: examples/ha's 3 masters and worker booted together"
-    MICROSEED_BIN=target/release/microseed scripts/ha-vm.sh --out "$out/ha" || acc_rc=$?
+    # (docs/ha.md, Tests; bounded by MS_HA_TIMEOUT). Four emulated first
+    # boots cost about 25 minutes here, which with the rest would take CI
+    # near its 60-minute budget, so it runs when asked
+    # (MICROSEED_ACCEPTANCE_HA=1); the HA protocol itself runs in every CI
+    # through tests/ha.rs (the same scripts, in network namespaces).
+    if [ "${MICROSEED_ACCEPTANCE_HA:-0}" = 1 ]; then
+        log "acceptance: examples/ha's 3 masters and worker booted together"
+        MICROSEED_BIN=target/release/microseed scripts/ha-vm.sh --out "$out/ha" || acc_rc=$?
+    else
+        log "acceptance: the HA VM run (scripts/ha-vm.sh) did NOT run: set MICROSEED_ACCEPTANCE_HA=1 (about 25 more minutes); tests/ha.rs ran the protocol"
+    fi
     tier_rc=0
     finish_tier "$tier_pid" || tier_rc=$?
     [ "$acc_rc" = 0 ] || { log "acceptance FAILED (rc=$acc_rc)"; exit 1; }
