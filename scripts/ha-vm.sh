@@ -219,7 +219,8 @@ print(c["admin"]["username"], (c.get("ssh") or {}).get("port", 22))' "$c/cluster
             grep -q '^===== END microseed-report =====' "$out/$name/report.txt" && continue
             local p
             for p in "$PORT" 22; do
-                timeout 60 ms_in_net ssh -F "$st/ssh_config" -o BatchMode=yes -o ConnectTimeout=20 \
+                # ms_in_net is a function: timeout runs nsenter itself.
+                timeout 60 nsenter --net="/proc/$MS_NET_PID/ns/net" -- ssh -F "$st/ssh_config" -o BatchMode=yes -o ConnectTimeout=20 \
                     -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR -p "$p" "$ADMIN@$ip" \
                     'sudo -n microseed-status; sudo -n tail -n 8 /var/log/fake-cluster-agent.log' >"$out/$name/live-status.txt" 2>&1 && break
             done
