@@ -201,6 +201,10 @@ impl Lab {
                 "MICROSEED_LEADER",
                 self.file(name, "/usr/local/sbin/microseed-leader"),
             ),
+            // The lab's phases retry each step themselves, a bounded number
+            // of times: the leader's wait for the other masters is one
+            // check per attempt here (its polling has a test of its own).
+            ("MICROSEED_LEADER_WAIT", PathBuf::from("0")),
             (
                 "MICROSEED_BOOTSTRAP_ANYWAY",
                 self.node(name).join("bootstrap-anyway"),
@@ -1024,4 +1028,51 @@ fn bootstrap_anyway_lets_master_1_start_alone_only_when_root_only() {
     let log = &r[0].2;
     assert!(log.contains("bootstrapping although"), "{log}");
     assert!(lab.state("master-1").join("bootstrapped").exists(), "{log}");
+}
+
+/// The add-on leader waits for the other masters by polling, not by
+/// failing: a failure would put the step runner's backoff (up to 5
+/// minutes) between the last join and the add-ons, and show "failed"
+/// meanwhile. It goes on as soon as the last master is a datastore member,
+/// and fails (to be retried) only past its bound.
+#[test]
+fn the_addon_leader_waits_for_the_last_master_without_failing() {
+    let lab = Lab::new("1.31");
+    let leader = lab.file("master-1", "/usr/local/sbin/microseed-leader");
+    let backend = lab.data("master-1").join("var/kubernetes/backend");
+    std::fs::create_dir_all(&backend).expect("mkdir");
+    let cluster = backend.join("cluster.yaml");
+    let members = |n: usize| {
+        MASTERS[..n]
+            .iter()
+            .map(|(_, ip)| format!("- Address: {ip}:19001\n  ID: 1\n  Role: 0\n"))
+            .collect::<String>()
+    };
+    std::fs::write(&cluster, members(2)).expect("write");
+    let run = |wait: &str| {
+        let mut c = std::process::Command::new("bash");
+        c.arg(&leader)
+            .env("MICROSEED_SNAP_DATA", lab.data("master-1"))
+            .env("MICROSEED_LEADER_WAIT", wait)
+            .env("MICROSEED_LEADER_POLL", "0.1");
+        common::dies_with_the_test(&mut c);
+        c.spawn().expect("run microseed-leader")
+    };
+    // master-3 joins while the leader waits: it goes on, and is the leader.
+    let started = std::time::Instant::now();
+    let child = run("60");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::write(&cluster, members(3)).expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1500)
+            && waited < std::time::Duration::from_secs(20),
+        "{waited:?}"
+    );
+    // master-3 never joins: a failure once the bound is past.
+    std::fs::write(&cluster, members(2)).expect("write");
+    let o = run("1").wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
 }
