@@ -266,15 +266,8 @@ mod tests {
     #[test]
     fn select_env_quotes_every_value() {
         let m = Machine {
-            name: "w1".into(),
-            role: "worker".into(),
-            ip: "10.0.0.5".parse().unwrap(),
-            index: 0,
-            master_index: None,
-            mac: None,
-            interface: None,
             disk: Disk::Serial("S1'; rm -rf /".into()),
-            refresh_timer: String::new(),
+            ..machine("w1")
         };
         let env = select_env(&m, None);
         assert!(env.contains("DISK_SERIAL='*S1'\\''; rm -rf /*'\n"), "{env}");
