@@ -54,15 +54,25 @@ cargo clippy --all-targets -- -D warnings
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/microseed-tests.XXXXXX")
 before="$run_tmp.procs"
 python3 scripts/lib/leftovers.py snapshot "$before" "$run_tmp" "$PWD"
+# Nor may a test write to the user's own cache (the binary's default one):
+# the tests' binary gets a cache under target/ (tests/common fixed_env).
+user_cache="${MICROSEED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/microseed}"
+cache_mark="$run_tmp.cache-mark"
+touch "$cache_mark"
 log "cargo test"
 test_rc=0
 TMPDIR="$run_tmp" cargo test --release -- --test-threads="${MICROSEED_TEST_THREADS:-2}" || test_rc=$?
 log "processes the tests left running"
 left_rc=0
 python3 scripts/lib/leftovers.py check "$before" "$run_tmp" "$PWD" || left_rc=$?
-rm -rf "$run_tmp" "$before"
+cache_written=""
+if [ -d "$user_cache" ]; then
+    cache_written=$(find "$user_cache" -newer "$cache_mark" -print | head -5)
+fi
+rm -rf "$run_tmp" "$before" "$cache_mark"
 [ "$test_rc" = 0 ] || { log "cargo test FAILED (rc=$test_rc)"; exit 1; }
 [ "$left_rc" = 0 ] || { log "the tests left processes running"; exit 1; }
+[ -z "$cache_written" ] || { log "the tests wrote to $user_cache: $cache_written"; exit 1; }
 
 # 4. The installer's own check of the seeds (subiquity --dry-run at every
 # revision of the bundle in ../shared/tools/subiquity/; without the bundle the
@@ -91,8 +101,11 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     run_tier &
     tier_pid=$!
     log "acceptance: booting every role's seed in a VM"
-    out=$(mktemp -d)
-    trap 'rm -rf "$out"' EXIT
+    # Every result of the boots lands in $out: removed when they pass, kept
+    # (and named) when one fails.
+    out=$(mktemp -d /tmp/microseed-test-vms.XXXXXX)
+    keep_out=0
+    trap 'if [ "$keep_out" = 1 ]; then log "the VM runs'"'"' results are kept in $out"; else rm -rf "$out"; fi' EXIT
     cp examples/vm-lab/cluster.yaml "$out/cluster.yaml"
     cp tests/fixtures/secrets.yaml "$out/secrets.yaml"
     chmod 600 "$out/secrets.yaml"
@@ -103,7 +116,7 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     grep -qF "$(cut -d' ' -f2 "$out/admin-key.pub")" "$out/cluster.yaml"
     acc_rc=0
     cargo run --release --quiet -- build "$out/cluster.yaml" -o "$out/seeds" --target cloud-image --format dir,seed-img \
-        && MICROSEED_BIN=target/release/microseed scripts/acceptance.sh \
+        && MICROSEED_BIN=target/release/microseed scripts/acceptance.sh --out "$out/2004" \
             --cluster "$out/cluster.yaml" --ssh-key "$out/admin-key" "$out/seeds" || acc_rc=$?
     # Ubuntu 24.04 beside 20.04: the 24.04 lab's master (ssh.socket on 2222,
     # MicroK8s 1.35), the image switched to 24.04's socket-activated OpenSSH;
@@ -119,7 +132,7 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     for m in ${MICROSEED_ACCEPTANCE_2404:-master}; do machines24+=(--machine "$m"); done
     cargo run --release --quiet -- build "$out/2404/cluster.yaml" -o "$out/2404/seeds" --target cloud-image \
         --format dir,seed-img "${machines24[@]}" \
-        && MS_RELEASE=24.04 MS_POWERCUT=0 scripts/acceptance.sh "$out/2404/seeds" || acc_rc=$?
+        && MS_RELEASE=24.04 MS_POWERCUT=0 scripts/acceptance.sh --out "$out/2404/run" "$out/2404/seeds" || acc_rc=$?
     # The HA control plane booted for real: examples/ha's three masters and
     # its worker as VMs at once, converging to one cluster with 3 voters
     # (docs/ha.md, Tests; bounded by MS_HA_TIMEOUT). Four emulated first
@@ -135,7 +148,7 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     fi
     tier_rc=0
     finish_tier "$tier_pid" || tier_rc=$?
-    [ "$acc_rc" = 0 ] || { log "acceptance FAILED (rc=$acc_rc)"; exit 1; }
+    [ "$acc_rc" = 0 ] || { keep_out=1; log "acceptance FAILED (rc=$acc_rc)"; exit 1; }
     [ "$tier_rc" = 0 ] || { log "subiquity tier FAILED (rc=$tier_rc)"; exit 1; }
 else
     run_tier &

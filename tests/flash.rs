@@ -648,7 +648,7 @@ fn flash_at_terminal(fake: &Fake, args: &[&str], typed: &str) -> Output {
         .chain(args.iter().map(common::shq))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut child = Command::new("script")
+    let mut child = common::fixed_env(&mut Command::new("script"))
         .args(["-qec", &cmd, "/dev/null"])
         .env("MICROSEED_FLASH_SYSROOT", fake.dir.path())
         .stdin(Stdio::piped())

@@ -412,7 +412,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 /// microseed run as the unprivileged user `nobody` (the tests run as root,
 /// for whom no permission is ever missing).
 fn as_nobody(args: &[&str]) -> Output {
-    std::process::Command::new("setpriv")
+    common::fixed_env(&mut std::process::Command::new("setpriv"))
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_microseed"))
         .args(args)

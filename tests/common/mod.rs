@@ -31,22 +31,31 @@ pub fn staking_example() -> String {
     EXAMPLE.replace("  enabled: false", STAKING_ON)
 }
 
-/// The binary, with what it reads from the environment fixed: a build
-/// must not change with the tester's `SOURCE_DATE_EPOCH`, nor find an ISO
-/// in the tester's own download cache, nor leave hash states there (its
-/// cache is one under the target directory, which never holds an ISO:
-/// tests that download name their own). Tests that want one of these set
-/// it after this call, which wins.
+/// The binary, with what it reads from the environment fixed (see
+/// [`fixed_env`]). Tests that want one of these set it after this call,
+/// which wins.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_microseed"));
+    fixed_env(&mut c);
+    c
+}
+
+/// What the binary reads from the environment, fixed on a command that runs
+/// it directly or through a wrapper (`script`, `setpriv`, `unshare`): a
+/// build must not change with the tester's `SOURCE_DATE_EPOCH`, nor find an
+/// ISO in the tester's own download cache, nor leave hash states there (its
+/// cache is one under the target directory, which never holds an ISO: tests
+/// that download name their own).
+pub fn fixed_env(c: &mut Command) -> &mut Command {
     for k in ["SOURCE_DATE_EPOCH", "XDG_CACHE_HOME"] {
         c.env_remove(k);
     }
-    c.env(
-        "MICROSEED_CACHE_DIR",
-        concat!(env!("CARGO_TARGET_TMPDIR"), "/microseed-cache"),
-    );
-    c
+    c.env("MICROSEED_CACHE_DIR", test_cache_dir())
+}
+
+/// The binary's cache in tests (see [`fixed_env`]).
+pub fn test_cache_dir() -> &'static str {
+    concat!(env!("CARGO_TARGET_TMPDIR"), "/microseed-cache")
 }
 
 pub fn root() -> PathBuf {
@@ -229,7 +238,7 @@ pub fn in_mount_namespace(script: &str, args: &[&str]) -> Output {
         "x",
     ];
     argv.extend_from_slice(args);
-    unshare(&argv)
+    fixed_env(&mut unshare(&argv))
         .output()
         .unwrap_or_else(|e| panic!("unshare (util-linux) is needed for this test: {e}"))
 }
