@@ -33,6 +33,9 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# The bundle's tool leaves temporary directories behind: under this run's.
+export TMPDIR="$work/tmp"
+mkdir "$TMPDIR"
 bin=${MICROSEED_BIN:-}
 if [ -z "$bin" ]; then
     cargo build --release --quiet

@@ -23,6 +23,13 @@ notrun() {
 }
 [ -x "$tool" ] || notrun "$tool is missing (the bundle lives beside the project, in ../shared/tools/subiquity/, not in a clone)"
 [ "$(id -u)" = 0 ] || notrun "the dry-run harness needs root"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# The bundle's tool and its Python leave temporary directories behind
+# (mkdtemp, never removed): all of them go under this run's own, removed
+# with it.
+export TMPDIR="$work/tmp"
+mkdir "$TMPDIR"
 if [ "${1:-}" = --setup ]; then
     echo "subiquity tier: building the harness in $H"
     setup_log=$(mktemp)
@@ -34,8 +41,6 @@ if [ "${1:-}" = --setup ]; then
     rm -f "$setup_log"
 fi
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 bin=${MICROSEED_BIN:-}
 if [ -z "$bin" ]; then
     cargo build --release --quiet

@@ -101,12 +101,12 @@ def check(rev, sec):
             say('target netplan (after late-commands) == autoinstall.network: yes')
         if os.stat(np_path).st_mode & 0o077:
             bad.append('target netplan readable by others')
-        root = tempfile.mkdtemp()
-        os.makedirs(root + '/etc/netplan')
-        dst = root + '/etc/netplan/00-installer-config.yaml'
-        open(dst, 'w').write(open(np_path).read())
-        os.chmod(dst, 0o600)
-        r = subprocess.run(['netplan', 'generate', '--root-dir', root], capture_output=True, text=True)
+        with tempfile.TemporaryDirectory() as root:
+            os.makedirs(root + '/etc/netplan')
+            dst = root + '/etc/netplan/00-installer-config.yaml'
+            open(dst, 'w').write(open(np_path).read())
+            os.chmod(dst, 0o600)
+            r = subprocess.run(['netplan', 'generate', '--root-dir', root], capture_output=True, text=True)
         if r.returncode != 0:
             bad.append('netplan generate: ' + r.stderr.strip())
         else:
