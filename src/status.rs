@@ -656,9 +656,12 @@ fn run_probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Result<(i32, String, 
 /// (escape sequences, carriage returns, backspaces) and the bidirectional
 /// overrides that reorder what is shown become U+FFFD, so nothing a machine
 /// sends can move the cursor, recolour or rewrite the table. Line breaks
-/// and tabs stay (the sections are split on them).
+/// and tabs stay (the sections are split on them), and so does a line
+/// break written CRLF, as LF: ssh ends its own messages with CRLF when its
+/// stdin is a terminal ("Connection timed out\r\n").
 fn printable(text: &str) -> String {
-    text.chars()
+    text.replace("\r\n", "\n")
+        .chars()
         .map(|c| {
             let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
             if (c.is_control() && c != '\n' && c != '\t') || bidi {
@@ -1803,6 +1806,18 @@ mod tests {
             text: text.into(),
             code,
         }
+    }
+
+    #[test]
+    fn a_machines_control_characters_are_replaced_but_crlf_line_ends_are_kept_as_lf() {
+        assert_eq!(
+            printable("ssh: Connection timed out\r\n"),
+            "ssh: Connection timed out\n"
+        );
+        assert_eq!(
+            printable("a\rb\x1b[31mc\u{202e}d\te\n"),
+            "a\u{fffd}b\u{fffd}[31mc\u{fffd}d\te\n"
+        );
     }
 
     #[test]
