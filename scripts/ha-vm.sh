@@ -22,8 +22,8 @@ set -euo pipefail
 . "$MS_LIB_DIR/cluster-phase.sh"
 
 # The whole run, image check and seeds included; the boots alone.
-MS_HA_TIMEOUT="${MS_HA_TIMEOUT:-2100}"
-MS_CLUSTER_BOOT_TIMEOUT="${MS_CLUSTER_BOOT_TIMEOUT:-1500}"
+MS_HA_TIMEOUT="${MS_HA_TIMEOUT:-2400}"
+MS_CLUSTER_BOOT_TIMEOUT="${MS_CLUSTER_BOOT_TIMEOUT:-1800}"
 # The machines booted: the masters and the worker (the NFS server plays no
 # part in the control plane, and a fifth emulated VM costs minutes).
 MS_HA_MACHINES="${MS_HA_MACHINES:-master-1 master-2 master-3 worker-1}"
@@ -44,7 +44,9 @@ exit 0 with each master's datastore at 3 voters; on each master
 \`microk8s status\` high-availability with the same 3 voters; exactly one
 bootstrap (master-1), masters 2 and 3 joined once each, the add-ons enabled
 on one master only, every master's node list holding the 4 nodes Ready, the
-worker joined. Boots bounded by MS_CLUSTER_BOOT_TIMEOUT (${MS_CLUSTER_BOOT_TIMEOUT}s),
+worker joined; then, master-1's VM killed, \`microseed status\` exit 4 with
+worker-1 still Ready as masters 2 and 3 report it and master-1 and its
+voter named lost. Boots bounded by MS_CLUSTER_BOOT_TIMEOUT (${MS_CLUSTER_BOOT_TIMEOUT}s),
 the run by MS_HA_TIMEOUT (${MS_HA_TIMEOUT}s). Results, reports and console
 logs in DIR (default: a new /tmp/microseed-ha-vm.XXXXXX); on a failure each
 VM's console tail is printed. Nothing it starts outlives it.
@@ -276,6 +278,27 @@ print(c["admin"]["username"], (c.get("ssh") or {}).get("port", 22))' "$c/cluster
     done
     ms_check "the agents accepted 2 master joins and 1 worker join in all" \
         test "$(grep -c ': 200 ' "$st/joins.log")" = 3 -a "$(grep -c 'worker join from .*: 200 ' "$st/joins.log")" = 1
+
+    # 4. master-1 killed (its VM, at once, as a power loss would): the
+    # worker is still Ready as masters 2 and 3 report it, and status names
+    # the loss, master-1's voter included, with exit 4 (docs/ha.md,
+    # "Losing a master").
+    kill -KILL "${MS_VM_PID[master-1]}" 2>/dev/null || true
+    wait "${MS_VM_PID[master-1]}" 2>/dev/null || true
+    t=$SECONDS
+    rc=0
+    ms_in_net "$MICROSEED_BIN" status "$st/cluster.yaml" --ssh-config "$st/ssh_config" "${only[@]}" \
+        --connect-timeout 5 --json >"$st/lost.out" 2>"$st/lost.err" || rc=$?
+    ms_log "microseed status with master-1 killed -> exit $rc in $((SECONDS - t)) s ($st/lost.out)"
+    ms_check "master-1 killed: status exits 4" test "$rc" = 4
+    ms_check "master-1 killed: master-1 unreachable, named in what is missing" \
+        status_json "$st/lost.out" "not m['master-1']['reachable'] and any(x.startswith('master-1: unreachable') for x in d['missing'])"
+    ms_check "master-1 killed: the nodes as master-2 and master-3 report them" \
+        status_json "$st/lost.out" "d['cluster']['unreachable'] == ['master-1'] and d['cluster']['nodes']['from'] == ['master-2', 'master-3']"
+    ms_check "master-1 killed: worker-1 still Ready" \
+        status_json "$st/lost.out" "[n['state'] for n in d['cluster']['nodes']['nodes'] if n['name'] == 'worker-1'] == ['ready']"
+    ms_check "master-1 killed: the datastore degraded, master-1's voter named unreachable" \
+        status_json "$st/lost.out" "d['cluster']['datastore']['state'] == 'degraded' and [(v['machine'], v['reachable']) for v in d['cluster']['datastore']['voters']] == [('master-1', False), ('master-2', True), ('master-3', True)]"
 }
 
 # One line, so nothing after it is read even if the file changes meanwhile.
