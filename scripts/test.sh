@@ -136,15 +136,16 @@ if [ "$quick" = 0 ] && [ -x scripts/acceptance.sh ]; then
     # The HA control plane booted for real: examples/ha's three masters and
     # its worker as VMs at once, converging to one cluster with 3 voters
     # (docs/ha.md, Tests; bounded by MS_HA_TIMEOUT). Four emulated first
-    # boots cost about 25 minutes here, which with the rest would take CI
-    # near its 60-minute budget, so it runs when asked
+    # boots cost about 24 minutes here (two idle passes: 1429 and 1456 s),
+    # which with the rest (about 36) would take CI over its 60-minute
+    # budget, so it runs when asked
     # (MICROSEED_ACCEPTANCE_HA=1); the HA protocol itself runs in every CI
     # through tests/ha.rs (the same scripts, in network namespaces).
     if [ "${MICROSEED_ACCEPTANCE_HA:-0}" = 1 ]; then
         log "acceptance: examples/ha's 3 masters and worker booted together"
         MICROSEED_BIN=target/release/microseed scripts/ha-vm.sh --out "$out/ha" || acc_rc=$?
     else
-        log "acceptance: the HA VM run (scripts/ha-vm.sh) did NOT run: set MICROSEED_ACCEPTANCE_HA=1 (about 25 more minutes); tests/ha.rs ran the protocol"
+        log "acceptance: the HA VM run (scripts/ha-vm.sh) did NOT run: set MICROSEED_ACCEPTANCE_HA=1 (about 24 more minutes); tests/ha.rs ran the protocol"
     fi
     tier_rc=0
     finish_tier "$tier_pid" || tier_rc=$?
