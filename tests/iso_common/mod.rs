@@ -144,7 +144,7 @@ pub fn cli_stick(cluster: &str, iso: &Path, dir: &Path) -> PathBuf {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .expect("chmod");
-    let o = Command::new(env!("CARGO_BIN_EXE_microseed"))
+    let o = crate::common::bin()
         .arg("build")
         .arg(c.join("cluster.yaml"))
         .arg("-o")
