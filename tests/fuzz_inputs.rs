@@ -6,6 +6,9 @@
 //! secrets file ever echoes a secret. Case counts are kept modest so CI
 //! stays fast.
 
+// iso_common runs the binary through common's fixed environment.
+#[path = "common/mod.rs"]
+mod common;
 #[path = "iso_common/mod.rs"]
 mod iso_common;
 
