@@ -657,8 +657,8 @@ fn run_probe(ssh: &Ssh, cluster: &Cluster, m: &Machine) -> Result<(i32, String, 
 /// overrides that reorder what is shown become U+FFFD, so nothing a machine
 /// sends can move the cursor, recolour or rewrite the table. Line breaks
 /// and tabs stay (the sections are split on them), and so does a line
-/// break written CRLF, as LF: ssh ends its own messages with CRLF when its
-/// stdin is a terminal ("Connection timed out\r\n").
+/// break written CRLF, as LF: OpenSSH ends its own messages on stderr with
+/// CRLF whatever stderr is ("Connection timed out\r\n").
 fn printable(text: &str) -> String {
     text.replace("\r\n", "\n")
         .chars()

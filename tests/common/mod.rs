@@ -50,12 +50,10 @@ pub fn fixed_env(c: &mut Command) -> &mut Command {
     for k in ["SOURCE_DATE_EPOCH", "XDG_CACHE_HOME"] {
         c.env_remove(k);
     }
-    c.env("MICROSEED_CACHE_DIR", test_cache_dir())
-}
-
-/// The binary's cache in tests (see [`fixed_env`]).
-pub fn test_cache_dir() -> &'static str {
-    concat!(env!("CARGO_TARGET_TMPDIR"), "/microseed-cache")
+    c.env(
+        "MICROSEED_CACHE_DIR",
+        concat!(env!("CARGO_TARGET_TMPDIR"), "/microseed-cache"),
+    )
 }
 
 pub fn root() -> PathBuf {
